@@ -1,0 +1,128 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading, selecting, splitting or exporting data.
+///
+/// Every variant about a file names the file; every variant about a row names the row
+/// (1-based, counting data rows, the header excluded) and the column.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid CSV, parquet or JSON Lines.
+    #[error("{path}: malformed {format} file: {message}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// `CSV`, `parquet` or `JSON Lines`.
+        format: &'static str,
+        /// The reader's message, with the line where it is known.
+        message: String,
+    },
+    /// A required column is missing.
+    #[error("{path}: missing column `{column}`")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: &'static str,
+    },
+    /// A required cell is empty or null.
+    #[error("{path}: row {row}: column `{column}` is empty")]
+    EmptyField {
+        /// The file.
+        path: PathBuf,
+        /// 1-based data row.
+        row: usize,
+        /// The column.
+        column: &'static str,
+    },
+    /// A cell holds a value the column does not allow.
+    #[error("{path}: row {row}: column `{column}`: {reason}")]
+    InvalidValue {
+        /// The file.
+        path: PathBuf,
+        /// 1-based data row.
+        row: usize,
+        /// The column.
+        column: &'static str,
+        /// What is wrong, quoting the value.
+        reason: String,
+    },
+    /// The same sample_id appears twice in one language.
+    #[error(
+        "{path}: row {row}: duplicate sample_id `{sample_id}` in language {language} (first seen in {first_path})"
+    )]
+    DuplicateSampleId {
+        /// The file of the second occurrence.
+        path: PathBuf,
+        /// Its 1-based data row.
+        row: usize,
+        /// The id.
+        sample_id: String,
+        /// The language code.
+        language: String,
+        /// The file of the first occurrence.
+        first_path: PathBuf,
+    },
+    /// A language code that Global-MMLU does not have.
+    #[error("unknown language code `{code}`{}", context.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    UnknownLanguage {
+        /// The code as given.
+        code: String,
+        /// Where it came from, e.g. the file whose name carries it.
+        context: Option<String>,
+    },
+    /// A file whose language cannot be told from its path, and none was given.
+    #[error(
+        "{path}: cannot tell the language from the path; name the file `<lang>.<split>.<ext>` or `<lang>.<ext>`, put it in a directory named by the code, or give the language explicitly"
+    )]
+    LanguageNotInPath {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file whose format is not CSV, parquet or JSON Lines.
+    #[error("{path}: unsupported file type (expected .csv, .parquet, .jsonl or .json)")]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A domain name that is not a Global-MMLU subject category.
+    #[error(
+        "unknown domain `{value}` (expected STEM, Humanities, Medical, Social Sciences, Business or Other)"
+    )]
+    UnknownDomain {
+        /// The value as given.
+        value: String,
+    },
+    /// A selection, split or export left a slice with no questions.
+    #[error("empty slice: {what}")]
+    EmptySlice {
+        /// Which slice, and why it is empty.
+        what: String,
+    },
+    /// A configuration value is out of range or malformed.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A prompt template refers to a placeholder it does not know.
+    #[error("prompt template: unknown placeholder `{{{0}}}`")]
+    UnknownPlaceholder(String),
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> DataError {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

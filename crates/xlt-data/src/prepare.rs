@@ -1,0 +1,291 @@
+//! From a loaded dataset to an experiment's files: manifest, fine-tuning and evaluation sets.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{Dataset, Selection};
+use crate::error::DataError;
+use crate::export::{PromptTemplate, estimate_chat_tokens};
+use crate::language::Language;
+use crate::question::{Domain, compare_sample_ids};
+use crate::split::{Split, SplitConfig, leakage_audit, shuffle_key, split_items};
+
+/// What to prepare: which questions, how to split them, how to prompt.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareConfig {
+    /// Languages and domains (and optionally subjects and cultural labels) to keep. Empty
+    /// languages mean every language in the data; empty domains mean the study's three.
+    pub selection: Selection,
+    /// Train fraction and seed.
+    pub split: SplitConfig,
+    /// The prompt for training and evaluation.
+    pub template: PromptTemplate,
+}
+
+/// One language-domain slice in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSlice {
+    /// Language of the slice.
+    pub language: Language,
+    /// Domain of the slice.
+    pub domain: Domain,
+    /// Training ids, in sample-id order.
+    pub train_ids: Vec<String>,
+    /// Test ids, in sample-id order.
+    pub test_ids: Vec<String>,
+}
+
+/// `manifest.json`: the split, reproducible from the seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The split's seed.
+    pub seed: u64,
+    /// The split's training fraction.
+    pub train_fraction: f64,
+    /// Every slice, by language then domain.
+    pub slices: Vec<ManifestSlice>,
+    /// Sample ids dropped as duplicates (in every language).
+    pub dropped_duplicates: usize,
+    /// Sample ids dropped because some language lacks them.
+    pub dropped_unaligned: usize,
+}
+
+impl Manifest {
+    /// The file stem of a slice: `<lang>-<domain slug>`, e.g. `en-stem`.
+    pub fn slice_name(language: Language, domain: Domain) -> String {
+        format!("{}-{}", language.code(), domain.slug())
+    }
+
+    /// Audits the manifest's own slices for leakage (see [`leakage_audit`]).
+    pub fn leakage(&self) -> crate::split::LeakageReport {
+        leakage_audit(
+            self.slices
+                .iter()
+                .flat_map(|s| s.train_ids.iter().map(move |id| (s.language, id.as_str()))),
+            self.slices
+                .iter()
+                .flat_map(|s| s.test_ids.iter().map(move |id| (s.language, id.as_str()))),
+        )
+    }
+}
+
+/// Counts of one slice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceStats {
+    /// Language.
+    pub language: Language,
+    /// Domain.
+    pub domain: Domain,
+    /// Training questions.
+    pub train: usize,
+    /// Test questions.
+    pub test: usize,
+    /// Estimated training tokens for one epoch (see [`crate::estimate_tokens`]).
+    pub train_tokens: usize,
+}
+
+/// A prepared experiment, in memory: nothing is written until [`Prepared::write_to`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Counts per slice, in manifest order.
+    pub stats: Vec<SliceStats>,
+    files: Vec<(PathBuf, String)>,
+}
+
+impl Prepared {
+    /// The output files, as (path relative to the output directory, content), manifest last.
+    pub fn files(&self) -> &[(PathBuf, String)] {
+        &self.files
+    }
+
+    /// Writes every file under `dir`, each atomically (a temporary file renamed into place),
+    /// `manifest.json` last so that its presence means the rest is complete.
+    ///
+    /// # Errors
+    /// [`DataError::Io`] naming the file that could not be written.
+    pub fn write_to(&self, dir: &Path) -> Result<(), DataError> {
+        for (rel, content) in &self.files {
+            write_atomic(&dir.join(rel), content.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// A plain-text table of the slice counts.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<8} {:<12} {:>6} {:>6} {:>12}",
+            "language", "domain", "train", "test", "train tokens"
+        );
+        for st in &self.stats {
+            let _ = writeln!(
+                s,
+                "{:<8} {:<12} {:>6} {:>6} {:>12}",
+                st.language.code(),
+                st.domain.name(),
+                st.train,
+                st.test,
+                st.train_tokens
+            );
+        }
+        let _ = writeln!(
+            s,
+            "dropped duplicates: {}, dropped unaligned: {}",
+            self.manifest.dropped_duplicates, self.manifest.dropped_unaligned
+        );
+        s
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees half a file. Creates the parent directories.
+///
+/// # Errors
+/// [`DataError::Io`] naming `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| DataError::io(path, e))?;
+    tmp.write_all(bytes).map_err(|e| DataError::io(path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| DataError::io(path, e))?;
+    tmp.persist(path)
+        .map_err(|e| DataError::io(path, e.error))?;
+    Ok(())
+}
+
+/// Selects, de-duplicates, aligns and splits `dataset`, and renders every file of the
+/// experiment: `manifest.json`, `finetune/<lang>-<domain>.jsonl` (chat format, in seeded
+/// shuffled order) and `eval/<lang>-<domain>.jsonl` (in sample-id order).
+///
+/// # Errors
+/// [`DataError::EmptySlice`] if a selected language is not in the data, or a selected
+/// language-domain slice has no training or no test question; split errors as
+/// [`split_items`].
+pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, DataError> {
+    let found = dataset.languages();
+    let mut selection = config.selection.clone();
+    for l in &selection.languages {
+        if !found.contains(l) {
+            return Err(DataError::EmptySlice {
+                what: format!("language {l} was selected but the data has no question in it"),
+            });
+        }
+    }
+    if selection.languages.is_empty() {
+        selection.languages = found;
+    }
+    if selection.domains.is_empty() {
+        selection.domains = Domain::STUDY.to_vec();
+    }
+    let (dataset, dedup) = dataset.select(&selection).dedup();
+    let (dataset, align) = dataset.align();
+    let split = split_items(&dataset.items(), &config.split)?;
+
+    let mut languages = selection.languages.clone();
+    languages.sort();
+    languages.dedup();
+    let mut domains = selection.domains.clone();
+    domains.sort();
+    domains.dedup();
+
+    let mut slices = Vec::new();
+    let mut stats = Vec::new();
+    let mut files = Vec::new();
+    for &language in &languages {
+        for &domain in &domains {
+            let (slice, stat, ft, ev) = render_slice(&dataset, &split, language, domain, config)?;
+            let name = Manifest::slice_name(language, domain);
+            files.push((PathBuf::from(format!("finetune/{name}.jsonl")), ft));
+            files.push((PathBuf::from(format!("eval/{name}.jsonl")), ev));
+            slices.push(slice);
+            stats.push(stat);
+        }
+    }
+    let manifest = Manifest {
+        seed: config.split.seed,
+        train_fraction: config.split.train_fraction,
+        slices,
+        dropped_duplicates: dedup.dropped_ids.len(),
+        dropped_unaligned: align.dropped_ids,
+    };
+    let leaks = manifest.leakage();
+    assert!(
+        leaks.is_clean(),
+        "a split by sample id cannot leak; audit found {:?}",
+        leaks.leaked.first()
+    );
+    let mut json = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+    json.push('\n');
+    files.push((PathBuf::from("manifest.json"), json));
+    Ok(Prepared {
+        manifest,
+        stats,
+        files,
+    })
+}
+
+type RenderedSlice = (ManifestSlice, SliceStats, String, String);
+
+fn render_slice(
+    dataset: &Dataset,
+    split: &Split,
+    language: Language,
+    domain: Domain,
+    config: &PrepareConfig,
+) -> Result<RenderedSlice, DataError> {
+    let (mut train, test): (Vec<_>, Vec<_>) = dataset
+        .slice(language, domain)
+        .partition(|q| split.is_train(&q.sample_id));
+    let name = Manifest::slice_name(language, domain);
+    if train.is_empty() || test.is_empty() {
+        return Err(DataError::EmptySlice {
+            what: format!(
+                "{name} has {} training and {} test questions after selection, de-duplication and alignment",
+                train.len(),
+                test.len()
+            ),
+        });
+    }
+    let mut train_tokens = 0;
+    let mut ft = String::new();
+    train.sort_by_cached_key(|q| shuffle_key(config.split.seed, &q.sample_id));
+    for q in &train {
+        let rec = config.template.finetune_record(q);
+        train_tokens += estimate_chat_tokens(&rec.messages);
+        ft.push_str(&serde_json::to_string(&rec).expect("record serializes"));
+        ft.push('\n');
+    }
+    let mut ev = String::new();
+    for q in &test {
+        ev.push_str(&serde_json::to_string(&config.template.eval_record(q)).expect("serializes"));
+        ev.push('\n');
+    }
+    let mut train_ids: Vec<String> = train.iter().map(|q| q.sample_id.clone()).collect();
+    train_ids.sort_by(|a, b| compare_sample_ids(a, b));
+    let test_ids: Vec<String> = test.iter().map(|q| q.sample_id.clone()).collect();
+    let stat = SliceStats {
+        language,
+        domain,
+        train: train_ids.len(),
+        test: test_ids.len(),
+        train_tokens,
+    };
+    let slice = ManifestSlice {
+        language,
+        domain,
+        train_ids,
+        test_ids,
+    };
+    Ok((slice, stat, ft, ev))
+}

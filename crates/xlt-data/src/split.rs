@@ -1,0 +1,309 @@
+//! Leak-free train/test splits by sample id, and an audit for anyone's splits.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::Item;
+use crate::error::DataError;
+use crate::language::Language;
+use crate::question::compare_sample_ids;
+
+/// How to split: the fraction that goes to training, and the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SplitConfig {
+    /// Fraction of each subject's questions on the training side, strictly between 0 and 1.
+    pub train_fraction: f64,
+    /// Seed of the deterministic shuffle.
+    pub seed: u64,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        SplitConfig {
+            train_fraction: 0.7,
+            seed: 42,
+        }
+    }
+}
+
+/// A split of sample ids into training and test sides. The same ids are on the same side in
+/// every language: the split is of question instances, not of rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// Training ids, in sample-id order.
+    pub train: Vec<String>,
+    /// Test ids, in sample-id order.
+    pub test: Vec<String>,
+}
+
+impl Split {
+    /// Whether `sample_id` is on the training side.
+    pub fn is_train(&self, sample_id: &str) -> bool {
+        self.train
+            .binary_search_by(|x| compare_sample_ids(x, sample_id))
+            .is_ok()
+    }
+
+    /// Whether `sample_id` is on the test side.
+    pub fn is_test(&self, sample_id: &str) -> bool {
+        self.test
+            .binary_search_by(|x| compare_sample_ids(x, sample_id))
+            .is_ok()
+    }
+}
+
+/// The seeded shuffle key of a sample id: SHA-256 of the seed and the id. It does not depend
+/// on the order the ids arrive in, nor on the platform.
+pub fn shuffle_key(seed: u64, sample_id: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(sample_id.as_bytes());
+    h.finalize().into()
+}
+
+/// Splits items into training and test, stratified by subject.
+///
+/// Within each subject the items are ordered by [`shuffle_key`], and the first ones go to
+/// training. How many: each subject's quota is `train_fraction x n`; every subject gets the
+/// floor of its quota, and the remaining training places (so that the total is
+/// `round(train_fraction x N)`) go to the subjects with the largest fractional parts
+/// (largest remainder), ties broken by subject name. Each subject's training count is thus
+/// the floor or the ceiling of its quota, and the whole split is as close to the fraction
+/// as whole numbers allow.
+///
+/// # Errors
+/// [`DataError::InvalidConfig`] if the fraction is not strictly between 0 and 1;
+/// [`DataError::EmptySlice`] if there is no item.
+pub fn split_items(items: &[Item], config: &SplitConfig) -> Result<Split, DataError> {
+    let f = config.train_fraction;
+    if !(f > 0.0 && f < 1.0) {
+        return Err(DataError::InvalidConfig(format!(
+            "train fraction {f} is not strictly between 0 and 1"
+        )));
+    }
+    if items.is_empty() {
+        return Err(DataError::EmptySlice {
+            what: "nothing to split: no question is left after selection and alignment".to_owned(),
+        });
+    }
+    let mut strata: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for item in items {
+        if seen.insert(item.sample_id.as_str()) {
+            strata
+                .entry(item.subject.as_str())
+                .or_default()
+                .push(item.sample_id.as_str());
+        }
+    }
+    let total: usize = strata.values().map(Vec::len).sum();
+    let target = ((f * total as f64).round() as usize).clamp(0, total);
+
+    let mut quotas: Vec<(&str, usize, f64)> = strata
+        .iter()
+        .map(|(s, ids)| {
+            let q = f * ids.len() as f64;
+            (*s, q.floor() as usize, q - q.floor())
+        })
+        .collect();
+    let floor_sum: usize = quotas.iter().map(|q| q.1).sum();
+    let mut order: Vec<usize> = (0..quotas.len()).collect();
+    order.sort_by(|&a, &b| {
+        quotas[b]
+            .2
+            .total_cmp(&quotas[a].2)
+            .then_with(|| quotas[a].0.cmp(quotas[b].0))
+    });
+    for &i in order.iter().take(target.saturating_sub(floor_sum)) {
+        quotas[i].1 += 1;
+    }
+
+    let mut split = Split::default();
+    for (subject, n_train, _) in quotas {
+        let mut ids = strata[subject].clone();
+        ids.sort_by_cached_key(|id| (shuffle_key(config.seed, id), id.to_string()));
+        let (train, test) = ids.split_at(n_train);
+        split.train.extend(train.iter().map(|s| s.to_string()));
+        split.test.extend(test.iter().map(|s| s.to_string()));
+    }
+    split.train.sort_by(|a, b| compare_sample_ids(a, b));
+    split.test.sort_by(|a, b| compare_sample_ids(a, b));
+    Ok(split)
+}
+
+/// A sample id that is on the training side somewhere and on the test side somewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakedId {
+    /// The id.
+    pub sample_id: String,
+    /// Languages where it is trained on.
+    pub train_languages: Vec<Language>,
+    /// Languages where it is tested on.
+    pub test_languages: Vec<Language>,
+}
+
+/// The result of [`leakage_audit`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakageReport {
+    /// Every leaked id, in sample-id order.
+    pub leaked: Vec<LeakedId>,
+    /// Distinct ids seen on the training side.
+    pub train_ids: usize,
+    /// Distinct ids seen on the test side.
+    pub test_ids: usize,
+}
+
+impl LeakageReport {
+    /// Whether no id is on both sides.
+    pub fn is_clean(&self) -> bool {
+        self.leaked.is_empty()
+    }
+}
+
+/// Audits any set of per-language splits for cross-lingual leakage: an id trained on in one
+/// language and tested in the same or another language. Takes `(language, sample_id)` pairs
+/// for each side, so it can audit splits made by anyone.
+pub fn leakage_audit<'a>(
+    train: impl IntoIterator<Item = (Language, &'a str)>,
+    test: impl IntoIterator<Item = (Language, &'a str)>,
+) -> LeakageReport {
+    let mut train_map: BTreeMap<&str, BTreeSet<Language>> = BTreeMap::new();
+    for (l, id) in train {
+        train_map.entry(id).or_default().insert(l);
+    }
+    let mut test_map: BTreeMap<&str, BTreeSet<Language>> = BTreeMap::new();
+    for (l, id) in test {
+        test_map.entry(id).or_default().insert(l);
+    }
+    let mut leaked: Vec<LeakedId> = train_map
+        .iter()
+        .filter_map(|(id, tl)| {
+            test_map.get(id).map(|sl| LeakedId {
+                sample_id: (*id).to_owned(),
+                train_languages: tl.iter().copied().collect(),
+                test_languages: sl.iter().copied().collect(),
+            })
+        })
+        .collect();
+    leaked.sort_by(|a, b| compare_sample_ids(&a.sample_id, &b.sample_id));
+    LeakageReport {
+        leaked,
+        train_ids: train_map.len(),
+        test_ids: test_map.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::question::Domain;
+    use proptest::prelude::*;
+
+    fn items(spec: &[(&str, usize)]) -> Vec<Item> {
+        spec.iter()
+            .flat_map(|(subject, n)| {
+                (0..*n).map(move |i| Item {
+                    sample_id: format!("{subject}/test/{i}"),
+                    subject: (*subject).to_owned(),
+                    domain: Domain::Stem,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rejects_bad_fractions_and_empty_input() {
+        let it = items(&[("a", 3)]);
+        for f in [0.0, 1.0, -0.1, 1.5, f64::NAN] {
+            let c = SplitConfig {
+                train_fraction: f,
+                seed: 1,
+            };
+            assert!(split_items(&it, &c).is_err(), "{f}");
+        }
+        assert!(matches!(
+            split_items(&[], &SplitConfig::default()),
+            Err(DataError::EmptySlice { .. })
+        ));
+    }
+
+    #[test]
+    fn largest_remainder_hits_the_total() {
+        // Three subjects of 3 at 0.5: quotas 1.5 each; total round(4.5) = 5 (round half away
+        // from zero), so two subjects get 2 and one gets 1.
+        let s = split_items(
+            &items(&[("a", 3), ("b", 3), ("c", 3)]),
+            &SplitConfig {
+                train_fraction: 0.5,
+                seed: 7,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.train.len(), 5);
+        assert_eq!(s.test.len(), 4);
+    }
+
+    #[test]
+    fn audit_finds_cross_lingual_leaks() {
+        use Language::{English as En, Igbo as Ig, Turkish as Tr};
+        let train = [(Ig, "x/test/1"), (Tr, "x/test/2")];
+        let test = [(Tr, "x/test/1"), (En, "x/test/3"), (Ig, "x/test/1")];
+        let r = leakage_audit(train, test);
+        assert_eq!(r.leaked.len(), 1);
+        assert_eq!(r.leaked[0].sample_id, "x/test/1");
+        assert_eq!(r.leaked[0].train_languages, vec![Ig]);
+        assert_eq!(r.leaked[0].test_languages, vec![Ig, Tr]);
+        assert!(!r.is_clean());
+        assert_eq!((r.train_ids, r.test_ids), (2, 2));
+    }
+
+    fn arb_items() -> impl Strategy<Value = Vec<Item>> {
+        prop::collection::vec(1usize..12, 1..8).prop_map(|sizes| {
+            let spec: Vec<(String, usize)> = sizes
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (format!("subject{i}"), n))
+                .collect();
+            let spec_ref: Vec<(&str, usize)> = spec.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+            items(&spec_ref)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn split_invariants(items in arb_items(), f in 0.05f64..0.95, seed in any::<u64>()) {
+            let config = SplitConfig { train_fraction: f, seed };
+            let s = split_items(&items, &config).unwrap();
+            // Disjoint and complete.
+            let train: BTreeSet<_> = s.train.iter().collect();
+            let test: BTreeSet<_> = s.test.iter().collect();
+            prop_assert!(train.is_disjoint(&test));
+            prop_assert_eq!(train.len() + test.len(), items.len());
+            // Total as close to the fraction as whole numbers allow.
+            prop_assert_eq!(s.train.len(), (f * items.len() as f64).round() as usize);
+            // Stratified: each subject's train count is the floor or ceiling of its quota.
+            let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+            for it in &items {
+                let e = per.entry(it.subject.as_str()).or_default();
+                e.0 += 1;
+                if s.is_train(&it.sample_id) { e.1 += 1; }
+            }
+            for (subject, (n, k)) in per {
+                let quota = f * n as f64;
+                prop_assert!(k as f64 >= quota.floor() && k as f64 <= quota.ceil(),
+                    "{} has {} of {} on train, quota {}", subject, k, n, quota);
+            }
+            // Deterministic and independent of input order.
+            let mut reversed = items.clone();
+            reversed.reverse();
+            prop_assert_eq!(&split_items(&reversed, &config).unwrap(), &s);
+            // The same split audited across languages is clean.
+            let langs = [Language::English, Language::Igbo, Language::Hebrew];
+            let tr: Vec<_> = langs.iter().flat_map(|l| s.train.iter().map(move |id| (*l, id.as_str()))).collect();
+            let te: Vec<_> = langs.iter().flat_map(|l| s.test.iter().map(move |id| (*l, id.as_str()))).collect();
+            prop_assert!(leakage_audit(tr, te).is_clean());
+        }
+    }
+}

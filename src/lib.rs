@@ -1,0 +1,22 @@
+//! xlt: cross-lingual transfer experiments on language models.
+//!
+//! This crate is a thin facade: each capability lives in its own crate and is re-exported
+//! here under a short name, so that a project can depend on `xlt` alone.
+//!
+//! - [`data`]: Global-MMLU loading, leak-free splits, fine-tuning and evaluation files
+//!   ([`xlt_data`]).
+//!
+//! ```
+//! let dataset = xlt::data::load_paths(&[xlt::fixtures_dir().join("global-mmlu/lite")])?;
+//! assert!(dataset.languages().contains(&xlt::data::Language::Yoruba));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub use xlt_data as data;
+
+/// The `fixtures/` directory of this workspace, where the shipped Global-MMLU rows, recorded
+/// HTTP exchanges and the study's table live. Examples use it as their default data.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}

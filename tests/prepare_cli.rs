@@ -1,0 +1,163 @@
+//! The `prepare` example's command-line contract.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use xlt::data::{Domain, Manifest};
+
+#[test]
+fn default_run_on_fixtures_is_leak_free_and_reproducible() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for dir in [&a, &b] {
+        let out = run_example(
+            "prepare",
+            &[
+                "--out",
+                dir.path().to_str().unwrap(),
+                "--languages",
+                "en,de,ar,yo",
+            ],
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    // Byte-identical outputs for the same inputs and seed.
+    assert_eq!(snapshot_dir(a.path()), snapshot_dir(b.path()));
+
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(a.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.seed, 42);
+    assert_eq!(manifest.train_fraction, 0.7);
+    assert_eq!(manifest.slices.len(), 4 * 3);
+    let all_test: BTreeSet<&String> = manifest
+        .slices
+        .iter()
+        .flat_map(|s| s.test_ids.iter())
+        .collect();
+    for domain in Domain::STUDY {
+        let trains: Vec<&Vec<String>> = manifest
+            .slices
+            .iter()
+            .filter(|s| s.domain == domain)
+            .map(|s| &s.train_ids)
+            .collect();
+        assert_eq!(trains.len(), 4);
+        assert!(
+            trains.windows(2).all(|w| w[0] == w[1]),
+            "{domain} train ids differ"
+        );
+        assert!(trains[0].iter().all(|id| !all_test.contains(id)));
+    }
+    assert!(manifest.leakage().is_clean());
+    for s in &manifest.slices {
+        let name = Manifest::slice_name(s.language, s.domain);
+        let ft = std::fs::read_to_string(a.path().join(format!("finetune/{name}.jsonl"))).unwrap();
+        let ev = std::fs::read_to_string(a.path().join(format!("eval/{name}.jsonl"))).unwrap();
+        assert_eq!(ft.lines().count(), s.train_ids.len(), "{name}");
+        assert_eq!(ev.lines().count(), s.test_ids.len(), "{name}");
+    }
+    // The raw JSON keeps the contract's key names and domain spellings.
+    let raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.path().join("manifest.json")).unwrap()).unwrap();
+    for key in [
+        "seed",
+        "train_fraction",
+        "slices",
+        "dropped_duplicates",
+        "dropped_unaligned",
+    ] {
+        assert!(raw.get(key).is_some(), "manifest lacks {key}");
+    }
+    assert!(a.path().join("finetune/yo-humanities.jsonl").exists());
+}
+
+#[test]
+fn other_seed_and_fraction_change_the_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_example(
+        "prepare",
+        &[
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--languages",
+            "en,yo",
+            "--domains",
+            "medical",
+            "--train-fraction",
+            "0.5",
+            "--seed",
+            "7",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.seed, 7);
+    assert_eq!(manifest.slices.len(), 2);
+    // 36 Medical questions in Lite: half on each side.
+    assert_eq!(manifest.slices[0].train_ids.len(), 18);
+    assert_eq!(manifest.slices[0].test_ids.len(), 18);
+}
+
+#[test]
+fn bad_input_fails_naming_the_file_and_writes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let bad = data.path().join("en.test.csv");
+    let text =
+        std::fs::read_to_string(root().join("fixtures/global-mmlu/lite/en.test.csv")).unwrap();
+    // Second data row: answer C becomes Z. Row 1 of the fixture ends in ",C,...CS,True".
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[1] = lines[1].replacen(",C,\"[", ",Z,\"[", 1);
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let target = out_dir.path().join("out");
+    let out = run_example(
+        "prepare",
+        &[
+            "--out",
+            target.to_str().unwrap(),
+            "--data",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("en.test.csv: row 1: column `answer`: `Z`"),
+        "{err}"
+    );
+    assert!(!target.exists(), "no output may be left behind");
+}
+
+#[test]
+fn unknown_language_fails_before_reading() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let target = out_dir.path().join("out");
+    let out = run_example(
+        "prepare",
+        &["--out", target.to_str().unwrap(), "--languages", "en,qq"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown language code `qq`"));
+    assert!(!target.exists());
+}
+
+#[test]
+fn language_missing_from_data_is_an_empty_slice() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let target = out_dir.path().join("out");
+    let out = run_example(
+        "prepare",
+        &["--out", target.to_str().unwrap(), "--languages", "en,ig"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("language ig was selected but the data has no question"),
+        "{err}"
+    );
+    assert!(!target.exists());
+}
