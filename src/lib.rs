@@ -5,6 +5,7 @@
 //!
 //! - [`data`]: Global-MMLU loading, leak-free splits, fine-tuning and evaluation files
 //!   ([`xlt_data`]).
+//! - [`grade`]: reading the chosen letter from a response, grader agreement ([`xlt_grade`]).
 //!
 //! ```
 //! let dataset = xlt::data::load_paths(&[xlt::fixtures_dir().join("global-mmlu/lite")])?;
@@ -14,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub use xlt_data as data;
+pub use xlt_grade as grade;
 
 /// The `fixtures/` directory of this workspace, where the shipped Global-MMLU rows, recorded
 /// HTTP exchanges and the study's table live. Examples use it as their default data.

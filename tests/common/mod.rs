@@ -9,19 +9,36 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `cargo run --example <name> -- <args>`, in the workspace root, with the same profile as
-/// the tests (the examples are already built by `cargo test`).
+/// Runs example `name` with `args`, in the workspace root.
 pub fn run_example(name: &str, args: &[&str]) -> Output {
     run_example_with_stdin(name, args, None)
+}
+
+/// The example binary `cargo test` built beside this test binary (`target/<profile>/examples`),
+/// so that it runs with the features of the whole workspace's build. Running `cargo run` here
+/// instead would resolve features for one package and could rebuild polars.
+fn example_binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    bin.exists().then_some(bin)
 }
 
 /// As [`run_example`], feeding `stdin`.
 pub fn run_example_with_stdin(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
     use std::process::Stdio;
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["run", "--quiet", "--example", name, "--"])
-        .args(args)
+    let mut cmd = match example_binary(name) {
+        Some(bin) => Command::new(bin),
+        None => {
+            let mut c = Command::new(env!("CARGO"));
+            c.args(["run", "--quiet", "--example", name, "--"]);
+            c
+        }
+    };
+    cmd.args(args)
         .current_dir(root())
         .stdin(if stdin.is_some() {
             Stdio::piped()

@@ -1,0 +1,41 @@
+//! Grades responses: JSON Lines on stdin, one line per input on stdout, in input order.
+//!
+//! Input: `{"id": "...", "language": "xx", "response": "...", "options": ["..", "..", "..", ".."]}`
+//! (options optional). Output: `{"id": "...", "letter": "A" | "B" | "C" | "D" | null, "method": "..."}`.
+//! Unparseable responses are not an error (exit 0); a malformed input line is (non-zero exit,
+//! with its line number).
+//!
+//! ```text
+//! echo '{"id":"1","language":"de","response":"Antwort: C"}' | cargo run --example grade
+//! ```
+
+use std::io::{BufRead, BufWriter, Write};
+use std::process::ExitCode;
+
+use xlt::grade::{GradeRequest, RuleExtractor};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let stdin = std::io::stdin().lock();
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for (i, line) in stdin.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let request = GradeRequest::parse(&line, "stdin", i + 1)?;
+        serde_json::to_writer(&mut out, &request.grade(&RuleExtractor))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
