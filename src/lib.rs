@@ -5,6 +5,7 @@
 //!
 //! - [`data`]: Global-MMLU loading, leak-free splits, fine-tuning and evaluation files
 //!   ([`xlt_data`]).
+//! - [`provider`]: provider-neutral fine-tuning and chat traits ([`xlt_provider`]).
 //! - [`grade`]: reading the chosen letter from a response, grader agreement ([`xlt_grade`]).
 //!
 //! ```
@@ -16,6 +17,7 @@
 
 pub use xlt_data as data;
 pub use xlt_grade as grade;
+pub use xlt_provider as provider;
 
 /// The `fixtures/` directory of this workspace, where the shipped Global-MMLU rows, recorded
 /// HTTP exchanges and the study's table live. Examples use it as their default data.

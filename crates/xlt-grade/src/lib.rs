@@ -2,8 +2,10 @@
 //! with an LLM judge only where needed, and measure how far graders agree.
 //!
 //! The core items are [`extract`] (the default rules, as [`RuleExtractor`]), the
-//! [`Extractor`] trait for custom extractors, [`OutcomeRecord`] (one graded answer, one JSON
-//! line) and [`agreement`] (Cohen's kappa between two graders).
+//! [`Extractor`] trait for custom extractors, [`Grader`] (extraction, an [`LlmJudge`] through
+//! any `xlt_provider::ChatModel`, or both, by [`Protocol`]), [`grade_logprobs`],
+//! [`OutcomeRecord`] (one graded answer, one JSON line) and [`agreement`] (Cohen's kappa
+//! between two graders).
 //!
 //! ```
 //! use xlt_grade::{extract, Rule};
@@ -22,12 +24,14 @@
 
 mod agreement;
 mod extract;
+mod judge;
 mod outcome;
 
 use serde::{Deserialize, Serialize};
 
 pub use agreement::{AgreementReport, Disagreement, agreement};
 pub use extract::{Extraction, Extractor, Rule, RuleExtractor, extract};
+pub use judge::{Grader, JUDGE_PROMPT, LlmJudge, Protocol, Verdict, grade_logprobs};
 pub use outcome::{OutcomeRecord, read_jsonl, to_jsonl};
 
 /// Errors of this crate.

@@ -1,0 +1,37 @@
+//! Provider-neutral fine-tuning and inference. The rest of the workspace sees three small
+//! traits, [`ChatModel`], [`FineTuner`] and [`BatchRunner`], one error type,
+//! [`ProviderError`], and plain request and response types ([`ChatRequest`],
+//! [`FineTuneSpec`]); backends (OpenAI, Together, the embedded offline one) implement them.
+//!
+//! ```
+//! use xlt_provider::{ChatMessage, ChatRequest, FineTuneSpec, Hyperparameters, Role};
+//!
+//! let request = ChatRequest::new(
+//!     "gpt-4.1-nano-2025-04-14",
+//!     vec![ChatMessage::new(Role::User, "2 + 2 = ?\nA. 3\nB. 4\nC. 5\nD. 22")],
+//! );
+//! assert_eq!(request.model, "gpt-4.1-nano-2025-04-14");
+//! let spec = FineTuneSpec {
+//!     base_model: request.model.clone(),
+//!     training_file: "file-abc123".into(),
+//!     validation_file: None,
+//!     hyperparameters: Hyperparameters::study(),
+//!     suffix: Some("stem-ig".into()),
+//!     seed: Some(42),
+//! };
+//! assert_eq!(serde_json::to_value(&spec)?["hyperparameters"]["batch_size"], 8);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod traits;
+mod types;
+
+pub use error::ProviderError;
+pub use traits::{BatchRunner, ChatModel, FineTuner, WaitOptions, wait_for_job};
+pub use types::{
+    Batch, BatchResult, BatchStatus, Capabilities, ChatMessage, ChatRequest, ChatResponse,
+    FilePurpose, FineTuneJob, FineTuneSpec, Hyperparameters, JobEvent, JobStatus, LearningRate,
+    Param, RateLimitInfo, Role, TokenLogprob, UploadedFile, Usage,
+};

@@ -1,0 +1,162 @@
+//! The three traits a backend implements.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::ProviderError;
+use crate::types::{
+    Batch, BatchResult, Capabilities, ChatRequest, ChatResponse, FilePurpose, FineTuneJob,
+    FineTuneSpec, JobEvent, JobStatus, UploadedFile,
+};
+
+/// One chat completion at a time.
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    /// The backend's name, for messages (`openai`, `embedded`).
+    fn provider(&self) -> &str;
+
+    /// What the backend offers.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Sends one request.
+    ///
+    /// # Errors
+    /// Any [`ProviderError`]; [`ProviderError::Unsupported`] when top logprobs are asked of a
+    /// backend that has none.
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError>;
+}
+
+/// Fine-tuning jobs.
+#[async_trait]
+pub trait FineTuner: Send + Sync {
+    /// The backend's name.
+    fn provider(&self) -> &str;
+
+    /// Uploads a file (chat JSON Lines for fine-tuning).
+    async fn upload(
+        &self,
+        filename: &str,
+        bytes: Vec<u8>,
+        purpose: FilePurpose,
+    ) -> Result<UploadedFile, ProviderError>;
+
+    /// Starts a job.
+    async fn create_job(&self, spec: &FineTuneSpec) -> Result<FineTuneJob, ProviderError>;
+
+    /// The job as it is now.
+    async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError>;
+
+    /// The job's events, oldest first.
+    async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError>;
+
+    /// Cancels the job.
+    async fn cancel_job(&self, id: &str) -> Result<FineTuneJob, ProviderError>;
+}
+
+/// Many chat requests as one asynchronous batch (cheaper, slower).
+#[async_trait]
+pub trait BatchRunner: Send + Sync {
+    /// Submits `(custom_id, request)` pairs as one batch.
+    async fn submit_batch(
+        &self,
+        requests: &[(String, ChatRequest)],
+    ) -> Result<Batch, ProviderError>;
+
+    /// The batch as it is now.
+    async fn get_batch(&self, id: &str) -> Result<Batch, ProviderError>;
+
+    /// The results of a completed batch, joined to their requests by custom id.
+    async fn batch_results(&self, id: &str) -> Result<Vec<BatchResult>, ProviderError>;
+}
+
+#[async_trait]
+impl<T: ChatModel + ?Sized> ChatModel for Arc<T> {
+    fn provider(&self) -> &str {
+        (**self).provider()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        (**self).chat(request).await
+    }
+}
+
+/// How [`wait_for_job`] polls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WaitOptions {
+    /// First pause between polls.
+    pub initial: Duration,
+    /// Longest pause between polls.
+    pub max: Duration,
+    /// Factor by which the pause grows.
+    pub factor: f64,
+    /// Give up after this long (the job keeps running at the provider).
+    pub timeout: Duration,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        WaitOptions {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+            factor: 1.5,
+            timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Polls a job with growing pauses until it succeeds, fails or is cancelled, calling
+/// `on_poll` with each state seen; returns the fine-tuned model id.
+///
+/// # Errors
+/// [`ProviderError::JobFailed`] if the job ends without a model; [`ProviderError::Timeout`]
+/// after `options.timeout`; errors of [`FineTuner::get_job`] that are not retryable
+/// (retryable ones are polled through).
+pub async fn wait_for_job(
+    tuner: &dyn FineTuner,
+    id: &str,
+    options: WaitOptions,
+    mut on_poll: impl FnMut(&FineTuneJob) + Send,
+) -> Result<String, ProviderError> {
+    let start = tokio::time::Instant::now();
+    let mut pause = options.initial;
+    loop {
+        match tuner.get_job(id).await {
+            Ok(job) => {
+                on_poll(&job);
+                match job.status {
+                    JobStatus::Succeeded => {
+                        return job
+                            .fine_tuned_model
+                            .ok_or_else(|| ProviderError::JobFailed {
+                                job: id.to_owned(),
+                                status: "succeeded".to_owned(),
+                                message: "the job succeeded but names no model".to_owned(),
+                            });
+                    }
+                    JobStatus::Failed | JobStatus::Cancelled => {
+                        return Err(ProviderError::JobFailed {
+                            job: id.to_owned(),
+                            status: job.status.as_str().to_owned(),
+                            message: job.error.unwrap_or_else(|| "no reason given".to_owned()),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) if e.is_retryable() => {}
+            Err(e) => return Err(e),
+        }
+        if start.elapsed() >= options.timeout {
+            return Err(ProviderError::Timeout {
+                request: format!("waiting for fine-tuning job {id}"),
+                after: options.timeout,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = pause.mul_f64(options.factor).min(options.max);
+    }
+}

@@ -1,0 +1,398 @@
+//! Provider-neutral request and response types.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Who speaks a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who speaks.
+    pub role: Role,
+    /// What is said.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message from `role`.
+    pub fn new(role: Role, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// One chat completion request. Serializes canonically (fields in declaration order), which
+/// the response cache hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The model id.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling temperature; `None` leaves the provider's default.
+    pub temperature: Option<f32>,
+    /// Maximum output tokens.
+    pub max_tokens: Option<u32>,
+    /// Seed, for providers that honour one.
+    pub seed: Option<u64>,
+    /// Ask for this many alternatives with log-probabilities for the first output token.
+    pub top_logprobs: Option<u8>,
+}
+
+impl ChatRequest {
+    /// A request with the provider's defaults for everything but model and messages.
+    pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> ChatRequest {
+        ChatRequest {
+            model: model.into(),
+            messages,
+            temperature: None,
+            max_tokens: None,
+            seed: None,
+            top_logprobs: None,
+        }
+    }
+
+    /// A rough token count of the prompt, for rate limiting before the provider counts:
+    /// UTF-8 bytes / 4 plus 4 a message, plus `max_tokens`.
+    pub fn estimated_tokens(&self) -> u32 {
+        let prompt: usize = self
+            .messages
+            .iter()
+            .map(|m| 4 + m.content.len().div_ceil(4))
+            .sum();
+        (prompt as u32).saturating_add(self.max_tokens.unwrap_or(16))
+    }
+}
+
+/// Tokens a request used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    pub completion_tokens: u32,
+}
+
+/// One alternative for the first output token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its natural-log probability.
+    pub logprob: f64,
+}
+
+/// What a provider says of its rate limits in a response (OpenAI's `x-ratelimit-*` headers
+/// and their equivalents).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitInfo {
+    /// Requests left in the current window.
+    pub remaining_requests: Option<u64>,
+    /// Tokens left in the current window.
+    pub remaining_tokens: Option<u64>,
+    /// Until the request window resets.
+    pub reset_requests: Option<Duration>,
+    /// Until the token window resets.
+    pub reset_tokens: Option<Duration>,
+}
+
+/// One chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The model that answered, as the provider names it.
+    pub model: String,
+    /// The text of the first choice.
+    pub text: String,
+    /// Why generation stopped (`stop`, `length`, ...), if said.
+    pub finish_reason: Option<String>,
+    /// Tokens used.
+    pub usage: Usage,
+    /// The first token's alternatives, most likely first, when asked for and offered.
+    pub top_logprobs: Option<Vec<TokenLogprob>>,
+    /// Rate-limit state after this request, when the provider reports it. Not cached.
+    #[serde(skip)]
+    pub rate_limit: Option<RateLimitInfo>,
+}
+
+/// A hyperparameter that is either chosen by the provider or set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Param<T> {
+    /// The provider chooses (`"auto"`).
+    #[default]
+    #[serde(with = "auto")]
+    Auto,
+    /// A set value.
+    Value(T),
+}
+
+mod auto {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("auto")
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "auto" {
+            Ok(())
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "expected \"auto\", got {s:?}"
+            )))
+        }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Param<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Param::Auto => f.write_str("auto"),
+            Param::Value(v) => v.fmt(f),
+        }
+    }
+}
+
+/// The learning rate, in the two incompatible forms providers take. OpenAI takes a
+/// *multiplier* of a base rate it does not publish; Together and most open-weight trainers
+/// take an *absolute* rate. The two are not convertible, and a backend given the form it
+/// does not take refuses it rather than guessing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LearningRate {
+    /// The provider chooses.
+    #[default]
+    Auto,
+    /// A multiplier of the provider's base rate (OpenAI's `learning_rate_multiplier`).
+    Multiplier(f64),
+    /// An absolute learning rate.
+    Absolute(f64),
+}
+
+/// Training hyperparameters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparameters {
+    /// Passes over the training data.
+    pub epochs: Param<u32>,
+    /// Examples per batch.
+    pub batch_size: Param<u32>,
+    /// Learning rate.
+    pub learning_rate: LearningRate,
+}
+
+impl Hyperparameters {
+    /// The study's settings: one epoch, batch size 8, learning-rate multiplier 0.4.
+    pub fn study() -> Hyperparameters {
+        Hyperparameters {
+            epochs: Param::Value(1),
+            batch_size: Param::Value(8),
+            learning_rate: LearningRate::Multiplier(0.4),
+        }
+    }
+}
+
+/// What to fine-tune. Serializes canonically; the job ledger hashes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTuneSpec {
+    /// The base model id.
+    pub base_model: String,
+    /// The uploaded training file's id.
+    pub training_file: String,
+    /// The uploaded validation file's id, if any.
+    pub validation_file: Option<String>,
+    /// Hyperparameters.
+    pub hyperparameters: Hyperparameters,
+    /// A suffix for the fine-tuned model's name.
+    pub suffix: Option<String>,
+    /// Seed of the training run.
+    pub seed: Option<u64>,
+}
+
+/// The state of a fine-tuning job, provider-neutral. The provider's own word is kept beside
+/// it in [`FineTuneJob::provider_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Checking the training data.
+    ValidatingFiles,
+    /// Waiting for capacity.
+    Queued,
+    /// Training.
+    Running,
+    /// Done; a model exists.
+    Succeeded,
+    /// Ended without a model.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    /// Snake-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::ValidatingFiles => "validating_files",
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A fine-tuning job as last seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTuneJob {
+    /// The provider's job id.
+    pub id: String,
+    /// Neutral state.
+    pub status: JobStatus,
+    /// The provider's own status word.
+    pub provider_status: String,
+    /// The base model.
+    pub base_model: String,
+    /// The fine-tuned model's id, once it exists.
+    pub fine_tuned_model: Option<String>,
+    /// Why the job failed, if it did.
+    pub error: Option<String>,
+    /// Tokens trained on, when reported.
+    pub trained_tokens: Option<u64>,
+}
+
+/// One event of a job's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// Unix seconds.
+    pub created_at: i64,
+    /// `info`, `warn`, `error`.
+    pub level: String,
+    /// The text.
+    pub message: String,
+}
+
+/// What a file is uploaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilePurpose {
+    /// Training or validation data.
+    FineTune,
+    /// Batch requests.
+    Batch,
+}
+
+/// An uploaded file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedFile {
+    /// The provider's file id.
+    pub id: String,
+    /// The name it was uploaded under.
+    pub filename: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// The state of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    /// Accepted, not finished.
+    InProgress,
+    /// Finished; results can be fetched.
+    Completed,
+    /// Ended without results.
+    Failed,
+    /// Expired or cancelled before finishing.
+    Cancelled,
+}
+
+/// A batch as last seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The provider's batch id.
+    pub id: String,
+    /// Neutral state.
+    pub status: BatchStatus,
+    /// The provider's own status word.
+    pub provider_status: String,
+    /// Requests completed so far.
+    pub completed: u64,
+    /// Requests failed so far.
+    pub failed: u64,
+    /// Requests in all.
+    pub total: u64,
+}
+
+/// One result of a batch, joined to its request by `custom_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchResult {
+    /// The id given with the request.
+    pub custom_id: String,
+    /// The completion, or the provider's error for this request.
+    pub result: Result<ChatResponse, crate::ProviderError>,
+}
+
+/// What a backend can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Chat completions.
+    pub chat: bool,
+    /// First-token log-probabilities.
+    pub logprobs: bool,
+    /// Fine-tuning.
+    pub fine_tuning: bool,
+    /// Batch API.
+    pub batch: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_serialize_as_auto_or_number() {
+        let h = Hyperparameters::study();
+        let v = serde_json::to_value(h).unwrap();
+        assert_eq!(v["epochs"], 1);
+        assert_eq!(v["batch_size"], 8);
+        assert_eq!(v["learning_rate"]["multiplier"], 0.4);
+        let auto = serde_json::to_value(Hyperparameters::default()).unwrap();
+        assert_eq!(auto["epochs"], "auto");
+        let back: Param<u32> = serde_json::from_str("\"auto\"").unwrap();
+        assert_eq!(back, Param::Auto);
+        let back: Param<u32> = serde_json::from_str("3").unwrap();
+        assert_eq!(back, Param::Value(3));
+        assert!(serde_json::from_str::<Param<u32>>("\"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn estimated_tokens_counts_prompt_and_output() {
+        let mut r = ChatRequest::new("m", vec![ChatMessage::new(Role::User, "abcdefgh")]);
+        r.max_tokens = Some(1);
+        assert_eq!(r.estimated_tokens(), 4 + 2 + 1);
+    }
+}
