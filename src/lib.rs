@@ -7,6 +7,7 @@
 //!   ([`xlt_data`]).
 //! - [`provider`]: provider-neutral fine-tuning and chat traits ([`xlt_provider`]).
 //! - [`grade`]: reading the chosen letter from a response, grader agreement ([`xlt_grade`]).
+//! - [`stats`]: transfer statistics, significance, reports and heatmaps ([`xlt_stats`]).
 //!
 //! ```
 //! let dataset = xlt::data::load_paths(&[xlt::fixtures_dir().join("global-mmlu/lite")])?;
@@ -18,6 +19,7 @@
 pub use xlt_data as data;
 pub use xlt_grade as grade;
 pub use xlt_provider as provider;
+pub use xlt_stats as stats;
 
 /// The `fixtures/` directory of this workspace, where the shipped Global-MMLU rows, recorded
 /// HTTP exchanges and the study's table live. Examples use it as their default data.

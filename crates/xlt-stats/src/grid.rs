@@ -1,0 +1,592 @@
+//! The evaluation grid: one row per (fine-tuned model, test set), with its gain over the base
+//! model, transfer type and resource direction; built from a published accuracy matrix or
+//! from per-question outcomes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use xlt_data::{Domain, Language, ResourceLevel, ResourceMap};
+use xlt_grade::OutcomeRecord;
+
+use crate::StatsError;
+
+/// A language-domain slice: what a model was fine-tuned on, or a test set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Slice {
+    /// Domain.
+    pub domain: Domain,
+    /// Language.
+    pub language: Language,
+}
+
+impl Slice {
+    /// Parses the published layout: `<Domain> <lang>`, domain as `Hum`, `STEM`, `Med` (or any
+    /// spelling [`Domain`] accepts), e.g. `Hum ig`.
+    ///
+    /// # Errors
+    /// [`StatsError::Table`] naming the label.
+    pub fn parse(label: &str) -> Result<Slice, StatsError> {
+        let bad = |why: String| StatsError::Table(format!("label `{label}`: {why}"));
+        let (d, l) = label
+            .trim()
+            .rsplit_once(char::is_whitespace)
+            .ok_or_else(|| bad("expected `<Domain> <lang>`".to_owned()))?;
+        Ok(Slice {
+            domain: d
+                .parse()
+                .map_err(|e: xlt_data::DataError| bad(e.to_string()))?,
+            language: l
+                .parse()
+                .map_err(|e: xlt_data::DataError| bad(e.to_string()))?,
+        })
+    }
+}
+
+impl Slice {
+    /// Parses the file-name form `<lang>-<domain slug>` (`ig-humanities`), as the outcome and
+    /// fine-tuning files are named.
+    ///
+    /// # Errors
+    /// [`StatsError::Input`] naming the stem.
+    pub fn from_file_stem(stem: &str) -> Result<Slice, StatsError> {
+        let bad = |why: String| StatsError::Input(format!("`{stem}`: {why}"));
+        let (l, d) = stem
+            .split_once('-')
+            .ok_or_else(|| bad("expected `<lang>-<domain>`".to_owned()))?;
+        Ok(Slice {
+            domain: d
+                .parse()
+                .map_err(|e: xlt_data::DataError| bad(e.to_string()))?,
+            language: l
+                .parse()
+                .map_err(|e: xlt_data::DataError| bad(e.to_string()))?,
+        })
+    }
+
+    /// The file-name form, `<lang>-<domain slug>`.
+    pub fn file_stem(&self) -> String {
+        format!("{}-{}", self.language.code(), self.domain.slug())
+    }
+}
+
+impl fmt::Display for Slice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.domain.abbreviation(), self.language.code())
+    }
+}
+
+/// How a test set relates to the slice a model was fine-tuned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferType {
+    /// Same domain, same language.
+    InDomain,
+    /// Same domain, other language.
+    CrossLingual,
+    /// Other domain, same language.
+    CrossDomain,
+    /// Other domain and other language.
+    CrossBoth,
+}
+
+impl TransferType {
+    /// Every type, in report order.
+    pub const ALL: [TransferType; 4] = [
+        TransferType::InDomain,
+        TransferType::CrossLingual,
+        TransferType::CrossDomain,
+        TransferType::CrossBoth,
+    ];
+
+    /// The type of (source, target).
+    pub fn of(source: Slice, target: Slice) -> TransferType {
+        match (
+            source.domain == target.domain,
+            source.language == target.language,
+        ) {
+            (true, true) => TransferType::InDomain,
+            (true, false) => TransferType::CrossLingual,
+            (false, true) => TransferType::CrossDomain,
+            (false, false) => TransferType::CrossBoth,
+        }
+    }
+
+    /// Snake-case key: `in_domain`, `cross_lingual`, `cross_domain`, `cross_both`.
+    pub fn key(self) -> &'static str {
+        match self {
+            TransferType::InDomain => "in_domain",
+            TransferType::CrossLingual => "cross_lingual",
+            TransferType::CrossDomain => "cross_domain",
+            TransferType::CrossBoth => "cross_both",
+        }
+    }
+}
+
+/// Whether transfer goes from a better- to a worse-resourced language or the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From a higher level to a lower one.
+    Downward,
+    /// From a lower level to a higher one.
+    Upward,
+    /// Between languages of the same level (including a language and itself).
+    Lateral,
+}
+
+impl Direction {
+    /// Every direction, in report order.
+    pub const ALL: [Direction; 3] = [Direction::Downward, Direction::Upward, Direction::Lateral];
+
+    /// The direction from level `source` to level `target`.
+    pub fn of(source: ResourceLevel, target: ResourceLevel) -> Direction {
+        match source.cmp(&target) {
+            std::cmp::Ordering::Greater => Direction::Downward,
+            std::cmp::Ordering::Less => Direction::Upward,
+            std::cmp::Ordering::Equal => Direction::Lateral,
+        }
+    }
+
+    /// Lower-case key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Direction::Downward => "downward",
+            Direction::Upward => "upward",
+            Direction::Lateral => "lateral",
+        }
+    }
+}
+
+/// One evaluation instance: a fine-tuned model on a test set, compared with the base model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridRow {
+    /// The model's label (`Hum ig`, or a provider's model id).
+    pub model: String,
+    /// The slice the model was fine-tuned on.
+    pub source: Slice,
+    /// The test set.
+    pub target: Slice,
+    /// The model's accuracy on the test set, as a fraction.
+    pub accuracy: f64,
+    /// The base model's accuracy on the test set.
+    pub base_accuracy: f64,
+    /// `accuracy - base_accuracy`, in percentage points.
+    pub gain: f64,
+    /// Transfer type.
+    pub transfer: TransferType,
+    /// Resource direction, if the map knows both languages.
+    pub direction: Option<Direction>,
+    /// (source level, target level), if the map knows both languages.
+    pub levels: Option<(ResourceLevel, ResourceLevel)>,
+}
+
+/// Per-question correctness of one model on one test set, for paired statistics. Index `i`
+/// of a model's vector and of the base's vector is the same question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paired {
+    /// Base model correct, by question.
+    pub base: Vec<bool>,
+    /// Fine-tuned model correct, by question.
+    pub model: Vec<bool>,
+}
+
+/// The grid, with per-question data when it was built from outcomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    /// Every instance, by model then test set, in input order.
+    pub rows: Vec<GridRow>,
+    /// Per-question pairs, aligned with `rows`, when built from outcomes.
+    pub paired: Option<Vec<Paired>>,
+    /// Problems met while building, each naming where.
+    pub warnings: Vec<String>,
+    /// The base model's accuracy on every test set, in column order.
+    pub base: Vec<(Slice, f64)>,
+}
+
+fn row(
+    model: &str,
+    source: Slice,
+    target: Slice,
+    accuracy: f64,
+    base_accuracy: f64,
+    map: &ResourceMap,
+) -> GridRow {
+    let levels = match (map.level(source.language), map.level(target.language)) {
+        (Some(s), Some(t)) => Some((s, t)),
+        _ => None,
+    };
+    GridRow {
+        model: model.to_owned(),
+        source,
+        target,
+        accuracy,
+        base_accuracy,
+        gain: (accuracy - base_accuracy) * 100.0,
+        transfer: TransferType::of(source, target),
+        direction: levels.map(|(s, t)| Direction::of(s, t)),
+        levels,
+    }
+}
+
+/// The reading policy for published tables with ragged rows, as the report prints it.
+pub const RAGGED_POLICY: &str = "Cells align with the header from the left. A row with fewer \
+values than the header lacks its trailing cells, which are absent from every aggregate; a row \
+with more values has its extra trailing cells ignored. Nothing is imputed.";
+
+/// An accuracy matrix in the published layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccuracyMatrix {
+    /// The test sets, in column order.
+    pub test_sets: Vec<Slice>,
+    /// The base model's row.
+    pub base: Vec<Option<f64>>,
+    /// Fine-tuned models: label, source slice, row.
+    pub models: Vec<(String, Slice, Vec<Option<f64>>)>,
+    /// Ragged rows and other problems, each naming the row.
+    pub warnings: Vec<String>,
+}
+
+impl AccuracyMatrix {
+    /// Reads a tab-separated matrix: a header `Model<TAB><test set>...`, a `Base` row, and a
+    /// row per fine-tuned model named by its training slice (`Hum ig`). Values are fractions.
+    /// Ragged rows follow [`RAGGED_POLICY`] and each gives a warning naming the row and its
+    /// count.
+    ///
+    /// # Errors
+    /// [`StatsError::Table`] naming the line for a missing header or `Base` row, a label
+    /// that is not `<Domain> <lang>`, or a value that is not a number in [0, 1].
+    pub fn parse_tsv(text: &str) -> Result<AccuracyMatrix, StatsError> {
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        let (_, header) = lines
+            .next()
+            .ok_or_else(|| StatsError::Table("empty table".to_owned()))?;
+        let cols: Vec<&str> = header.split('\t').map(str::trim).collect();
+        let test_sets = cols[1..]
+            .iter()
+            .map(|c| Slice::parse(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let width = test_sets.len();
+        let mut base = None;
+        let mut models = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, line) in lines {
+            let cells: Vec<&str> = line.split('\t').map(str::trim).collect();
+            let label = cells[0];
+            let values = &cells[1..];
+            if values.len() != width {
+                warnings.push(format!(
+                    "line {}: row `{label}` has {} values for {width} test sets; {}",
+                    i + 1,
+                    values.len(),
+                    if values.len() < width {
+                        format!(
+                            "the last {} test set(s) ({}) are treated as missing",
+                            width - values.len(),
+                            test_sets[values.len()..]
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else {
+                        format!(
+                            "the {} extra trailing value(s) are ignored",
+                            values.len() - width
+                        )
+                    }
+                ));
+            }
+            let parsed = (0..width)
+                .map(|k| match values.get(k) {
+                    None => Ok(None),
+                    Some(v) => {
+                        let x: f64 = v.parse().map_err(|_| {
+                            StatsError::Table(format!(
+                                "line {}: row `{label}`, column `{}`: `{v}` is not a number",
+                                i + 1,
+                                test_sets[k]
+                            ))
+                        })?;
+                        if !(0.0..=1.0).contains(&x) {
+                            return Err(StatsError::Table(format!(
+                                "line {}: row `{label}`, column `{}`: accuracy {x} is outside [0, 1]",
+                                i + 1,
+                                test_sets[k]
+                            )));
+                        }
+                        Ok(Some(x))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if label.eq_ignore_ascii_case("base") {
+                base = Some(parsed);
+            } else {
+                let source = Slice::parse(label)
+                    .map_err(|e| StatsError::Table(format!("line {}: {e}", i + 1)))?;
+                models.push((label.to_owned(), source, parsed));
+            }
+        }
+        let base = base.ok_or_else(|| StatsError::Table("no `Base` row".to_owned()))?;
+        Ok(AccuracyMatrix {
+            test_sets,
+            base,
+            models,
+            warnings,
+        })
+    }
+
+    /// The grid of every (model, test set) cell where both the model and the base have a
+    /// value.
+    pub fn grid(&self, map: &ResourceMap) -> Grid {
+        let mut rows = Vec::new();
+        for (label, source, values) in &self.models {
+            for (k, target) in self.test_sets.iter().enumerate() {
+                if let (Some(a), Some(b)) = (values[k], self.base[k]) {
+                    rows.push(row(label, *source, *target, a, b, map));
+                }
+            }
+        }
+        Grid {
+            rows,
+            paired: None,
+            warnings: self.warnings.clone(),
+            base: self
+                .test_sets
+                .iter()
+                .zip(&self.base)
+                .filter_map(|(t, b)| b.map(|b| (*t, b)))
+                .collect(),
+        }
+    }
+}
+
+/// One model's graded answers, with what it was fine-tuned on (`None` for the base model).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelOutcomes {
+    /// The model's label.
+    pub label: String,
+    /// Its training slice; `None` for the base model.
+    pub source: Option<Slice>,
+    /// Its graded answers.
+    pub outcomes: Vec<OutcomeRecord>,
+}
+
+impl Grid {
+    /// Builds the grid from per-question outcomes: exactly one entry must be the base model.
+    /// Accuracy is the share of correct answers; questions are paired by sample id, and a
+    /// question only one of the two models answered is left out of that pair (with a
+    /// warning).
+    ///
+    /// # Errors
+    /// [`StatsError::Input`] if there is not exactly one base model, or a model has no
+    /// outcome at all.
+    pub fn from_outcomes(models: &[ModelOutcomes], map: &ResourceMap) -> Result<Grid, StatsError> {
+        let bases: Vec<&ModelOutcomes> = models.iter().filter(|m| m.source.is_none()).collect();
+        let [base] = bases.as_slice() else {
+            return Err(StatsError::Input(format!(
+                "expected exactly one base model among the outcomes, found {}",
+                bases.len()
+            )));
+        };
+        let index = |m: &ModelOutcomes| -> BTreeMap<Slice, BTreeMap<String, bool>> {
+            let mut by: BTreeMap<Slice, BTreeMap<String, bool>> = BTreeMap::new();
+            for o in &m.outcomes {
+                by.entry(Slice {
+                    domain: o.domain,
+                    language: o.language,
+                })
+                .or_default()
+                .insert(o.sample_id.clone(), o.correct);
+            }
+            by
+        };
+        let base_idx = index(base);
+        let mut warnings = Vec::new();
+        let mut rows = Vec::new();
+        let mut paired = Vec::new();
+        for m in models.iter().filter(|m| m.source.is_some()) {
+            if m.outcomes.is_empty() {
+                return Err(StatsError::Input(format!(
+                    "model `{}` has no outcome",
+                    m.label
+                )));
+            }
+            let source = m.source.expect("filtered");
+            for (target, answers) in index(m) {
+                let Some(base_answers) = base_idx.get(&target) else {
+                    warnings.push(format!(
+                        "model `{}`: test set {target} has no base-model outcome; left out",
+                        m.label
+                    ));
+                    continue;
+                };
+                let mut p = Paired {
+                    base: Vec::new(),
+                    model: Vec::new(),
+                };
+                let mut unpaired = 0;
+                for (id, correct) in &answers {
+                    match base_answers.get(id) {
+                        Some(b) => {
+                            p.base.push(*b);
+                            p.model.push(*correct);
+                        }
+                        None => unpaired += 1,
+                    }
+                }
+                if unpaired > 0 {
+                    warnings.push(format!(
+                        "model `{}`, test set {target}: {unpaired} question(s) have no base-model outcome; left out",
+                        m.label
+                    ));
+                }
+                if p.model.is_empty() {
+                    continue;
+                }
+                let acc = mean_bool(&p.model);
+                let base_acc = mean_bool(&p.base);
+                rows.push(row(&m.label, source, target, acc, base_acc, map));
+                paired.push(p);
+            }
+        }
+        Ok(Grid {
+            rows,
+            paired: Some(paired),
+            warnings,
+            base: base_idx
+                .iter()
+                .map(|(t, a)| {
+                    (
+                        *t,
+                        a.values().filter(|c| **c).count() as f64 / a.len() as f64,
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// The long-format grid as CSV: model, source domain, source language, test domain, test
+    /// language, accuracy, base accuracy, gain, transfer type, direction.
+    pub fn to_csv(&self) -> String {
+        let mut s = String::from(
+            "model,source_domain,source_language,test_domain,test_language,accuracy,base_accuracy,gain,transfer_type,direction\n",
+        );
+        for r in &self.rows {
+            s.push_str(&format!(
+                "{},{},{},{},{},{:.4},{:.4},{:.2},{},{}\n",
+                csv_field(&r.model),
+                r.source.domain.name(),
+                r.source.language.code(),
+                r.target.domain.name(),
+                r.target.language.code(),
+                r.accuracy,
+                r.base_accuracy,
+                r.gain,
+                r.transfer.key(),
+                r.direction.map(Direction::key).unwrap_or("")
+            ));
+        }
+        s
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+pub(crate) fn mean_bool(v: &[bool]) -> f64 {
+    v.iter().filter(|b| **b).count() as f64 / v.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = "Model\tHum en\tSTEM en\tHum ig\n\
+Base\t0.50\t0.60\t0.40\n\
+Hum en\t0.70\t0.55\t0.50\n\
+STEM ig\t0.40\t0.80\n\
+Hum ig\t0.45\t0.60\t0.60\t0.99\n";
+
+    #[test]
+    fn transfer_types_and_directions() {
+        let s = |t: &str| Slice::parse(t).unwrap();
+        assert_eq!(
+            TransferType::of(s("Hum en"), s("Hum en")),
+            TransferType::InDomain
+        );
+        assert_eq!(
+            TransferType::of(s("Hum en"), s("Hum ig")),
+            TransferType::CrossLingual
+        );
+        assert_eq!(
+            TransferType::of(s("Hum en"), s("STEM en")),
+            TransferType::CrossDomain
+        );
+        assert_eq!(
+            TransferType::of(s("Hum en"), s("Med ig")),
+            TransferType::CrossBoth
+        );
+        use ResourceLevel::*;
+        assert_eq!(Direction::of(High, Low), Direction::Downward);
+        assert_eq!(Direction::of(Mid, High), Direction::Upward);
+        assert_eq!(Direction::of(Low, Low), Direction::Lateral);
+        assert!(Slice::parse("Hum").is_err());
+        assert!(Slice::parse("Law en").is_err());
+        assert!(Slice::parse("Hum xx").is_err());
+    }
+
+    #[test]
+    fn ragged_rows_follow_the_policy() {
+        let m = AccuracyMatrix::parse_tsv(SMALL).unwrap();
+        assert_eq!(m.models.len(), 3);
+        assert_eq!(m.warnings.len(), 2);
+        assert!(m.warnings[0].contains("`STEM ig` has 2 values for 3 test sets"));
+        assert!(m.warnings[0].contains("(Hum ig) are treated as missing"));
+        assert!(m.warnings[1].contains("`Hum ig` has 4 values"));
+        assert!(m.warnings[1].contains("1 extra trailing value(s) are ignored"));
+        let g = m.grid(&ResourceMap::study());
+        // 3 + 2 + 3 cells.
+        assert_eq!(g.rows.len(), 8);
+        // Hum en on Hum en: 0.70 - 0.50 = 20 points, in-domain, high -> high.
+        let r = &g.rows[0];
+        assert!((r.gain - 20.0).abs() < 1e-9);
+        assert_eq!(r.transfer, TransferType::InDomain);
+        assert_eq!(r.direction, Some(Direction::Lateral));
+        // Hum en on Hum ig: +10, cross-lingual, downward.
+        let r = &g.rows[2];
+        assert!((r.gain - 10.0).abs() < 1e-9);
+        assert_eq!(r.transfer, TransferType::CrossLingual);
+        assert_eq!(r.direction, Some(Direction::Downward));
+        // STEM ig on Hum en: -10, cross-both, upward.
+        let r = &g.rows[3];
+        assert!((r.gain + 10.0).abs() < 1e-9);
+        assert_eq!(r.transfer, TransferType::CrossBoth);
+        assert_eq!(r.direction, Some(Direction::Upward));
+        assert!(g.to_csv().lines().nth(1).unwrap().starts_with(
+            "Hum en,Humanities,en,Humanities,en,0.7000,0.5000,20.00,in_domain,lateral"
+        ));
+    }
+
+    #[test]
+    fn bad_tables_are_errors_naming_the_line() {
+        let e = AccuracyMatrix::parse_tsv("Model\tHum en\nBase\tx\n").unwrap_err();
+        assert!(
+            e.to_string().contains("line 2") && e.to_string().contains("`x`"),
+            "{e}"
+        );
+        let e = AccuracyMatrix::parse_tsv("Model\tHum en\nBase\t1.5\n").unwrap_err();
+        assert!(e.to_string().contains("outside [0, 1]"), "{e}");
+        let e = AccuracyMatrix::parse_tsv("Model\tHum en\nHum en\t0.5\n").unwrap_err();
+        assert!(e.to_string().contains("no `Base` row"), "{e}");
+        assert!(AccuracyMatrix::parse_tsv("").is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! Transfer statistics for cross-lingual fine-tuning studies. It takes data (a published
+//! accuracy matrix as text, or per-question outcomes) and returns tables; it reads no file
+//! and touches no network.
+//!
+//! The core types are [`Grid`] (one [`GridRow`] per fine-tuned model and test set, with the
+//! gain over the base model, its [`TransferType`] and resource [`Direction`]),
+//! [`AccuracyMatrix`] (the published layout, ragged rows reported, not guessed) and
+//! [`Analysis`] (summaries with t and bootstrap intervals, exact McNemar tests with Holm and
+//! Benjamini-Hochberg corrections, a Markdown report, a JSON summary and SVG heatmaps).
+//!
+//! ```
+//! use xlt_stats::{AccuracyMatrix, Analysis, AnalysisConfig};
+//! use xlt_data::ResourceMap;
+//!
+//! let table = "Model\tHum en\tHum ig\nBase\t0.80\t0.50\nHum ig\t0.85\t0.70\n";
+//! let matrix = AccuracyMatrix::parse_tsv(table)?;
+//! let analysis = Analysis::new(matrix.grid(&ResourceMap::study()), &AnalysisConfig::default());
+//! let summary = analysis.summary_json();
+//! // Fine-tuning on Igbo humanities: +20 points in-domain, +5 cross-lingual into English.
+//! let in_domain = summary["transfer_types"]["in_domain"]["mean"].as_f64().unwrap();
+//! assert!((in_domain - 20.0).abs() < 1e-9);
+//! assert_eq!(summary["resource_directions"]["upward"]["n"], 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod grid;
+mod heatmap;
+mod report;
+mod signif;
+mod summary;
+
+pub use grid::{
+    AccuracyMatrix, Direction, Grid, GridRow, ModelOutcomes, Paired, RAGGED_POLICY, Slice,
+    TransferType,
+};
+pub use heatmap::{ColorScale, Heatmap};
+pub use report::{Analysis, AnalysisConfig};
+pub use signif::{RowTest, Significance, benjamini_hochberg, holm, mcnemar_exact, significance};
+pub use summary::{BootstrapConfig, Grouping, Groups, Summary, group, summarize};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatsError {
+    /// A published table cannot be read.
+    #[error("table: {0}")]
+    Table(String),
+    /// Outcomes do not make a grid.
+    #[error("outcomes: {0}")]
+    Input(String),
+}
