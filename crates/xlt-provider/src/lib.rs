@@ -1,7 +1,13 @@
 //! Provider-neutral fine-tuning and inference. The rest of the workspace sees three small
 //! traits, [`ChatModel`], [`FineTuner`] and [`BatchRunner`], one error type,
 //! [`ProviderError`], and plain request and response types ([`ChatRequest`],
-//! [`FineTuneSpec`]); backends (OpenAI, Together, the embedded offline one) implement them.
+//! [`FineTuneSpec`]); backends (OpenAI, Together, the [`EmbeddedProvider`]) implement them.
+//!
+//! Wrappers compose over any backend: [`Retry`] (exponential backoff with jitter, honouring
+//! Retry-After), [`Limited`] (requests and tokens per minute, following the provider's own
+//! rate-limit reports), [`Cached`] (an on-disk response cache) and, for fine-tuning, the
+//! [`JobLedger`] (a resubmitted spec resumes its job). [`run_chat`] streams many requests
+//! through them with bounded concurrency and [`Progress`].
 //!
 //! ```
 //! use xlt_provider::{ChatMessage, ChatRequest, FineTuneSpec, Hyperparameters, Role};
@@ -24,11 +30,25 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cache;
+mod embedded;
 mod error;
+mod ledger;
+mod limit;
+mod retry;
+mod run;
+mod store;
 mod traits;
 mod types;
 
+pub use cache::Cached;
+pub use embedded::{EMBEDDED_BASE_MODEL, EmbeddedProvider};
 pub use error::ProviderError;
+pub use ledger::{JobLedger, LedgerJob};
+pub use limit::{Limited, RateLimiter, RateLimits};
+pub use retry::{Retry, RetryPolicy, with_retry};
+pub use run::{Progress, RunOptions, run_chat};
+pub use store::{bytes_hash, stable_hash};
 pub use traits::{BatchRunner, ChatModel, FineTuner, WaitOptions, wait_for_job};
 pub use types::{
     Batch, BatchResult, BatchStatus, Capabilities, ChatMessage, ChatRequest, ChatResponse,

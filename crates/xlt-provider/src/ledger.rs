@@ -1,0 +1,174 @@
+//! A fine-tuning job ledger on disk: submitting the same spec again resumes the job already
+//! paid for instead of starting another, and uploading the same bytes again reuses the file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::error::ProviderError;
+use crate::store::{bytes_hash, stable_hash, storage_err, write_atomic};
+use crate::traits::FineTuner;
+use crate::types::{FilePurpose, FineTuneJob, FineTuneSpec, JobStatus, UploadedFile};
+
+/// One job the ledger knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerJob {
+    /// The spec it was created from.
+    pub spec: FineTuneSpec,
+    /// The provider's job id.
+    pub job_id: String,
+    /// Last status seen.
+    pub status: JobStatus,
+    /// The fine-tuned model, once known.
+    pub fine_tuned_model: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct LedgerFile {
+    /// Provider name, so that one ledger is not used against two providers.
+    provider: String,
+    /// Uploads by `<purpose>:<sha256 of bytes>`.
+    files: BTreeMap<String, UploadedFile>,
+    /// Jobs by the hash of their spec.
+    jobs: BTreeMap<String, LedgerJob>,
+}
+
+/// The ledger, one JSON file rewritten atomically after every change.
+pub struct JobLedger {
+    path: PathBuf,
+    state: Mutex<LedgerFile>,
+}
+
+impl JobLedger {
+    /// Opens (or starts) the ledger at `path` for `provider`.
+    ///
+    /// # Errors
+    /// [`ProviderError::Storage`] if the file exists but cannot be read, or belongs to
+    /// another provider.
+    pub fn open(path: impl Into<PathBuf>, provider: &str) -> Result<JobLedger, ProviderError> {
+        let path = path.into();
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let f: LedgerFile =
+                    serde_json::from_slice(&bytes).map_err(|e| storage_err(&path, e))?;
+                if f.provider != provider {
+                    return Err(storage_err(
+                        &path,
+                        format!(
+                            "this ledger is for provider `{}`, not `{provider}`",
+                            f.provider
+                        ),
+                    ));
+                }
+                f
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LedgerFile {
+                provider: provider.to_owned(),
+                ..LedgerFile::default()
+            },
+            Err(e) => return Err(storage_err(&path, e)),
+        };
+        Ok(JobLedger {
+            path,
+            state: Mutex::new(state),
+        })
+    }
+
+    fn save(&self, state: &LedgerFile) -> Result<(), ProviderError> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| storage_err(&self.path, e))?;
+        write_atomic(&self.path, &bytes)
+    }
+
+    /// Uploads `bytes` unless the same bytes were uploaded for the same purpose before.
+    ///
+    /// # Errors
+    /// The provider's upload error; storage errors.
+    pub async fn upload_once(
+        &self,
+        tuner: &dyn FineTuner,
+        filename: &str,
+        bytes: Vec<u8>,
+        purpose: FilePurpose,
+    ) -> Result<UploadedFile, ProviderError> {
+        let key = format!(
+            "{}:{}",
+            serde_json::to_value(purpose)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            bytes_hash(&bytes)
+        );
+        let mut state = self.state.lock().await;
+        if let Some(f) = state.files.get(&key) {
+            tracing::info!(file = %f.id, filename, "reusing uploaded file");
+            return Ok(f.clone());
+        }
+        let f = tuner.upload(filename, bytes, purpose).await?;
+        state.files.insert(key, f.clone());
+        self.save(&state)?;
+        Ok(f)
+    }
+
+    /// Returns the job for `spec`: the one the ledger has, if it has not failed or been
+    /// cancelled, else a new one, recorded before this returns.
+    ///
+    /// # Errors
+    /// The provider's errors; storage errors.
+    pub async fn submit_or_resume(
+        &self,
+        tuner: &dyn FineTuner,
+        spec: &FineTuneSpec,
+    ) -> Result<FineTuneJob, ProviderError> {
+        let key = stable_hash(spec);
+        let mut state = self.state.lock().await;
+        if let Some(entry) = state.jobs.get(&key) {
+            let job = tuner.get_job(&entry.job_id).await?;
+            if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
+                tracing::info!(job = %job.id, status = job.status.as_str(), "resuming job from the ledger");
+                let entry = state.jobs.get_mut(&key).expect("present");
+                entry.status = job.status;
+                entry.fine_tuned_model = job.fine_tuned_model.clone();
+                self.save(&state)?;
+                return Ok(job);
+            }
+            tracing::warn!(job = %job.id, status = job.status.as_str(), "ledger job ended without a model; submitting again");
+        }
+        let job = tuner.create_job(spec).await?;
+        state.jobs.insert(
+            key,
+            LedgerJob {
+                spec: spec.clone(),
+                job_id: job.id.clone(),
+                status: job.status,
+                fine_tuned_model: job.fine_tuned_model.clone(),
+            },
+        );
+        self.save(&state)?;
+        Ok(job)
+    }
+
+    /// Records a job's latest state.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn record(&self, job: &FineTuneJob) -> Result<(), ProviderError> {
+        let mut state = self.state.lock().await;
+        let mut changed = false;
+        for entry in state.jobs.values_mut().filter(|e| e.job_id == job.id) {
+            entry.status = job.status;
+            entry.fine_tuned_model = job.fine_tuned_model.clone();
+            changed = true;
+        }
+        if changed {
+            self.save(&state)?;
+        }
+        Ok(())
+    }
+
+    /// Every job the ledger knows.
+    pub async fn jobs(&self) -> Vec<LedgerJob> {
+        self.state.lock().await.jobs.values().cloned().collect()
+    }
+}
