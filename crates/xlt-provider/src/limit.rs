@@ -29,11 +29,10 @@ struct Bucket {
 }
 
 impl Bucket {
-    /// A bucket refilling at `per_minute`, holding at most one second's worth (at least one
-    /// unit), so that no burst runs ahead of the rate.
-    fn new(per_minute: u32, now: Instant) -> Bucket {
+    /// A bucket refilling at `per_minute`, holding `capacity` units (at least one).
+    fn new(per_minute: u32, capacity: f64, now: Instant) -> Bucket {
         let per_sec = f64::from(per_minute) / 60.0;
-        let capacity = per_sec.max(1.0);
+        let capacity = capacity.max(1.0);
         Bucket {
             capacity,
             per_sec,
@@ -80,8 +79,13 @@ impl RateLimiter {
         let now = Instant::now();
         RateLimiter {
             state: Mutex::new(State {
-                requests: limits.requests_per_minute.map(|r| Bucket::new(r, now)),
-                tokens: limits.tokens_per_minute.map(|t| Bucket::new(t, now)),
+                // Requests are spaced evenly (a bucket of one), so that no burst runs ahead of
+                // the rate; tokens may come one second's worth at a time, since a single
+                // request needs many.
+                requests: limits.requests_per_minute.map(|r| Bucket::new(r, 1.0, now)),
+                tokens: limits
+                    .tokens_per_minute
+                    .map(|t| Bucket::new(t, f64::from(t) / 60.0, now)),
                 paused_until: None,
             }),
         }
@@ -199,9 +203,9 @@ mod tests {
         for _ in 0..21 {
             l.acquire(10).await;
         }
-        // Two a second; the bucket holds two, so 21 take (21 - 2) / 2 = 9.5 s.
+        // Two a second, evenly spaced: the first at once, then one each 0.5 s: 10 s for 21.
         let took = start.elapsed().as_secs_f64();
-        assert!((9.4..9.6).contains(&took), "{took}");
+        assert!((9.9..10.1).contains(&took), "{took}");
     }
 
     #[tokio::test(start_paused = true)]

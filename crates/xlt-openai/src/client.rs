@@ -1,0 +1,701 @@
+//! The HTTP client and the three provider traits over it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use xlt_provider::{
+    Batch, BatchResult, BatchRunner, BatchStatus, Capabilities, ChatModel, ChatRequest,
+    ChatResponse, FilePurpose, FineTuneJob, FineTuneSpec, FineTuner, JobEvent, JobStatus,
+    LearningRate, Param, ProviderError, RateLimitInfo, Role, TokenLogprob, UploadedFile, Usage,
+};
+
+use crate::config::OpenAiConfig;
+use crate::wire;
+
+/// The longest body kept in a decode error.
+const MAX_RAW_BODY: usize = 4096;
+
+/// An OpenAI (or OpenAI-compatible) backend: [`ChatModel`], [`FineTuner`] and
+/// [`BatchRunner`] over HTTP.
+#[derive(Debug, Clone)]
+pub struct OpenAiClient {
+    http: reqwest::Client,
+    config: OpenAiConfig,
+}
+
+enum Body {
+    Empty,
+    Json(Value),
+    Multipart(reqwest::multipart::Form),
+}
+
+impl OpenAiClient {
+    /// A client for `config`.
+    ///
+    /// # Errors
+    /// [`ProviderError::InvalidRequest`] if the HTTP client cannot be built (a bad TLS setup).
+    pub fn new(config: OpenAiConfig) -> Result<OpenAiClient, ProviderError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .map_err(|e| ProviderError::InvalidRequest(format!("cannot build HTTP client: {e}")))?;
+        Ok(OpenAiClient { http, config })
+    }
+
+    /// A client configured from the environment (see [`OpenAiConfig::from_env`]).
+    ///
+    /// # Errors
+    /// As [`OpenAiConfig::from_env`] and [`OpenAiClient::new`].
+    pub fn from_env() -> Result<OpenAiClient, ProviderError> {
+        OpenAiClient::new(OpenAiConfig::from_env()?)
+    }
+
+    /// The configuration (its `Debug` redacts the key).
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.config
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.base_url)
+    }
+
+    fn describe(&self, method: &Method, path: &str) -> String {
+        let url = self.url(path);
+        let p = reqwest::Url::parse(&url)
+            .map(|u| u.path().to_owned())
+            .unwrap_or(url);
+        format!("{method} {p}")
+    }
+
+    /// Sends one request; returns the response headers and body of a 2xx, or the error.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<(HeaderMap, String), ProviderError> {
+        let request = self.describe(&method, path);
+        let mut rb = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(self.config.api_key());
+        if let Some(org) = &self.config.organization {
+            rb = rb.header("OpenAI-Organization", org);
+        }
+        if let Some(project) = &self.config.project {
+            rb = rb.header("OpenAI-Project", project);
+        }
+        rb = match body {
+            Body::Empty => rb,
+            Body::Json(v) => rb.json(&v),
+            Body::Multipart(form) => rb.multipart(form),
+        };
+        tracing::debug!(%request, "sending");
+        let response = rb
+            .send()
+            .await
+            .map_err(|e| transport_error(&request, e, self.config.timeout))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport_error(&request, e, self.config.timeout))?;
+        tracing::debug!(%request, status = status.as_u16(), "received");
+        if status.is_success() {
+            Ok((headers, text))
+        } else {
+            Err(status_error(&request, status, &headers, &text))
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<(HeaderMap, T), ProviderError> {
+        let request = self.describe(&method, path);
+        let (headers, text) = self.send(method, path, body).await?;
+        let value = decode(&request, &text)?;
+        Ok((headers, value))
+    }
+
+    /// The metadata of an uploaded file.
+    ///
+    /// # Errors
+    /// The provider's errors.
+    pub async fn get_file(&self, id: &str) -> Result<UploadedFile, ProviderError> {
+        let (_, f): (_, wire::FileObject) = self
+            .call(Method::GET, &format!("/files/{id}"), Body::Empty)
+            .await?;
+        Ok(UploadedFile {
+            id: f.id,
+            filename: f.filename,
+            bytes: f.bytes,
+        })
+    }
+
+    /// The content of an uploaded or generated file.
+    ///
+    /// # Errors
+    /// The provider's errors.
+    pub async fn file_content(&self, id: &str) -> Result<String, ProviderError> {
+        Ok(self
+            .send(Method::GET, &format!("/files/{id}/content"), Body::Empty)
+            .await?
+            .1)
+    }
+}
+
+fn transport_error(request: &str, e: reqwest::Error, timeout: Duration) -> ProviderError {
+    if e.is_timeout() {
+        ProviderError::Timeout {
+            request: request.to_owned(),
+            after: timeout,
+        }
+    } else {
+        // reqwest's Display names the URL, never headers; strip the query to be safe.
+        ProviderError::Transport {
+            request: request.to_owned(),
+            message: e.without_url().to_string(),
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_RAW_BODY {
+        return s.to_owned();
+    }
+    let mut end = MAX_RAW_BODY;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
+fn decode<T: DeserializeOwned>(request: &str, text: &str) -> Result<T, ProviderError> {
+    serde_json::from_str(text).map_err(|e| ProviderError::Decode {
+        request: request.to_owned(),
+        message: e.to_string(),
+        raw_body: truncate(text),
+    })
+}
+
+/// Parses OpenAI's reset durations: `1s`, `6m0s`, `12ms`, `1h2m3.5s`.
+pub fn parse_reset(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0.0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else if rest.is_empty() {
+            (1.0, 0)
+        } else {
+            return None;
+        };
+        total += n * unit;
+        rest = &rest[len..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The rate-limit state a response reports, if it reports any.
+pub fn parse_rate_limit(headers: &HeaderMap) -> Option<RateLimitInfo> {
+    let num = |n: &str| header(headers, n).and_then(|v| v.trim().parse::<u64>().ok());
+    let info = RateLimitInfo {
+        remaining_requests: num("x-ratelimit-remaining-requests"),
+        remaining_tokens: num("x-ratelimit-remaining-tokens"),
+        reset_requests: header(headers, "x-ratelimit-reset-requests").and_then(parse_reset),
+        reset_tokens: header(headers, "x-ratelimit-reset-tokens").and_then(parse_reset),
+    };
+    (info != RateLimitInfo::default()).then_some(info)
+}
+
+/// How long a 429 asks us to wait: `retry-after-ms`, `Retry-After` (seconds), else the later
+/// of the two reset durations.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    if let Some(s) = header(headers, "retry-after").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64(s.max(0.0)));
+    }
+    let info = parse_rate_limit(headers)?;
+    match (info.reset_requests, info.reset_tokens) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn status_error(
+    request: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+) -> ProviderError {
+    let detail = serde_json::from_str::<wire::ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| wire::ErrorDetail {
+            message: if body.trim().is_empty() {
+                status.canonical_reason().unwrap_or("error").to_owned()
+            } else {
+                truncate(body.trim())
+            },
+            ..wire::ErrorDetail::default()
+        });
+    let code = detail.code_str();
+    let kind = detail.kind.clone();
+    let request_id = header(headers, "x-request-id").map(str::to_owned);
+    let is = |what: &str| code.as_deref() == Some(what) || kind.as_deref() == Some(what);
+    match status.as_u16() {
+        429 if is("insufficient_quota") => ProviderError::QuotaExhausted {
+            request: request.to_owned(),
+            message: detail.message,
+        },
+        429 => ProviderError::RateLimited {
+            request: request.to_owned(),
+            retry_after: retry_after(headers),
+            message: detail.message,
+        },
+        404 => ProviderError::NotFound {
+            what: format!(
+                "{}{} ({request}{})",
+                detail.message,
+                code.as_ref().map(|c| format!(" [{c}]")).unwrap_or_default(),
+                request_id
+                    .as_ref()
+                    .map(|r| format!(", request id {r}"))
+                    .unwrap_or_default()
+            ),
+        },
+        s => {
+            let mut message = detail.message;
+            let fine_tuning = request.ends_with("/fine_tuning/jobs");
+            if fine_tuning && matches!(s, 400 | 403) && message.to_lowercase().contains("model") {
+                message.push_str(
+                    " (OpenAI closed self-serve fine-tuning to new jobs on 2027-01-06 and retired gpt-4.1-nano in October 2026; choose another base model or provider)",
+                );
+            }
+            ProviderError::Api {
+                request: request.to_owned(),
+                status: s,
+                kind,
+                code,
+                message,
+                request_id,
+            }
+        }
+    }
+}
+
+fn job_status(s: &str) -> JobStatus {
+    match s {
+        "validating_files" => JobStatus::ValidatingFiles,
+        "queued" => JobStatus::Queued,
+        "succeeded" => JobStatus::Succeeded,
+        "failed" => JobStatus::Failed,
+        "cancelled" => JobStatus::Cancelled,
+        // "running", and any state the API adds ("paused", ...), are not terminal.
+        _ => JobStatus::Running,
+    }
+}
+
+fn to_job(j: wire::Job) -> FineTuneJob {
+    FineTuneJob {
+        status: job_status(&j.status),
+        provider_status: j.status,
+        base_model: j.model,
+        fine_tuned_model: j.fine_tuned_model,
+        error: j.error.and_then(|e| match (e.message, e.code) {
+            (Some(m), Some(c)) => Some(format!("{m} ({c})")),
+            (m, c) => m.or(c),
+        }),
+        trained_tokens: j.trained_tokens,
+        id: j.id,
+    }
+}
+
+fn param<T: serde::Serialize>(p: Param<T>) -> Value {
+    match p {
+        Param::Auto => json!("auto"),
+        Param::Value(v) => json!(v),
+    }
+}
+
+fn role(r: Role) -> &'static str {
+    match r {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+fn chat_body(r: &ChatRequest) -> wire::ChatBody<'_> {
+    wire::ChatBody {
+        model: &r.model,
+        messages: r
+            .messages
+            .iter()
+            .map(|m| wire::WireMessage {
+                role: role(m.role),
+                content: &m.content,
+            })
+            .collect(),
+        temperature: r.temperature,
+        max_tokens: r.max_tokens,
+        seed: r.seed,
+        logprobs: r.top_logprobs.map(|_| true),
+        top_logprobs: r.top_logprobs,
+    }
+}
+
+fn to_chat_response(
+    request: &str,
+    c: wire::ChatCompletion,
+    rate_limit: Option<RateLimitInfo>,
+) -> Result<ChatResponse, ProviderError> {
+    let choice = c
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProviderError::Decode {
+            request: request.to_owned(),
+            message: "the completion has no choice".to_owned(),
+            raw_body: String::new(),
+        })?;
+    let message = choice.message.unwrap_or_default();
+    let text = message.content.or(message.refusal).unwrap_or_default();
+    let top_logprobs = choice
+        .logprobs
+        .and_then(|l| l.content)
+        .and_then(|tokens| tokens.into_iter().next())
+        .map(|first| {
+            if first.top_logprobs.is_empty() {
+                vec![TokenLogprob {
+                    token: first.token,
+                    logprob: first.logprob,
+                }]
+            } else {
+                first
+                    .top_logprobs
+                    .into_iter()
+                    .map(|t| TokenLogprob {
+                        token: t.token,
+                        logprob: t.logprob,
+                    })
+                    .collect()
+            }
+        });
+    let usage = c.usage.unwrap_or_default();
+    Ok(ChatResponse {
+        model: c.model,
+        text,
+        finish_reason: choice.finish_reason,
+        usage: Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        },
+        top_logprobs,
+        rate_limit,
+    })
+}
+
+#[async_trait]
+impl ChatModel for OpenAiClient {
+    fn provider(&self) -> &str {
+        &self.config.provider_name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            chat: true,
+            logprobs: true,
+            fine_tuning: true,
+            batch: true,
+        }
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let desc = self.describe(&Method::POST, "/chat/completions");
+        let body = serde_json::to_value(chat_body(request)).expect("chat body serializes");
+        let (headers, completion): (_, wire::ChatCompletion) = self
+            .call(Method::POST, "/chat/completions", Body::Json(body))
+            .await?;
+        to_chat_response(&desc, completion, parse_rate_limit(&headers))
+    }
+}
+
+#[async_trait]
+impl FineTuner for OpenAiClient {
+    fn provider(&self) -> &str {
+        &self.config.provider_name
+    }
+
+    async fn upload(
+        &self,
+        filename: &str,
+        bytes: Vec<u8>,
+        purpose: FilePurpose,
+    ) -> Result<UploadedFile, ProviderError> {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(filename.to_owned())
+            .mime_str("application/jsonl")
+            .map_err(|e| ProviderError::InvalidRequest(e.to_string()))?;
+        let purpose = match purpose {
+            FilePurpose::FineTune => "fine-tune",
+            FilePurpose::Batch => "batch",
+        };
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", purpose)
+            .part("file", part);
+        let (_, f): (_, wire::FileObject) = self
+            .call(Method::POST, "/files", Body::Multipart(form))
+            .await?;
+        Ok(UploadedFile {
+            id: f.id,
+            filename: f.filename,
+            bytes: f.bytes,
+        })
+    }
+
+    async fn create_job(&self, spec: &FineTuneSpec) -> Result<FineTuneJob, ProviderError> {
+        let h = &spec.hyperparameters;
+        let lr = match h.learning_rate {
+            LearningRate::Auto => json!("auto"),
+            LearningRate::Multiplier(m) => json!(m),
+            LearningRate::Absolute(a) => {
+                return Err(ProviderError::InvalidRequest(format!(
+                    "OpenAI takes a learning-rate multiplier, not an absolute learning rate ({a}); give LearningRate::Multiplier"
+                )));
+            }
+        };
+        let body = wire::CreateJob {
+            model: &spec.base_model,
+            training_file: &spec.training_file,
+            validation_file: spec.validation_file.as_deref(),
+            suffix: spec.suffix.as_deref(),
+            seed: spec.seed,
+            method: json!({
+                "type": "supervised",
+                "supervised": {"hyperparameters": {
+                    "n_epochs": param(h.epochs),
+                    "batch_size": param(h.batch_size),
+                    "learning_rate_multiplier": lr,
+                }}
+            }),
+        };
+        let body = serde_json::to_value(body).expect("job body serializes");
+        let (_, job): (_, wire::Job) = self
+            .call(Method::POST, "/fine_tuning/jobs", Body::Json(body))
+            .await?;
+        Ok(to_job(job))
+    }
+
+    async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        let (_, job): (_, wire::Job) = self
+            .call(Method::GET, &format!("/fine_tuning/jobs/{id}"), Body::Empty)
+            .await?;
+        Ok(to_job(job))
+    }
+
+    async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {
+        let (_, list): (_, wire::EventList) = self
+            .call(
+                Method::GET,
+                &format!("/fine_tuning/jobs/{id}/events?limit=100"),
+                Body::Empty,
+            )
+            .await?;
+        // OpenAI lists newest first.
+        let mut events: Vec<JobEvent> = list
+            .data
+            .into_iter()
+            .map(|e| JobEvent {
+                created_at: e.created_at,
+                level: e.level,
+                message: e.message,
+            })
+            .collect();
+        events.reverse();
+        Ok(events)
+    }
+
+    async fn cancel_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        let (_, job): (_, wire::Job) = self
+            .call(
+                Method::POST,
+                &format!("/fine_tuning/jobs/{id}/cancel"),
+                Body::Empty,
+            )
+            .await?;
+        Ok(to_job(job))
+    }
+}
+
+fn batch_status(s: &str) -> BatchStatus {
+    match s {
+        "completed" => BatchStatus::Completed,
+        "failed" => BatchStatus::Failed,
+        "expired" | "cancelling" | "cancelled" => BatchStatus::Cancelled,
+        // validating, in_progress, finalizing, and anything new.
+        _ => BatchStatus::InProgress,
+    }
+}
+
+fn to_batch(b: wire::BatchObject) -> Batch {
+    let counts = b.request_counts.unwrap_or_default();
+    Batch {
+        status: batch_status(&b.status),
+        provider_status: b.status,
+        completed: counts.completed,
+        failed: counts.failed,
+        total: counts.total,
+        id: b.id,
+    }
+}
+
+#[async_trait]
+impl BatchRunner for OpenAiClient {
+    async fn submit_batch(
+        &self,
+        requests: &[(String, ChatRequest)],
+    ) -> Result<Batch, ProviderError> {
+        let mut jsonl = String::new();
+        for (id, r) in requests {
+            let line = wire::BatchLine {
+                custom_id: id,
+                method: "POST",
+                url: "/v1/chat/completions",
+                body: chat_body(r),
+            };
+            jsonl.push_str(&serde_json::to_string(&line).expect("batch line serializes"));
+            jsonl.push('\n');
+        }
+        let file = self
+            .upload("batch.jsonl", jsonl.into_bytes(), FilePurpose::Batch)
+            .await?;
+        let body = serde_json::to_value(wire::CreateBatch {
+            input_file_id: &file.id,
+            endpoint: "/v1/chat/completions",
+            completion_window: "24h",
+        })
+        .expect("batch body serializes");
+        let (_, b): (_, wire::BatchObject) = self
+            .call(Method::POST, "/batches", Body::Json(body))
+            .await?;
+        Ok(to_batch(b))
+    }
+
+    async fn get_batch(&self, id: &str) -> Result<Batch, ProviderError> {
+        let (_, b): (_, wire::BatchObject) = self
+            .call(Method::GET, &format!("/batches/{id}"), Body::Empty)
+            .await?;
+        Ok(to_batch(b))
+    }
+
+    async fn batch_results(&self, id: &str) -> Result<Vec<BatchResult>, ProviderError> {
+        let (_, b): (_, wire::BatchObject) = self
+            .call(Method::GET, &format!("/batches/{id}"), Body::Empty)
+            .await?;
+        if batch_status(&b.status) != BatchStatus::Completed {
+            return Err(ProviderError::InvalidRequest(format!(
+                "batch {id} is `{}`, not completed",
+                b.status
+            )));
+        }
+        let mut results = Vec::new();
+        for file in [&b.output_file_id, &b.error_file_id].into_iter().flatten() {
+            let desc = self.describe(&Method::GET, &format!("/files/{file}/content"));
+            let text = self.file_content(file).await?;
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let out: wire::BatchOutputLine = decode(&desc, line)?;
+                let result = match (out.response, out.error) {
+                    (Some(r), _) if (200..300).contains(&r.status_code) => {
+                        let c: wire::ChatCompletion = decode(&desc, &r.body.to_string())?;
+                        to_chat_response(&desc, c, None)
+                    }
+                    (Some(r), _) => {
+                        let mut e = status_error(
+                            &format!("batch {id} request {}", out.custom_id),
+                            StatusCode::from_u16(r.status_code).unwrap_or(StatusCode::BAD_GATEWAY),
+                            &HeaderMap::new(),
+                            &r.body.to_string(),
+                        );
+                        if let ProviderError::Api { request_id, .. } = &mut e {
+                            request_id.clone_from(&r.request_id);
+                        }
+                        Err(e)
+                    }
+                    (None, Some(e)) => Err(ProviderError::Api {
+                        request: format!("batch {id} request {}", out.custom_id),
+                        status: 0,
+                        kind: None,
+                        code: e.code,
+                        message: e.message.unwrap_or_default(),
+                        request_id: None,
+                    }),
+                    (None, None) => Err(ProviderError::Decode {
+                        request: desc.clone(),
+                        message: format!(
+                            "line for {} has neither response nor error",
+                            out.custom_id
+                        ),
+                        raw_body: truncate(line),
+                    }),
+                };
+                results.push(BatchResult {
+                    custom_id: out.custom_id,
+                    result,
+                });
+            }
+        }
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_durations_parse() {
+        let check =
+            |s: &str, ms: u64| assert_eq!(parse_reset(s), Some(Duration::from_millis(ms)), "{s}");
+        check("1s", 1000);
+        check("6m0s", 360_000);
+        check("12ms", 12);
+        check("1h2m3.5s", 3_723_500);
+        check("0.5s", 500);
+        check("2", 2000);
+        assert_eq!(parse_reset(""), None);
+        assert_eq!(parse_reset("soon"), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! Configuration, read from the environment in one place.
+
+use std::fmt;
+use std::time::Duration;
+
+use xlt_provider::ProviderError;
+
+/// OpenAI's API root.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// How to reach an OpenAI-compatible server. The key never appears in `Debug`, logs or
+/// errors.
+#[derive(Clone)]
+pub struct OpenAiConfig {
+    api_key: String,
+    /// The API root, including `/v1` (`https://api.openai.com/v1`, `http://localhost:8000/v1`).
+    pub base_url: String,
+    /// `OpenAI-Organization` header.
+    pub organization: Option<String>,
+    /// `OpenAI-Project` header.
+    pub project: Option<String>,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// The name the backend reports (`openai`); an OpenAI-compatible provider can set its own.
+    pub provider_name: String,
+}
+
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("api_key", &"[redacted]")
+            .field("base_url", &self.base_url)
+            .field("organization", &self.organization)
+            .field("project", &self.project)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("provider_name", &self.provider_name)
+            .finish()
+    }
+}
+
+impl OpenAiConfig {
+    /// A configuration with `api_key` against `base_url` and default timeouts (120 s for a
+    /// request, 10 s to connect).
+    pub fn new(api_key: impl Into<String>, base_url: impl Into<String>) -> OpenAiConfig {
+        OpenAiConfig {
+            api_key: api_key.into(),
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            organization: None,
+            project: None,
+            timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            provider_name: "openai".to_owned(),
+        }
+    }
+
+    /// Reads `OPENAI_API_KEY` (required), `OPENAI_BASE_URL` (default
+    /// [`DEFAULT_BASE_URL`]), `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID` (optional). This is the
+    /// only place the environment is read.
+    ///
+    /// # Errors
+    /// [`ProviderError::InvalidRequest`] if `OPENAI_API_KEY` is unset or empty.
+    pub fn from_env() -> Result<OpenAiConfig, ProviderError> {
+        let key = std::env::var("OPENAI_API_KEY").unwrap_or_default();
+        if key.trim().is_empty() {
+            return Err(ProviderError::InvalidRequest(
+                "OPENAI_API_KEY is not set; export it, or run offline with the embedded provider"
+                    .to_owned(),
+            ));
+        }
+        let base = std::env::var("OPENAI_BASE_URL")
+            .ok()
+            .filter(|b| !b.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        let mut c = OpenAiConfig::new(key, base);
+        c.organization = std::env::var("OPENAI_ORG_ID")
+            .ok()
+            .filter(|s| !s.is_empty());
+        c.project = std::env::var("OPENAI_PROJECT_ID")
+            .ok()
+            .filter(|s| !s.is_empty());
+        Ok(c)
+    }
+
+    pub(crate) fn api_key(&self) -> &str {
+        &self.api_key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_key() {
+        let c = OpenAiConfig::new("sk-secret-123", "http://localhost:1/v1/");
+        let d = format!("{c:?}");
+        assert!(!d.contains("sk-secret-123"), "{d}");
+        assert!(d.contains("[redacted]"));
+        assert_eq!(c.base_url, "http://localhost:1/v1");
+    }
+}
