@@ -9,13 +9,12 @@
 //! file per model: `base.jsonl` for the base model and `<lang>-<domain>.jsonl` for the model
 //! fine-tuned on that slice. Writes `report.md`, `summary.json`, `grid.csv` and `*.svg`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Parser};
-use xlt::data::write_atomic;
-use xlt::stats::{AccuracyMatrix, Analysis, AnalysisConfig, Grid, ModelOutcomes, Slice};
+use xlt::stats::{AccuracyMatrix, Analysis, AnalysisConfig, BootstrapConfig};
 
 /// Analyze a transfer study.
 #[derive(Parser)]
@@ -48,79 +47,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_outcomes(dir: &Path) -> anyhow::Result<Vec<ModelOutcomes>> {
-    let mut models = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    entries.sort();
-    for path in entries {
-        if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
-            continue;
-        }
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        let source = if stem == "base" {
-            None
-        } else {
-            Some(Slice::from_file_stem(stem).with_context(|| format!("{}", path.display()))?)
-        };
-        let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
-        let outcomes =
-            xlt::grade::read_jsonl(std::io::BufReader::new(file), &path.display().to_string())?;
-        models.push(ModelOutcomes {
-            label: source.map_or_else(|| "Base".to_owned(), |s| s.to_string()),
-            source,
-            outcomes,
-        });
-    }
-    if models.is_empty() {
-        bail!("{}: no outcome file (*.jsonl)", dir.display());
-    }
-    Ok(models)
-}
-
 fn run(args: Args) -> anyhow::Result<()> {
     let config = AnalysisConfig {
-        bootstrap: xlt::stats::BootstrapConfig {
+        bootstrap: BootstrapConfig {
             resamples: args.bootstrap,
             seed: args.seed,
         },
         ..AnalysisConfig::default()
     };
-    let grid = match (&args.table, &args.outcomes) {
+    let analysis = match (&args.table, &args.outcomes) {
         (Some(table), _) => {
             let text =
                 std::fs::read_to_string(table).with_context(|| format!("{}", table.display()))?;
-            AccuracyMatrix::parse_tsv(&text)
+            let grid = AccuracyMatrix::parse_tsv(&text)
                 .with_context(|| format!("{}", table.display()))?
-                .grid(&config.resource_map)
+                .grid(&config.resource_map);
+            Analysis::new(grid, &config)
         }
-        (None, Some(dir)) => Grid::from_outcomes(&load_outcomes(dir)?, &config.resource_map)?,
+        (None, Some(dir)) => xlt::study::analyze_outcomes(dir, &config)?,
         (None, None) => unreachable!("clap requires one input"),
     };
-    if grid.rows.is_empty() {
+    if analysis.grid.rows.is_empty() {
         bail!(
             "no evaluation instance: no model has both its own and the base model's accuracy on any test set"
         );
     }
-    let analysis = Analysis::new(grid, &config);
-    // Everything is computed before the first write.
-    let mut files = vec![
-        ("report.md".to_owned(), analysis.report_markdown()),
-        (
-            "summary.json".to_owned(),
-            serde_json::to_string_pretty(&analysis.summary_json())? + "\n",
-        ),
-        ("grid.csv".to_owned(), analysis.grid.to_csv()),
-    ];
-    files.extend(analysis.heatmaps());
-    for (name, content) in &files {
-        write_atomic(&args.out.join(name), content.as_bytes())?;
-    }
+    let files = xlt::study::write_analysis(&analysis, &args.out)?;
     for w in &analysis.grid.warnings {
         eprintln!("warning: {w}");
     }

@@ -8,6 +8,9 @@
 //! - [`provider`]: provider-neutral fine-tuning and chat traits ([`xlt_provider`]).
 //! - [`grade`]: reading the chosen letter from a response, grader agreement ([`xlt_grade`]).
 //! - [`stats`]: transfer statistics, significance, reports and heatmaps ([`xlt_stats`]).
+//! - [`openai`]: the OpenAI backend of the provider traits ([`xlt_openai`]).
+//! - [`study`]: the whole study over any provider: plan, fine-tune, evaluate, analyze
+//!   ([`xlt_study`]).
 //!
 //! ```
 //! let dataset = xlt::data::load_paths(&[xlt::fixtures_dir().join("global-mmlu/lite")])?;
@@ -18,8 +21,10 @@
 
 pub use xlt_data as data;
 pub use xlt_grade as grade;
+pub use xlt_openai as openai;
 pub use xlt_provider as provider;
 pub use xlt_stats as stats;
+pub use xlt_study as study;
 
 /// The `fixtures/` directory of this workspace, where the shipped Global-MMLU rows, recorded
 /// HTTP exchanges and the study's table live. Examples use it as their default data.

@@ -26,18 +26,35 @@ fn example_binary(name: &str) -> Option<PathBuf> {
     bin.exists().then_some(bin)
 }
 
-/// As [`run_example`], feeding `stdin`.
-pub fn run_example_with_stdin(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
+/// Starts example `name` with `args` and extra environment, without waiting.
+pub fn spawn_example(name: &str, args: &[&str], envs: &[(&str, &str)]) -> std::process::Child {
     use std::process::Stdio;
-    let mut cmd = match example_binary(name) {
+    let mut cmd = command(name);
+    cmd.args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("example starts")
+}
+
+fn command(name: &str) -> Command {
+    match example_binary(name) {
         Some(bin) => Command::new(bin),
         None => {
             let mut c = Command::new(env!("CARGO"));
             c.args(["run", "--quiet", "--example", name, "--"]);
             c
         }
-    };
+    }
+}
+
+/// As [`run_example`], feeding `stdin`.
+pub fn run_example_with_stdin(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut cmd = command(name);
     cmd.args(args)
         .current_dir(root())
         .stdin(if stdin.is_some() {

@@ -486,7 +486,11 @@ impl FineTuner for OpenAiClient {
         })
     }
 
-    async fn create_job(&self, spec: &FineTuneSpec) -> Result<FineTuneJob, ProviderError> {
+    async fn create_job(
+        &self,
+        spec: &FineTuneSpec,
+        client_ref: &str,
+    ) -> Result<FineTuneJob, ProviderError> {
         let h = &spec.hyperparameters;
         let lr = match h.learning_rate {
             LearningRate::Auto => json!("auto"),
@@ -503,6 +507,7 @@ impl FineTuner for OpenAiClient {
             validation_file: spec.validation_file.as_deref(),
             suffix: spec.suffix.as_deref(),
             seed: spec.seed,
+            metadata: json!({ "xlt_ref": client_ref }),
             method: json!({
                 "type": "supervised",
                 "supervised": {"hyperparameters": {
@@ -524,6 +529,17 @@ impl FineTuner for OpenAiClient {
             .call(Method::GET, &format!("/fine_tuning/jobs/{id}"), Body::Empty)
             .await?;
         Ok(to_job(job))
+    }
+
+    async fn find_job(&self, client_ref: &str) -> Result<Option<FineTuneJob>, ProviderError> {
+        let (_, list): (_, wire::JobList) = self
+            .call(
+                Method::GET,
+                &format!("/fine_tuning/jobs?limit=1&metadata[xlt_ref]={client_ref}"),
+                Body::Empty,
+            )
+            .await?;
+        Ok(list.data.into_iter().next().map(to_job))
     }
 
     async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {

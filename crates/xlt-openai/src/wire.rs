@@ -48,7 +48,14 @@ pub struct CreateJob<'a> {
     pub suffix: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    pub metadata: Value,
     pub method: Value,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JobList {
+    #[serde(default)]
+    pub data: Vec<Job>,
 }
 
 #[derive(Debug, Deserialize)]

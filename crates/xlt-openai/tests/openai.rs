@@ -100,7 +100,7 @@ async fn fine_tune_lifecycle_then_chat_with_the_tuned_model() {
         .await
         .unwrap();
     assert_eq!(file.id, "file-abc123");
-    let job = client.create_job(&spec()).await.unwrap();
+    let job = client.create_job(&spec(), "xlt-test-0").await.unwrap();
     assert_eq!(job.status, JobStatus::ValidatingFiles);
     let mut seen = Vec::new();
     let model = wait_for_job(&client, &job.id, quick_wait(), |j| {
@@ -224,7 +224,7 @@ async fn error_for(name: &str) -> ProviderError {
     mount(&server, name, 1).await;
     let client = client_for(&server);
     if exchange(name).request.path.ends_with("/fine_tuning/jobs") {
-        client.create_job(&spec()).await.unwrap_err()
+        client.create_job(&spec(), "xlt-test-0").await.unwrap_err()
     } else {
         client
             .chat(&chat("gpt-4.1-nano-2025-04-14"))
@@ -488,7 +488,7 @@ async fn absolute_learning_rate_is_refused_before_sending() {
     let client = client_for(&server);
     let mut s = spec();
     s.hyperparameters.learning_rate = LearningRate::Absolute(1e-5);
-    let e = client.create_job(&s).await.unwrap_err();
+    let e = client.create_job(&s, "xlt-test-0").await.unwrap_err();
     assert!(e.to_string().contains("multiplier"), "{e}");
 }
 
@@ -551,4 +551,53 @@ async fn no_key_in_any_log_line_or_error() {
         assert!(!format!("{e:?}").contains(TEST_KEY), "key in {e:?}");
     }
     assert!(!format!("{:?}", client_for(&server)).contains(TEST_KEY));
+}
+
+#[tokio::test]
+async fn jobs_carry_a_reference_and_can_be_found_by_it() {
+    let server = MockServer::start().await;
+    let x = exchange("ft_create");
+    x.mock()
+        .and(body_partial_json(
+            serde_json::json!({"metadata": {"xlt_ref": "xlt-0123456789abcdef-0"}}),
+        ))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let x = exchange("ft_list_by_ref");
+    x.mock()
+        .and(wiremock::matchers::query_param(
+            "metadata[xlt_ref]",
+            "xlt-0123456789abcdef-0",
+        ))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let x = exchange("ft_list_empty");
+    x.mock()
+        .and(wiremock::matchers::query_param(
+            "metadata[xlt_ref]",
+            "xlt-other-0",
+        ))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client_for(&server);
+    client
+        .create_job(&spec(), "xlt-0123456789abcdef-0")
+        .await
+        .unwrap();
+    let found = client
+        .find_job("xlt-0123456789abcdef-0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.id.as_str(), found.status),
+        ("ftjob-abc123", JobStatus::Running)
+    );
+    assert!(client.find_job("xlt-other-0").await.unwrap().is_none());
 }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProviderError;
-use crate::store::{bytes_hash, stable_hash, storage_err, write_atomic};
+use crate::store::{bytes_hash, storage_err, write_atomic};
 use crate::traits::{ChatModel, FineTuner};
 use crate::types::{
     Capabilities, ChatRequest, ChatResponse, FilePurpose, FineTuneJob, FineTuneSpec, JobEvent,
@@ -173,6 +173,10 @@ impl EmbeddedProvider {
             models: Mutex::new(HashMap::new()),
             jobs: Mutex::new(()),
         }
+    }
+
+    fn job_id(client_ref: &str) -> String {
+        format!("ftjob-{}", &bytes_hash(client_ref.as_bytes())[..24])
     }
 
     fn file_path(&self, id: &str) -> PathBuf {
@@ -404,7 +408,13 @@ impl FineTuner for EmbeddedProvider {
         })
     }
 
-    async fn create_job(&self, spec: &FineTuneSpec) -> Result<FineTuneJob, ProviderError> {
+    /// Idempotent by `client_ref`: the job id is derived from it, and creating again with the
+    /// same reference returns the existing job.
+    async fn create_job(
+        &self,
+        spec: &FineTuneSpec,
+        client_ref: &str,
+    ) -> Result<FineTuneJob, ProviderError> {
         if spec.base_model != EMBEDDED_BASE_MODEL && !self.model_path(&spec.base_model).exists() {
             return Err(ProviderError::NotFound {
                 what: format!(
@@ -419,15 +429,12 @@ impl FineTuner for EmbeddedProvider {
             });
         }
         let _guard = self.jobs.lock().expect("jobs lock");
-        let id = format!("ftjob-{}", &stable_hash(spec)[..24]);
-        let mut n = 0;
-        let mut unique = id.clone();
-        while self.job_path(&unique).exists() {
-            n += 1;
-            unique = format!("{id}-{n}");
+        let id = Self::job_id(client_ref);
+        if let Ok(existing) = self.load_job(&id) {
+            return Ok(existing.job);
         }
         let job = FineTuneJob {
-            id: unique,
+            id,
             status: JobStatus::ValidatingFiles,
             provider_status: "validating_files".to_owned(),
             base_model: spec.base_model.clone(),
@@ -497,6 +504,14 @@ impl FineTuner for EmbeddedProvider {
         });
         self.save_job(&stored)?;
         Ok(stored.job)
+    }
+
+    async fn find_job(&self, client_ref: &str) -> Result<Option<FineTuneJob>, ProviderError> {
+        match self.load_job(&Self::job_id(client_ref)) {
+            Ok(stored) => Ok(Some(stored.job)),
+            Err(ProviderError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {

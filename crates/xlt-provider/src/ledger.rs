@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::error::ProviderError;
-use crate::store::{bytes_hash, stable_hash, storage_err, write_atomic};
+use crate::store::{bytes_hash, stable_hash, storage_err, write_durable};
 use crate::traits::FineTuner;
 use crate::types::{FilePurpose, FineTuneJob, FineTuneSpec, JobStatus, UploadedFile};
 
@@ -17,7 +17,12 @@ use crate::types::{FilePurpose, FineTuneJob, FineTuneSpec, JobStatus, UploadedFi
 pub struct LedgerJob {
     /// The spec it was created from.
     pub spec: FineTuneSpec,
-    /// The provider's job id.
+    /// The reference attached to the job at creation (`xlt-<spec hash>-<attempt>`).
+    pub client_ref: String,
+    /// Which attempt at this spec (a failed or cancelled job is followed by another).
+    pub attempt: u32,
+    /// The provider's job id; empty while the creation is not confirmed (the ledger records
+    /// its intent before it asks the provider).
     pub job_id: String,
     /// Last status seen.
     pub status: JobStatus,
@@ -78,7 +83,7 @@ impl JobLedger {
 
     fn save(&self, state: &LedgerFile) -> Result<(), ProviderError> {
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| storage_err(&self.path, e))?;
-        write_atomic(&self.path, &bytes)
+        write_durable(&self.path, &bytes)
     }
 
     /// Uploads `bytes` unless the same bytes were uploaded for the same purpose before.
@@ -112,7 +117,12 @@ impl JobLedger {
     }
 
     /// Returns the job for `spec`: the one the ledger has, if it has not failed or been
-    /// cancelled, else a new one, recorded before this returns.
+    /// cancelled, else a new one.
+    ///
+    /// The ledger writes its intent (spec, client reference) to disk *before* asking the
+    /// provider, and the job id right after. If the process dies in between, the next call
+    /// finds the job by its reference ([`FineTuner::find_job`]) instead of paying for a
+    /// second one.
     ///
     /// # Errors
     /// The provider's errors; storage errors.
@@ -123,28 +133,53 @@ impl JobLedger {
     ) -> Result<FineTuneJob, ProviderError> {
         let key = stable_hash(spec);
         let mut state = self.state.lock().await;
-        if let Some(entry) = state.jobs.get(&key) {
-            let job = tuner.get_job(&entry.job_id).await?;
-            if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
-                tracing::info!(job = %job.id, status = job.status.as_str(), "resuming job from the ledger");
-                let entry = state.jobs.get_mut(&key).expect("present");
-                entry.status = job.status;
-                entry.fine_tuned_model = job.fine_tuned_model.clone();
-                self.save(&state)?;
-                return Ok(job);
+        let attempt = match state.jobs.get(&key) {
+            Some(entry) if !entry.job_id.is_empty() => {
+                let job = tuner.get_job(&entry.job_id).await?;
+                if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
+                    tracing::info!(job = %job.id, status = job.status.as_str(), "resuming job from the ledger");
+                    let entry = state.jobs.get_mut(&key).expect("present");
+                    entry.status = job.status;
+                    entry.fine_tuned_model = job.fine_tuned_model.clone();
+                    self.save(&state)?;
+                    return Ok(job);
+                }
+                tracing::warn!(job = %job.id, status = job.status.as_str(), "ledger job ended without a model; submitting again");
+                entry.attempt + 1
             }
-            tracing::warn!(job = %job.id, status = job.status.as_str(), "ledger job ended without a model; submitting again");
-        }
-        let job = tuner.create_job(spec).await?;
+            Some(entry) => {
+                // Intent recorded, id not: the last run died around the create call.
+                if let Some(job) = tuner.find_job(&entry.client_ref).await? {
+                    tracing::info!(job = %job.id, "found the job an interrupted run created");
+                    let entry = state.jobs.get_mut(&key).expect("present");
+                    entry.job_id = job.id.clone();
+                    entry.status = job.status;
+                    entry.fine_tuned_model = job.fine_tuned_model.clone();
+                    self.save(&state)?;
+                    return Ok(job);
+                }
+                entry.attempt
+            }
+            None => 0,
+        };
+        let client_ref = format!("xlt-{}-{attempt}", &key[..16]);
         state.jobs.insert(
-            key,
+            key.clone(),
             LedgerJob {
                 spec: spec.clone(),
-                job_id: job.id.clone(),
-                status: job.status,
-                fine_tuned_model: job.fine_tuned_model.clone(),
+                client_ref: client_ref.clone(),
+                attempt,
+                job_id: String::new(),
+                status: JobStatus::ValidatingFiles,
+                fine_tuned_model: None,
             },
         );
+        self.save(&state)?;
+        let job = tuner.create_job(spec, &client_ref).await?;
+        let entry = state.jobs.get_mut(&key).expect("present");
+        entry.job_id = job.id.clone();
+        entry.status = job.status;
+        entry.fine_tuned_model = job.fine_tuned_model.clone();
         self.save(&state)?;
         Ok(job)
     }

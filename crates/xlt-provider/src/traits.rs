@@ -42,8 +42,21 @@ pub trait FineTuner: Send + Sync {
         purpose: FilePurpose,
     ) -> Result<UploadedFile, ProviderError>;
 
-    /// Starts a job.
-    async fn create_job(&self, spec: &FineTuneSpec) -> Result<FineTuneJob, ProviderError>;
+    /// Starts a job. `client_ref` is the caller's reference for it: the backend attaches it
+    /// to the job (OpenAI: metadata) so that [`FineTuner::find_job`] can find the job again
+    /// after a crash between the provider accepting the job and the caller recording its id.
+    async fn create_job(
+        &self,
+        spec: &FineTuneSpec,
+        client_ref: &str,
+    ) -> Result<FineTuneJob, ProviderError>;
+
+    /// The job created with `client_ref`, if any. A backend that cannot look jobs up returns
+    /// `Ok(None)` (the default), and a crash in that window may then start a second job.
+    async fn find_job(&self, client_ref: &str) -> Result<Option<FineTuneJob>, ProviderError> {
+        let _ = client_ref;
+        Ok(None)
+    }
 
     /// The job as it is now.
     async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError>;

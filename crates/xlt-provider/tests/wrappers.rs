@@ -219,7 +219,7 @@ async fn embedded_job_passes_through_real_states_and_learns() {
         suffix: Some("zebra".into()),
         seed: Some(1),
     };
-    let job = p.create_job(&spec).await.unwrap();
+    let job = p.create_job(&spec, "ref-1").await.unwrap();
     assert_eq!(job.status, JobStatus::ValidatingFiles);
     let mut seen = vec![job.status];
     let model = wait_for_job(
@@ -290,7 +290,7 @@ async fn embedded_errors_are_clear() {
         seed: None,
     };
     assert!(matches!(
-        p.create_job(&spec).await,
+        p.create_job(&spec, "ref-1").await,
         Err(ProviderError::NotFound { .. })
     ));
     // A training file the learner cannot read fails the job, with the reason.
@@ -303,10 +303,13 @@ async fn embedded_errors_are_clear() {
         .await
         .unwrap();
     let job = p
-        .create_job(&FineTuneSpec {
-            training_file: bad.id,
-            ..spec
-        })
+        .create_job(
+            &FineTuneSpec {
+                training_file: bad.id,
+                ..spec
+            },
+            "ref-2",
+        )
         .await
         .unwrap();
     let e = wait_for_job(
@@ -361,4 +364,71 @@ async fn ledger_resumes_the_same_spec_and_reuses_uploads() {
     assert_ne!(j3.id, j2.id);
     // Another provider's ledger is refused.
     assert!(JobLedger::open(&ledger_path, "openai").is_err());
+}
+
+/// Creates the job at the inner provider, then reports a dropped connection: as if the
+/// process died between the provider accepting the job and the ledger recording its id.
+struct DropsAfterCreate(EmbeddedProvider);
+
+#[async_trait]
+impl FineTuner for DropsAfterCreate {
+    fn provider(&self) -> &str {
+        "embedded"
+    }
+    async fn upload(
+        &self,
+        f: &str,
+        b: Vec<u8>,
+        p: FilePurpose,
+    ) -> Result<UploadedFile, ProviderError> {
+        self.0.upload(f, b, p).await
+    }
+    async fn create_job(&self, s: &FineTuneSpec, r: &str) -> Result<FineTuneJob, ProviderError> {
+        self.0.create_job(s, r).await?;
+        Err(ProviderError::Transport {
+            request: "POST /v1/fine_tuning/jobs".into(),
+            message: "connection reset".into(),
+        })
+    }
+    async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        self.0.get_job(id).await
+    }
+    async fn find_job(&self, r: &str) -> Result<Option<FineTuneJob>, ProviderError> {
+        self.0.find_job(r).await
+    }
+    async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {
+        self.0.list_events(id).await
+    }
+    async fn cancel_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        self.0.cancel_job(id).await
+    }
+}
+
+#[tokio::test]
+async fn ledger_finds_a_job_whose_creation_was_not_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = DropsAfterCreate(EmbeddedProvider::open(dir.path().join("provider")));
+    let ledger_path = dir.path().join("ledger.json");
+    let ledger = JobLedger::open(&ledger_path, "embedded").unwrap();
+    let file = ledger
+        .upload_once(&flaky, "t.jsonl", training_file(), FilePurpose::FineTune)
+        .await
+        .unwrap();
+    let spec = FineTuneSpec {
+        base_model: EMBEDDED_BASE_MODEL.into(),
+        training_file: file.id,
+        validation_file: None,
+        hyperparameters: Hyperparameters::study(),
+        suffix: None,
+        seed: Some(3),
+    };
+    assert!(ledger.submit_or_resume(&flaky, &spec).await.is_err());
+    // The next run (a fresh ledger over the same file) finds the job instead of paying twice.
+    let ledger = JobLedger::open(&ledger_path, "embedded").unwrap();
+    let job = ledger.submit_or_resume(&flaky, &spec).await.unwrap();
+    let jobs = std::fs::read_dir(dir.path().join("provider/jobs"))
+        .unwrap()
+        .count();
+    assert_eq!(jobs, 1, "exactly one job at the provider");
+    assert_eq!(ledger.jobs().await[0].job_id, job.id);
 }

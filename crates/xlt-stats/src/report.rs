@@ -204,6 +204,27 @@ impl Analysis {
             }
             let _ = writeln!(out);
         }
+        let unmapped: std::collections::BTreeSet<&str> = self
+            .grid
+            .rows
+            .iter()
+            .filter(|r| r.levels.is_none())
+            .flat_map(|r| [r.source.language, r.target.language])
+            .filter(|l| {
+                !self.grid.rows.iter().any(|r| {
+                    r.levels.is_some() && (r.source.language == *l || r.target.language == *l)
+                })
+            })
+            .map(|l| l.code())
+            .collect();
+        let n_unmapped = self.grid.rows.iter().filter(|r| r.levels.is_none()).count();
+        if n_unmapped > 0 {
+            let _ = writeln!(
+                out,
+                "{n_unmapped} instances involve a language the resource map does not classify ({}); they count in every table but the direction and level ones.\n",
+                unmapped.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
         let _ = writeln!(out, "## Gains\n");
 
         Self::summary_table(

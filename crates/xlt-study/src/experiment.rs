@@ -1,0 +1,356 @@
+//! A prepared experiment on disk, the plan and cost of running it, and what it departs from
+//! the study's settings.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use xlt_data::{EvalRecord, Manifest, estimate_chat_tokens};
+use xlt_provider::{Hyperparameters, LearningRate, Param};
+
+use crate::StudyError;
+
+/// The study's base model.
+pub const STUDY_BASE_MODEL: &str = "gpt-4.1-nano-2025-04-14";
+
+/// A prepared experiment: the directory `prepare` wrote.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+/// One test set, loaded.
+#[derive(Debug, Clone)]
+pub struct TestSet {
+    /// `<lang>-<domain>`.
+    pub name: String,
+    /// Its questions and prompts.
+    pub records: Vec<EvalRecord>,
+}
+
+pub(crate) fn read(path: &Path) -> Result<String, StudyError> {
+    std::fs::read_to_string(path).map_err(|e| StudyError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl Experiment {
+    /// Opens the experiment in `dir` (its `manifest.json`).
+    ///
+    /// # Errors
+    /// [`StudyError::Io`] or [`StudyError::Invalid`] naming the manifest.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Experiment, StudyError> {
+        let dir = dir.into();
+        let path = dir.join("manifest.json");
+        let manifest = serde_json::from_str(&read(&path)?).map_err(|e| StudyError::Invalid {
+            what: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Experiment { dir, manifest })
+    }
+
+    /// Every slice name, `<lang>-<domain>`, in manifest order.
+    pub fn slice_names(&self) -> Vec<String> {
+        self.manifest
+            .slices
+            .iter()
+            .map(|s| Manifest::slice_name(s.language, s.domain))
+            .collect()
+    }
+
+    /// The slices to fine-tune: `only` if given (each must exist), else every slice.
+    ///
+    /// # Errors
+    /// [`StudyError::Invalid`] naming a slice the experiment does not have.
+    pub fn training_slices(&self, only: &[String]) -> Result<Vec<String>, StudyError> {
+        let all = self.slice_names();
+        if only.is_empty() {
+            return Ok(all);
+        }
+        for s in only {
+            if !all.contains(s) {
+                return Err(StudyError::Invalid {
+                    what: format!("training slice `{s}`"),
+                    message: format!("not in the experiment (it has {})", all.join(", ")),
+                });
+            }
+        }
+        Ok(only.to_vec())
+    }
+
+    /// The fine-tuning file of a slice.
+    pub fn finetune_file(&self, slice: &str) -> PathBuf {
+        self.dir.join("finetune").join(format!("{slice}.jsonl"))
+    }
+
+    /// Loads every test set, in manifest order.
+    ///
+    /// # Errors
+    /// [`StudyError::Io`] or [`StudyError::Invalid`] naming the file and line.
+    pub fn test_sets(&self) -> Result<Vec<TestSet>, StudyError> {
+        self.slice_names()
+            .into_iter()
+            .map(|name| {
+                let path = self.dir.join("eval").join(format!("{name}.jsonl"));
+                let text = read(&path)?;
+                let records = text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                    .map(|(i, l)| {
+                        serde_json::from_str(l).map_err(|e| StudyError::Invalid {
+                            what: format!("{} line {}", path.display(), i + 1),
+                            message: e.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<EvalRecord>, _>>()?;
+                Ok(TestSet { name, records })
+            })
+            .collect()
+    }
+}
+
+/// Prices in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PriceTable {
+    /// Training tokens (times epochs).
+    pub training: f64,
+    /// Prompt tokens to the base model.
+    pub base_input: f64,
+    /// Output tokens from the base model.
+    pub base_output: f64,
+    /// Prompt tokens to a fine-tuned model.
+    pub tuned_input: f64,
+    /// Output tokens from a fine-tuned model.
+    pub tuned_output: f64,
+}
+
+impl PriceTable {
+    /// Free: the embedded provider.
+    pub fn zero() -> PriceTable {
+        PriceTable {
+            training: 0.0,
+            base_input: 0.0,
+            base_output: 0.0,
+            tuned_input: 0.0,
+            tuned_output: 0.0,
+        }
+    }
+
+    /// OpenAI's published prices for the models we know, as of 2026: gpt-4.1-nano
+    /// (training 1.50, base 0.10 in / 0.40 out, fine-tuned 0.20 in / 0.80 out) and
+    /// gpt-4.1-mini (training 5.00, base 0.40 / 1.60, fine-tuned 0.80 / 3.20). `None` for
+    /// others: pass a price table.
+    pub fn known(model: &str) -> Option<PriceTable> {
+        if model.starts_with("gpt-4.1-nano") {
+            Some(PriceTable {
+                training: 1.50,
+                base_input: 0.10,
+                base_output: 0.40,
+                tuned_input: 0.20,
+                tuned_output: 0.80,
+            })
+        } else if model.starts_with("gpt-4.1-mini") {
+            Some(PriceTable {
+                training: 5.00,
+                base_input: 0.40,
+                base_output: 1.60,
+                tuned_input: 0.80,
+                tuned_output: 3.20,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// What running the study will take and cost, before anything is spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The provider.
+    pub provider: String,
+    /// The base model.
+    pub base_model: String,
+    /// Slices to fine-tune.
+    pub jobs: Vec<String>,
+    /// Training tokens for one epoch, all jobs.
+    pub training_tokens_per_epoch: u64,
+    /// Epochs (1 when the provider chooses, as an estimate).
+    pub epochs: u32,
+    /// Chat requests to evaluate the base and every fine-tuned model on every test set.
+    pub eval_requests: u64,
+    /// Estimated prompt tokens of those requests.
+    pub eval_input_tokens: u64,
+    /// Upper bound of output tokens (`max_tokens` per request).
+    pub eval_output_tokens: u64,
+    /// Judge requests at most (every response with the `llm` grader, none with `regex`).
+    pub judge_requests_max: u64,
+    /// Estimated cost in US dollars, if prices are known.
+    pub cost_usd: Option<f64>,
+    /// Each place the run departs from the study's settings.
+    pub departures: Vec<String>,
+}
+
+/// The settings a plan is made for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanInput<'a> {
+    /// Provider name.
+    pub provider: &'a str,
+    /// Base model.
+    pub base_model: &'a str,
+    /// Slices to fine-tune.
+    pub jobs: &'a [String],
+    /// Hyperparameters.
+    pub hyperparameters: Hyperparameters,
+    /// Output tokens asked for per evaluation request.
+    pub max_tokens: u32,
+    /// Whether every response goes to the judge (`llm` grader).
+    pub judge_all: bool,
+    /// Prices, if known.
+    pub prices: Option<PriceTable>,
+}
+
+impl Plan {
+    /// Makes the plan for `exp`.
+    ///
+    /// # Errors
+    /// Errors reading the experiment's files.
+    pub fn new(exp: &Experiment, input: &PlanInput<'_>) -> Result<Plan, StudyError> {
+        let mut training = 0u64;
+        for job in input.jobs {
+            for line in read(&exp.finetune_file(job))?
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
+                let rec: xlt_data::FinetuneRecord =
+                    serde_json::from_str(line).map_err(|e| StudyError::Invalid {
+                        what: exp.finetune_file(job).display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                training += estimate_chat_tokens(&rec.messages) as u64;
+            }
+        }
+        let sets = exp.test_sets()?;
+        let per_model_requests: u64 = sets.iter().map(|s| s.records.len() as u64).sum();
+        let per_model_tokens: u64 = sets
+            .iter()
+            .flat_map(|s| &s.records)
+            .map(|r| estimate_chat_tokens(&r.messages) as u64)
+            .sum();
+        let models = 1 + input.jobs.len() as u64;
+        let epochs = match input.hyperparameters.epochs {
+            Param::Value(e) => e,
+            Param::Auto => 1,
+        };
+        let eval_requests = per_model_requests * models;
+        let eval_output_tokens = eval_requests * u64::from(input.max_tokens);
+        let cost_usd = input.prices.map(|p| {
+            let m = 1e-6;
+            let tuned = input.jobs.len() as f64;
+            training as f64 * f64::from(epochs) * p.training * m
+                + per_model_tokens as f64 * (p.base_input + tuned * p.tuned_input) * m
+                + (per_model_requests * u64::from(input.max_tokens)) as f64
+                    * (p.base_output + tuned * p.tuned_output)
+                    * m
+        });
+        Ok(Plan {
+            provider: input.provider.to_owned(),
+            base_model: input.base_model.to_owned(),
+            jobs: input.jobs.to_vec(),
+            training_tokens_per_epoch: training,
+            epochs,
+            eval_requests,
+            eval_input_tokens: per_model_tokens * models,
+            eval_output_tokens,
+            judge_requests_max: if input.judge_all { eval_requests } else { 0 },
+            cost_usd,
+            departures: departures(exp, input),
+        })
+    }
+
+    /// Whether the plan costs money (or may: unknown prices count as paid).
+    pub fn is_paid(&self) -> bool {
+        self.cost_usd.is_none_or(|c| c > 0.0)
+    }
+
+    /// The plan as text for a person.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "Plan ({} / {})", self.provider, self.base_model);
+        let _ = writeln!(
+            s,
+            "  fine-tuning jobs:      {} ({})",
+            self.jobs.len(),
+            self.jobs.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "  training tokens:       {} per epoch x {} epoch(s) (estimate: UTF-8 bytes / 4)",
+            self.training_tokens_per_epoch, self.epochs
+        );
+        let _ = writeln!(s, "  evaluation requests:   {}", self.eval_requests);
+        let _ = writeln!(
+            s,
+            "  evaluation tokens:     {} in, at most {} out",
+            self.eval_input_tokens, self.eval_output_tokens
+        );
+        let _ = writeln!(s, "  judge requests (max):  {}", self.judge_requests_max);
+        let _ = match self.cost_usd {
+            Some(c) => writeln!(s, "  estimated cost:        ${c:.2} (before judge calls)"),
+            None => writeln!(
+                s,
+                "  estimated cost:        unknown: no price table for {} (pass --prices)",
+                self.base_model
+            ),
+        };
+        if !self.departures.is_empty() {
+            let _ = writeln!(s, "  departures from the study's settings:");
+            for d in &self.departures {
+                let _ = writeln!(s, "    - {d}");
+            }
+        }
+        s
+    }
+}
+
+fn departures(exp: &Experiment, input: &PlanInput<'_>) -> Vec<String> {
+    let mut d = Vec::new();
+    if input.base_model != STUDY_BASE_MODEL {
+        d.push(format!(
+            "base model {} (the study: {STUDY_BASE_MODEL}, fine-tuned through OpenAI)",
+            input.base_model
+        ));
+    }
+    let h = input.hyperparameters;
+    if h.epochs != Param::Value(1) {
+        d.push(format!("epochs {} (the study: 1)", h.epochs));
+    }
+    if h.batch_size != Param::Value(8) {
+        d.push(format!("batch size {} (the study: 8)", h.batch_size));
+    }
+    match h.learning_rate {
+        LearningRate::Multiplier(m) if (m - 0.4).abs() < 1e-12 => {}
+        LearningRate::Multiplier(m) => {
+            d.push(format!("learning-rate multiplier {m} (the study: 0.4)"));
+        }
+        LearningRate::Absolute(a) => d.push(format!(
+            "absolute learning rate {a} (the study: multiplier 0.4 of OpenAI's unpublished base rate; the two are not comparable)"
+        )),
+        LearningRate::Auto => d.push("learning rate chosen by the provider (the study: multiplier 0.4)".to_owned()),
+    }
+    d.push(format!(
+        "train/test split by sample id shared by every language (seed {}, train fraction {}); the study split each language separately",
+        exp.manifest.seed, exp.manifest.train_fraction
+    ));
+    if !input.judge_all {
+        d.push(
+            "answers graded deterministically, with the LLM judge only for unparseable ones (the study graded every answer with the base model)"
+                .to_owned(),
+        );
+    }
+    d
+}

@@ -1,0 +1,188 @@
+//! A whole cross-lingual transfer study over any provider: plan it and price it before
+//! spending anything, fine-tune every training slice, evaluate the base model and every
+//! fine-tuned model on every test set, grade, and analyze. Each step is resumable: jobs go
+//! through the provider's job ledger, answers through its response cache, and every output
+//! file is written atomically once complete.
+//!
+//! The core items are [`Experiment`] (what `prepare` wrote), [`Plan`] (jobs, tokens,
+//! requests, cost, and departures from the study's settings), [`finetune`] (to
+//! [`ModelsFile`]), [`evaluate`] / [`evaluate_batch`] (to `outcomes/<label>.jsonl`) and
+//! [`analyze_outcomes`]. Nothing here knows which provider runs: callers pass trait objects.
+//!
+//! ```
+//! use xlt_study::{Plan, PlanInput, PriceTable, Experiment};
+//! use xlt_provider::Hyperparameters;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An experiment prepared by xlt-data (here: a tiny one made on the spot).
+//! let dir = tempfile::tempdir()?;
+//! let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/global-mmlu/lite");
+//! let config = xlt_data::PrepareConfig {
+//!     selection: xlt_data::Selection {
+//!         languages: vec![xlt_data::Language::English, xlt_data::Language::Yoruba],
+//!         domains: vec![xlt_data::Domain::Medical],
+//!         ..Default::default()
+//!     },
+//!     ..Default::default()
+//! };
+//! xlt_data::prepare(xlt_data::load_paths(&[data])?, &config)?.write_to(dir.path())?;
+//! let exp = Experiment::open(dir.path())?;
+//! let jobs = exp.training_slices(&[])?;
+//! let plan = Plan::new(&exp, &PlanInput {
+//!     provider: "openai",
+//!     base_model: "gpt-4.1-nano-2025-04-14",
+//!     jobs: &jobs,
+//!     hyperparameters: Hyperparameters::study(),
+//!     max_tokens: 16,
+//!     judge_all: false,
+//!     prices: PriceTable::known("gpt-4.1-nano-2025-04-14"),
+//! })?;
+//! assert_eq!(plan.jobs, ["en-medical", "yo-medical"]);
+//! // 3 models (base + 2) x 2 test sets x 11 questions.
+//! assert_eq!(plan.eval_requests, 66);
+//! assert!(plan.cost_usd.unwrap() > 0.0);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod experiment;
+mod run;
+
+use std::path::PathBuf;
+
+pub use experiment::{Experiment, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet};
+pub use run::{
+    EvalOptions, FinetuneOptions, ModelsFile, TunedModel, evaluate, evaluate_batch, finetune,
+    labels,
+};
+
+use xlt_provider::ProviderError;
+use xlt_stats::{Analysis, AnalysisConfig, Grid, ModelOutcomes, Slice};
+
+/// Errors of a study run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StudyError {
+    /// A file could not be read or written.
+    #[error("{}: {message}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// A file or setting is not what it should be.
+    #[error("{what}: {message}")]
+    Invalid {
+        /// Which file, line or setting.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The provider failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// Some evaluation requests failed after retries.
+    #[error(
+        "{failed} request(s) for model `{model}` failed (answered ones are cached; rerun to retry the rest); first: {first}"
+    )]
+    Requests {
+        /// The model's label.
+        model: String,
+        /// How many failed.
+        failed: usize,
+        /// The first error.
+        first: ProviderError,
+    },
+    /// Data handling failed.
+    #[error(transparent)]
+    Data(#[from] xlt_data::DataError),
+    /// Analysis failed.
+    #[error(transparent)]
+    Stats(#[from] xlt_stats::StatsError),
+}
+
+/// Reads a directory of outcome files, `base.jsonl` and `<lang>-<domain>.jsonl` (one per
+/// fine-tuned model, named by its training slice), and analyzes them (see
+/// `xlt_stats::Analysis`).
+///
+/// # Errors
+/// Reading or parsing the outcome files (naming file and line); a file name that is neither
+/// `base` nor a slice; a grid without exactly one base model.
+pub fn analyze_outcomes(
+    dir: &std::path::Path,
+    config: &AnalysisConfig,
+) -> Result<Analysis, StudyError> {
+    let dir = dir.to_owned();
+    let mut models = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| StudyError::Io {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let source = if stem == "base" {
+            None
+        } else {
+            Some(
+                Slice::from_file_stem(&stem).map_err(|e| StudyError::Invalid {
+                    what: path.display().to_string(),
+                    message: e.to_string(),
+                })?,
+            )
+        };
+        let text = experiment::read(&path)?;
+        let outcomes = xlt_grade::read_jsonl(text.as_bytes(), &path.display().to_string())
+            .map_err(|e| StudyError::Invalid {
+                what: "outcomes".to_owned(),
+                message: e.to_string(),
+            })?;
+        models.push(ModelOutcomes {
+            label: source.map_or_else(|| "Base".to_owned(), |s| s.to_string()),
+            source,
+            outcomes,
+        });
+    }
+    if models.is_empty() {
+        return Err(StudyError::Invalid {
+            what: dir.display().to_string(),
+            message: "no outcome file (*.jsonl)".to_owned(),
+        });
+    }
+    let grid = Grid::from_outcomes(&models, &config.resource_map)?;
+    Ok(Analysis::new(grid, config))
+}
+
+/// Writes an analysis as `analyze` does: `report.md`, `summary.json`, `grid.csv`, `*.svg`
+/// under `dir`, each atomically, all computed before the first write.
+///
+/// # Errors
+/// [`StudyError::Data`] naming a file that could not be written.
+pub fn write_analysis(
+    analysis: &Analysis,
+    dir: &std::path::Path,
+) -> Result<Vec<String>, StudyError> {
+    let mut files = vec![
+        ("report.md".to_owned(), analysis.report_markdown()),
+        (
+            "summary.json".to_owned(),
+            serde_json::to_string_pretty(&analysis.summary_json()).expect("serializes") + "\n",
+        ),
+        ("grid.csv".to_owned(), analysis.grid.to_csv()),
+    ];
+    files.extend(analysis.heatmaps());
+    for (name, content) in &files {
+        xlt_data::write_atomic(&dir.join(name), content.as_bytes())?;
+    }
+    Ok(files.into_iter().map(|(n, _)| n).collect())
+}

@@ -1,0 +1,389 @@
+//! What the study examples share: the provider choice (the one place that names providers),
+//! the wrapper stack, progress bars and logging.
+#![allow(dead_code)] // each example uses a different part
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use xlt::provider::{
+    BatchRunner, Cached, ChatModel, EMBEDDED_BASE_MODEL, EmbeddedProvider, FineTuneJob, FineTuner,
+    Limited, Progress, RateLimits, Retry, RetryPolicy,
+};
+use xlt::study::{PriceTable, STUDY_BASE_MODEL};
+
+/// The providers the examples can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderKind {
+    /// In process, offline, free: a baseline, not a language model.
+    Embedded,
+    /// OpenAI or an OpenAI-compatible server (`OPENAI_API_KEY`, `OPENAI_BASE_URL`).
+    Openai,
+}
+
+/// A provider, as trait objects.
+pub struct Backend {
+    pub name: String,
+    pub chat: Arc<dyn ChatModel>,
+    pub tuner: Arc<dyn FineTuner>,
+    pub batch: Option<Arc<dyn BatchRunner>>,
+    pub default_base_model: &'static str,
+    pub default_rpm: Option<u32>,
+}
+
+/// Opens the chosen provider; the embedded one keeps its state under `out/embedded`.
+pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
+    Ok(match kind {
+        ProviderKind::Embedded => {
+            let p = Arc::new(EmbeddedProvider::open(out.join("embedded")));
+            Backend {
+                name: "embedded".into(),
+                chat: p.clone(),
+                tuner: p,
+                batch: None,
+                default_base_model: EMBEDDED_BASE_MODEL,
+                default_rpm: None,
+            }
+        }
+        ProviderKind::Openai => {
+            let c = Arc::new(xlt::openai::OpenAiClient::from_env()?);
+            Backend {
+                name: "openai".into(),
+                chat: c.clone(),
+                tuner: c.clone(),
+                batch: Some(c),
+                default_base_model: STUDY_BASE_MODEL,
+                default_rpm: Some(500),
+            }
+        }
+    })
+}
+
+/// Prices: from `--prices <json>`, else the known table for the model, else zero for the
+/// embedded provider, else unknown.
+pub fn prices(
+    backend: &Backend,
+    model: &str,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<PriceTable>> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
+        return Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("{}", f.display()))?,
+        ));
+    }
+    if backend.name == "embedded" {
+        return Ok(Some(PriceTable::zero()));
+    }
+    Ok(PriceTable::known(model))
+}
+
+/// The chat stack, outermost first: cache (under `out/cache/<provider>`), retry, limiter.
+pub fn chat_stack(
+    backend: &Backend,
+    out: &Path,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+) -> (Arc<dyn ChatModel>, Arc<AtomicU64>) {
+    let limited = Limited::new(
+        backend.chat.clone(),
+        RateLimits {
+            requests_per_minute: rpm.or(backend.default_rpm),
+            tokens_per_minute: tpm,
+        },
+    );
+    let retry = Retry::new(limited, RetryPolicy::default());
+    let retries = retry.retries();
+    let cached = Cached::new(retry, out.join("cache").join(&backend.name));
+    (Arc::new(cached), retries)
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Asks before paid work, unless `yes`. Refuses when nobody can answer.
+pub fn confirm(yes: bool, paid: bool) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    if yes || !paid {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("this run costs money; pass --yes to proceed without a prompt");
+    }
+    eprint!("Proceed? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        bail!("not confirmed; nothing was spent")
+    }
+}
+
+/// Progress bars: one for fine-tuning jobs, one per evaluated model. Hidden when stderr is
+/// not a terminal.
+pub struct Bars {
+    multi: MultiProgress,
+    jobs: Mutex<HashMap<String, ProgressBar>>,
+    evals: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    pub fn new() -> Bars {
+        Bars {
+            multi: MultiProgress::new(),
+            jobs: Mutex::new(HashMap::new()),
+            evals: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn job(&self, slice: &str, job: &FineTuneJob) {
+        let mut jobs = self.jobs.lock().unwrap();
+        let bar = jobs.entry(slice.to_owned()).or_insert_with(|| {
+            let b = self.multi.add(ProgressBar::new_spinner());
+            b.set_style(
+                ProgressStyle::with_template("{spinner} fine-tune {prefix}: {msg} ({elapsed})")
+                    .unwrap(),
+            );
+            b.set_prefix(slice.to_owned());
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        bar.set_message(format!("{} [{}]", job.provider_status, job.id));
+        if job.status.is_terminal() {
+            bar.finish();
+        }
+    }
+
+    pub fn eval(&self, label: &str, p: &Progress) {
+        let mut evals = self.evals.lock().unwrap();
+        let bar = evals.entry(label.to_owned()).or_insert_with(|| {
+            let b = self.multi.add(ProgressBar::new(p.total));
+            b.set_style(
+                ProgressStyle::with_template(
+                    "evaluate {prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
+            );
+            b.set_prefix(label.to_owned());
+            b
+        });
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        bar.set_message(format!("failed {} retried {}", p.failed, p.retried));
+        if p.done == p.total {
+            bar.finish();
+        }
+    }
+}
+
+/// Settings shared by `finetune`, `evaluate` and `reproduce`.
+#[derive(Debug, clap::Args)]
+pub struct StudyArgs {
+    /// The experiment directory (what `prepare` writes; the study writes beside it).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Which provider runs the study.
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub provider: ProviderKind,
+    /// The base model (default: the provider's; for OpenAI the study's gpt-4.1-nano-2025-04-14).
+    #[arg(long)]
+    pub base_model: Option<String>,
+    /// Comma-separated slices to fine-tune (`en-stem,ig-medical`); default: every slice.
+    #[arg(long)]
+    pub train_slices: Option<String>,
+    /// Epochs (study: 1).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u32,
+    /// Batch size (study: 8).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: u32,
+    /// Learning-rate multiplier (study: 0.4).
+    #[arg(long, default_value_t = 0.4)]
+    pub learning_rate_multiplier: f64,
+    /// How answers are graded: regex, llm (the study's protocol) or regex+llm.
+    #[arg(long, default_value = "regex+llm")]
+    pub grader: xlt::grade::Protocol,
+    /// Evaluate through the provider's batch API.
+    #[arg(long)]
+    pub batch: bool,
+    /// Client-side requests-per-minute limit (default: 500 for OpenAI, none offline).
+    #[arg(long)]
+    pub max_requests_per_minute: Option<u32>,
+    /// Client-side tokens-per-minute limit.
+    #[arg(long)]
+    pub max_tokens_per_minute: Option<u32>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seed of the split, the training runs and sampling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// A JSON price table (USD per million tokens: training, base_input, base_output,
+    /// tuned_input, tuned_output) overriding the built-in one.
+    #[arg(long)]
+    pub prices: Option<std::path::PathBuf>,
+    /// Proceed with paid work without asking.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+impl StudyArgs {
+    pub fn hyperparameters(&self) -> xlt::provider::Hyperparameters {
+        use xlt::provider::{Hyperparameters, LearningRate, Param};
+        Hyperparameters {
+            epochs: Param::Value(self.epochs),
+            batch_size: Param::Value(self.batch_size),
+            learning_rate: LearningRate::Multiplier(self.learning_rate_multiplier),
+        }
+    }
+
+    pub fn slices(&self) -> Vec<String> {
+        self.train_slices
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn base_model(&self, backend: &Backend) -> String {
+        self.base_model
+            .clone()
+            .unwrap_or_else(|| backend.default_base_model.to_owned())
+    }
+}
+
+/// Plans, prints and confirms; returns the plan (also written to `plan.json`).
+pub fn plan(
+    args: &StudyArgs,
+    backend: &Backend,
+    exp: &xlt::study::Experiment,
+) -> anyhow::Result<xlt::study::Plan> {
+    let base = args.base_model(backend);
+    let jobs = exp.training_slices(&args.slices())?;
+    let plan = xlt::study::Plan::new(
+        exp,
+        &xlt::study::PlanInput {
+            provider: &backend.name,
+            base_model: &base,
+            jobs: &jobs,
+            hyperparameters: args.hyperparameters(),
+            max_tokens: xlt::study::EvalOptions::default().max_tokens,
+            judge_all: args.grader == xlt::grade::Protocol::Llm,
+            prices: prices(backend, &base, args.prices.as_deref())?,
+        },
+    )?;
+    eprint!("{}", plan.to_text());
+    xlt::data::write_atomic(
+        &exp.dir.join("plan.json"),
+        (serde_json::to_string_pretty(&plan)? + "\n").as_bytes(),
+    )?;
+    confirm(args.yes, plan.is_paid())?;
+    Ok(plan)
+}
+
+/// Fine-tunes the plan's slices; writes `models.json`.
+pub async fn finetune(
+    args: &StudyArgs,
+    backend: &Backend,
+    exp: &xlt::study::Experiment,
+    plan: &xlt::study::Plan,
+    bars: &Bars,
+) -> anyhow::Result<xlt::study::ModelsFile> {
+    let ledger = xlt::provider::JobLedger::open(exp.dir.join("ledger.json"), &backend.name)?;
+    let options = xlt::study::FinetuneOptions {
+        base_model: plan.base_model.clone(),
+        hyperparameters: args.hyperparameters(),
+        seed: Some(args.seed),
+        wait: if backend.name == "embedded" {
+            xlt::provider::WaitOptions {
+                initial: Duration::ZERO,
+                max: Duration::ZERO,
+                factor: 1.0,
+                timeout: Duration::from_secs(600),
+            }
+        } else {
+            xlt::provider::WaitOptions::default()
+        },
+    };
+    Ok(xlt::study::finetune(
+        exp,
+        &plan.jobs,
+        &backend.name,
+        backend.tuner.as_ref(),
+        &ledger,
+        &options,
+        &|slice, job| bars.job(slice, job),
+    )
+    .await?)
+}
+
+/// Evaluates every model in `models.json`; writes `outcomes/`.
+pub async fn evaluate(
+    args: &StudyArgs,
+    backend: &Backend,
+    exp: &xlt::study::Experiment,
+    models: &xlt::study::ModelsFile,
+    bars: &Bars,
+) -> anyhow::Result<()> {
+    let (chat, retries) = chat_stack(
+        backend,
+        &exp.dir,
+        args.max_requests_per_minute,
+        args.max_tokens_per_minute,
+    );
+    let judge = (args.grader != xlt::grade::Protocol::Regex)
+        .then(|| xlt::grade::LlmJudge::new(chat.clone(), models.base_model.clone()));
+    let grader = xlt::grade::Grader::new(args.grader, Arc::new(xlt::grade::RuleExtractor), judge)?;
+    let opts = xlt::study::EvalOptions {
+        concurrency: args.concurrency,
+        seed: Some(args.seed),
+        retries: Some(retries),
+        ..xlt::study::EvalOptions::default()
+    };
+    if args.batch {
+        let runner = backend.batch.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the {} provider has no batch API; run without --batch",
+                backend.name
+            )
+        })?;
+        xlt::study::evaluate_batch(
+            exp,
+            models,
+            runner.as_ref(),
+            &grader,
+            &opts,
+            xlt::provider::WaitOptions {
+                initial: Duration::from_secs(30),
+                max: Duration::from_secs(300),
+                factor: 1.5,
+                timeout: Duration::from_secs(26 * 3600),
+            },
+            &|label, p| bars.eval(label, p),
+        )
+        .await?;
+    } else {
+        xlt::study::evaluate(exp, models, chat, &grader, &opts, &|label, p| {
+            bars.eval(label, p)
+        })
+        .await?;
+    }
+    Ok(())
+}

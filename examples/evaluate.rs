@@ -1,0 +1,44 @@
+//! Evaluates the base model and every fine-tuned model of `<DIR>/models.json` on every test
+//! set of the experiment, through the response cache, retry and rate limiter, grades the
+//! answers and writes `<DIR>/outcomes/<model>.jsonl`.
+//!
+//! ```text
+//! cargo run --release --example evaluate -- --out <DIR> [--provider embedded|openai] \
+//!     [--grader regex|llm|regex+llm] [--batch] [--max-requests-per-minute N] [--concurrency N]
+//! ```
+
+mod common;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Evaluate every model on every test set.
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    study: common::StudyArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::init_logging();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let args = args.study;
+    let exp = xlt::study::Experiment::open(&args.out)?;
+    let backend = common::backend(args.provider, &args.out)?;
+    let models = xlt::study::ModelsFile::read(&args.out)?;
+    let bars = common::Bars::new();
+    common::evaluate(&args, &backend, &exp, &models, &bars).await?;
+    println!("outcomes in {}", args.out.join("outcomes").display());
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Fine-tunes one model per training slice of a prepared experiment, through the job ledger
+//! (a rerun resumes jobs instead of paying twice), and records the model ids in
+//! `<DIR>/models.json`.
+//!
+//! ```text
+//! cargo run --release --example finetune -- --out <DIR> [--provider embedded|openai] \
+//!     [--base-model M] [--train-slices en-stem,ig-medical] [--yes]
+//! ```
+
+mod common;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Fine-tune every training slice.
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    study: common::StudyArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::init_logging();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let args = args.study;
+    let exp = xlt::study::Experiment::open(&args.out)?;
+    let backend = common::backend(args.provider, &args.out)?;
+    let plan = common::plan(&args, &backend, &exp)?;
+    let bars = common::Bars::new();
+    let models = common::finetune(&args, &backend, &exp, &plan, &bars).await?;
+    for (slice, m) in &models.fine_tuned {
+        println!("{slice}\t{}", m.model);
+    }
+    Ok(())
+}

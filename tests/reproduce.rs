@@ -1,0 +1,303 @@
+//! `reproduce` end to end: offline on the embedded provider, against a wiremock OpenAI built
+//! from the recorded exchanges, and killed mid-run then resumed.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use wiremock::MockServer;
+use xlt_openai::testing::{TEST_KEY, exchange, mount};
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).unwrap().lines().count()
+}
+
+#[test]
+fn offline_run_writes_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let o = run_example(
+        "reproduce",
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--languages",
+            "en,yo",
+            "--domains",
+            "medical",
+        ],
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+    // What prepare writes.
+    let manifest = read_json(&out.join("manifest.json"));
+    assert_eq!(manifest["slices"].as_array().unwrap().len(), 2);
+    assert!(out.join("finetune/en-medical.jsonl").exists());
+    // models.json: one model per training slice.
+    let models = read_json(&out.join("models.json"));
+    assert_eq!(models["provider"], "embedded");
+    assert_eq!(models["base_model"], "xlt-embedded-base");
+    let tuned = models["fine_tuned"].as_object().unwrap();
+    assert_eq!(tuned.len(), 2);
+    assert!(
+        tuned["en-medical"]["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("ft:")
+    );
+    // outcomes: base and each tuned model on both test sets (11 Medical test questions each).
+    for label in ["base", "en-medical", "yo-medical"] {
+        assert_eq!(
+            lines(&out.join(format!("outcomes/{label}.jsonl"))),
+            22,
+            "{label}"
+        );
+    }
+    // What analyze writes.
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["n_instances"], 4);
+    assert_eq!(summary["transfer_types"]["in_domain"]["n"], 2);
+    assert_eq!(summary["transfer_types"]["cross_lingual"]["n"], 2);
+    assert!(summary["significance"]["tests"].as_u64().unwrap() == 4);
+    for f in [
+        "report.md",
+        "grid.csv",
+        "gain.svg",
+        "accuracy.svg",
+        "plan.json",
+        "run.json",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let run = read_json(&out.join("run.json"));
+    assert!(
+        run["departures_from_study"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("base model xlt-embedded-base"))
+    );
+}
+
+#[test]
+fn unknown_slice_and_bad_language_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let o = run_example(
+        "reproduce",
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--languages",
+            "en,yo",
+            "--domains",
+            "medical",
+            "--train-slices",
+            "ig-medical",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("training slice `ig-medical`"));
+    let o = run_example(
+        "reproduce",
+        &["--out", out.to_str().unwrap(), "--languages", "en,xx"],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown language code `xx`"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_against_a_recorded_openai() {
+    let server = MockServer::start().await;
+    mount(&server, "files_upload", 1).await;
+    mount(&server, "ft_create", 1).await;
+    let x = exchange("ft_get_succeeded");
+    x.mock()
+        .respond_with(x.template())
+        .expect(1..)
+        .mount(&server)
+        .await;
+    // Base and one tuned model, each on two test sets of 11 questions.
+    let x = exchange("chat_completion");
+    x.mock()
+        .respond_with(x.template())
+        .expect(44)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let base_url = format!("{}/v1", server.uri());
+    let out_s = out.to_str().unwrap().to_owned();
+    let o = tokio::task::spawn_blocking(move || {
+        spawn_example(
+            "reproduce",
+            &[
+                "--out",
+                &out_s,
+                "--provider",
+                "openai",
+                "--languages",
+                "en,yo",
+                "--domains",
+                "medical",
+                "--train-slices",
+                "en-medical",
+                "--grader",
+                "regex",
+                "--max-requests-per-minute",
+                "60000",
+                "--yes",
+            ],
+            &[("OPENAI_API_KEY", TEST_KEY), ("OPENAI_BASE_URL", &base_url)],
+        )
+        .wait_with_output()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", describe(&o));
+    let models = read_json(&out.join("models.json"));
+    assert_eq!(models["base_model"], "gpt-4.1-nano-2025-04-14");
+    assert_eq!(
+        models["fine_tuned"]["en-medical"]["model"],
+        "ft:gpt-4.1-nano-2025-04-14:org-123:en-stem:7q8mpxmy"
+    );
+    // Every answer is "C": outcomes are graded against the real answers.
+    let base = std::fs::read_to_string(out.join("outcomes/base.jsonl")).unwrap();
+    assert_eq!(base.lines().count(), 22);
+    assert!(base.lines().all(|l| l.contains("\"letter\":\"C\"")));
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["n_instances"], 2);
+    // The plan priced the run and said where it departs from the study.
+    let plan = read_json(&out.join("plan.json"));
+    assert!(plan["cost_usd"].as_f64().unwrap() > 0.0);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains(TEST_KEY));
+}
+
+#[test]
+fn paid_run_without_yes_is_refused_before_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    // Nothing listens on this port: if the plan did not stop the run, the upload would fail
+    // with a transport error instead.
+    let o = spawn_example(
+        "reproduce",
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--provider",
+            "openai",
+            "--languages",
+            "en,yo",
+            "--domains",
+            "medical",
+        ],
+        &[
+            ("OPENAI_API_KEY", TEST_KEY),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("estimated cost:"), "{err}");
+    assert!(err.contains("pass --yes"), "{err}");
+    assert!(!out.join("models.json").exists());
+}
+
+fn count_files(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
+#[test]
+fn killed_and_resumed_run_matches_an_uninterrupted_one() {
+    let args = |out: &str| -> Vec<String> {
+        [
+            "--out",
+            out,
+            "--languages",
+            "en,yo,de,ar",
+            "--domains",
+            "stem,medical",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let a_args = args(a.to_str().unwrap());
+    let o = run_example(
+        "reproduce",
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+
+    let b_args = args(b.to_str().unwrap());
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    // Kill it once during fine-tuning and once during evaluation.
+    let mut killed_mid_run = 0;
+    for (what, ready) in [
+        (
+            "fine-tuning",
+            Box::new(|| b.join("ledger.json").exists()) as Box<dyn Fn() -> bool>,
+        ),
+        (
+            "evaluation",
+            Box::new(|| count_files(&b.join("cache")) >= 200),
+        ),
+    ] {
+        let mut child = spawn_example("reproduce", &b_args, &[]);
+        let start = Instant::now();
+        while !ready() && start.elapsed() < Duration::from_secs(120) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        if !finished && !b.join("report.md").exists() {
+            killed_mid_run += 1;
+        }
+        eprintln!("kill during {what}: finished before the kill = {finished}");
+    }
+    assert!(
+        killed_mid_run >= 1,
+        "no kill landed before the run finished"
+    );
+    let o = run_example("reproduce", &b_args);
+    assert!(o.status.success(), "{}", describe(&o));
+    for f in [
+        "models.json",
+        "summary.json",
+        "report.md",
+        "grid.csv",
+        "outcomes/base.jsonl",
+        "outcomes/en-stem.jsonl",
+        "outcomes/ar-medical.jsonl",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs after kill and resume"
+        );
+    }
+    // No job was run twice: the ledger holds one job per slice.
+    let ledger = read_json(&b.join("ledger.json"));
+    assert_eq!(ledger["jobs"].as_object().unwrap().len(), 8);
+}
