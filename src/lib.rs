@@ -9,6 +9,7 @@
 //! - [`grade`]: reading the chosen letter from a response, grader agreement ([`xlt_grade`]).
 //! - [`stats`]: transfer statistics, significance, reports and heatmaps ([`xlt_stats`]).
 //! - [`openai`]: the OpenAI backend of the provider traits ([`xlt_openai`]).
+//! - [`together`]: the Together AI backend, open-weight models ([`xlt_together`]).
 //! - [`study`]: the whole study over any provider: plan, fine-tune, evaluate, analyze
 //!   ([`xlt_study`]).
 //!
@@ -25,6 +26,7 @@ pub use xlt_openai as openai;
 pub use xlt_provider as provider;
 pub use xlt_stats as stats;
 pub use xlt_study as study;
+pub use xlt_together as together;
 
 /// The `fixtures/` directory of this workspace, where the shipped Global-MMLU rows, recorded
 /// HTTP exchanges and the study's table live. Examples use it as their default data.

@@ -14,6 +14,7 @@ use xlt::provider::{
     BatchRunner, Cached, ChatModel, EMBEDDED_BASE_MODEL, EmbeddedProvider, FineTuneJob, FineTuner,
     Limited, Progress, RateLimits, Retry, RetryPolicy,
 };
+use xlt::provider::{LearningRate, ModelServer};
 use xlt::study::{PriceTable, STUDY_BASE_MODEL};
 
 /// The providers the examples can run on.
@@ -23,6 +24,8 @@ pub enum ProviderKind {
     Embedded,
     /// OpenAI or an OpenAI-compatible server (`OPENAI_API_KEY`, `OPENAI_BASE_URL`).
     Openai,
+    /// Together AI, open-weight models (`TOGETHER_API_KEY`, `TOGETHER_BASE_URL`).
+    Together,
 }
 
 /// A provider, as trait objects.
@@ -31,8 +34,13 @@ pub struct Backend {
     pub chat: Arc<dyn ChatModel>,
     pub tuner: Arc<dyn FineTuner>,
     pub batch: Option<Arc<dyn BatchRunner>>,
+    /// Serves tuned models on demand (Together's dedicated endpoints).
+    pub server: Option<Arc<dyn ModelServer>>,
     pub default_base_model: &'static str,
     pub default_rpm: Option<u32>,
+    /// The learning rate when none is given: the study's multiplier where the provider takes
+    /// one, the provider's default absolute rate where it does not.
+    pub default_learning_rate: LearningRate,
 }
 
 /// Opens the chosen provider; the embedded one keeps its state under `out/embedded`.
@@ -45,8 +53,10 @@ pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
                 chat: p.clone(),
                 tuner: p,
                 batch: None,
+                server: None,
                 default_base_model: EMBEDDED_BASE_MODEL,
                 default_rpm: None,
+                default_learning_rate: LearningRate::Multiplier(0.4),
             }
         }
         ProviderKind::Openai => {
@@ -56,8 +66,24 @@ pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
                 chat: c.clone(),
                 tuner: c.clone(),
                 batch: Some(c),
+                server: None,
                 default_base_model: STUDY_BASE_MODEL,
                 default_rpm: Some(500),
+                default_learning_rate: LearningRate::Multiplier(0.4),
+            }
+        }
+        ProviderKind::Together => {
+            let c = Arc::new(xlt::together::TogetherClient::from_env()?);
+            Backend {
+                name: "together".into(),
+                chat: c.clone(),
+                tuner: c.clone(),
+                batch: None,
+                server: Some(c),
+                default_base_model: "Qwen/Qwen2.5-7B-Instruct",
+                default_rpm: Some(600),
+                // Together's documented default.
+                default_learning_rate: LearningRate::Absolute(1e-5),
             }
         }
     })
@@ -211,9 +237,12 @@ pub struct StudyArgs {
     /// Batch size (study: 8).
     #[arg(long, default_value_t = 8)]
     pub batch_size: u32,
-    /// Learning-rate multiplier (study: 0.4).
-    #[arg(long, default_value_t = 0.4)]
-    pub learning_rate_multiplier: f64,
+    /// Learning-rate multiplier (study: 0.4), for providers that take one (OpenAI, embedded).
+    #[arg(long, conflicts_with = "learning_rate")]
+    pub learning_rate_multiplier: Option<f64>,
+    /// Absolute learning rate, for providers that take one (Together; default 1e-5).
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
     /// How answers are graded: regex, llm (the study's protocol) or regex+llm.
     #[arg(long, default_value = "regex+llm")]
     pub grader: xlt::grade::Protocol,
@@ -242,12 +271,17 @@ pub struct StudyArgs {
 }
 
 impl StudyArgs {
-    pub fn hyperparameters(&self) -> xlt::provider::Hyperparameters {
-        use xlt::provider::{Hyperparameters, LearningRate, Param};
+    pub fn hyperparameters(&self, backend: &Backend) -> xlt::provider::Hyperparameters {
+        use xlt::provider::{Hyperparameters, Param};
+        let learning_rate = match (self.learning_rate, self.learning_rate_multiplier) {
+            (Some(lr), _) => LearningRate::Absolute(lr),
+            (None, Some(m)) => LearningRate::Multiplier(m),
+            (None, None) => backend.default_learning_rate,
+        };
         Hyperparameters {
             epochs: Param::Value(self.epochs),
             batch_size: Param::Value(self.batch_size),
-            learning_rate: LearningRate::Multiplier(self.learning_rate_multiplier),
+            learning_rate,
         }
     }
 
@@ -283,10 +317,21 @@ pub fn plan(
             provider: &backend.name,
             base_model: &base,
             jobs: &jobs,
-            hyperparameters: args.hyperparameters(),
+            hyperparameters: args.hyperparameters(backend),
             max_tokens: xlt::study::EvalOptions::default().max_tokens,
             judge_all: args.grader == xlt::grade::Protocol::Llm,
             prices: prices(backend, &base, args.prices.as_deref())?,
+            // About ten minutes to start an endpoint, then the evaluation at the request rate.
+            serving: backend.server.as_ref().map(|_| {
+                (
+                    10.0,
+                    f64::from(
+                        args.max_requests_per_minute
+                            .or(backend.default_rpm)
+                            .unwrap_or(600),
+                    ),
+                )
+            }),
         },
     )?;
     eprint!("{}", plan.to_text());
@@ -309,7 +354,7 @@ pub async fn finetune(
     let ledger = xlt::provider::JobLedger::open(exp.dir.join("ledger.json"), &backend.name)?;
     let options = xlt::study::FinetuneOptions {
         base_model: plan.base_model.clone(),
-        hyperparameters: args.hyperparameters(),
+        hyperparameters: args.hyperparameters(backend),
         seed: Some(args.seed),
         wait: if backend.name == "embedded" {
             xlt::provider::WaitOptions {
@@ -380,10 +425,36 @@ pub async fn evaluate(
         )
         .await?;
     } else {
-        xlt::study::evaluate(exp, models, chat, &grader, &opts, &|label, p| {
-            bars.eval(label, p)
-        })
-        .await?;
+        let serving = backend.server.as_ref().map(|s| xlt::study::Serving {
+            server: s.as_ref(),
+            wait: xlt::provider::WaitOptions {
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(60),
+                factor: 1.5,
+                timeout: Duration::from_secs(3600),
+            },
+        });
+        let on_progress = |label: &str, p: &Progress| bars.eval(label, p);
+        let run = xlt::study::evaluate(
+            exp,
+            models,
+            chat,
+            &grader,
+            &opts,
+            serving.as_ref(),
+            &on_progress,
+        );
+        tokio::select! {
+            r = run => r?,
+            _ = tokio::signal::ctrl_c() => {
+                // The evaluation was dropped mid-way: stop every endpoint it started.
+                if let Some(s) = &backend.server {
+                    let n = xlt::study::stop_started_endpoints(exp, s.as_ref()).await?;
+                    eprintln!("interrupted; stopped {n} endpoint(s)");
+                }
+                bail!("interrupted");
+            }
+        }
     }
     Ok(())
 }

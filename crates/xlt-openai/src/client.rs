@@ -13,7 +13,7 @@ use xlt_provider::{
     LearningRate, Param, ProviderError, RateLimitInfo, Role, TokenLogprob, UploadedFile, Usage,
 };
 
-use crate::config::OpenAiConfig;
+use crate::config::{LogprobsDialect, OpenAiConfig};
 use crate::wire;
 
 /// The longest body kept in a decode error.
@@ -126,6 +126,49 @@ impl OpenAiClient {
         Ok((headers, value))
     }
 
+    /// Sends a JSON request (or none) to `path` under the base URL and decodes the JSON
+    /// answer, with the same headers, timeouts and error mapping as every call of this client.
+    /// For backends whose REST API shares OpenAI's conventions (Together) and reuse this client.
+    ///
+    /// # Errors
+    /// As every call: the mapped [`ProviderError`].
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: HttpMethod,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, ProviderError> {
+        let body = body.map_or(Body::Empty, Body::Json);
+        Ok(self.call(method.into(), path, body).await?.1)
+    }
+
+    /// Uploads `bytes` as the multipart field `file` (named `filename`, type
+    /// `application/jsonl`) with the text fields `fields`, to `path`, and decodes the answer.
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn upload_multipart<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> Result<T, ProviderError> {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(filename.to_owned())
+            .mime_str("application/jsonl")
+            .map_err(|e| ProviderError::InvalidRequest(e.to_string()))?;
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in fields {
+            form = form.text((*k).to_owned(), (*v).to_owned());
+        }
+        form = form.part("file", part);
+        Ok(self
+            .call(Method::POST, path, Body::Multipart(form))
+            .await?
+            .1)
+    }
+
     /// The metadata of an uploaded file.
     ///
     /// # Errors
@@ -150,6 +193,30 @@ impl OpenAiClient {
             .send(Method::GET, &format!("/files/{id}/content"), Body::Empty)
             .await?
             .1)
+    }
+}
+
+/// The HTTP methods [`OpenAiClient::json`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl From<HttpMethod> for Method {
+    fn from(m: HttpMethod) -> Method {
+        match m {
+            HttpMethod::Get => Method::GET,
+            HttpMethod::Post => Method::POST,
+            HttpMethod::Patch => Method::PATCH,
+            HttpMethod::Delete => Method::DELETE,
+        }
     }
 }
 
@@ -358,7 +425,12 @@ fn role(r: Role) -> &'static str {
     }
 }
 
-fn chat_body(r: &ChatRequest) -> wire::ChatBody<'_> {
+fn chat_body(r: &ChatRequest, dialect: LogprobsDialect) -> wire::ChatBody<'_> {
+    let (logprobs, top_logprobs) = match (r.top_logprobs, dialect) {
+        (None, _) => (None, None),
+        (Some(n), LogprobsDialect::OpenAi) => (Some(json!(true)), Some(n)),
+        (Some(n), LogprobsDialect::Together) => (Some(json!(n)), None),
+    };
     wire::ChatBody {
         model: &r.model,
         messages: r
@@ -372,9 +444,50 @@ fn chat_body(r: &ChatRequest) -> wire::ChatBody<'_> {
         temperature: r.temperature,
         max_tokens: r.max_tokens,
         seed: r.seed,
-        logprobs: r.top_logprobs.map(|_| true),
-        top_logprobs: r.top_logprobs,
+        logprobs,
+        top_logprobs,
     }
+}
+
+/// The first output token's alternatives, from either dialect's `logprobs` object.
+fn first_token_logprobs(v: &Value) -> Option<Vec<TokenLogprob>> {
+    let pair = |token: &str, lp: &Value| {
+        lp.as_f64().map(|logprob| TokenLogprob {
+            token: token.to_owned(),
+            logprob,
+        })
+    };
+    // OpenAI: {"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]}
+    if let Some(first) = v.get("content").and_then(|c| c.get(0)) {
+        let top: Vec<TokenLogprob> = first
+            .get("top_logprobs")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| pair(t.get("token")?.as_str()?, t.get("logprob")?))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !top.is_empty() {
+            return Some(top);
+        }
+        return pair(first.get("token")?.as_str()?, first.get("logprob")?).map(|t| vec![t]);
+    }
+    // Together: {"tokens": [...], "token_logprobs": [...], "top_logprobs": [{token: lp}] or {token: lp}}
+    let top = v.get("top_logprobs").and_then(|t| match t {
+        Value::Array(a) => a.first().cloned(),
+        Value::Object(_) => Some(t.clone()),
+        _ => None,
+    });
+    if let Some(Value::Object(map)) = top {
+        let mut out: Vec<TokenLogprob> = map.iter().filter_map(|(tok, lp)| pair(tok, lp)).collect();
+        out.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
+        if !out.is_empty() {
+            return Some(out);
+        }
+    }
+    let token = v.get("tokens")?.get(0)?.as_str()?;
+    pair(token, v.get("token_logprobs")?.get(0)?).map(|t| vec![t])
 }
 
 fn to_chat_response(
@@ -393,27 +506,7 @@ fn to_chat_response(
         })?;
     let message = choice.message.unwrap_or_default();
     let text = message.content.or(message.refusal).unwrap_or_default();
-    let top_logprobs = choice
-        .logprobs
-        .and_then(|l| l.content)
-        .and_then(|tokens| tokens.into_iter().next())
-        .map(|first| {
-            if first.top_logprobs.is_empty() {
-                vec![TokenLogprob {
-                    token: first.token,
-                    logprob: first.logprob,
-                }]
-            } else {
-                first
-                    .top_logprobs
-                    .into_iter()
-                    .map(|t| TokenLogprob {
-                        token: t.token,
-                        logprob: t.logprob,
-                    })
-                    .collect()
-            }
-        });
+    let top_logprobs = choice.logprobs.as_ref().and_then(first_token_logprobs);
     let usage = c.usage.unwrap_or_default();
     Ok(ChatResponse {
         model: c.model,
@@ -445,7 +538,8 @@ impl ChatModel for OpenAiClient {
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let desc = self.describe(&Method::POST, "/chat/completions");
-        let body = serde_json::to_value(chat_body(request)).expect("chat body serializes");
+        let body = serde_json::to_value(chat_body(request, self.config.logprobs))
+            .expect("chat body serializes");
         let (headers, completion): (_, wire::ChatCompletion) = self
             .call(Method::POST, "/chat/completions", Body::Json(body))
             .await?;
@@ -465,19 +559,12 @@ impl FineTuner for OpenAiClient {
         bytes: Vec<u8>,
         purpose: FilePurpose,
     ) -> Result<UploadedFile, ProviderError> {
-        let part = reqwest::multipart::Part::bytes(bytes)
-            .file_name(filename.to_owned())
-            .mime_str("application/jsonl")
-            .map_err(|e| ProviderError::InvalidRequest(e.to_string()))?;
         let purpose = match purpose {
             FilePurpose::FineTune => "fine-tune",
             FilePurpose::Batch => "batch",
         };
-        let form = reqwest::multipart::Form::new()
-            .text("purpose", purpose)
-            .part("file", part);
-        let (_, f): (_, wire::FileObject) = self
-            .call(Method::POST, "/files", Body::Multipart(form))
+        let f: wire::FileObject = self
+            .upload_multipart("/files", &[("purpose", purpose)], filename, bytes)
             .await?;
         Ok(UploadedFile {
             id: f.id,
@@ -610,7 +697,7 @@ impl BatchRunner for OpenAiClient {
                 custom_id: id,
                 method: "POST",
                 url: "/v1/chat/completions",
-                body: chat_body(r),
+                body: chat_body(r, self.config.logprobs),
             };
             jsonl.push_str(&serde_json::to_string(&line).expect("batch line serializes"));
             jsonl.push('\n');
@@ -700,6 +787,35 @@ impl BatchRunner for OpenAiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logprobs_in_both_dialects() {
+        let openai = json!({"content": [{"token": "C", "logprob": -0.1, "top_logprobs": [
+            {"token": "C", "logprob": -0.1}, {"token": "B", "logprob": -2.5}]}]});
+        let t = first_token_logprobs(&openai).unwrap();
+        assert_eq!((t[0].token.as_str(), t[1].token.as_str()), ("C", "B"));
+        let together = json!({"tokens": ["C", "."], "token_ids": [34, 13],
+            "token_logprobs": [-0.1, -0.01], "top_logprobs": [{"B": -2.5, "C": -0.1, "A": -4.0}, {".": -0.01}]});
+        let t = first_token_logprobs(&together).unwrap();
+        assert_eq!(
+            t.iter().map(|x| x.token.as_str()).collect::<Vec<_>>(),
+            ["C", "B", "A"]
+        );
+        let bare = json!({"tokens": ["D"], "token_logprobs": [-0.3]});
+        assert_eq!(first_token_logprobs(&bare).unwrap()[0].token, "D");
+        let r = ChatRequest {
+            top_logprobs: Some(5),
+            ..ChatRequest::new("m", vec![])
+        };
+        let body = serde_json::to_value(chat_body(&r, LogprobsDialect::Together)).unwrap();
+        assert_eq!(body["logprobs"], 5);
+        assert!(body.get("top_logprobs").is_none());
+        let body = serde_json::to_value(chat_body(&r, LogprobsDialect::OpenAi)).unwrap();
+        assert_eq!(
+            (body["logprobs"].clone(), body["top_logprobs"].clone()),
+            (json!(true), json!(5))
+        );
+    }
 
     #[test]
     fn reset_durations_parse() {

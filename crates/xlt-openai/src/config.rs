@@ -8,6 +8,19 @@ use xlt_provider::ProviderError;
 /// OpenAI's API root.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
+/// How a server spells first-token log-probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogprobsDialect {
+    /// OpenAI: `logprobs: true, top_logprobs: n` in the request;
+    /// `choices[0].logprobs.content[0].top_logprobs: [{token, logprob}]` in the response.
+    #[default]
+    OpenAi,
+    /// Together: `logprobs: n` (an integer) in the request;
+    /// `choices[0].logprobs: {tokens, token_ids, token_logprobs, top_logprobs}` in the response,
+    /// `top_logprobs` a map from token to logprob per position.
+    Together,
+}
+
 /// How to reach an OpenAI-compatible server. The key never appears in `Debug`, logs or
 /// errors.
 #[derive(Clone)]
@@ -25,6 +38,8 @@ pub struct OpenAiConfig {
     pub connect_timeout: Duration,
     /// The name the backend reports (`openai`); an OpenAI-compatible provider can set its own.
     pub provider_name: String,
+    /// How the server spells logprobs.
+    pub logprobs: LogprobsDialect,
 }
 
 impl fmt::Debug for OpenAiConfig {
@@ -37,6 +52,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("provider_name", &self.provider_name)
+            .field("logprobs", &self.logprobs)
             .finish()
     }
 }
@@ -53,6 +69,7 @@ impl OpenAiConfig {
             timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
             provider_name: "openai".to_owned(),
+            logprobs: LogprobsDialect::OpenAi,
         }
     }
 

@@ -34,5 +34,5 @@ mod config;
 pub mod testing;
 mod wire;
 
-pub use client::{OpenAiClient, parse_rate_limit, parse_reset, retry_after};
-pub use config::{DEFAULT_BASE_URL, OpenAiConfig};
+pub use client::{HttpMethod, OpenAiClient, parse_rate_limit, parse_reset, retry_after};
+pub use config::{DEFAULT_BASE_URL, LogprobsDialect, OpenAiConfig};

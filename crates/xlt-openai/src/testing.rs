@@ -51,22 +51,29 @@ pub struct RecordedResponse {
     pub delay_ms: Option<u64>,
 }
 
-/// The directory of the recorded exchanges.
-pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/openai"
-    ))
+/// The directory of the recorded exchanges of `provider` (`fixtures/<provider>`).
+pub fn fixtures_dir_of(provider: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures")).join(provider)
 }
 
-/// Loads `fixtures/openai/<name>.json`.
+/// The directory of OpenAI's recorded exchanges.
+pub fn fixtures_dir() -> PathBuf {
+    fixtures_dir_of("openai")
+}
+
+/// Loads `fixtures/<provider>/<name>.json`.
 ///
 /// # Panics
 /// If the file is missing or malformed: a broken fixture is a broken test.
-pub fn exchange(name: &str) -> Exchange {
-    let p = fixtures_dir().join(format!("{name}.json"));
+pub fn exchange_of(provider: &str, name: &str) -> Exchange {
+    let p = fixtures_dir_of(provider).join(format!("{name}.json"));
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Loads `fixtures/openai/<name>.json`.
+pub fn exchange(name: &str) -> Exchange {
+    exchange_of("openai", name)
 }
 
 impl Exchange {
@@ -102,9 +109,14 @@ impl Exchange {
     }
 }
 
-/// Mounts exchange `name` to answer exactly `times` requests (and expects that many).
+/// Mounts OpenAI's exchange `name` to answer exactly `times` requests (and expects that many).
 pub async fn mount(server: &MockServer, name: &str, times: u64) {
-    let x = exchange(name);
+    mount_of(server, "openai", name, times).await;
+}
+
+/// Mounts `fixtures/<provider>/<name>.json` to answer exactly `times` requests.
+pub async fn mount_of(server: &MockServer, provider: &str, name: &str, times: u64) {
+    let x = exchange_of(provider, name);
     x.mock()
         .respond_with(x.template())
         .up_to_n_times(times)

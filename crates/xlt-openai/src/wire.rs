@@ -106,8 +106,9 @@ pub struct ChatBody<'a> {
     pub max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// `true` (OpenAI) or the number of alternatives (Together).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<bool>,
+    pub logprobs: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u8>,
 }
@@ -134,8 +135,9 @@ pub struct Choice {
     pub message: Option<ChoiceMessage>,
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// Either dialect's shape; read by `client::first_token_logprobs`.
     #[serde(default)]
-    pub logprobs: Option<ChoiceLogprobs>,
+    pub logprobs: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,27 +145,6 @@ pub struct Choice {
 pub struct ChoiceMessage {
     pub content: Option<String>,
     pub refusal: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct ChoiceLogprobs {
-    pub content: Option<Vec<TokenInfo>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct TokenInfo {
-    pub token: String,
-    pub logprob: f64,
-    pub top_logprobs: Vec<TopLogprob>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct TopLogprob {
-    pub token: String,
-    pub logprob: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]

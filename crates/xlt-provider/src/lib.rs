@@ -49,7 +49,9 @@ pub use limit::{Limited, RateLimiter, RateLimits};
 pub use retry::{Retry, RetryPolicy, with_retry};
 pub use run::{Progress, RunOptions, run_chat};
 pub use store::{bytes_hash, stable_hash};
-pub use traits::{BatchRunner, ChatModel, FineTuner, WaitOptions, wait_for_job};
+pub use traits::{
+    BatchRunner, ChatModel, FineTuner, ModelServer, ServeState, Served, WaitOptions, wait_for_job,
+};
 pub use types::{
     Batch, BatchResult, BatchStatus, Capabilities, ChatMessage, ChatRequest, ChatResponse,
     FilePurpose, FineTuneJob, FineTuneSpec, Hyperparameters, JobEvent, JobStatus, LearningRate,

@@ -84,6 +84,91 @@ pub trait BatchRunner: Send + Sync {
     async fn batch_results(&self, id: &str) -> Result<Vec<BatchResult>, ProviderError>;
 }
 
+/// A model served on demand, such as a fine-tuned model on Together's dedicated endpoints
+/// (billed while running): start it before evaluating, stop it after, always.
+#[async_trait]
+pub trait ModelServer: Send + Sync {
+    /// Starts serving `model`.
+    async fn start(&self, model: &str) -> Result<Served, ProviderError>;
+
+    /// The serving state now.
+    async fn status(&self, served: &Served) -> Result<Served, ProviderError>;
+
+    /// Stops serving. Safe to call on a stopped or unknown endpoint.
+    async fn stop(&self, served: &Served) -> Result<(), ProviderError>;
+
+    /// Polls until the endpoint is ready or has failed.
+    ///
+    /// # Errors
+    /// [`ProviderError::Timeout`] after `options.timeout`; [`ProviderError::Api`] if the
+    /// endpoint ended in an error state.
+    async fn wait_ready(
+        &self,
+        served: &Served,
+        options: WaitOptions,
+    ) -> Result<Served, ProviderError> {
+        let start = tokio::time::Instant::now();
+        let mut pause = options.initial;
+        loop {
+            let s = self.status(served).await?;
+            match s.state {
+                ServeState::Ready => return Ok(s),
+                ServeState::Failed | ServeState::Stopped => {
+                    return Err(ProviderError::Api {
+                        request: format!("starting endpoint {}", s.id),
+                        status: 0,
+                        kind: None,
+                        code: None,
+                        message: format!(
+                            "endpoint ended `{}` before it was ready",
+                            s.provider_state
+                        ),
+                        request_id: None,
+                    });
+                }
+                ServeState::Starting => {}
+            }
+            if start.elapsed() >= options.timeout {
+                return Err(ProviderError::Timeout {
+                    request: format!("waiting for endpoint {}", s.id),
+                    after: options.timeout,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = pause.mul_f64(options.factor).min(options.max);
+        }
+    }
+}
+
+/// The state of a served model, provider-neutral.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServeState {
+    /// Being set up.
+    Starting,
+    /// Answers requests.
+    Ready,
+    /// Stopped (or stopping).
+    Stopped,
+    /// Failed.
+    Failed,
+}
+
+/// A served model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Served {
+    /// The provider's endpoint id.
+    pub id: String,
+    /// The model it serves.
+    pub model: String,
+    /// What to send as `model` in chat requests to reach it.
+    pub chat_model: String,
+    /// Neutral state.
+    pub state: ServeState,
+    /// The provider's own state word.
+    pub provider_state: String,
+}
+
 #[async_trait]
 impl<T: ChatModel + ?Sized> ChatModel for Arc<T> {
     fn provider(&self) -> &str {

@@ -127,6 +127,10 @@ pub struct PriceTable {
     pub tuned_input: f64,
     /// Output tokens from a fine-tuned model.
     pub tuned_output: f64,
+    /// US dollars per minute of a dedicated endpoint serving a fine-tuned model (providers
+    /// that serve tuned models on demand).
+    #[serde(default)]
+    pub endpoint_per_minute: f64,
 }
 
 impl PriceTable {
@@ -138,6 +142,7 @@ impl PriceTable {
             base_output: 0.0,
             tuned_input: 0.0,
             tuned_output: 0.0,
+            endpoint_per_minute: 0.0,
         }
     }
 
@@ -153,6 +158,7 @@ impl PriceTable {
                 base_output: 0.40,
                 tuned_input: 0.20,
                 tuned_output: 0.80,
+                endpoint_per_minute: 0.0,
             })
         } else if model.starts_with("gpt-4.1-mini") {
             Some(PriceTable {
@@ -161,6 +167,7 @@ impl PriceTable {
                 base_output: 1.60,
                 tuned_input: 0.80,
                 tuned_output: 3.20,
+                endpoint_per_minute: 0.0,
             })
         } else {
             None
@@ -189,6 +196,9 @@ pub struct Plan {
     pub eval_output_tokens: u64,
     /// Judge requests at most (every response with the `llm` grader, none with `regex`).
     pub judge_requests_max: u64,
+    /// Endpoint minutes, when tuned models are served on demand: startup plus evaluation at
+    /// the request rate, per model.
+    pub endpoint_minutes: f64,
     /// Estimated cost in US dollars, if prices are known.
     pub cost_usd: Option<f64>,
     /// Each place the run departs from the study's settings.
@@ -212,6 +222,9 @@ pub struct PlanInput<'a> {
     pub judge_all: bool,
     /// Prices, if known.
     pub prices: Option<PriceTable>,
+    /// For providers that serve tuned models on demand: (startup minutes per model, requests
+    /// per minute the evaluation runs at).
+    pub serving: Option<(f64, f64)>,
 }
 
 impl Plan {
@@ -248,6 +261,9 @@ impl Plan {
         };
         let eval_requests = per_model_requests * models;
         let eval_output_tokens = eval_requests * u64::from(input.max_tokens);
+        let endpoint_minutes = input.serving.map_or(0.0, |(startup, rpm)| {
+            input.jobs.len() as f64 * (startup + per_model_requests as f64 / rpm.max(1.0))
+        });
         let cost_usd = input.prices.map(|p| {
             let m = 1e-6;
             let tuned = input.jobs.len() as f64;
@@ -256,6 +272,7 @@ impl Plan {
                 + (per_model_requests * u64::from(input.max_tokens)) as f64
                     * (p.base_output + tuned * p.tuned_output)
                     * m
+                + endpoint_minutes * p.endpoint_per_minute
         });
         Ok(Plan {
             provider: input.provider.to_owned(),
@@ -267,6 +284,7 @@ impl Plan {
             eval_input_tokens: per_model_tokens * models,
             eval_output_tokens,
             judge_requests_max: if input.judge_all { eval_requests } else { 0 },
+            endpoint_minutes,
             cost_usd,
             departures: departures(exp, input),
         })
@@ -299,6 +317,13 @@ impl Plan {
             self.eval_input_tokens, self.eval_output_tokens
         );
         let _ = writeln!(s, "  judge requests (max):  {}", self.judge_requests_max);
+        if self.endpoint_minutes > 0.0 {
+            let _ = writeln!(
+                s,
+                "  endpoint time:         {:.0} minutes of dedicated endpoints (every one is stopped when its model is done)",
+                self.endpoint_minutes
+            );
+        }
         let _ = match self.cost_usd {
             Some(c) => writeln!(s, "  estimated cost:        ${c:.2} (before judge calls)"),
             None => writeln!(

@@ -36,6 +36,7 @@
 //!     max_tokens: 16,
 //!     judge_all: false,
 //!     prices: PriceTable::known("gpt-4.1-nano-2025-04-14"),
+//!     serving: None,
 //! })?;
 //! assert_eq!(plan.jobs, ["en-medical", "yo-medical"]);
 //! // 3 models (base + 2) x 2 test sets x 11 questions.
@@ -53,8 +54,8 @@ use std::path::PathBuf;
 
 pub use experiment::{Experiment, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet};
 pub use run::{
-    EvalOptions, FinetuneOptions, ModelsFile, TunedModel, evaluate, evaluate_batch, finetune,
-    labels,
+    EvalOptions, FinetuneOptions, ModelsFile, Serving, TunedModel, evaluate, evaluate_batch,
+    finetune, labels, stop_started_endpoints,
 };
 
 use xlt_provider::ProviderError;

@@ -11,8 +11,8 @@ use xlt_data::{Manifest, write_atomic};
 use xlt_grade::{Grader, OutcomeRecord, to_jsonl};
 use xlt_provider::{
     BatchResult, BatchRunner, BatchStatus, ChatMessage, ChatModel, ChatRequest, ChatResponse,
-    FilePurpose, FineTuneJob, FineTuneSpec, FineTuner, Hyperparameters, JobLedger, Progress,
-    ProviderError, Role, RunOptions, WaitOptions, run_chat, wait_for_job,
+    FilePurpose, FineTuneJob, FineTuneSpec, FineTuner, Hyperparameters, JobLedger, ModelServer,
+    Progress, ProviderError, Role, RunOptions, Served, WaitOptions, run_chat, wait_for_job,
 };
 
 use crate::StudyError;
@@ -272,11 +272,75 @@ fn write_outcomes(
     .map_err(StudyError::from)
 }
 
+/// Where fine-tuned models are served from, for providers that serve them on demand.
+pub struct Serving<'a> {
+    /// The server.
+    pub server: &'a dyn ModelServer,
+    /// How to wait for an endpoint.
+    pub wait: WaitOptions,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct EndpointRegistry {
+    started: Vec<Served>,
+}
+
+fn registry_path(exp: &Experiment) -> std::path::PathBuf {
+    exp.dir.join("endpoints.json")
+}
+
+fn read_registry(exp: &Experiment) -> EndpointRegistry {
+    std::fs::read_to_string(registry_path(exp))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn write_registry(exp: &Experiment, r: &EndpointRegistry) -> Result<(), StudyError> {
+    let json = serde_json::to_string_pretty(r).expect("serializes");
+    write_atomic(&registry_path(exp), json.as_bytes()).map_err(StudyError::from)
+}
+
+/// Stops every endpoint this experiment started and did not stop (after a Ctrl-C, a kill or a
+/// crash), as recorded in `<exp>/endpoints.json`. Returns how many were stopped.
+///
+/// # Errors
+/// The first stop that fails (the others are still tried; the failed ones stay recorded).
+pub async fn stop_started_endpoints(
+    exp: &Experiment,
+    server: &dyn ModelServer,
+) -> Result<usize, StudyError> {
+    let mut registry = read_registry(exp);
+    let mut stopped = 0;
+    let mut first = None;
+    let mut left = Vec::new();
+    for served in registry.started.drain(..) {
+        match server.stop(&served).await {
+            Ok(()) => stopped += 1,
+            Err(e) => {
+                tracing::error!(endpoint = %served.id, error = %e, "could not stop endpoint");
+                first.get_or_insert(e);
+                left.push(served);
+            }
+        }
+    }
+    registry.started = left;
+    write_registry(exp, &registry)?;
+    match first {
+        Some(e) => Err(e.into()),
+        None => Ok(stopped),
+    }
+}
+
 /// Evaluates every model of `models` on every test set of `exp` through `chat` (wrap it in
 /// the cache, retry and rate limiter), grades each answer with `grader`, and writes
 /// `<exp>/outcomes/<label>.jsonl` for each model once all its answers are in. A model whose
 /// outcome file exists is skipped; any request that still fails after the wrapper's retries
 /// fails the model, and a rerun asks only what the cache does not hold.
+///
+/// With `serving`, each fine-tuned model is served for its evaluation: the endpoint is
+/// recorded in `<exp>/endpoints.json` before it starts and stopped when the model is done,
+/// whether it succeeded or failed; endpoints left by an interrupted run are stopped first.
 ///
 /// # Errors
 /// [`StudyError::Requests`] with the number of failed requests and the first error.
@@ -286,8 +350,15 @@ pub async fn evaluate(
     chat: Arc<dyn ChatModel>,
     grader: &Grader,
     opts: &EvalOptions,
+    serving: Option<&Serving<'_>>,
     on_progress: &(dyn Fn(&str, &Progress) + Sync),
 ) -> Result<(), StudyError> {
+    if let Some(s) = serving {
+        let n = stop_started_endpoints(exp, s.server).await?;
+        if n > 0 {
+            tracing::warn!(n, "stopped endpoints an interrupted run had left running");
+        }
+    }
     for (label, model) in labels(models) {
         if exp
             .dir
@@ -298,45 +369,86 @@ pub async fn evaluate(
             tracing::info!(%label, "outcomes exist; skipping");
             continue;
         }
-        let reqs = requests(exp, &model, opts)?;
-        let mut meta: BTreeMap<String, Meta> = BTreeMap::new();
-        let mut to_send = Vec::with_capacity(reqs.len());
-        for (id, req, m) in reqs {
-            meta.insert(id.clone(), m);
-            to_send.push((id, req));
-        }
-        let mut stream = Box::pin(run_chat(
-            chat.clone(),
-            to_send,
-            RunOptions {
-                concurrency: opts.concurrency,
-                retries: opts.retries.clone(),
-            },
-        ));
-        let mut answered = Vec::new();
-        let mut failures = 0;
-        let mut first: Option<ProviderError> = None;
-        while let Some((id, result, progress)) = stream.next().await {
-            on_progress(&label, &progress);
-            match result {
-                Ok(r) => answered.push((meta.remove(&id).expect("known id"), r)),
-                Err(e) => {
-                    failures += 1;
-                    first.get_or_insert(e);
+        match serving.filter(|_| label != "base") {
+            None => {
+                evaluate_model(exp, &label, &model, chat.clone(), grader, opts, on_progress).await?
+            }
+            Some(s) => {
+                let served = s.server.start(&model).await?;
+                let mut registry = read_registry(exp);
+                registry.started.push(served.clone());
+                write_registry(exp, &registry)?;
+                let result = async {
+                    let ready = s.server.wait_ready(&served, s.wait).await?;
+                    evaluate_model(
+                        exp,
+                        &label,
+                        &ready.chat_model,
+                        chat.clone(),
+                        grader,
+                        opts,
+                        on_progress,
+                    )
+                    .await
                 }
+                .await;
+                // Always stop, whatever happened above.
+                let stopped = stop_started_endpoints(exp, s.server).await;
+                result?;
+                stopped?;
             }
         }
-        if let Some(e) = first {
-            return Err(StudyError::Requests {
-                model: label,
-                failed: failures,
-                first: e,
-            });
-        }
-        let outcomes = grade_all(&label, answered, grader).await?;
-        write_outcomes(exp, &label, &outcomes)?;
     }
     Ok(())
+}
+
+/// Evaluates one model, sending `chat_model` as the model id in every request.
+async fn evaluate_model(
+    exp: &Experiment,
+    label: &str,
+    chat_model: &str,
+    chat: Arc<dyn ChatModel>,
+    grader: &Grader,
+    opts: &EvalOptions,
+    on_progress: &(dyn Fn(&str, &Progress) + Sync),
+) -> Result<(), StudyError> {
+    let reqs = requests(exp, chat_model, opts)?;
+    let mut meta: BTreeMap<String, Meta> = BTreeMap::new();
+    let mut to_send = Vec::with_capacity(reqs.len());
+    for (id, req, m) in reqs {
+        meta.insert(id.clone(), m);
+        to_send.push((id, req));
+    }
+    let mut stream = Box::pin(run_chat(
+        chat,
+        to_send,
+        RunOptions {
+            concurrency: opts.concurrency,
+            retries: opts.retries.clone(),
+        },
+    ));
+    let mut answered = Vec::new();
+    let mut failures = 0;
+    let mut first: Option<ProviderError> = None;
+    while let Some((id, result, progress)) = stream.next().await {
+        on_progress(label, &progress);
+        match result {
+            Ok(r) => answered.push((meta.remove(&id).expect("known id"), r)),
+            Err(e) => {
+                failures += 1;
+                first.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first {
+        return Err(StudyError::Requests {
+            model: label.to_owned(),
+            failed: failures,
+            first: e,
+        });
+    }
+    let outcomes = grade_all(label, answered, grader).await?;
+    write_outcomes(exp, label, &outcomes)
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

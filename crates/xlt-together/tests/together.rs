@@ -1,0 +1,268 @@
+//! The Together backend against wiremock, answering with `fixtures/together`.
+
+use std::time::Duration;
+
+use wiremock::MockServer;
+use wiremock::matchers::{body_partial_json, body_string_contains};
+use xlt_provider::*;
+use xlt_together::testing::{TEST_KEY, client_for, exchange, mount};
+
+fn spec() -> FineTuneSpec {
+    FineTuneSpec {
+        base_model: "Qwen/Qwen2.5-7B-Instruct".into(),
+        training_file: "file-0123456789abcdef".into(),
+        validation_file: None,
+        hyperparameters: Hyperparameters {
+            epochs: Param::Value(1),
+            batch_size: Param::Value(8),
+            learning_rate: LearningRate::Absolute(1e-5),
+        },
+        suffix: Some("en-medical".into()),
+        seed: Some(42),
+    }
+}
+
+fn quick() -> WaitOptions {
+    WaitOptions {
+        initial: Duration::from_millis(1),
+        max: Duration::from_millis(2),
+        factor: 1.0,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn chat(model: &str) -> ChatRequest {
+    let mut r = ChatRequest::new(
+        model,
+        vec![ChatMessage::new(
+            Role::User,
+            "2 + 2 = ?\nA. 3\nB. 4\nC. 5\nD. 22",
+        )],
+    );
+    r.top_logprobs = Some(4);
+    r
+}
+
+#[tokio::test]
+async fn lifecycle_upload_train_serve_chat_stop() {
+    let server = MockServer::start().await;
+    let x = exchange("files_upload");
+    x.mock()
+        .and(wiremock::matchers::header(
+            "authorization",
+            format!("Bearer {TEST_KEY}").as_str(),
+        ))
+        .and(body_string_contains("name=\"file_name\""))
+        .and(body_string_contains("name=\"purpose\""))
+        .and(body_string_contains("fine-tune"))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let x = exchange("ft_create");
+    x.mock()
+        .and(body_partial_json(serde_json::json!({
+            "model": "Qwen/Qwen2.5-7B-Instruct",
+            "training_file": "file-0123456789abcdef",
+            "n_epochs": 1, "batch_size": 8, "learning_rate": 1e-5, "random_seed": 42,
+            "packing": false,
+            "training_method": {"method": "sft"},
+            "training_type": {"type": "Lora", "lora_r": 8, "lora_alpha": 16},
+            "suffix": "en-medical-789abcdef0",
+        })))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    for s in [
+        "pending",
+        "queued",
+        "running",
+        "compressing",
+        "uploading",
+        "completed",
+    ] {
+        mount(&server, &format!("ft_get_{s}"), 1).await;
+    }
+    mount(&server, "ft_events", 1).await;
+    let x = exchange("endpoint_create");
+    x.mock()
+        .and(body_partial_json(serde_json::json!({
+            "model": "xlt-user/Qwen2.5-7B-Instruct-en-medical-789abcdef0-a1b2c3d4",
+            "autoscaling": {"min_replicas": 1, "max_replicas": 1}})))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    mount(&server, "endpoint_get_starting", 1).await;
+    mount(&server, "endpoint_get_started", 1).await;
+    let x = exchange("chat_endpoint");
+    x.mock()
+        // Together's dialect: logprobs is the number of alternatives.
+        .and(body_partial_json(serde_json::json!({
+            "model": "xlt-user/Qwen2.5-7B-Instruct-en-medical-a1b2c3d4", "logprobs": 4})))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let x = exchange("endpoint_stop");
+    x.mock()
+        .and(body_partial_json(serde_json::json!({"state": "STOPPED"})))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let client = client_for(&server);
+    let file = client
+        .upload("en-medical.jsonl", b"{}\n".to_vec(), FilePurpose::FineTune)
+        .await
+        .unwrap();
+    assert_eq!(file.id, "file-0123456789abcdef");
+    let job = client
+        .create_job(&spec(), "xlt-0123456789abcdef-0")
+        .await
+        .unwrap();
+    assert_eq!(
+        (job.status, job.provider_status.as_str()),
+        (JobStatus::Queued, "pending")
+    );
+    let mut seen = Vec::new();
+    let model = wait_for_job(&client, &job.id, quick(), |j| {
+        seen.push(j.provider_status.clone())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seen,
+        [
+            "pending",
+            "queued",
+            "running",
+            "compressing",
+            "uploading",
+            "completed"
+        ]
+    );
+    assert_eq!(
+        model,
+        "xlt-user/Qwen2.5-7B-Instruct-en-medical-789abcdef0-a1b2c3d4"
+    );
+    assert_eq!(client.list_events(&job.id).await.unwrap().len(), 2);
+
+    let served = client.start(&model).await.unwrap();
+    assert_eq!(served.state, ServeState::Starting);
+    let ready = client.wait_ready(&served, quick()).await.unwrap();
+    assert_eq!(ready.state, ServeState::Ready);
+    let reply = client.chat(&chat(&ready.chat_model)).await.unwrap();
+    assert_eq!(reply.text, "B");
+    let top = reply.top_logprobs.unwrap();
+    assert_eq!(top[0].token, "B");
+    assert_eq!(top.len(), 4);
+    client.stop(&ready).await.unwrap();
+}
+
+#[tokio::test]
+async fn cancellation_goes_through_cancel_requested() {
+    let server = MockServer::start().await;
+    mount(&server, "ft_cancel", 1).await;
+    mount(&server, "ft_get_cancelled", 1).await;
+    let client = client_for(&server);
+    let j = client.cancel_job("ft-01234567890123456789").await.unwrap();
+    assert_eq!(
+        (j.status, j.provider_status.as_str()),
+        (JobStatus::Running, "cancel_requested")
+    );
+    let e = wait_for_job(&client, "ft-01234567890123456789", quick(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ProviderError::JobFailed { ref status, .. } if status == "cancelled"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn failed_job_and_error_classes() {
+    let server = MockServer::start().await;
+    mount(&server, "ft_get_error", 1).await;
+    let client = client_for(&server);
+    let e = wait_for_job(&client, "ft-01234567890123456789", quick(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("`error`"), "{e}");
+
+    let check = |name: &'static str| async move {
+        let server = MockServer::start().await;
+        mount(&server, name, 1).await;
+        let client = client_for(&server);
+        if name == "error_400_model" {
+            client.create_job(&spec(), "r").await.unwrap_err()
+        } else {
+            client.chat(&chat("m")).await.unwrap_err()
+        }
+    };
+    let e = check("error_400_model").await;
+    assert!(matches!(e, ProviderError::Api { status: 400, .. }), "{e:?}");
+    assert!(e.to_string().contains("not supported for fine-tuning"));
+    assert!(
+        !e.to_string().contains("OpenAI closed"),
+        "no OpenAI hint for Together"
+    );
+    assert!(matches!(
+        check("error_401").await,
+        ProviderError::Api { status: 401, .. }
+    ));
+    assert!(matches!(
+        check("error_404").await,
+        ProviderError::NotFound { .. }
+    ));
+    let e = check("error_429").await;
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+    assert!(matches!(
+        check("error_429_credit").await,
+        ProviderError::QuotaExhausted { .. }
+    ));
+    assert!(check("error_500").await.is_retryable());
+    for e in [check("error_401").await, check("error_500").await] {
+        assert!(!e.to_string().contains(TEST_KEY));
+    }
+}
+
+#[tokio::test]
+async fn multiplier_is_refused_and_price_estimated() {
+    let server = MockServer::start().await;
+    let x = exchange("estimate_price");
+    x.mock()
+        .and(body_partial_json(
+            serde_json::json!({"training_file": "file-0123456789abcdef", "learning_rate": 1e-5}),
+        ))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client_for(&server);
+    let mut s = spec();
+    s.hyperparameters.learning_rate = LearningRate::Multiplier(0.4);
+    let e = client.create_job(&s, "r").await.unwrap_err();
+    assert!(e.to_string().contains("absolute learning rate"), "{e}");
+    let est = client.estimate_price(&spec()).await.unwrap();
+    assert!((est.estimated_total_price - 0.42).abs() < 1e-9);
+    assert!(est.allowed_to_proceed);
+}
+
+#[tokio::test]
+async fn a_job_is_found_by_its_reference() {
+    let server = MockServer::start().await;
+    mount(&server, "ft_list", 2).await;
+    let client = client_for(&server);
+    let found = client.find_job("xlt-0123456789abcdef-0").await.unwrap();
+    assert_eq!(found.unwrap().id, "ft-01234567890123456789");
+    assert!(
+        client
+            .find_job("xlt-0123456789abcdef-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -1,0 +1,168 @@
+//! `reproduce --provider together` against a wiremock Together built from the recorded
+//! exchanges: the same study code as for the embedded provider and OpenAI, with fine-tuned
+//! models served on dedicated endpoints that are always stopped.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use wiremock::matchers::body_partial_json;
+use wiremock::{MockServer, ResponseTemplate};
+use xlt_together::testing::{TEST_KEY, exchange, mount};
+
+const TUNED: &str = "xlt-user/Qwen2.5-7B-Instruct-en-medical-789abcdef0-a1b2c3d4";
+const ENDPOINT_NAME: &str = "xlt-user/Qwen2.5-7B-Instruct-en-medical-a1b2c3d4";
+
+async fn mount_training(server: &MockServer) {
+    mount(server, "files_upload", 1).await;
+    mount(server, "ft_create", 1).await;
+    let x = exchange("ft_get_completed");
+    x.mock()
+        .respond_with(x.template())
+        .expect(1..)
+        .mount(server)
+        .await;
+    mount(server, "endpoint_create", 1).await;
+    let x = exchange("endpoint_get_started");
+    x.mock()
+        .respond_with(x.template())
+        .expect(1..)
+        .mount(server)
+        .await;
+    // The one stop that must always happen.
+    let x = exchange("endpoint_stop");
+    x.mock()
+        .and(body_partial_json(serde_json::json!({"state": "STOPPED"})))
+        .respond_with(x.template())
+        .expect(1)
+        .named("endpoint stopped")
+        .mount(server)
+        .await;
+}
+
+fn run(out: &Path, base_url: &str) -> std::process::Output {
+    spawn_example(
+        "reproduce",
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--provider",
+            "together",
+            "--base-model",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "--languages",
+            "en,yo",
+            "--domains",
+            "medical",
+            "--train-slices",
+            "en-medical",
+            "--grader",
+            "regex",
+            "--max-requests-per-minute",
+            "60000",
+            "--yes",
+        ],
+        &[
+            ("TOGETHER_API_KEY", TEST_KEY),
+            ("TOGETHER_BASE_URL", base_url),
+        ],
+    )
+    .wait_with_output()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whole_study_on_together_stops_its_endpoint() {
+    let server = MockServer::start().await;
+    mount_training(&server).await;
+    // The base model answers C; the tuned model, through its endpoint, answers B.
+    let x = exchange("chat_base");
+    x.mock()
+        .and(body_partial_json(
+            serde_json::json!({"model": "Qwen/Qwen2.5-7B-Instruct"}),
+        ))
+        .respond_with(x.template())
+        .expect(22)
+        .mount(&server)
+        .await;
+    let x = exchange("chat_endpoint");
+    x.mock()
+        .and(body_partial_json(
+            serde_json::json!({"model": ENDPOINT_NAME}),
+        ))
+        .respond_with(x.template())
+        .expect(22)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let base_url = format!("{}/v1", server.uri());
+    let (o, out) = tokio::task::spawn_blocking(move || (run(&out, &base_url), out))
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", describe(&o));
+    let models: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("models.json")).unwrap()).unwrap();
+    assert_eq!(models["provider"], "together");
+    assert_eq!(models["fine_tuned"]["en-medical"]["model"], TUNED);
+    let tuned = std::fs::read_to_string(out.join("outcomes/en-medical.jsonl")).unwrap();
+    assert!(tuned.lines().all(|l| l.contains("\"letter\":\"B\"")));
+    // No endpoint is left recorded as running.
+    let registry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("endpoints.json")).unwrap()).unwrap();
+    assert!(registry["started"].as_array().unwrap().is_empty());
+    // The plan and run record the departures: an open-weight model, an absolute learning rate.
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let departures = run["departures_from_study"].to_string();
+    assert!(
+        departures.contains("base model Qwen/Qwen2.5-7B-Instruct"),
+        "{departures}"
+    );
+    assert!(
+        departures.contains("absolute learning rate 0.00001"),
+        "{departures}"
+    );
+    let plan = std::fs::read_to_string(out.join("plan.json")).unwrap();
+    assert!(plan.contains("\"endpoint_minutes\""));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(TEST_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoint_is_stopped_after_a_failure_mid_evaluation() {
+    let server = MockServer::start().await;
+    mount_training(&server).await;
+    let x = exchange("chat_base");
+    x.mock()
+        .and(body_partial_json(
+            serde_json::json!({"model": "Qwen/Qwen2.5-7B-Instruct"}),
+        ))
+        .respond_with(x.template())
+        .mount(&server)
+        .await;
+    // Every request to the endpoint fails for good (401 is not retried).
+    let x = exchange("error_401");
+    x.mock()
+        .and(body_partial_json(
+            serde_json::json!({"model": ENDPOINT_NAME}),
+        ))
+        .respond_with(ResponseTemplate::new(401).set_body_json(x.response.body.clone().unwrap()))
+        .expect(1..)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let base_url = format!("{}/v1", server.uri());
+    let (o, out) = tokio::task::spawn_blocking(move || (run(&out, &base_url), out))
+        .await
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("request(s) for model `en-medical` failed"),
+        "{err}"
+    );
+    assert!(!out.join("outcomes/en-medical.jsonl").exists());
+    // The `endpoint stopped` mock's expect(1) is checked when the server drops.
+}
