@@ -23,13 +23,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     common::init_logging();
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

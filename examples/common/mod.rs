@@ -128,6 +128,17 @@ pub fn chat_stack(
     (Arc::new(cached), retries)
 }
 
+/// The exit of a study example: the error on stderr and a failure code, or success.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

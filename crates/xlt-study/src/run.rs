@@ -260,16 +260,36 @@ async fn grade_all(
     Ok(outcomes)
 }
 
+fn outcomes_path(exp: &Experiment, label: &str) -> std::path::PathBuf {
+    exp.dir.join("outcomes").join(format!("{label}.jsonl"))
+}
+
+/// Fails the model if any request failed; else grades its answers and writes its outcomes.
+async fn finish_model(
+    exp: &Experiment,
+    label: &str,
+    answered: Vec<(Meta, ChatResponse)>,
+    failures: (usize, Option<ProviderError>),
+    grader: &Grader,
+) -> Result<(), StudyError> {
+    if let (failed, Some(first)) = failures {
+        return Err(StudyError::Requests {
+            model: label.to_owned(),
+            failed,
+            first,
+        });
+    }
+    let outcomes = grade_all(label, answered, grader).await?;
+    write_outcomes(exp, label, &outcomes)
+}
+
 fn write_outcomes(
     exp: &Experiment,
     label: &str,
     outcomes: &[OutcomeRecord],
 ) -> Result<(), StudyError> {
-    write_atomic(
-        &exp.dir.join("outcomes").join(format!("{label}.jsonl")),
-        to_jsonl(outcomes).as_bytes(),
-    )
-    .map_err(StudyError::from)
+    write_atomic(&outcomes_path(exp, label), to_jsonl(outcomes).as_bytes())
+        .map_err(StudyError::from)
 }
 
 /// Where fine-tuned models are served from, for providers that serve them on demand.
@@ -360,12 +380,7 @@ pub async fn evaluate(
         }
     }
     for (label, model) in labels(models) {
-        if exp
-            .dir
-            .join("outcomes")
-            .join(format!("{label}.jsonl"))
-            .exists()
-        {
+        if outcomes_path(exp, &label).exists() {
             tracing::info!(%label, "outcomes exist; skipping");
             continue;
         }
@@ -440,15 +455,7 @@ async fn evaluate_model(
             }
         }
     }
-    if let Some(e) = first {
-        return Err(StudyError::Requests {
-            model: label.to_owned(),
-            failed: failures,
-            first: e,
-        });
-    }
-    let outcomes = grade_all(label, answered, grader).await?;
-    write_outcomes(exp, label, &outcomes)
+    finish_model(exp, label, answered, (failures, first), grader).await
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -476,12 +483,7 @@ pub async fn evaluate_batch(
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     for (label, model) in labels(models) {
-        if exp
-            .dir
-            .join("outcomes")
-            .join(format!("{label}.jsonl"))
-            .exists()
-        {
+        if outcomes_path(exp, &label).exists() {
             continue;
         }
         let reqs = requests(exp, &model, opts)?;
@@ -562,15 +564,7 @@ pub async fn evaluate_batch(
                 }
             }
         }
-        if let Some(e) = first {
-            return Err(StudyError::Requests {
-                model: label,
-                failed: failures,
-                first: e,
-            });
-        }
-        let outcomes = grade_all(&label, answered, grader).await?;
-        write_outcomes(exp, &label, &outcomes)?;
+        finish_model(exp, &label, answered, (failures, first), grader).await?;
     }
     Ok(())
 }
