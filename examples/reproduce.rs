@@ -75,7 +75,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let exp = xlt::study::Experiment::open(out)?;
     // 2. Plan, and confirm before any paid call.
     let backend = common::backend(study.provider, out)?;
-    let plan = common::plan(study, &backend, &exp)?;
+    let plan = common::plan(study, &backend, &exp).await?;
     // 3. Fine-tune, 4. evaluate and grade.
     let bars = common::Bars::new();
     let models = common::finetune(study, &backend, &exp, &plan, &bars).await?;

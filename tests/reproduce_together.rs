@@ -16,6 +16,8 @@ const ENDPOINT_NAME: &str = "xlt-user/Qwen2.5-7B-Instruct-en-medical-a1b2c3d4";
 
 async fn mount_training(server: &MockServer) {
     mount(server, "files_upload", 1).await;
+    // The plan asks Together to price the job before anything is paid for.
+    mount(server, "estimate_price", 1).await;
     mount(server, "ft_create", 1).await;
     let x = exchange("ft_get_completed");
     x.mock()
@@ -124,8 +126,11 @@ async fn whole_study_on_together_stops_its_endpoint() {
         departures.contains("absolute learning rate 0.00001"),
         "{departures}"
     );
-    let plan = std::fs::read_to_string(out.join("plan.json")).unwrap();
-    assert!(plan.contains("\"endpoint_minutes\""));
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
+    assert!(plan["endpoint_minutes"].as_f64().unwrap() > 0.0);
+    assert_eq!(plan["training_usd"], 0.42);
+    assert_eq!(plan["training_usd_from_provider"], true);
     assert!(!String::from_utf8_lossy(&o.stderr).contains(TEST_KEY));
 }
 

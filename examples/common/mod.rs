@@ -314,15 +314,17 @@ impl StudyArgs {
     }
 }
 
-/// Plans, prints and confirms; returns the plan (also written to `plan.json`).
-pub fn plan(
+/// Plans, prints and confirms; returns the plan (also written to `plan.json`). Where the
+/// provider prices jobs itself, the training files are uploaded (free) and its estimate
+/// replaces the token-based one.
+pub async fn plan(
     args: &StudyArgs,
     backend: &Backend,
     exp: &xlt::study::Experiment,
 ) -> anyhow::Result<xlt::study::Plan> {
     let base = args.base_model(backend);
     let jobs = exp.training_slices(&args.slices())?;
-    let plan = xlt::study::Plan::new(
+    let mut plan = xlt::study::Plan::new(
         exp,
         &xlt::study::PlanInput {
             provider: &backend.name,
@@ -345,6 +347,20 @@ pub fn plan(
             }),
         },
     )?;
+    if backend.tuner.offers_price_estimate() {
+        let ledger = ledger(backend, exp)?;
+        let estimate = xlt::study::provider_training_estimate(
+            exp,
+            &plan.jobs,
+            backend.tuner.as_ref(),
+            &ledger,
+            &finetune_options(args, backend, &plan),
+        )
+        .await?;
+        if let Some(usd) = estimate {
+            plan = plan.with_provider_training_estimate(usd);
+        }
+    }
     eprint!("{}", plan.to_text());
     xlt::data::write_atomic(
         &exp.dir.join("plan.json"),
@@ -354,16 +370,22 @@ pub fn plan(
     Ok(plan)
 }
 
-/// Fine-tunes the plan's slices; writes `models.json`.
-pub async fn finetune(
-    args: &StudyArgs,
+fn ledger(
     backend: &Backend,
     exp: &xlt::study::Experiment,
+) -> anyhow::Result<xlt::provider::JobLedger> {
+    Ok(xlt::provider::JobLedger::open(
+        exp.dir.join("ledger.json"),
+        &backend.name,
+    )?)
+}
+
+fn finetune_options(
+    args: &StudyArgs,
+    backend: &Backend,
     plan: &xlt::study::Plan,
-    bars: &Bars,
-) -> anyhow::Result<xlt::study::ModelsFile> {
-    let ledger = xlt::provider::JobLedger::open(exp.dir.join("ledger.json"), &backend.name)?;
-    let options = xlt::study::FinetuneOptions {
+) -> xlt::study::FinetuneOptions {
+    xlt::study::FinetuneOptions {
         base_model: plan.base_model.clone(),
         hyperparameters: args.hyperparameters(backend),
         seed: Some(args.seed),
@@ -377,14 +399,25 @@ pub async fn finetune(
         } else {
             xlt::provider::WaitOptions::default()
         },
-    };
+    }
+}
+
+/// Fine-tunes the plan's slices; writes `models.json`.
+pub async fn finetune(
+    args: &StudyArgs,
+    backend: &Backend,
+    exp: &xlt::study::Experiment,
+    plan: &xlt::study::Plan,
+    bars: &Bars,
+) -> anyhow::Result<xlt::study::ModelsFile> {
+    let ledger = ledger(backend, exp)?;
     Ok(xlt::study::finetune(
         exp,
         &plan.jobs,
         &backend.name,
         backend.tuner.as_ref(),
         &ledger,
-        &options,
+        &finetune_options(args, backend, plan),
         &|slice, job| bars.job(slice, job),
     )
     .await?)

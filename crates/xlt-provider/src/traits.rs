@@ -61,6 +61,19 @@ pub trait FineTuner: Send + Sync {
     /// The job as it is now.
     async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError>;
 
+    /// Whether [`FineTuner::estimate_price`] gives estimates (it needs the training file
+    /// uploaded first, so callers ask before uploading for nothing).
+    fn offers_price_estimate(&self) -> bool {
+        false
+    }
+
+    /// The provider's own price estimate for a job of `spec`, in US dollars, where it offers
+    /// one (Together); `Ok(None)` (the default) where it does not.
+    async fn estimate_price(&self, spec: &FineTuneSpec) -> Result<Option<f64>, ProviderError> {
+        let _ = spec;
+        Ok(None)
+    }
+
     /// The job's events, oldest first.
     async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError>;
 

@@ -196,6 +196,12 @@ pub struct Plan {
     pub eval_output_tokens: u64,
     /// Judge requests at most (every response with the `llm` grader, none with `regex`).
     pub judge_requests_max: u64,
+    /// Estimated training cost in US dollars: the provider's own estimate when it gives one
+    /// (see [`Plan::with_provider_training_estimate`]), else training tokens times the price
+    /// table's training price.
+    pub training_usd: Option<f64>,
+    /// Whether `training_usd` is the provider's own estimate.
+    pub training_usd_from_provider: bool,
     /// Endpoint minutes, when tuned models are served on demand: startup plus evaluation at
     /// the request rate, per model.
     pub endpoint_minutes: f64,
@@ -264,10 +270,13 @@ impl Plan {
         let endpoint_minutes = input.serving.map_or(0.0, |(startup, rpm)| {
             input.jobs.len() as f64 * (startup + per_model_requests as f64 / rpm.max(1.0))
         });
+        let training_usd = input
+            .prices
+            .map(|p| training as f64 * f64::from(epochs) * p.training * 1e-6);
         let cost_usd = input.prices.map(|p| {
             let m = 1e-6;
             let tuned = input.jobs.len() as f64;
-            training as f64 * f64::from(epochs) * p.training * m
+            training_usd.unwrap_or(0.0)
                 + per_model_tokens as f64 * (p.base_input + tuned * p.tuned_input) * m
                 + (per_model_requests * u64::from(input.max_tokens)) as f64
                     * (p.base_output + tuned * p.tuned_output)
@@ -285,9 +294,22 @@ impl Plan {
             eval_output_tokens,
             judge_requests_max: if input.judge_all { eval_requests } else { 0 },
             endpoint_minutes,
+            training_usd,
+            training_usd_from_provider: false,
             cost_usd,
             departures: departures(exp, input),
         })
+    }
+
+    /// Replaces the token-based training cost with the provider's own estimate (the sum over
+    /// jobs of `FineTuner::estimate_price`).
+    pub fn with_provider_training_estimate(mut self, usd: f64) -> Plan {
+        if let Some(total) = self.cost_usd.as_mut() {
+            *total += usd - self.training_usd.unwrap_or(0.0);
+        }
+        self.training_usd = Some(usd);
+        self.training_usd_from_provider = true;
+        self
     }
 
     /// Whether the plan costs money (or may: unknown prices count as paid).
@@ -322,6 +344,17 @@ impl Plan {
                 s,
                 "  endpoint time:         {:.0} minutes of dedicated endpoints (every one is stopped when its model is done)",
                 self.endpoint_minutes
+            );
+        }
+        if let Some(t) = self.training_usd {
+            let _ = writeln!(
+                s,
+                "  training cost:         ${t:.2} ({})",
+                if self.training_usd_from_provider {
+                    "the provider's estimate"
+                } else {
+                    "tokens x price table"
+                }
             );
         }
         let _ = match self.cost_usd {

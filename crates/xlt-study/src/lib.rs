@@ -55,7 +55,7 @@ use std::path::PathBuf;
 pub use experiment::{Experiment, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet};
 pub use run::{
     EvalOptions, FinetuneOptions, ModelsFile, Serving, TunedModel, evaluate, evaluate_batch,
-    finetune, labels, stop_started_endpoints,
+    finetune, labels, provider_training_estimate, stop_started_endpoints,
 };
 
 use xlt_provider::ProviderError;

@@ -161,6 +161,66 @@ pub async fn finetune(
     }
 }
 
+/// Asks the provider to price every job of `slices` (uploading the training files through
+/// the ledger, which is free and reused by [`finetune`]); `None` if the provider gives no
+/// estimate.
+///
+/// # Errors
+/// Provider and storage errors.
+pub async fn provider_training_estimate(
+    exp: &Experiment,
+    slices: &[String],
+    tuner: &dyn FineTuner,
+    ledger: &JobLedger,
+    options: &FinetuneOptions,
+) -> Result<Option<f64>, StudyError> {
+    let mut total = 0.0;
+    for slice in slices {
+        let spec = FineTuneSpec {
+            training_file: upload_slice(exp, slice, tuner, ledger).await?,
+            ..spec_for(slice, options, String::new())
+        };
+        match tuner.estimate_price(&spec).await? {
+            Some(usd) => total += usd,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(total))
+}
+
+async fn upload_slice(
+    exp: &Experiment,
+    slice: &str,
+    tuner: &dyn FineTuner,
+    ledger: &JobLedger,
+) -> Result<String, StudyError> {
+    let path = exp.finetune_file(slice);
+    let bytes = std::fs::read(&path).map_err(|e| StudyError::Io {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(ledger
+        .upload_once(
+            tuner,
+            &format!("{slice}.jsonl"),
+            bytes,
+            FilePurpose::FineTune,
+        )
+        .await?
+        .id)
+}
+
+fn spec_for(slice: &str, options: &FinetuneOptions, training_file: String) -> FineTuneSpec {
+    FineTuneSpec {
+        base_model: options.base_model.clone(),
+        training_file,
+        validation_file: None,
+        hyperparameters: options.hyperparameters,
+        suffix: Some(slice.to_owned()),
+        seed: options.seed,
+    }
+}
+
 /// How to evaluate.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {

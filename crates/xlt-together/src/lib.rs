@@ -337,11 +337,11 @@ impl TogetherClient {
         Ok(body)
     }
 
-    /// Together's estimate of a job's price (`POST /fine-tunes/estimate-price`).
+    /// Together's estimate of a job's price (`POST /fine-tunes/estimate-price`), in full.
     ///
     /// # Errors
     /// The provider's errors; a multiplier learning rate.
-    pub async fn estimate_price(
+    pub async fn price_estimate(
         &self,
         spec: &FineTuneSpec,
     ) -> Result<PriceEstimate, ProviderError> {
@@ -432,6 +432,14 @@ impl FineTuner for TogetherClient {
                         .is_some_and(|m| m.contains(&tag))
             })
             .map(to_job))
+    }
+
+    fn offers_price_estimate(&self) -> bool {
+        true
+    }
+
+    async fn estimate_price(&self, spec: &FineTuneSpec) -> Result<Option<f64>, ProviderError> {
+        Ok(Some(self.price_estimate(spec).await?.estimated_total_price))
     }
 
     async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {

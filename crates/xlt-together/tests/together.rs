@@ -238,15 +238,20 @@ async fn multiplier_is_refused_and_price_estimated() {
             serde_json::json!({"training_file": "file-0123456789abcdef", "learning_rate": 1e-5}),
         ))
         .respond_with(x.template())
-        .expect(1)
+        .expect(2)
         .mount(&server)
         .await;
     let client = client_for(&server);
+    // Through the provider-neutral trait, as the cost plan asks.
+    assert_eq!(
+        FineTuner::estimate_price(&client, &spec()).await.unwrap(),
+        Some(0.42)
+    );
     let mut s = spec();
     s.hyperparameters.learning_rate = LearningRate::Multiplier(0.4);
     let e = client.create_job(&s, "r").await.unwrap_err();
     assert!(e.to_string().contains("absolute learning rate"), "{e}");
-    let est = client.estimate_price(&spec()).await.unwrap();
+    let est = client.price_estimate(&spec()).await.unwrap();
     assert!((est.estimated_total_price - 0.42).abs() < 1e-9);
     assert!(est.allowed_to_proceed);
 }
