@@ -171,3 +171,82 @@ async fn endpoint_is_stopped_after_a_failure_mid_evaluation() {
     assert!(!out.join("outcomes/en-medical.jsonl").exists());
     // The `endpoint stopped` mock's expect(1) is checked when the server drops.
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_the_running_endpoint() {
+    let server = MockServer::start().await;
+    mount_training(&server).await;
+    let x = exchange("chat_base");
+    x.mock()
+        .and(body_partial_json(
+            serde_json::json!({"model": "Qwen/Qwen2.5-7B-Instruct"}),
+        ))
+        .respond_with(x.template())
+        .mount(&server)
+        .await;
+    // The endpoint answers slowly, so the run is mid-evaluation when it is interrupted.
+    let x = exchange("chat_endpoint");
+    x.mock()
+        .and(body_partial_json(
+            serde_json::json!({"model": ENDPOINT_NAME}),
+        ))
+        .respond_with(x.template().set_delay(std::time::Duration::from_secs(30)))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let base_url = format!("{}/v1", server.uri());
+    let out2 = out.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        let child = spawn_example(
+            "reproduce",
+            &[
+                "--out",
+                out2.to_str().unwrap(),
+                "--provider",
+                "together",
+                "--languages",
+                "en,yo",
+                "--domains",
+                "medical",
+                "--train-slices",
+                "en-medical",
+                "--grader",
+                "regex",
+                "--yes",
+            ],
+            &[
+                ("TOGETHER_API_KEY", TEST_KEY),
+                ("TOGETHER_BASE_URL", &base_url),
+            ],
+        );
+        // Wait until the endpoint is recorded as started, then press Ctrl-C.
+        let registry = out2.join("endpoints.json");
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(60) {
+            let started = std::fs::read_to_string(&registry)
+                .ok()
+                .is_some_and(|t| t.contains("endpoint-d23901de"));
+            if started {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("interrupted; stopped 1 endpoint(s)"), "{err}");
+    let registry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("endpoints.json")).unwrap()).unwrap();
+    assert!(registry["started"].as_array().unwrap().is_empty());
+    // The `endpoint stopped` mock's expect(1) is checked when the server drops.
+}
