@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use xlt::data::{self, Domain, Language, PrepareConfig, Selection, SplitConfig};
+mod common;
 
 /// Prepare fine-tuning and evaluation files from Global-MMLU.
 #[derive(Parser)]
@@ -20,18 +20,8 @@ struct Args {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
-    /// Data files or directories (CSV, parquet, JSON Lines); default: the shipped fixtures.
-    #[arg(long, num_args = 1..)]
-    data: Vec<PathBuf>,
-    /// Comma-separated language codes; default: every language found.
-    #[arg(long)]
-    languages: Option<String>,
-    /// Comma-separated domains.
-    #[arg(long, default_value = "stem,humanities,medical")]
-    domains: String,
-    /// Fraction of each subject on the training side.
-    #[arg(long, default_value_t = 0.7)]
-    train_fraction: f64,
+    #[command(flatten)]
+    data: common::DataArgs,
     /// Seed of the split.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -48,32 +38,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), data::DataError> {
-    // Parse the lists first: a typo should fail before any file is read.
-    let languages = match &args.languages {
-        Some(list) => Language::parse_list(list)?,
-        None => Vec::new(),
-    };
-    let domains = Domain::parse_list(&args.domains)?;
-    let paths = if args.data.is_empty() {
-        vec![xlt::fixtures_dir().join("global-mmlu/lite")]
-    } else {
-        args.data
-    };
-    let dataset = data::load_paths(&paths)?;
-    let config = PrepareConfig {
-        selection: Selection {
-            languages,
-            domains,
-            ..Selection::default()
-        },
-        split: SplitConfig {
-            train_fraction: args.train_fraction,
-            seed: args.seed,
-        },
-        ..PrepareConfig::default()
-    };
-    let prepared = data::prepare(dataset, &config)?;
+fn run(args: Args) -> Result<(), xlt::data::DataError> {
+    let prepared = args.data.prepare(args.seed)?;
     prepared.write_to(&args.out)?;
     print!("{}", prepared.summary());
     println!(

@@ -13,29 +13,17 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use xlt::data::{Domain, Language, PrepareConfig, Selection, SplitConfig};
 
 /// Run the whole study.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     study: common::StudyArgs,
-    /// Data files or directories (default: the shipped fixtures).
-    #[arg(long, num_args = 1..)]
-    data: Vec<PathBuf>,
-    /// Comma-separated language codes; default: every language found.
-    #[arg(long)]
-    languages: Option<String>,
-    /// Comma-separated domains.
-    #[arg(long, default_value = "stem,humanities,medical")]
-    domains: String,
-    /// Fraction of each subject on the training side.
-    #[arg(long, default_value_t = 0.7)]
-    train_fraction: f64,
+    #[command(flatten)]
+    data: common::DataArgs,
 }
 
 #[tokio::main]
@@ -48,29 +36,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let study = &args.study;
     let out = &study.out;
     // 1. Prepare (the same inputs give the same files, so a rerun rewrites them unchanged).
-    let languages = match &args.languages {
-        Some(l) => Language::parse_list(l)?,
-        None => Vec::new(),
-    };
-    let domains = Domain::parse_list(&args.domains)?;
-    let paths = if args.data.is_empty() {
-        vec![xlt::fixtures_dir().join("global-mmlu/lite")]
-    } else {
-        args.data.clone()
-    };
-    let config = PrepareConfig {
-        selection: Selection {
-            languages,
-            domains,
-            ..Selection::default()
-        },
-        split: SplitConfig {
-            train_fraction: args.train_fraction,
-            seed: study.seed,
-        },
-        ..PrepareConfig::default()
-    };
-    let prepared = xlt::data::prepare(xlt::data::load_paths(&paths)?, &config)?;
+    let prepared = args.data.prepare(study.seed)?;
     prepared.write_to(out)?;
     let exp = xlt::study::Experiment::open(out)?;
     // 2. Plan, and confirm before any paid call.

@@ -43,7 +43,8 @@ async fn mount_training(server: &MockServer) {
         .await;
 }
 
-fn run(out: &Path, base_url: &str) -> std::process::Output {
+/// Starts `reproduce --provider together` on one training slice against `base_url`.
+fn start(out: &Path, base_url: &str) -> std::process::Child {
     spawn_example(
         "reproduce",
         &[
@@ -70,8 +71,10 @@ fn run(out: &Path, base_url: &str) -> std::process::Output {
             ("TOGETHER_BASE_URL", base_url),
         ],
     )
-    .wait_with_output()
-    .unwrap()
+}
+
+fn run(out: &Path, base_url: &str) -> std::process::Output {
+    start(out, base_url).wait_with_output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -198,28 +201,7 @@ async fn ctrl_c_stops_the_running_endpoint() {
     let base_url = format!("{}/v1", server.uri());
     let out2 = out.clone();
     let o = tokio::task::spawn_blocking(move || {
-        let child = spawn_example(
-            "reproduce",
-            &[
-                "--out",
-                out2.to_str().unwrap(),
-                "--provider",
-                "together",
-                "--languages",
-                "en,yo",
-                "--domains",
-                "medical",
-                "--train-slices",
-                "en-medical",
-                "--grader",
-                "regex",
-                "--yes",
-            ],
-            &[
-                ("TOGETHER_API_KEY", TEST_KEY),
-                ("TOGETHER_BASE_URL", &base_url),
-            ],
-        );
+        let child = start(&out2, &base_url);
         // Wait until the endpoint is recorded as started, then press Ctrl-C.
         let registry = out2.join("endpoints.json");
         let start = std::time::Instant::now();

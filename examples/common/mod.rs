@@ -227,6 +227,55 @@ impl Bars {
     }
 }
 
+/// Which Global-MMLU rows an experiment uses and how they are split: the arguments `prepare`
+/// and `reproduce` share.
+#[derive(Debug, clap::Args)]
+pub struct DataArgs {
+    /// Data files or directories (CSV, parquet, JSON Lines); default: the shipped fixtures.
+    #[arg(long, num_args = 1..)]
+    pub data: Vec<std::path::PathBuf>,
+    /// Comma-separated language codes; default: every language found.
+    #[arg(long)]
+    pub languages: Option<String>,
+    /// Comma-separated domains.
+    #[arg(long, default_value = "stem,humanities,medical")]
+    pub domains: String,
+    /// Fraction of each subject on the training side.
+    #[arg(long, default_value_t = 0.7)]
+    pub train_fraction: f64,
+}
+
+impl DataArgs {
+    /// Loads the data and prepares the experiment with split seed `seed`. The lists are
+    /// parsed first, so that a typo fails before any file is read.
+    pub fn prepare(&self, seed: u64) -> Result<xlt::data::Prepared, xlt::data::DataError> {
+        use xlt::data::{Domain, Language, PrepareConfig, Selection, SplitConfig};
+        let languages = match &self.languages {
+            Some(list) => Language::parse_list(list)?,
+            None => Vec::new(),
+        };
+        let domains = Domain::parse_list(&self.domains)?;
+        let paths = if self.data.is_empty() {
+            vec![xlt::fixtures_dir().join("global-mmlu/lite")]
+        } else {
+            self.data.clone()
+        };
+        let config = PrepareConfig {
+            selection: Selection {
+                languages,
+                domains,
+                ..Selection::default()
+            },
+            split: SplitConfig {
+                train_fraction: self.train_fraction,
+                seed,
+            },
+            ..PrepareConfig::default()
+        };
+        xlt::data::prepare(xlt::data::load_paths(&paths)?, &config)
+    }
+}
+
 /// Settings shared by `finetune`, `evaluate` and `reproduce`.
 #[derive(Debug, clap::Args)]
 pub struct StudyArgs {
