@@ -8,13 +8,15 @@
 //! `fixtures/paper/table1.tsv`); `--outcomes` reads per-question outcomes, one JSON Lines
 //! file per model: `base.jsonl` for the base model and `<lang>-<domain>.jsonl` for the model
 //! fine-tuned on that slice. Writes `report.md`, `summary.json`, `grid.csv` and `*.svg`.
+//! When the table is the study's own (`fixtures/paper/table1.tsv`), the report sets the
+//! study's published figures beside ours.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Parser};
-use xlt::stats::{AccuracyMatrix, Analysis, AnalysisConfig, BootstrapConfig};
+use xlt::stats::{AccuracyMatrix, Analysis, AnalysisConfig, BootstrapConfig, STUDY_FIGURES};
 
 /// Analyze a transfer study.
 #[derive(Parser)]
@@ -29,8 +31,8 @@ struct Args {
     /// A directory of per-question outcomes (`base.jsonl`, `<lang>-<domain>.jsonl`).
     #[arg(long)]
     outcomes: Option<PathBuf>,
-    /// Bootstrap resamples.
-    #[arg(long, default_value_t = 1000)]
+    /// Pigeonhole bootstrap resamples.
+    #[arg(long, default_value_t = BootstrapConfig::default().resamples)]
     bootstrap: usize,
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 42)]
@@ -48,7 +50,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = AnalysisConfig {
+    let mut config = AnalysisConfig {
         bootstrap: BootstrapConfig {
             resamples: args.bootstrap,
             seed: args.seed,
@@ -59,10 +61,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         (Some(table), _) => {
             let text =
                 std::fs::read_to_string(table).with_context(|| format!("{}", table.display()))?;
-            let grid = AccuracyMatrix::parse_tsv(&text)
-                .with_context(|| format!("{}", table.display()))?
-                .grid(&config.resource_map);
-            Analysis::new(grid, &config)
+            let matrix =
+                AccuracyMatrix::parse_tsv(&text).with_context(|| format!("{}", table.display()))?;
+            if matrix.is_study_table() {
+                // The study's own table: set its published figures beside ours.
+                config.published = Some(STUDY_FIGURES.to_vec());
+            }
+            Analysis::new(matrix.grid(&config.resource_map), &config)
         }
         (None, Some(dir)) => xlt::study::analyze_outcomes(dir, &config)?,
         (None, None) => unreachable!("clap requires one input"),

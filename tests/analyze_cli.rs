@@ -37,7 +37,9 @@ fn published_table_reports_its_ragged_rows() {
     for key in ["in_domain", "cross_lingual", "cross_domain", "cross_both"] {
         let s = &summary["transfer_types"][key];
         assert!(s["mean"].is_number() && s["n"].is_number() && s["sd"].is_number());
-        assert_eq!(s["ci95"].as_array().unwrap().len(), 2);
+        assert_eq!(s["ci95_cluster"].as_array().unwrap().len(), 2);
+        assert_eq!(s["ci95_bootstrap"].as_array().unwrap().len(), 2);
+        assert_eq!(s["ci95_independent_t"].as_array().unwrap().len(), 2);
     }
     let n: u64 = ["in_domain", "cross_lingual", "cross_domain", "cross_both"]
         .iter()
@@ -46,7 +48,7 @@ fn published_table_reports_its_ragged_rows() {
     assert_eq!(n, 323);
     // 12 in-domain instances, one per model.
     assert_eq!(summary["transfer_types"]["in_domain"]["n"], 12);
-    for key in ["downward", "upward", "lateral"] {
+    for key in ["downward", "upward", "lateral", "same_language"] {
         assert!(summary["resource_directions"][key]["mean"].is_number());
     }
     assert!(
@@ -65,6 +67,13 @@ fn published_table_reports_its_ragged_rows() {
     let report = std::fs::read_to_string(out_dir.path().join("report.md")).unwrap();
     assert!(report.contains("Reading policy: Cells align with the header from the left"));
     assert!(report.contains("row `Med he` has 26 values"));
+    // The study's table: its published figures beside ours, and the regression.
+    assert!(report.contains("## The published figures beside ours"));
+    assert_eq!(
+        summary["published_comparison"].as_array().unwrap().len(),
+        14
+    );
+    assert!(summary["regression"]["fit"]["coefficients"].is_array());
     let grid = std::fs::read_to_string(out_dir.path().join("grid.csv")).unwrap();
     assert_eq!(grid.lines().count(), 324);
     for svg in ["accuracy", "gain", "domain_transfer", "language_transfer"] {
@@ -122,7 +131,12 @@ fn outcomes_directory_gives_significance() {
     assert_eq!(summary["n_instances"], 2);
     // b = 0, c = 18 on each test set: p = 2^-17, far below any correction.
     assert_eq!(summary["significance"]["gains_surviving_holm"], 2);
-    assert!(summary["transfer_types"]["in_domain"]["bootstrap95"].is_array());
+    assert!(summary["transfer_types"]["in_domain"]["ci95_bootstrap"].is_array());
+    assert_eq!(summary["pairs"].as_array().unwrap().len(), 2);
+    assert_eq!(summary["test_set_sizes"]["STEM en"], 40);
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(!report.contains("Reading policy"));
+    assert!(report.contains("## Power"));
 }
 
 #[test]

@@ -131,7 +131,9 @@ pub enum Direction {
     Downward,
     /// From a lower level to a higher one.
     Upward,
-    /// Between languages of the same level (including a language and itself).
+    /// Between languages of the same level. A language and itself is lateral too in
+    /// [`GridRow::direction`], but the direction and level tables of the report group
+    /// same-language cells apart (see [`GridRow::same_language`]).
     Lateral,
 }
 
@@ -181,10 +183,20 @@ pub struct GridRow {
     pub levels: Option<(ResourceLevel, ResourceLevel)>,
 }
 
+impl GridRow {
+    /// Whether the model was fine-tuned in the test set's language (in-domain and
+    /// cross-domain cells): such a cell has no transfer direction between languages.
+    pub fn same_language(&self) -> bool {
+        self.source.language == self.target.language
+    }
+}
+
 /// Per-question correctness of one model on one test set, for paired statistics. Index `i`
 /// of a model's vector and of the base's vector is the same question.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paired {
+    /// Sample ids, by question: the same id in every language is the same question.
+    pub ids: Vec<String>,
     /// Base model correct, by question.
     pub base: Vec<bool>,
     /// Fine-tuned model correct, by question.
@@ -339,6 +351,29 @@ impl AccuracyMatrix {
         })
     }
 
+    /// Whether this is the study's table: its 12 models (Humanities, STEM, Medical in Igbo,
+    /// Hebrew, Turkish, English) and 27 test sets (the three domains in Amharic, Arabic,
+    /// German, English, Hebrew, Igbo, Kyrgyz, Turkish, Yoruba), so that its published
+    /// figures ([`crate::STUDY_FIGURES`]) apply.
+    pub fn is_study_table(&self) -> bool {
+        use std::collections::BTreeSet;
+        let slices = |langs: &[&str]| -> BTreeSet<Slice> {
+            langs
+                .iter()
+                .flat_map(|l| {
+                    ["Hum", "STEM", "Med"]
+                        .map(|d| Slice::parse(&format!("{d} {l}")).expect("known labels"))
+                })
+                .collect()
+        };
+        let models: BTreeSet<Slice> = self.models.iter().map(|m| m.1).collect();
+        let tests: BTreeSet<Slice> = self.test_sets.iter().copied().collect();
+        self.models.len() == 12
+            && models == slices(&["ig", "he", "tr", "en"])
+            && self.test_sets.len() == 27
+            && tests == slices(&["am", "ar", "de", "en", "he", "ig", "ky", "tr", "yo"])
+    }
+
     /// The grid of every (model, test set) cell where both the model and the base have a
     /// value.
     pub fn grid(&self, map: &ResourceMap) -> Grid {
@@ -425,6 +460,7 @@ impl Grid {
                     continue;
                 };
                 let mut p = Paired {
+                    ids: Vec::new(),
                     base: Vec::new(),
                     model: Vec::new(),
                 };
@@ -432,6 +468,7 @@ impl Grid {
                 for (id, correct) in &answers {
                     match base_answers.get(id) {
                         Some(b) => {
+                            p.ids.push(id.clone());
                             p.base.push(*b);
                             p.model.push(*correct);
                         }
@@ -467,6 +504,30 @@ impl Grid {
                 })
                 .collect(),
         })
+    }
+
+    /// Each row's cluster in the two dimensions of the design: `(model, test set)`, each
+    /// numbered from 0 in order of first appearance.
+    pub fn cluster_ids(&self) -> (Vec<usize>, Vec<usize>) {
+        let mut models: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut tests: BTreeMap<Slice, usize> = BTreeMap::new();
+        self.rows
+            .iter()
+            .map(|r| {
+                let m = models.len();
+                let m = *models.entry(&r.model).or_insert(m);
+                let t = tests.len();
+                let t = *tests.entry(r.target).or_insert(t);
+                (m, t)
+            })
+            .unzip()
+    }
+
+    /// Questions behind each row (`None` for a published matrix), aligned with `rows`.
+    pub fn question_counts(&self) -> Option<Vec<usize>> {
+        self.paired
+            .as_ref()
+            .map(|p| p.iter().map(|p| p.model.len()).collect())
     }
 
     /// The long-format grid as CSV: model, source domain, source language, test domain, test

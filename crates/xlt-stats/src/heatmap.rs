@@ -83,6 +83,9 @@ pub struct Heatmap {
     pub decimals: usize,
     /// Print a `+` on positive values.
     pub signed: bool,
+    /// What each value rests on (questions, or instances), printed under it as `n=..`;
+    /// `counts[row][col]`, like `values`.
+    pub counts: Option<Vec<Vec<Option<usize>>>>,
 }
 
 impl Heatmap {
@@ -176,12 +179,28 @@ impl Heatmap {
                         .clone()
                         .color(&tc)
                         .pos(Pos::new(HPos::Center, VPos::Center));
-                    root.draw(&Text::new(
-                        text,
-                        (x0 + cell_w as i32 / 2, y0 + cell_h as i32 / 2),
-                        style,
-                    ))
-                    .expect("draw");
+                    let n = self
+                        .counts
+                        .as_ref()
+                        .and_then(|c| c.get(i))
+                        .and_then(|row| row.get(j))
+                        .copied()
+                        .flatten();
+                    let text_y = y0 + cell_h as i32 / 2 - if n.is_some() { 6 } else { 0 };
+                    root.draw(&Text::new(text, (x0 + cell_w as i32 / 2, text_y), style))
+                        .expect("draw");
+                    if let Some(n) = n {
+                        let style = ("sans-serif", 9)
+                            .into_font()
+                            .color(&tc)
+                            .pos(Pos::new(HPos::Center, VPos::Center));
+                        root.draw(&Text::new(
+                            format!("n={n}"),
+                            (x0 + cell_w as i32 / 2, y0 + cell_h as i32 / 2 + 8),
+                            style,
+                        ))
+                        .expect("draw");
+                    }
                 }
             }
             // Legend: a bar of 11 steps with its end values.

@@ -5,8 +5,9 @@
 //! The core types are [`Grid`] (one [`GridRow`] per fine-tuned model and test set, with the
 //! gain over the base model, its [`TransferType`] and resource [`Direction`]),
 //! [`AccuracyMatrix`] (the published layout, ragged rows reported, not guessed) and
-//! [`Analysis`] (summaries with t and bootstrap intervals, exact McNemar tests with Holm and
-//! Benjamini-Hochberg corrections, a Markdown report, a JSON summary and SVG heatmaps).
+//! [`Analysis`] (summaries with two-way cluster-robust and pigeonhole-bootstrap intervals,
+//! a headroom regression, exact McNemar tests with Holm and Benjamini-Hochberg corrections
+//! and their power, a Markdown report, a JSON summary and SVG heatmaps).
 //!
 //! ```
 //! use xlt_stats::{AccuracyMatrix, Analysis, AnalysisConfig};
@@ -24,20 +25,30 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bootstrap;
+mod cluster;
 mod grid;
 mod heatmap;
+mod power;
+mod published;
+mod regression;
 mod report;
 mod signif;
 mod summary;
 
+pub use bootstrap::BootstrapConfig;
+pub use cluster::{Coefficient, TwoWayOls};
 pub use grid::{
     AccuracyMatrix, Direction, Grid, GridRow, ModelOutcomes, Paired, RAGGED_POLICY, Slice,
     TransferType,
 };
 pub use heatmap::{ColorScale, Heatmap};
+pub use power::{PowerRow, mcnemar_power, min_detectable_gain, power_table};
+pub use published::{PublishedFigure, STUDY_FIGURES};
+pub use regression::{HeadroomRegression, headroom_regression};
 pub use report::{Analysis, AnalysisConfig};
 pub use signif::{RowTest, Significance, benjamini_hochberg, holm, mcnemar_exact, significance};
-pub use summary::{BootstrapConfig, Grouping, Groups, Summary, group, summarize};
+pub use summary::{Grouping, Groups, SAME_LANGUAGE, Summary, group, summarize};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -49,4 +60,7 @@ pub enum StatsError {
     /// Outcomes do not make a grid.
     #[error("outcomes: {0}")]
     Input(String),
+    /// A model cannot be fitted (too few clusters, collinear regressors).
+    #[error("model: {0}")]
+    Model(String),
 }

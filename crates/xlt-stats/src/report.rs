@@ -6,10 +6,19 @@ use std::fmt::Write as _;
 use serde_json::json;
 use xlt_data::ResourceMap;
 
+use crate::bootstrap::BootstrapConfig;
 use crate::grid::{Grid, RAGGED_POLICY, Slice};
 use crate::heatmap::{ColorScale, Heatmap};
-use crate::signif::{Significance, significance};
-use crate::summary::{BootstrapConfig, Groups, Summary};
+use crate::power::{PowerRow, power_table};
+use crate::published::PublishedFigure;
+use crate::regression::{HeadroomRegression, headroom_regression};
+use crate::signif::{RowTest, Significance, significance};
+use crate::summary::{Groups, Summary};
+
+/// The order of slices in tables and heatmaps: by language code, then domain.
+fn slice_order(s: Slice) -> (&'static str, xlt_data::Domain) {
+    (s.language.code(), s.domain)
+}
 
 /// Settings of an analysis.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +29,9 @@ pub struct AnalysisConfig {
     pub bootstrap: BootstrapConfig,
     /// Significance level.
     pub alpha: f64,
+    /// Published figures to set beside ours (the study's, [`crate::STUDY_FIGURES`], when
+    /// the input is its table; see [`crate::AccuracyMatrix::is_study_table`]).
+    pub published: Option<Vec<PublishedFigure>>,
 }
 
 impl Default for AnalysisConfig {
@@ -28,6 +40,7 @@ impl Default for AnalysisConfig {
             resource_map: ResourceMap::study(),
             bootstrap: BootstrapConfig::default(),
             alpha: 0.05,
+            published: None,
         }
     }
 }
@@ -39,8 +52,15 @@ pub struct Analysis {
     pub grid: Grid,
     /// Their summaries by every grouping.
     pub groups: Groups,
+    /// Gain regressed on transfer type, direction and headroom, or why it could not be
+    /// fitted.
+    pub regression: Result<HeadroomRegression, String>,
     /// Paired tests, when the grid has per-question data.
     pub significance: Option<Significance>,
+    /// The smallest detectable gain per test-set size, when the grid has per-question data.
+    pub power: Option<Vec<PowerRow>>,
+    /// The settings it was computed with.
+    pub config: AnalysisConfig,
 }
 
 fn summary_json(s: &Summary) -> serde_json::Value {
@@ -69,19 +89,40 @@ fn fmt_opt(x: Option<f64>) -> String {
     x.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"))
 }
 
+/// How the report names each interval, one sentence each; `summary.json` carries the same
+/// under `interval_methods`.
+const CLUSTER_METHOD: &str = "the two-way cluster-robust interval of Cameron, Gelbach and Miller (2011): instances are clustered by fine-tuned model and by test set (variance V_model + V_test_set - V_both, each CR1), with t on (the smaller cluster count - 1) degrees of freedom";
+const INDEPENDENT_METHOD: &str = "mean ± t(0.975, n-1) · sd / √n, which treats the instances of a group as independent although they share models, test sets and questions; too narrow, kept for comparison only";
+
+/// Why our means differ from the published ones on the published table.
+const PUBLISHED_DIFFERENCES: &str = "The table is published with accuracies rounded to two decimals, and three of its rows are ragged (`Med he` has 26 values for 27 test sets, `Hum en` and `STEM en` have 28); the paper does not say how it read them. We align cells from the left (see the reading policy); none of the four ways of aligning the short and the long rows (left or right each) reproduces every published figure, so the published means were computed from data, or a reading, we do not have. Rounding moves one cell's gain by at most one point and a group's mean by much less, as the errors of its cells average out";
+
 impl Analysis {
     /// Computes every summary of `grid`.
     pub fn new(grid: Grid, config: &AnalysisConfig) -> Analysis {
         let groups = Groups::of(&grid, &config.bootstrap);
         let significance = significance(&grid, config.alpha);
+        let regression = headroom_regression(&grid).map_err(|e| e.to_string());
+        let power = significance.as_ref().map(|s| {
+            let pairs: Vec<(usize, usize)> = s
+                .rows
+                .iter()
+                .map(|r| (r.n, (r.base_only + r.model_only) as usize))
+                .collect();
+            power_table(&pairs, config.alpha)
+        });
         Analysis {
             grid,
             groups,
+            regression,
             significance,
+            power,
+            config: config.clone(),
         }
     }
 
-    /// The model labels with their training slices, in order of first appearance.
+    /// The model labels with their training slices, ordered by training slice as
+    /// [`Analysis::test_sets`] orders test sets.
     fn models(&self) -> Vec<(String, Slice)> {
         let mut seen = Vec::<(String, Slice)>::new();
         for r in &self.grid.rows {
@@ -89,10 +130,12 @@ impl Analysis {
                 seen.push((r.model.clone(), r.source));
             }
         }
+        seen.sort_by_key(|(m, s)| (slice_order(*s), m.clone()));
         seen
     }
 
-    /// The test sets, in the input's column order.
+    /// The test sets, by (language, domain): the same order as the models, so that a
+    /// model's in-domain cell lies on the diagonal of a square grid.
     fn test_sets(&self) -> Vec<Slice> {
         let mut sets: Vec<Slice> = self.grid.base.iter().map(|(t, _)| *t).collect();
         for r in &self.grid.rows {
@@ -100,23 +143,90 @@ impl Analysis {
                 sets.push(r.target);
             }
         }
+        sets.sort_by_key(|s| slice_order(*s));
         sets
     }
 
-    /// `summary.json`: instance count, warnings, the reading policy, every grouping (each
-    /// summary `{"mean", "n", "sd", "ci95"}` in percentage points, plus `bootstrap95` with
-    /// per-question data) and, with per-question data, the significance counts.
+    /// Questions per test set (the most any pair on it has), when built from outcomes.
+    fn test_set_sizes(&self) -> Option<BTreeMap<Slice, usize>> {
+        let counts = self.grid.question_counts()?;
+        let mut sizes = BTreeMap::new();
+        for (r, n) in self.grid.rows.iter().zip(counts) {
+            let e = sizes.entry(r.target).or_insert(0);
+            *e = n.max(*e);
+        }
+        Some(sizes)
+    }
+
+    fn bootstrap_method(&self) -> String {
+        let b = &self.config.bootstrap;
+        if self.grid.paired.is_some() {
+            format!(
+                "the pigeonhole bootstrap ({} resamples, seed {}): fine-tuned models and test sets are resampled with replacement, independently, and questions once per sample id, the same draw for every model, the base model and every language; percentile interval",
+                b.resamples, b.seed
+            )
+        } else {
+            format!(
+                "the pigeonhole bootstrap ({} resamples, seed {}): fine-tuned models and test sets are resampled with replacement, independently (a published table has no questions to resample); percentile interval",
+                b.resamples, b.seed
+            )
+        }
+    }
+
+    /// `summary.json`: instance count, warnings, the reading policy (published tables),
+    /// test-set sizes (outcomes), the interval methods, every grouping (each a [`Summary`],
+    /// percentage points), the headroom regression, the published figures beside ours
+    /// (when configured), and with per-question data the significance counts, every pair's
+    /// test and the power table.
     pub fn summary_json(&self) -> serde_json::Value {
         let mut v = json!({
             "n_instances": self.grid.rows.len(),
             "warnings": self.grid.warnings,
-            "policy": RAGGED_POLICY,
+            "interval_methods": {
+                "ci95_cluster": CLUSTER_METHOD,
+                "ci95_bootstrap": self.bootstrap_method(),
+                "ci95_independent_t": INDEPENDENT_METHOD,
+            },
             "transfer_types": map_json(&self.groups.transfer_types),
             "resource_directions": map_json(&self.groups.resource_directions),
             "resource_levels": map_json(&self.groups.resource_levels),
             "domain_matrix": map_json(&self.groups.domain_matrix),
             "language_matrix": map_json(&self.groups.language_matrix),
         });
+        if self.grid.paired.is_none() {
+            v["policy"] = json!(RAGGED_POLICY);
+        }
+        if let Some(sizes) = self.test_set_sizes() {
+            v["test_set_sizes"] = serde_json::Value::Object(
+                sizes
+                    .iter()
+                    .map(|(t, n)| (t.to_string(), json!(n)))
+                    .collect(),
+            );
+        }
+        v["regression"] = match &self.regression {
+            Ok(r) => json!({
+                "model": "gain ~ transfer type + direction (cross-language cells) + base accuracy, OLS",
+                "clusters": ["fine-tuned model", "test set"],
+                "fit": r.fit,
+                "base_accuracy_centre": r.base_accuracy_centre,
+                "left_out": r.left_out,
+            }),
+            Err(e) => json!({ "error": e }),
+        };
+        if let Some(rows) = self.published_rows() {
+            v["published_comparison"] = json!(
+                rows.iter()
+                    .map(|(f, ours)| json!({
+                        "grouping": f.grouping,
+                        "group": f.key,
+                        "published": f.gain,
+                        "ours": ours,
+                        "difference": ours.map(|o| o - f.gain),
+                    }))
+                    .collect::<Vec<_>>()
+            );
+        }
         if let Some(s) = &self.significance {
             v["significance"] = json!({
                 "test": "exact McNemar, each fine-tuned model vs the base on each test set",
@@ -125,76 +235,134 @@ impl Analysis {
                 "gains_significant_raw": s.gains_significant_raw,
                 "gains_surviving_holm": s.gains_surviving_holm,
                 "gains_surviving_bh": s.gains_surviving_bh,
+                "losses_significant_raw": s.losses_significant_raw,
+                "losses_surviving_holm": s.losses_surviving_holm,
                 "losses_surviving_bh": s.losses_surviving_bh,
+            });
+            v["pairs"] = json!(s.rows);
+        }
+        if let Some(p) = &self.power {
+            v["power"] = json!({
+                "test": "exact McNemar, two-sided, alpha as in significance, power 0.8",
+                "by_test_set_size": p,
             });
         }
         v
     }
 
+    /// The published figures with our mean for the same group, when configured.
+    fn published_rows(&self) -> Option<Vec<(PublishedFigure, Option<f64>)>> {
+        let figures = self.config.published.as_ref()?;
+        Some(
+            figures
+                .iter()
+                .map(|f| {
+                    let map = match f.grouping {
+                        "transfer_types" => &self.groups.transfer_types,
+                        "domain_matrix" => &self.groups.domain_matrix,
+                        "resource_levels" => &self.groups.resource_levels,
+                        "resource_directions" => &self.groups.resource_directions,
+                        _ => &self.groups.language_matrix,
+                    };
+                    (*f, map.get(f.key).map(|s| s.mean))
+                })
+                .collect(),
+        )
+    }
+
     fn summary_table(
         out: &mut String,
         title: &str,
+        note: &str,
         rows: &[(String, Option<&Summary>)],
-        bootstrap: bool,
     ) {
         let _ = writeln!(out, "### {title}\n");
-        if bootstrap {
-            let _ = writeln!(
-                out,
-                "| group | mean gain (pp) | n | sd | 95% CI (t) | 95% CI (bootstrap) |\n|---|---:|---:|---:|---|---|"
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "| group | mean gain (pp) | n | sd | 95% CI (t) |\n|---|---:|---:|---:|---|"
-            );
+        if !note.is_empty() {
+            let _ = writeln!(out, "{note}\n");
         }
+        let _ = writeln!(
+            out,
+            "| group | mean gain (pp) | n | models x test sets | sd | 95% CI (cluster) | 95% CI (bootstrap) |\n|---|---:|---:|---:|---:|---|---|"
+        );
         for (k, s) in rows {
             match s {
                 Some(s) => {
-                    let _ = write!(
-                        out,
-                        "| {k} | {:+.1} | {} | {} | {} |",
-                        s.mean,
-                        s.n,
-                        fmt_opt(s.sd),
-                        fmt_ci(s.ci95)
-                    );
-                    if bootstrap {
-                        let _ = write!(out, " {} |", fmt_ci(s.bootstrap95));
-                    }
-                    let _ = writeln!(out);
-                }
-                None => {
                     let _ = writeln!(
                         out,
-                        "| {k} | n/a | 0 | n/a | n/a |{}",
-                        if bootstrap { " n/a |" } else { "" }
+                        "| {k} | {:+.1} | {} | {} x {} | {} | {} | {} |",
+                        s.mean,
+                        s.n,
+                        s.models,
+                        s.test_sets,
+                        fmt_opt(s.sd),
+                        fmt_ci(s.ci95_cluster),
+                        fmt_ci(s.ci95_bootstrap)
                     );
+                }
+                None => {
+                    let _ = writeln!(out, "| {k} | n/a | 0 | 0 x 0 | n/a | n/a | n/a |");
                 }
             }
         }
         let _ = writeln!(out);
     }
 
-    /// The Markdown report: inputs, warnings and the reading policy, then tables of mean gain
-    /// with n, standard deviation and intervals by transfer type, direction, level pair,
-    /// domain pair and language pair, and the significance counts.
+    /// The Markdown report, one section after another: header, input, intervals, gains,
+    /// headroom regression, published figures (when configured), significance, power.
     pub fn report_markdown(&self) -> String {
-        let boot = self.grid.paired.is_some();
         let mut out = String::new();
-        let models = self.models();
-        let sets = self.test_sets();
+        let sections: [fn(&Analysis, &mut String); 8] = [
+            Analysis::section_header,
+            Analysis::section_input,
+            Analysis::section_intervals,
+            Analysis::section_gains,
+            Analysis::section_regression,
+            Analysis::section_published,
+            Analysis::section_significance,
+            Analysis::section_power,
+        ];
+        for section in sections {
+            section(self, &mut out);
+        }
+        out
+    }
+
+    fn section_header(&self, out: &mut String) {
         let _ = writeln!(out, "# Cross-lingual transfer report\n");
         let _ = writeln!(
             out,
             "{} evaluation instances: {} fine-tuned models x {} test sets, gains over the base model in percentage points.\n",
             self.grid.rows.len(),
-            models.len(),
-            sets.len()
+            self.models().len(),
+            self.test_sets().len()
         );
+    }
+
+    fn section_input(&self, out: &mut String) {
         let _ = writeln!(out, "## Input\n");
-        let _ = writeln!(out, "Reading policy: {RAGGED_POLICY}\n");
+        match self.test_set_sizes() {
+            Some(sizes) => {
+                let mut by: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+                for (t, n) in &sizes {
+                    by.entry(*n).or_default().push(t.to_string());
+                }
+                let _ = writeln!(
+                    out,
+                    "Test-set sizes (questions paired with the base model):\n"
+                );
+                for (n, sets) in &by {
+                    let _ = writeln!(out, "- {n}: {}", sets.join(", "));
+                }
+                let _ = writeln!(out);
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "A published accuracy table: test-set sizes are not given, so no paired test and no power can be computed.\n"
+                );
+                let _ = writeln!(out, "Reading policy: {RAGGED_POLICY}\n");
+            }
+        }
         if self.grid.warnings.is_empty() {
             let _ = writeln!(out, "No warnings.\n");
         } else {
@@ -221,35 +389,62 @@ impl Analysis {
         if n_unmapped > 0 {
             let _ = writeln!(
                 out,
-                "{n_unmapped} instances involve a language the resource map does not classify ({}); they count in every table but the direction and level ones.\n",
+                "{n_unmapped} instances involve a language the resource map does not classify ({}); they count in every table but the direction and level ones and the regression.\n",
                 unmapped.into_iter().collect::<Vec<_>>().join(", ")
             );
         }
-        let _ = writeln!(out, "## Gains\n");
+    }
 
+    fn section_intervals(&self, out: &mut String) {
+        let _ = writeln!(out, "## Intervals\n");
+        let _ = writeln!(
+            out,
+            "Instances are not independent: those on one test set share its questions and the base model's answers, those of one fine-tuned model share that model, and test sets of one domain are translations of the same questions.\n"
+        );
+        let _ = writeln!(out, "- **95% CI (cluster)** is {CLUSTER_METHOD}.");
+        let _ = writeln!(
+            out,
+            "- **95% CI (bootstrap)** is {}.",
+            self.bootstrap_method()
+        );
+        let _ = writeln!(
+            out,
+            "- `summary.json` also keeps `ci95_independent_t`, {INDEPENDENT_METHOD}.\n"
+        );
+    }
+
+    fn section_gains(&self, out: &mut String) {
+        let _ = writeln!(out, "## Gains\n");
         Self::summary_table(
-            &mut out,
+            out,
             "By transfer type",
+            "",
             &owned(self.groups.transfer_types_ordered()),
-            boot,
         );
         Self::summary_table(
-            &mut out,
+            out,
             "By resource direction",
+            "Between different languages only: same-language cells (in-domain and cross-domain) have no direction and are the last row, `same-language`.",
             &owned(self.groups.directions_ordered()),
-            boot,
         );
         let levels: Vec<(String, Option<&Summary>)> = self
             .groups
             .resource_levels
             .iter()
+            .filter(|(k, _)| k.contains("->"))
+            .chain(
+                self.groups
+                    .resource_levels
+                    .iter()
+                    .filter(|(k, _)| !k.contains("->")),
+            )
             .map(|(k, s)| (k.clone(), Some(s)))
             .collect();
         Self::summary_table(
-            &mut out,
+            out,
             "By resource levels (source->target)",
+            "Between different languages only; same-language cells are the rows `<level> (same language)`.",
             &levels,
-            boot,
         );
         let domains: Vec<(String, Option<&Summary>)> = self
             .groups
@@ -257,30 +452,151 @@ impl Analysis {
             .iter()
             .map(|(k, s)| (k.clone(), Some(s)))
             .collect();
-        Self::summary_table(&mut out, "By domain (source->target)", &domains, boot);
+        Self::summary_table(out, "By domain (source->target)", "", &domains);
         let langs: Vec<(String, Option<&Summary>)> = self
             .groups
             .language_matrix
             .iter()
             .map(|(k, s)| (k.clone(), Some(s)))
             .collect();
-        Self::summary_table(&mut out, "By language (source->target)", &langs, boot);
+        Self::summary_table(out, "By language (source->target)", "", &langs);
+    }
+
+    fn section_regression(&self, out: &mut String) {
+        let _ = writeln!(out, "## Transfer type, direction and headroom together\n");
+        match &self.regression {
+            Ok(r) => {
+                let f = &r.fit;
+                let _ = writeln!(
+                    out,
+                    "Least squares of the gain on transfer type (against in-domain), direction (on cross-language cells, against lateral) and the base model's accuracy on the test set (centred on {:.1}%), over {} instances; two-way cluster-robust standard errors ({} models, {} test sets, t on {} degrees of freedom){}.\n",
+                    r.base_accuracy_centre,
+                    f.n,
+                    f.clusters[0],
+                    f.clusters[1],
+                    f.df,
+                    if r.left_out > 0 {
+                        format!(
+                            "; {} instances with an unclassified language left out",
+                            r.left_out
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                let _ = writeln!(
+                    out,
+                    "| term | estimate (pp) | SE | 95% CI | p |\n|---|---:|---:|---|---:|"
+                );
+                for c in &f.coefficients {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {:+.2} | {:.2} | {} | {} |",
+                        c.name,
+                        c.estimate,
+                        c.se,
+                        fmt_ci(Some(c.ci95)),
+                        if c.p.is_nan() {
+                            "n/a".to_owned()
+                        } else if c.p < 0.001 {
+                            "< 0.001".to_owned()
+                        } else {
+                            format!("{:.3}", c.p)
+                        }
+                    );
+                }
+                if f.psd_adjusted {
+                    let _ = writeln!(
+                        out,
+                        "\nThe two-way covariance had a negative eigenvalue, set to zero (Cameron, Gelbach and Miller, 2011, section 2.3)."
+                    );
+                }
+                let _ = writeln!(out);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "Not fitted: {e}.\n");
+            }
+        }
+    }
+
+    fn section_published(&self, out: &mut String) {
+        let Some(rows) = self.published_rows() else {
+            return;
+        };
+        let _ = writeln!(out, "## The published figures beside ours\n");
+        let _ = writeln!(
+            out,
+            "| grouping | group | published (pp) | ours (pp) | difference |\n|---|---|---:|---:|---:|"
+        );
+        for (f, ours) in &rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:+.2} | {} | {} |",
+                f.grouping.replace('_', " "),
+                f.key,
+                f.gain,
+                ours.map_or_else(|| "n/a".to_owned(), |o| format!("{o:+.2}")),
+                ours.map_or_else(|| "n/a".to_owned(), |o| format!("{:+.2}", o - f.gain))
+            );
+        }
+        let large: Vec<&str> = rows
+            .iter()
+            .filter(|(f, ours)| ours.is_some_and(|o| (o - f.gain).abs() > 0.5))
+            .map(|(f, _)| f.key)
+            .collect();
+        if large.is_empty() {
+            let _ = writeln!(out, "\n{PUBLISHED_DIFFERENCES}.\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "\n{PUBLISHED_DIFFERENCES}: the differences over half a point ({}) are not rounding.\n",
+                large.join(", ")
+            );
+        }
+    }
+
+    fn section_significance(&self, out: &mut String) {
         let _ = writeln!(out, "## Significance\n");
         match &self.significance {
             Some(s) => {
                 let _ = writeln!(
                     out,
-                    "Exact McNemar test of each fine-tuned model against the base on each test set ({} tests, alpha {}).\n",
+                    "Exact McNemar test of each fine-tuned model against the base on each test set ({} tests, alpha {}); every pair's gain, discordant counts and p-values are in `summary.json` under `pairs`.\n",
                     s.tests, s.alpha
                 );
                 let _ = writeln!(
                     out,
-                    "| | count |\n|---|---:|\n| gains with p < alpha, unadjusted | {} |\n| gains surviving Holm | {} |\n| gains surviving Benjamini-Hochberg | {} |\n| losses surviving Benjamini-Hochberg | {} |\n",
+                    "| | gains | losses |\n|---|---:|---:|\n| p < alpha, unadjusted | {} | {} |\n| surviving Holm | {} | {} |\n| surviving Benjamini-Hochberg | {} | {} |\n",
                     s.gains_significant_raw,
+                    s.losses_significant_raw,
                     s.gains_surviving_holm,
+                    s.losses_surviving_holm,
                     s.gains_surviving_bh,
                     s.losses_surviving_bh
                 );
+                let kept: Vec<&RowTest> = s.rows.iter().filter(|r| r.p_bh < s.alpha).collect();
+                if !kept.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "Pairs surviving Benjamini-Hochberg:\n\n| model | test set | gain (pp) | n | base only | model only | p | p (Holm) | p (BH) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
+                    );
+                    for r in kept {
+                        let _ = writeln!(
+                            out,
+                            "| {} | {} | {:+.1} | {} | {} | {} | {:.2e} | {:.2e} | {:.2e} |",
+                            r.model,
+                            r.test_set,
+                            r.gain,
+                            r.n,
+                            r.base_only,
+                            r.model_only,
+                            r.p,
+                            r.p_holm,
+                            r.p_bh
+                        );
+                    }
+                    let _ = writeln!(out);
+                }
             }
             None => {
                 let _ = writeln!(
@@ -289,40 +605,85 @@ impl Analysis {
                 );
             }
         }
-        out
+    }
+
+    fn section_power(&self, out: &mut String) {
+        let Some(rows) = &self.power else {
+            return;
+        };
+        let _ = writeln!(out, "## Power\n");
+        let _ = writeln!(
+            out,
+            "The smallest gain the exact McNemar test (alpha {}) detects with 80% power, for each test-set size: at the share of discordant questions (answered right by exactly one of the two models) seen in this run, and when no question is lost (every discordant question goes the fine-tuned model's way), below which no test of that size can find a gain.\n",
+            self.config.alpha
+        );
+        let _ = writeln!(
+            out,
+            "| questions | pairs | discordant share | smallest detectable gain (pp) | if no question is lost (pp) |\n|---:|---:|---:|---:|---:|"
+        );
+        let fmt = |g: Option<f64>| g.map_or_else(|| "none".to_owned(), |g| format!("{g:.1}"));
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {} | {} |",
+                r.n,
+                r.pairs,
+                r.discordant_share,
+                fmt(r.min_gain_at_observed),
+                fmt(r.min_gain_floor)
+            );
+        }
+        let _ = writeln!(out);
     }
 
     /// The heatmaps, as (file name, SVG): `accuracy.svg`, `gain.svg`, `domain_transfer.svg`,
-    /// `language_transfer.svg`.
+    /// `language_transfer.svg`. Rows (models, by training slice) and columns (test sets) are
+    /// in the same (language, domain) order, so that with a model for every test set the
+    /// diagonal is in-domain. Each cell is annotated with what it rests on: questions
+    /// (outcomes) in the first two, instances in the last two.
     pub fn heatmaps(&self) -> Vec<(String, String)> {
         let models = self.models();
         let sets = self.test_sets();
+        let counts = self.grid.question_counts();
         let lookup = |m: &str, t: Slice| {
             self.grid
                 .rows
                 .iter()
-                .find(|r| r.model == m && r.target == t)
+                .position(|r| r.model == m && r.target == t)
         };
+        let sizes = self.test_set_sizes();
         let mut acc_rows = vec!["Base".to_owned()];
         let mut acc_vals = vec![
             sets.iter()
                 .map(|t| self.grid.base.iter().find(|(s, _)| s == t).map(|(_, a)| *a))
                 .collect::<Vec<_>>(),
         ];
+        let mut n_vals = vec![
+            sets.iter()
+                .map(|t| sizes.as_ref().and_then(|s| s.get(t).copied()))
+                .collect::<Vec<_>>(),
+        ];
         let mut gain_vals = Vec::new();
         for (m, _) in &models {
+            let idx: Vec<Option<usize>> = sets.iter().map(|t| lookup(m, *t)).collect();
             acc_rows.push(m.clone());
             acc_vals.push(
-                sets.iter()
-                    .map(|t| lookup(m, *t).map(|r| r.accuracy))
+                idx.iter()
+                    .map(|i| i.map(|i| self.grid.rows[i].accuracy))
                     .collect(),
             );
             gain_vals.push(
-                sets.iter()
-                    .map(|t| lookup(m, *t).map(|r| r.gain))
+                idx.iter()
+                    .map(|i| i.map(|i| self.grid.rows[i].gain))
                     .collect::<Vec<_>>(),
             );
+            n_vals.push(
+                idx.iter()
+                    .map(|i| i.and_then(|i| counts.as_ref().map(|c| c[i])))
+                    .collect(),
+            );
         }
+        let with_counts = counts.is_some();
         let cols: Vec<String> = sets.iter().map(ToString::to_string).collect();
         let accuracy = Heatmap {
             title: "Accuracy".to_owned(),
@@ -334,6 +695,7 @@ impl Analysis {
             scale: ColorScale::Sequential { min: 0.0, max: 1.0 },
             decimals: 2,
             signed: false,
+            counts: with_counts.then(|| n_vals.clone()),
         };
         let gain = Heatmap {
             title: "Gain over the base model (percentage points)".to_owned(),
@@ -345,6 +707,7 @@ impl Analysis {
             values: gain_vals,
             decimals: 0,
             signed: true,
+            counts: with_counts.then(|| n_vals[1..].to_vec()),
         };
         let pair_map = |groups: &BTreeMap<String, Summary>, title: &str, axis: &str| {
             let mut src: Vec<String> = Vec::new();
@@ -358,13 +721,20 @@ impl Analysis {
                     dst.push(b.to_owned());
                 }
             }
+            // One order for both axes, so that the diagonal is the same domain or language.
+            let mut all: Vec<String> = src.iter().chain(&dst).cloned().collect();
+            all.sort();
+            all.dedup();
+            src = all.iter().filter(|a| src.contains(a)).cloned().collect();
+            dst = all.iter().filter(|b| dst.contains(b)).cloned().collect();
+            let cell = |a: &str, b: &str| groups.get(&format!("{a}->{b}"));
             let values: Vec<Vec<Option<f64>>> = src
                 .iter()
-                .map(|a| {
-                    dst.iter()
-                        .map(|b| groups.get(&format!("{a}->{b}")).map(|s| s.mean))
-                        .collect()
-                })
+                .map(|a| dst.iter().map(|b| cell(a, b).map(|s| s.mean)).collect())
+                .collect();
+            let counts: Vec<Vec<Option<usize>>> = src
+                .iter()
+                .map(|a| dst.iter().map(|b| cell(a, b).map(|s| s.n)).collect())
                 .collect();
             Heatmap {
                 title: title.to_owned(),
@@ -376,16 +746,17 @@ impl Analysis {
                 values,
                 decimals: 1,
                 signed: true,
+                counts: Some(counts),
             }
         };
         let domain = pair_map(
             &self.groups.domain_matrix,
-            "Mean gain by domain (pp)",
+            "Mean gain by domain (pp; n instances)",
             "domain",
         );
         let language = pair_map(
             &self.groups.language_matrix,
-            "Mean gain by language (pp)",
+            "Mean gain by language (pp; n instances)",
             "language",
         );
         vec![

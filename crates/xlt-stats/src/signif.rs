@@ -56,6 +56,8 @@ pub struct RowTest {
     pub test_set: String,
     /// Gain in points.
     pub gain: f64,
+    /// Questions paired with the base model.
+    pub n: usize,
     /// Questions only the base got right.
     pub base_only: u64,
     /// Questions only the model got right.
@@ -81,7 +83,11 @@ pub struct Significance {
     pub gains_surviving_holm: usize,
     /// Positive gains with BH-adjusted p < alpha.
     pub gains_surviving_bh: usize,
-    /// Negative gains (losses) with BH-adjusted p < alpha.
+    /// Negative gains (losses) with unadjusted p < alpha.
+    pub losses_significant_raw: usize,
+    /// Losses with Holm-adjusted p < alpha.
+    pub losses_surviving_holm: usize,
+    /// Losses with BH-adjusted p < alpha.
     pub losses_surviving_bh: usize,
     /// Every row's test, in grid order.
     pub rows: Vec<RowTest>,
@@ -111,6 +117,7 @@ pub fn significance(grid: &Grid, alpha: f64) -> Option<Significance> {
                 model: r.model.clone(),
                 test_set: r.target.to_string(),
                 gain: r.gain,
+                n: p.model.len(),
                 base_only: b,
                 model_only: c,
                 p: mcnemar_exact(b, c),
@@ -131,6 +138,8 @@ pub fn significance(grid: &Grid, alpha: f64) -> Option<Significance> {
         gains_significant_raw: count(&|r| r.gain > 0.0 && r.p < alpha),
         gains_surviving_holm: count(&|r| r.gain > 0.0 && r.p_holm < alpha),
         gains_surviving_bh: count(&|r| r.gain > 0.0 && r.p_bh < alpha),
+        losses_significant_raw: count(&|r| r.gain < 0.0 && r.p < alpha),
+        losses_surviving_holm: count(&|r| r.gain < 0.0 && r.p_holm < alpha),
         losses_surviving_bh: count(&|r| r.gain < 0.0 && r.p_bh < alpha),
         rows,
     })

@@ -1,15 +1,16 @@
-//! Mean gains with t-based and bootstrap intervals, grouped every way the study groups them.
+//! Mean gains with two-way clustered and bootstrap intervals, grouped every way the study
+//! groups them.
 
 use std::collections::BTreeMap;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
+use crate::bootstrap::{BootstrapConfig, Pigeonhole};
+use crate::cluster::TwoWayOls;
 use crate::grid::{Direction, Grid, TransferType};
 
-/// Mean, count, spread and 95% interval of a group of gains (percentage points).
+/// Mean, count, spread and 95% intervals of a group of gains (percentage points).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Mean gain.
@@ -18,14 +19,25 @@ pub struct Summary {
     pub n: usize,
     /// Sample standard deviation (n - 1); `null` for n < 2.
     pub sd: Option<f64>,
-    /// t-based 95% interval of the mean, `mean ± t(0.975, n-1) · sd / √n`; `null` for n < 2.
-    pub ci95: Option<[f64; 2]>,
-    /// Percentile bootstrap 95% interval over questions, when per-question outcomes exist.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bootstrap95: Option<[f64; 2]>,
+    /// Distinct fine-tuned models among the instances.
+    pub models: usize,
+    /// Distinct test sets among the instances.
+    pub test_sets: usize,
+    /// Two-way cluster-robust 95% interval (clusters: model, test set; see
+    /// [`TwoWayOls::mean`]); `null` with fewer than two models or two test sets, or when
+    /// the two-way variance is negative.
+    pub ci95_cluster: Option<[f64; 2]>,
+    /// Pigeonhole bootstrap 95% interval over models, test sets and (with outcomes)
+    /// questions; `null` when the group is empty in more than half the resamples, or when
+    /// (without questions) it has a single model or test set.
+    pub ci95_bootstrap: Option<[f64; 2]>,
+    /// `mean ± t(0.975, n-1) · sd / √n`: treats instances as independent, which they are
+    /// not; kept in `summary.json` for comparison only. `null` for n < 2.
+    pub ci95_independent_t: Option<[f64; 2]>,
 }
 
-/// Summarizes `values`.
+/// Summarizes `values` as independent observations: mean, sd and the independent t
+/// interval; the clustered intervals are left empty.
 pub fn summarize(values: &[f64]) -> Summary {
     let n = values.len();
     let mean = if n == 0 {
@@ -48,8 +60,11 @@ pub fn summarize(values: &[f64]) -> Summary {
         mean,
         n,
         sd,
-        ci95,
-        bootstrap95: None,
+        models: 0,
+        test_sets: 0,
+        ci95_cluster: None,
+        ci95_bootstrap: None,
+        ci95_independent_t: ci95,
     }
 }
 
@@ -58,9 +73,11 @@ pub fn summarize(values: &[f64]) -> Summary {
 pub enum Grouping {
     /// By transfer type.
     TransferType,
-    /// By resource direction.
+    /// By resource direction between different languages; same-language cells are the
+    /// group `same_language`.
     Direction,
-    /// By (source level, target level): `high->low`.
+    /// By (source level, target level) between different languages, `high->low`;
+    /// same-language cells are `high (same language)` and so on.
     Levels,
     /// By (source domain, target domain): `STEM->Medical`.
     Domains,
@@ -74,7 +91,11 @@ fn key(grid: &Grid, i: usize, grouping: Grouping) -> Option<String> {
     let r = &grid.rows[i];
     match grouping {
         Grouping::TransferType => Some(r.transfer.key().to_owned()),
+        Grouping::Direction if r.same_language() => r.direction.map(|_| SAME_LANGUAGE.to_owned()),
         Grouping::Direction => r.direction.map(|d| d.key().to_owned()),
+        Grouping::Levels if r.same_language() => {
+            r.levels.map(|(s, _)| format!("{s} (same language)"))
+        }
         Grouping::Levels => r.levels.map(|(s, t)| format!("{s}->{t}")),
         Grouping::Domains => Some(format!(
             "{}->{}",
@@ -89,30 +110,11 @@ fn key(grid: &Grid, i: usize, grouping: Grouping) -> Option<String> {
     }
 }
 
-/// How to bootstrap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BootstrapConfig {
-    /// Resamples.
-    pub resamples: usize,
-    /// Seed.
-    pub seed: u64,
-}
+/// The direction group of same-language cells.
+pub const SAME_LANGUAGE: &str = "same_language";
 
-impl Default for BootstrapConfig {
-    fn default() -> Self {
-        BootstrapConfig {
-            resamples: 1000,
-            seed: 42,
-        }
-    }
-}
-
-/// Summaries of the grid's gains under `grouping`, keyed as in `summary.json`. With
-/// per-question data, each summary also gets a bootstrap interval: questions are resampled
-/// with replacement within each instance (the same draw for the model and the base, so the
-/// pairing is kept), the group mean gain is recomputed, and the 2.5th and 97.5th percentiles
-/// of `resamples` such means are the interval.
-pub fn group(grid: &Grid, grouping: Grouping, boot: &BootstrapConfig) -> BTreeMap<String, Summary> {
+/// Row indices of every group of `grouping`, by key.
+fn members(grid: &Grid, grouping: Grouping) -> BTreeMap<String, Vec<usize>> {
     let mut members: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for i in 0..grid.rows.len() {
         if let Some(k) = key(grid, i, grouping) {
@@ -120,51 +122,44 @@ pub fn group(grid: &Grid, grouping: Grouping, boot: &BootstrapConfig) -> BTreeMa
         }
     }
     members
+}
+
+/// The summary of the rows `idx` without its bootstrap interval: mean, sd, the independent
+/// t interval, and the two-way cluster-robust interval.
+fn describe(grid: &Grid, idx: &[usize], model: &[usize], test: &[usize]) -> Summary {
+    let gains: Vec<f64> = idx.iter().map(|&i| grid.rows[i].gain).collect();
+    let mut s = summarize(&gains);
+    let m: Vec<usize> = idx.iter().map(|&i| model[i]).collect();
+    let t: Vec<usize> = idx.iter().map(|&i| test[i]).collect();
+    let count = |v: &[usize]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+    s.models = count(&m);
+    s.test_sets = count(&t);
+    // A negative two-way variance (the model and test-set terms smaller than their
+    // intersection's) gives no interval rather than a zero-width one.
+    s.ci95_cluster = TwoWayOls::mean(&gains, &m, &t)
+        .ok()
+        .filter(|fit| !fit.psd_adjusted)
+        .map(|fit| fit.coefficients[0].ci95);
+    s
+}
+
+/// Summaries of the grid's gains under `grouping`, keyed as in `summary.json`, with every
+/// interval (see [`Summary`]).
+pub fn group(grid: &Grid, grouping: Grouping, boot: &BootstrapConfig) -> BTreeMap<String, Summary> {
+    let groups = members(grid, grouping);
+    let lists: Vec<Vec<usize>> = groups.values().cloned().collect();
+    let intervals = Pigeonhole::new(grid).intervals(&lists, boot);
+    let (model, test) = grid.cluster_ids();
+    groups
         .into_iter()
-        .map(|(k, idx)| {
-            let gains: Vec<f64> = idx.iter().map(|&i| grid.rows[i].gain).collect();
-            let mut s = summarize(&gains);
-            if let Some(paired) = &grid.paired {
-                s.bootstrap95 = Some(bootstrap(&idx, paired, boot, &k));
-            }
+        .zip(intervals)
+        .map(|((k, idx), ci)| {
+            let mut s = describe(grid, &idx, &model, &test);
+            s.ci95_bootstrap =
+                ci.filter(|_| grid.paired.is_some() || s.models.min(s.test_sets) >= 2);
             (k, s)
         })
         .collect()
-}
-
-fn bootstrap(
-    idx: &[usize],
-    paired: &[crate::grid::Paired],
-    boot: &BootstrapConfig,
-    key: &str,
-) -> [f64; 2] {
-    // Seed per group, so that adding a group does not change another's interval.
-    let mut seed = boot.seed;
-    for b in key.bytes() {
-        seed = seed
-            .wrapping_mul(0x100_0000_01b3)
-            .wrapping_add(u64::from(b));
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut means = Vec::with_capacity(boot.resamples);
-    for _ in 0..boot.resamples {
-        let mut total = 0.0;
-        for &i in idx {
-            let p = &paired[i];
-            let n = p.model.len();
-            let (mut m, mut b) = (0usize, 0usize);
-            for _ in 0..n {
-                let j = rng.random_range(0..n);
-                m += usize::from(p.model[j]);
-                b += usize::from(p.base[j]);
-            }
-            total += (m as f64 - b as f64) / n as f64 * 100.0;
-        }
-        means.push(total / idx.len() as f64);
-    }
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * (means.len() - 1) as f64).round() as usize).min(means.len() - 1)];
-    [at(0.025), at(0.975)]
 }
 
 /// Every grouping the report uses, keyed as in `summary.json`.
@@ -172,9 +167,11 @@ fn bootstrap(
 pub struct Groups {
     /// By transfer type: `in_domain`, `cross_lingual`, `cross_domain`, `cross_both`.
     pub transfer_types: BTreeMap<String, Summary>,
-    /// By direction: `downward`, `upward`, `lateral`.
+    /// By direction between different languages: `downward`, `upward`, `lateral`; and
+    /// `same_language`.
     pub resource_directions: BTreeMap<String, Summary>,
-    /// By level pair: `high->low`, ...
+    /// By level pair between different languages: `high->low`, ...; and `low (same
+    /// language)`, ...
     pub resource_levels: BTreeMap<String, Summary>,
     /// By domain pair: `STEM->Medical`, ...
     pub domain_matrix: BTreeMap<String, Summary>,
@@ -183,14 +180,40 @@ pub struct Groups {
 }
 
 impl Groups {
-    /// Computes every grouping.
+    /// Computes every grouping; the bootstrap resamples are shared by all groups.
     pub fn of(grid: &Grid, boot: &BootstrapConfig) -> Groups {
+        let kinds = [
+            Grouping::TransferType,
+            Grouping::Direction,
+            Grouping::Levels,
+            Grouping::Domains,
+            Grouping::Languages,
+        ];
+        let all: Vec<BTreeMap<String, Vec<usize>>> =
+            kinds.iter().map(|g| members(grid, *g)).collect();
+        let lists: Vec<Vec<usize>> = all.iter().flat_map(|m| m.values().cloned()).collect();
+        let mut intervals = Pigeonhole::new(grid).intervals(&lists, boot).into_iter();
+        let (model, test) = grid.cluster_ids();
+        let mut maps = all.into_iter().map(|m| {
+            m.into_iter()
+                .map(|(k, idx)| {
+                    let mut s = describe(grid, &idx, &model, &test);
+                    s.ci95_bootstrap = intervals.next().expect("one interval per group");
+                    if grid.paired.is_none() && s.models.min(s.test_sets) < 2 {
+                        // Nothing to resample but the one model or test set.
+                        s.ci95_bootstrap = None;
+                    }
+                    (k, s)
+                })
+                .collect::<BTreeMap<String, Summary>>()
+        });
+        let mut next = || maps.next().expect("five groupings");
         Groups {
-            transfer_types: group(grid, Grouping::TransferType, boot),
-            resource_directions: group(grid, Grouping::Direction, boot),
-            resource_levels: group(grid, Grouping::Levels, boot),
-            domain_matrix: group(grid, Grouping::Domains, boot),
-            language_matrix: group(grid, Grouping::Languages, boot),
+            transfer_types: next(),
+            resource_directions: next(),
+            resource_levels: next(),
+            domain_matrix: next(),
+            language_matrix: next(),
         }
     }
 
@@ -202,11 +225,13 @@ impl Groups {
             .collect()
     }
 
-    /// Direction summaries in report order.
+    /// Direction summaries in report order, same-language cells last.
     pub fn directions_ordered(&self) -> Vec<(&'static str, Option<&Summary>)> {
         Direction::ALL
             .iter()
-            .map(|d| (d.key(), self.resource_directions.get(d.key())))
+            .map(|d| d.key())
+            .chain([SAME_LANGUAGE])
+            .map(|k| (k, self.resource_directions.get(k)))
             .collect()
     }
 }
@@ -223,10 +248,10 @@ mod tests {
         assert_eq!(s.n, 4);
         assert!((s.mean - 2.5).abs() < 1e-12);
         assert!((s.sd.unwrap() - 1.290_994_448_7).abs() < 1e-9);
-        let [lo, hi] = s.ci95.unwrap();
+        let [lo, hi] = s.ci95_independent_t.unwrap();
         assert!((lo - (2.5 - 2.054_260)).abs() < 1e-5, "{lo}");
         assert!((hi - (2.5 + 2.054_260)).abs() < 1e-5, "{hi}");
         let one = summarize(&[3.0]);
-        assert_eq!((one.n, one.sd, one.ci95), (1, None, None));
+        assert_eq!((one.n, one.sd, one.ci95_independent_t), (1, None, None));
     }
 }

@@ -40,13 +40,16 @@ fn groupings_match_hand_computation() {
     check(&s, "transfer_types", "cross_lingual", 25.0 / 3.0, 3);
     check(&s, "transfer_types", "cross_domain", -5.0, 1);
     check(&s, "transfer_types", "cross_both", -5.0, 2);
+    // Directions and levels between different languages only; the same-language cells
+    // (Hum en on Hum en and STEM en, Hum ig on Hum ig) are a group of their own.
     check(&s, "resource_directions", "downward", 10.0, 1);
     check(&s, "resource_directions", "upward", 1.25, 4);
-    check(&s, "resource_directions", "lateral", 35.0 / 3.0, 3);
-    check(&s, "resource_levels", "high->high", 7.5, 2);
+    assert!(s["resource_directions"].get("lateral").is_none());
+    check(&s, "resource_directions", "same_language", 35.0 / 3.0, 3);
+    check(&s, "resource_levels", "high (same language)", 7.5, 2);
     check(&s, "resource_levels", "high->low", 10.0, 1);
     check(&s, "resource_levels", "low->high", 1.25, 4);
-    check(&s, "resource_levels", "low->low", 20.0, 1);
+    check(&s, "resource_levels", "low (same language)", 20.0, 1);
     check(&s, "domain_matrix", "Humanities->Humanities", 11.25, 4);
     check(&s, "domain_matrix", "Humanities->STEM", -2.5, 2);
     check(&s, "domain_matrix", "STEM->Humanities", -10.0, 1);
@@ -58,24 +61,37 @@ fn groupings_match_hand_computation() {
     // sd and interval of in-domain: two equal gains, sd 0, interval collapses.
     let near = |v: &serde_json::Value, x: f64| (v.as_f64().unwrap() - x).abs() < 1e-9;
     assert!(near(&s["transfer_types"]["in_domain"]["sd"], 0.0));
-    assert!(near(&s["transfer_types"]["in_domain"]["ci95"][0], 20.0));
+    assert!(near(
+        &s["transfer_types"]["in_domain"]["ci95_independent_t"][0],
+        20.0
+    ));
     // cross-both: gains -10 and 0; sd = sqrt(50) = 7.0711; t(0.975, 1) = 12.7062;
     // half-width 12.7062 * 7.0711 / sqrt(2) = 63.531.
     assert!(near(&s["transfer_types"]["cross_both"]["sd"], 50f64.sqrt()));
-    let hi = s["transfer_types"]["cross_both"]["ci95"][1]
+    let hi = s["transfer_types"]["cross_both"]["ci95_independent_t"][1]
         .as_f64()
         .unwrap();
     assert!((hi - (-5.0 + 63.531)).abs() < 1e-2, "{hi}");
     // n = 1 has no sd and no interval.
     assert!(s["transfer_types"]["cross_domain"]["sd"].is_null());
-    assert!(s["transfer_types"]["cross_domain"]["ci95"].is_null());
-    // No per-question data: no bootstrap, no significance.
-    assert!(
-        s["transfer_types"]["in_domain"]
-            .get("bootstrap95")
-            .is_none()
-    );
+    assert!(s["transfer_types"]["cross_domain"]["ci95_independent_t"].is_null());
+    // Two models (Hum en, Hum ig) on two test sets: the in-domain gains are both +20, so
+    // every interval collapses onto +20.
+    assert!(near(
+        &s["transfer_types"]["in_domain"]["ci95_cluster"][1],
+        20.0
+    ));
+    assert!(near(
+        &s["transfer_types"]["in_domain"]["ci95_bootstrap"][0],
+        20.0
+    ));
+    // One instance is one model and one test set: no clustered interval.
+    assert!(s["transfer_types"]["cross_domain"]["ci95_cluster"].is_null());
+    // No per-question data: no test-set sizes, significance or power; the reading policy.
+    assert!(s.get("test_set_sizes").is_none());
     assert!(s.get("significance").is_none());
+    assert!(s.get("power").is_none());
+    assert!(s["policy"].as_str().unwrap().starts_with("Cells align"));
 }
 
 #[test]
@@ -153,11 +169,68 @@ fn outcomes_give_paired_tests_and_bootstrap() {
     assert!((sig.rows[0].p - 0.301_757_812_5).abs() < 1e-12);
     assert_eq!(sig.gains_significant_raw, 0);
     let s = a.summary_json();
-    let boot = &s["transfer_types"]["cross_lingual"]["bootstrap95"];
+    let boot = &s["transfer_types"]["cross_lingual"]["ci95_bootstrap"];
     let (lo, hi) = (boot[0].as_f64().unwrap(), boot[1].as_f64().unwrap());
     assert!(lo < 25.0 && 25.0 < hi, "[{lo}, {hi}]");
+    // Every pair is written, with n and the adjusted p-values.
+    let pair = &s["pairs"][0];
+    assert_eq!(pair["n"], 20);
+    assert_eq!(
+        (pair["base_only"].as_u64(), pair["model_only"].as_u64()),
+        (Some(5), Some(10))
+    );
+    assert!((pair["p_holm"].as_f64().unwrap() - 0.301_757_812_5).abs() < 1e-12);
+    assert_eq!(s["test_set_sizes"]["STEM ig"], 20);
+    assert!(s.get("policy").is_none());
     // Seeded: the same again.
     assert_eq!(Analysis::new(grid, &config).summary_json(), s);
     // Exactly one base is required.
     assert!(Grid::from_outcomes(&[tuned], &map).is_err());
+}
+
+/// The report of the outcomes fixture (`fixtures/stats/outcomes`, written by
+/// `fixtures/stats/reference.py`): test-set sizes, intervals, regression, significance with
+/// losses beside gains, and power.
+#[test]
+fn outcomes_report_snapshot() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/stats/outcomes");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let models: Vec<ModelOutcomes> = names
+        .iter()
+        .map(|name| {
+            let stem = name.trim_end_matches(".jsonl");
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            let source = (stem != "base").then(|| Slice::from_file_stem(stem).unwrap());
+            ModelOutcomes {
+                label: source.map_or_else(|| "Base".to_owned(), |s| s.to_string()),
+                source,
+                outcomes: xlt_grade::read_jsonl(text.as_bytes(), name).unwrap(),
+            }
+        })
+        .collect();
+    let grid = Grid::from_outcomes(&models, &ResourceMap::study()).unwrap();
+    insta::assert_snapshot!(Analysis::new(grid, &AnalysisConfig::default()).report_markdown());
+}
+
+/// The published table's report, with the study's own figures beside ours.
+#[test]
+fn published_table_report_snapshot() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/paper/table1.tsv"),
+    )
+    .unwrap();
+    let matrix = AccuracyMatrix::parse_tsv(&text).unwrap();
+    assert!(matrix.is_study_table());
+    assert!(!AccuracyMatrix::parse_tsv(SMALL).unwrap().is_study_table());
+    let config = AnalysisConfig {
+        published: Some(xlt_stats::STUDY_FIGURES.to_vec()),
+        ..AnalysisConfig::default()
+    };
+    let report = Analysis::new(matrix.grid(&config.resource_map), &config).report_markdown();
+    insta::assert_snapshot!(report);
 }

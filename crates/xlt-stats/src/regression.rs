@@ -1,0 +1,91 @@
+//! Gain regressed on transfer type, resource direction and headroom, so that the three are
+//! not confounded: the base model's accuracy on a test set bounds what fine-tuning can add
+//! there, and the direction tables alone cannot tell the two apart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::StatsError;
+use crate::cluster::TwoWayOls;
+use crate::grid::{Direction, Grid, TransferType};
+
+/// The fit of `gain ~ transfer type + direction + base accuracy`, with two-way clustered
+/// standard errors (clusters: fine-tuned model, test set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadroomRegression {
+    /// The fit.
+    pub fit: TwoWayOls,
+    /// The mean base accuracy (percentage points) the headroom regressor is centred on.
+    pub base_accuracy_centre: f64,
+    /// Instances left out because the resource map does not know a language.
+    pub left_out: usize,
+}
+
+/// The regressors, in column order: intercept (in-domain cells at the mean base accuracy);
+/// `cross-lingual`, `cross-domain`, `cross-both` (each against in-domain); `downward` and
+/// `upward` (1 on cross-language cells only, against lateral cross-language cells, so
+/// same-language cells never count as a direction); the base model's accuracy on the test
+/// set in percentage points, centred on its mean. A regressor that is zero on every instance
+/// (a grid without cross-domain cells, say) is dropped.
+///
+/// # Errors
+/// [`StatsError::Model`] when the fit is impossible (see [`TwoWayOls::fit`]).
+pub fn headroom_regression(grid: &Grid) -> Result<HeadroomRegression, StatsError> {
+    let (model, test) = grid.cluster_ids();
+    let keep: Vec<usize> = (0..grid.rows.len())
+        .filter(|&i| grid.rows[i].direction.is_some())
+        .collect();
+    let left_out = grid.rows.len() - keep.len();
+    if keep.is_empty() {
+        return Err(StatsError::Model(
+            "no instance with known resource levels".to_owned(),
+        ));
+    }
+    let centre = keep
+        .iter()
+        .map(|&i| grid.rows[i].base_accuracy)
+        .sum::<f64>()
+        / keep.len() as f64
+        * 100.0;
+    let names = [
+        "intercept (in-domain, mean base accuracy)",
+        "cross-lingual",
+        "cross-domain",
+        "cross-both",
+        "downward (cross-language cells)",
+        "upward (cross-language cells)",
+        "base accuracy (per pp)",
+    ];
+    let full: Vec<[f64; 7]> = keep
+        .iter()
+        .map(|&i| {
+            let r = &grid.rows[i];
+            let cross_language = !r.same_language();
+            let is = |b: bool| f64::from(u8::from(b));
+            [
+                1.0,
+                is(r.transfer == TransferType::CrossLingual),
+                is(r.transfer == TransferType::CrossDomain),
+                is(r.transfer == TransferType::CrossBoth),
+                is(cross_language && r.direction == Some(Direction::Downward)),
+                is(cross_language && r.direction == Some(Direction::Upward)),
+                r.base_accuracy * 100.0 - centre,
+            ]
+        })
+        .collect();
+    let used: Vec<usize> = (0..names.len())
+        .filter(|&j| j == 0 || full.iter().any(|row| row[j] != 0.0))
+        .collect();
+    let x: Vec<Vec<f64>> = full
+        .iter()
+        .map(|row| used.iter().map(|&j| row[j]).collect())
+        .collect();
+    let names: Vec<String> = used.iter().map(|&j| names[j].to_owned()).collect();
+    let y: Vec<f64> = keep.iter().map(|&i| grid.rows[i].gain).collect();
+    let first: Vec<usize> = keep.iter().map(|&i| model[i]).collect();
+    let second: Vec<usize> = keep.iter().map(|&i| test[i]).collect();
+    Ok(HeadroomRegression {
+        fit: TwoWayOls::fit(&x, &y, &names, &first, &second)?,
+        base_accuracy_centre: centre,
+        left_out,
+    })
+}
