@@ -1,10 +1,11 @@
-//! Benchmark of the data pipeline: load the full English test split and the Lite languages,
+//! Benchmark of the data pipeline: load the full English test split (if given) and the Lite
+//! languages,
 //! select, de-duplicate, align, split, render and write every file; prints the time of each
 //! phase and the peak memory.
 //!
 //! ```text
-//! cargo run --release --example bench_data -- \
-//!     --full ../shared/data/global-mmlu/full/en.test.csv --lite ../shared/data/global-mmlu/lite
+//! cargo run --release --example bench_data                  # the shipped fixtures
+//! cargo run --release --example bench_data -- --full data/en.test.csv --lite data/lite
 //! ```
 //! Lite files of a language the full file already covers are skipped (their ids would be
 //! duplicates). Target: under one second in release on two cores.
@@ -15,10 +16,12 @@ use std::time::Instant;
 use clap::Parser;
 use xlt::data::{self, PrepareConfig};
 
-/// Time the data pipeline.
+/// Time the data pipeline: load, select, de-duplicate, align, split, render and write.
+/// With no argument it runs on the shipped Lite files (nine languages).
 #[derive(Parser)]
 struct Args {
-    /// The full English test split (default: the shipped slice of it).
+    /// The full English test split, whose language then replaces Lite's (default: none, the
+    /// shipped Lite languages alone).
     #[arg(long)]
     full: Option<PathBuf>,
     /// A directory of Lite files (default: the shipped ones).
@@ -31,15 +34,19 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let fixtures = xlt::fixtures_dir().join("global-mmlu");
-    let full = args
-        .full
-        .unwrap_or_else(|| fixtures.join("full/en.test-slice.csv"));
-    let lite = args.lite.unwrap_or_else(|| fixtures.join("lite"));
-    let full_lang = data::language_from_path(&full)?;
-    let mut paths = vec![full.clone()];
+    let lite = args
+        .lite
+        .unwrap_or_else(|| xlt::fixtures_dir().join("global-mmlu/lite"));
+    // Without `--full`, the shipped Lite files alone (every language, English included): the
+    // shipped slice of the full English split shares no sample id with them, so alignment
+    // would leave nothing.
+    let mut paths: Vec<PathBuf> = args.full.iter().cloned().collect();
+    let full_lang = match &args.full {
+        Some(full) => Some(data::language_from_path(full)?),
+        None => None,
+    };
     for f in data::data_files(&lite)? {
-        if data::language_from_path(&f)? != full_lang {
+        if Some(data::language_from_path(&f)?) != full_lang {
             paths.push(f);
         }
     }
@@ -65,7 +72,9 @@ fn main() -> anyhow::Result<()> {
     println!(
         "inputs: {} files, {rows} rows (full: {})",
         paths.len(),
-        full.display()
+        args.full
+            .as_deref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string())
     );
     println!("load:    {:8.1} ms", best[0] * 1e3);
     println!(

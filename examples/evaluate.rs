@@ -18,6 +18,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     study: common::StudyArgs,
+    #[command(flatten)]
+    eval: common::EvalArgs,
 }
 
 #[tokio::main]
@@ -27,12 +29,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let args = args.study;
+    let (eval, args) = (args.eval, args.study);
     let exp = xlt::study::Experiment::open(&args.out)?;
     let backend = common::backend(args.provider, &args.out)?;
     let models = xlt::study::ModelsFile::read(&args.out)?;
     let bars = common::Bars::new();
-    common::evaluate(&args, &backend, &exp, &models, &bars).await?;
+    common::evaluate(&args, &eval, &backend, &exp, &models, &bars).await?;
     println!("outcomes in {}", args.out.join("outcomes").display());
     Ok(())
 }

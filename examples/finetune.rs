@@ -18,6 +18,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     study: common::StudyArgs,
+    #[command(flatten)]
+    tune: common::TuneArgs,
 }
 
 #[tokio::main]
@@ -27,12 +29,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let args = args.study;
+    let (tune, args) = (args.tune, args.study);
     let exp = xlt::study::Experiment::open(&args.out)?;
     let backend = common::backend(args.provider, &args.out)?;
-    let plan = common::plan(&args, &backend, &exp).await?;
+    let plan = common::plan(&args, &tune, None, &backend, &exp).await?;
     let bars = common::Bars::new();
-    let models = common::finetune(&args, &backend, &exp, &plan, &bars).await?;
+    let models = common::finetune(&args, &tune, &backend, &exp, &plan, &bars).await?;
     for (slice, m) in &models.fine_tuned {
         println!("{slice}\t{}", m.model);
     }

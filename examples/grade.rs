@@ -12,9 +12,20 @@
 use std::io::{BufRead, BufWriter, Write};
 use std::process::ExitCode;
 
+use clap::Parser;
 use xlt::grade::{GradeRequest, RuleExtractor};
 
+/// Grade responses: JSON Lines `{"id", "language", "response", "options"?}` on stdin, one
+/// `{"id", "letter", "method"}` line per input on stdout, in input order. An unparseable
+/// response is not an error (its letter is null); a malformed input line is.
+#[derive(Parser)]
+#[command(
+    after_help = "Example: echo '{\"id\":\"1\",\"language\":\"de\",\"response\":\"Antwort: C\"}' | cargo run --example grade"
+)]
+struct Args {}
+
 fn main() -> ExitCode {
+    let Args {} = Args::parse();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

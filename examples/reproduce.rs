@@ -23,6 +23,10 @@ struct Args {
     #[command(flatten)]
     study: common::StudyArgs,
     #[command(flatten)]
+    tune: common::TuneArgs,
+    #[command(flatten)]
+    eval: common::EvalArgs,
+    #[command(flatten)]
     data: common::DataArgs,
 }
 
@@ -41,11 +45,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let exp = xlt::study::Experiment::open(out)?;
     // 2. Plan, and confirm before any paid call.
     let backend = common::backend(study.provider, out)?;
-    let plan = common::plan(study, &backend, &exp).await?;
+    let plan = common::plan(study, &args.tune, Some(&args.eval), &backend, &exp).await?;
     // 3. Fine-tune, 4. evaluate and grade.
     let bars = common::Bars::new();
-    let models = common::finetune(study, &backend, &exp, &plan, &bars).await?;
-    common::evaluate(study, &backend, &exp, &models, &bars).await?;
+    let models = common::finetune(study, &args.tune, &backend, &exp, &plan, &bars).await?;
+    common::evaluate(study, &args.eval, &backend, &exp, &models, &bars).await?;
     // 5. Analyze.
     let analysis = xlt::study::analyze_outcomes(&out.join("outcomes"), &Default::default())?;
     let files = xlt::study::write_analysis(&analysis, out)?;
@@ -53,7 +57,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "provider": backend.name,
         "base_model": plan.base_model,
         "fine_tuned": models.fine_tuned.len(),
-        "grader": study.grader,
+        "grader": args.eval.grader,
         "departures_from_study": plan.departures,
     });
     xlt::data::write_atomic(

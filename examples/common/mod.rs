@@ -288,6 +288,14 @@ pub struct StudyArgs {
     /// The base model (default: the provider's; for OpenAI the study's gpt-4.1-nano-2025-04-14).
     #[arg(long)]
     pub base_model: Option<String>,
+    /// Seed of the split, the training runs and sampling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Fine-tuning settings: `finetune` and `reproduce`.
+#[derive(Debug, clap::Args)]
+pub struct TuneArgs {
     /// Comma-separated slices to fine-tune (`en-stem,ig-medical`); default: every slice.
     #[arg(long)]
     pub train_slices: Option<String>,
@@ -303,6 +311,18 @@ pub struct StudyArgs {
     /// Absolute learning rate, for providers that take one (Together; default 1e-5).
     #[arg(long)]
     pub learning_rate: Option<f64>,
+    /// A JSON price table (USD per million tokens: training, base_input, base_output,
+    /// tuned_input, tuned_output) overriding the built-in one.
+    #[arg(long)]
+    pub prices: Option<std::path::PathBuf>,
+    /// Proceed with paid work without asking.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Evaluation settings: `evaluate` and `reproduce`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
     /// How answers are graded: regex, llm (the study's protocol) or regex+llm.
     #[arg(long, default_value = "regex+llm")]
     pub grader: xlt::grade::Protocol,
@@ -318,19 +338,9 @@ pub struct StudyArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Seed of the split, the training runs and sampling.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// A JSON price table (USD per million tokens: training, base_input, base_output,
-    /// tuned_input, tuned_output) overriding the built-in one.
-    #[arg(long)]
-    pub prices: Option<std::path::PathBuf>,
-    /// Proceed with paid work without asking.
-    #[arg(long)]
-    pub yes: bool,
 }
 
-impl StudyArgs {
+impl TuneArgs {
     pub fn hyperparameters(&self, backend: &Backend) -> xlt::provider::Hyperparameters {
         use xlt::provider::{Hyperparameters, Param};
         let learning_rate = match (self.learning_rate, self.learning_rate_multiplier) {
@@ -355,7 +365,9 @@ impl StudyArgs {
             .map(str::to_owned)
             .collect()
     }
+}
 
+impl StudyArgs {
     pub fn base_model(&self, backend: &Backend) -> String {
         self.base_model
             .clone()
@@ -365,30 +377,33 @@ impl StudyArgs {
 
 /// Plans, prints and confirms; returns the plan (also written to `plan.json`). Where the
 /// provider prices jobs itself, the training files are uploaded (free) and its estimate
-/// replaces the token-based one.
+/// replaces the token-based one. Without `eval` (`finetune` alone), the evaluation part of
+/// the plan assumes the defaults.
 pub async fn plan(
     args: &StudyArgs,
+    tune: &TuneArgs,
+    eval: Option<&EvalArgs>,
     backend: &Backend,
     exp: &xlt::study::Experiment,
 ) -> anyhow::Result<xlt::study::Plan> {
     let base = args.base_model(backend);
-    let jobs = exp.training_slices(&args.slices())?;
+    let jobs = exp.training_slices(&tune.slices())?;
     let mut plan = xlt::study::Plan::new(
         exp,
         &xlt::study::PlanInput {
             provider: &backend.name,
             base_model: &base,
             jobs: &jobs,
-            hyperparameters: args.hyperparameters(backend),
+            hyperparameters: tune.hyperparameters(backend),
             max_tokens: xlt::study::EvalOptions::default().max_tokens,
-            judge_all: args.grader == xlt::grade::Protocol::Llm,
-            prices: prices(backend, &base, args.prices.as_deref())?,
+            judge_all: eval.is_some_and(|e| e.grader == xlt::grade::Protocol::Llm),
+            prices: prices(backend, &base, tune.prices.as_deref())?,
             // About ten minutes to start an endpoint, then the evaluation at the request rate.
             serving: backend.server.as_ref().map(|_| {
                 (
                     10.0,
                     f64::from(
-                        args.max_requests_per_minute
+                        eval.and_then(|e| e.max_requests_per_minute)
                             .or(backend.default_rpm)
                             .unwrap_or(600),
                     ),
@@ -403,7 +418,7 @@ pub async fn plan(
             &plan.jobs,
             backend.tuner.as_ref(),
             &ledger,
-            &finetune_options(args, backend, &plan),
+            &finetune_options(args, tune, backend, &plan),
         )
         .await?;
         if let Some(usd) = estimate {
@@ -415,7 +430,7 @@ pub async fn plan(
         &exp.dir.join("plan.json"),
         (serde_json::to_string_pretty(&plan)? + "\n").as_bytes(),
     )?;
-    confirm(args.yes, plan.is_paid())?;
+    confirm(tune.yes, plan.is_paid())?;
     Ok(plan)
 }
 
@@ -431,12 +446,13 @@ fn ledger(
 
 fn finetune_options(
     args: &StudyArgs,
+    tune: &TuneArgs,
     backend: &Backend,
     plan: &xlt::study::Plan,
 ) -> xlt::study::FinetuneOptions {
     xlt::study::FinetuneOptions {
         base_model: plan.base_model.clone(),
-        hyperparameters: args.hyperparameters(backend),
+        hyperparameters: tune.hyperparameters(backend),
         seed: Some(args.seed),
         wait: if backend.name == "embedded" {
             xlt::provider::WaitOptions {
@@ -454,6 +470,7 @@ fn finetune_options(
 /// Fine-tunes the plan's slices; writes `models.json`.
 pub async fn finetune(
     args: &StudyArgs,
+    tune: &TuneArgs,
     backend: &Backend,
     exp: &xlt::study::Experiment,
     plan: &xlt::study::Plan,
@@ -466,7 +483,7 @@ pub async fn finetune(
         &backend.name,
         backend.tuner.as_ref(),
         &ledger,
-        &finetune_options(args, backend, plan),
+        &finetune_options(args, tune, backend, plan),
         &|slice, job| bars.job(slice, job),
     )
     .await?)
@@ -475,6 +492,7 @@ pub async fn finetune(
 /// Evaluates every model in `models.json`; writes `outcomes/`.
 pub async fn evaluate(
     args: &StudyArgs,
+    eval: &EvalArgs,
     backend: &Backend,
     exp: &xlt::study::Experiment,
     models: &xlt::study::ModelsFile,
@@ -483,19 +501,19 @@ pub async fn evaluate(
     let (chat, retries) = chat_stack(
         backend,
         &exp.dir,
-        args.max_requests_per_minute,
-        args.max_tokens_per_minute,
+        eval.max_requests_per_minute,
+        eval.max_tokens_per_minute,
     );
-    let judge = (args.grader != xlt::grade::Protocol::Regex)
+    let judge = (eval.grader != xlt::grade::Protocol::Regex)
         .then(|| xlt::grade::LlmJudge::new(chat.clone(), models.base_model.clone()));
-    let grader = xlt::grade::Grader::new(args.grader, Arc::new(xlt::grade::RuleExtractor), judge)?;
+    let grader = xlt::grade::Grader::new(eval.grader, Arc::new(xlt::grade::RuleExtractor), judge)?;
     let opts = xlt::study::EvalOptions {
-        concurrency: args.concurrency,
+        concurrency: eval.concurrency,
         seed: Some(args.seed),
         retries: Some(retries),
         ..xlt::study::EvalOptions::default()
     };
-    if args.batch {
+    if eval.batch {
         let runner = backend.batch.as_ref().ok_or_else(|| {
             anyhow::anyhow!(
                 "the {} provider has no batch API; run without --batch",
