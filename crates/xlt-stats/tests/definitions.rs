@@ -234,3 +234,87 @@ fn published_table_report_snapshot() {
     let report = Analysis::new(matrix.grid(&config.resource_map), &config).report_markdown();
     insta::assert_snapshot!(report);
 }
+
+/// The text of every `<text>` element of an SVG, in document order, with whether it is a
+/// column label (rotated).
+fn svg_texts(svg: &str) -> Vec<(bool, String)> {
+    svg.split("<text")
+        .skip(1)
+        .map(|t| {
+            let (attrs, rest) = t.split_once('>').unwrap();
+            let body = rest.split("</text>").next().unwrap().trim().to_owned();
+            (attrs.contains("rotate(270"), body)
+        })
+        .collect()
+}
+
+/// Rows and columns of the gain heatmap are in one (language, domain) order, whatever the
+/// input's order: with a model for every test set, the diagonal is in-domain. Cells carry
+/// their question count with outcomes.
+#[test]
+fn heatmap_rows_and_columns_share_one_order() {
+    let square = "Model\tHum ig\tSTEM en\tHum en\n\
+Base\t0.50\t0.60\t0.40\n\
+STEM en\t0.40\t0.80\t0.45\n\
+Hum ig\t0.45\t0.60\t0.60\n\
+Hum en\t0.70\t0.55\t0.50\n";
+    let m = AccuracyMatrix::parse_tsv(square).unwrap();
+    let a = Analysis::new(m.grid(&ResourceMap::study()), &AnalysisConfig::default());
+    let gain = &a.heatmaps()[1].1;
+    let texts = svg_texts(gain);
+    let cols: Vec<&str> = texts.iter().filter(|t| t.0).map(|t| t.1.as_str()).collect();
+    let labels = ["Hum en", "STEM en", "Hum ig"];
+    let rows: Vec<&str> = texts
+        .iter()
+        .filter(|t| !t.0 && labels.contains(&t.1.as_str()))
+        .map(|t| t.1.as_str())
+        .collect();
+    assert_eq!(cols.len(), 3);
+    assert_eq!(rows, cols, "rows and columns in different orders");
+    // By language code, then domain in `Domain`'s order (STEM, Humanities, Medical).
+    assert_eq!(cols, ["STEM en", "Hum en", "Hum ig"]);
+    // The diagonal: in document order each row label is followed by its cells, left to
+    // right. STEM en on STEM en (top left): 0.80 - 0.60 = +20; Hum en on Hum en (second
+    // row, second cell): 0.50 - 0.40 = +10.
+    let cells_of = |row: &str| -> Vec<&str> {
+        texts
+            .iter()
+            .skip_while(|t| t.0 || t.1 != row)
+            .skip(1)
+            .take(3)
+            .map(|t| t.1.as_str())
+            .collect()
+    };
+    assert_eq!(cells_of("STEM en")[0], "+20");
+    assert_eq!(cells_of("Hum en")[1], "+10");
+    // A published table has no question counts; outcomes do.
+    assert!(!gain.contains("n="));
+    let outcomes = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/stats/outcomes/en-stem.jsonl"),
+    )
+    .unwrap();
+    let base = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/stats/outcomes/base.jsonl"),
+    )
+    .unwrap();
+    let grid = Grid::from_outcomes(
+        &[
+            ModelOutcomes {
+                label: "Base".into(),
+                source: None,
+                outcomes: xlt_grade::read_jsonl(base.as_bytes(), "base").unwrap(),
+            },
+            ModelOutcomes {
+                label: "STEM en".into(),
+                source: Some(Slice::parse("STEM en").unwrap()),
+                outcomes: xlt_grade::read_jsonl(outcomes.as_bytes(), "en-stem").unwrap(),
+            },
+        ],
+        &ResourceMap::study(),
+    )
+    .unwrap();
+    let gain = &Analysis::new(grid, &AnalysisConfig::default()).heatmaps()[1].1;
+    assert!(gain.contains("n=12") && gain.contains("n=10"));
+}
