@@ -401,7 +401,10 @@ impl Analysis {
             out,
             "Instances are not independent: those on one test set share its questions and the base model's answers, those of one fine-tuned model share that model, and test sets of one domain are translations of the same questions.\n"
         );
-        let _ = writeln!(out, "- **95% CI (cluster)** is {CLUSTER_METHOD}.");
+        let _ = writeln!(
+            out,
+            "- **95% CI (cluster)** is {CLUSTER_METHOD}; n/a with fewer than two models or two test sets, or when the two-way variance comes out negative."
+        );
         let _ = writeln!(
             out,
             "- **95% CI (bootstrap)** is {}.",
