@@ -124,7 +124,9 @@ impl HubStandIn {
                 .await;
             return;
         }
-        let cdn_path = format!("/repos/ab/cd/{sha256}");
+        // One CDN path per file: files with the same content share a blob on the real
+        // Hub, but each mock here keeps its own count.
+        let cdn_path = format!("/repos/{}/{sha256}", file.replace('/', "--"));
         Mock::given(method("GET"))
             .and(path(resolve))
             .respond_with(
