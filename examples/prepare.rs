@@ -3,7 +3,7 @@
 //! `eval/*.jsonl`.
 //!
 //! ```text
-//! cargo run --release --example prepare -- --out <DIR> [--data <PATH>...] \
+//! cargo run --release --example prepare -- --out <DIR> [--data <PATH|hf:Org/Name[@rev]>...] \
 //!     [--languages en,de,ar] [--domains stem,humanities,medical] \
 //!     [--train-fraction 0.7] [--seed 42]
 //! ```

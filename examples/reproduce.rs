@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example reproduce -- --out <DIR> [--provider embedded|openai]
-//!     [--base-model M] [--data PATH...] [--languages en,de] [--domains stem,medical]
+//!     [--base-model M] [--data PATH|hf:Org/Name[@rev]...] [--languages en,de] [--domains stem,medical]
 //!     [--train-slices en-stem,...] [--grader regex|llm|regex+llm] [--batch]
 //!     [--max-requests-per-minute N] [--concurrency N] [--seed 42] [--yes]
 //! ```

@@ -5,6 +5,8 @@
 //!
 //! - [`data`]: Global-MMLU loading, leak-free splits, fine-tuning and evaluation files
 //!   ([`xlt_data`]).
+//! - [`hub`]: datasets and models by name from the Hugging Face Hub, in the shared cache
+//!   ([`xlt_hub`]).
 //! - [`provider`]: provider-neutral fine-tuning and chat traits ([`xlt_provider`]).
 //! - [`grade`]: reading the chosen letter from a response, grader agreement ([`xlt_grade`]).
 //! - [`stats`]: transfer statistics, significance, reports and heatmaps ([`xlt_stats`]).
@@ -22,6 +24,7 @@
 
 pub use xlt_data as data;
 pub use xlt_grade as grade;
+pub use xlt_hub as hub;
 pub use xlt_openai as openai;
 pub use xlt_provider as provider;
 pub use xlt_stats as stats;

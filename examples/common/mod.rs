@@ -231,9 +231,11 @@ impl Bars {
 /// and `reproduce` share.
 #[derive(Debug, clap::Args)]
 pub struct DataArgs {
-    /// Data files or directories (CSV, parquet, JSON Lines); default: the shipped fixtures.
+    /// Data files or directories (CSV, parquet, JSON Lines), or Hub datasets
+    /// (`hf:CohereLabs/Global-MMLU[@revision]`, fetched into the Hugging Face cache);
+    /// default: the shipped fixtures.
     #[arg(long, num_args = 1..)]
-    pub data: Vec<std::path::PathBuf>,
+    pub data: Vec<xlt::data::DataSource>,
     /// Comma-separated language codes; default: every language found.
     #[arg(long)]
     pub languages: Option<String>,
@@ -255,11 +257,15 @@ impl DataArgs {
             None => Vec::new(),
         };
         let domains = Domain::parse_list(&self.domains)?;
-        let paths = if self.data.is_empty() {
-            vec![xlt::fixtures_dir().join("global-mmlu/lite")]
+        let sources = if self.data.is_empty() {
+            vec![xlt::data::DataSource::Path(
+                xlt::fixtures_dir().join("global-mmlu/lite"),
+            )]
         } else {
             self.data.clone()
         };
+        let options = xlt::data::LoadOptions::from_env(languages.clone());
+        let (dataset, sources) = xlt::data::load_sources(&sources, &options)?;
         let config = PrepareConfig {
             selection: Selection {
                 languages,
@@ -270,9 +276,10 @@ impl DataArgs {
                 train_fraction: self.train_fraction,
                 seed,
             },
+            sources,
             ..PrepareConfig::default()
         };
-        xlt::data::prepare(xlt::data::load_paths(&paths)?, &config)
+        xlt::data::prepare(dataset, &config)
     }
 }
 

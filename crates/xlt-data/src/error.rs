@@ -18,6 +18,10 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    /// A Hub dataset could not be fetched; the message says what to do (download with
+    /// network, set `HF_TOKEN`, pick a language the dataset has).
+    #[error(transparent)]
+    Hub(#[from] xlt_hub::HubError),
     /// The file is not valid CSV, parquet or JSON Lines.
     #[error("{path}: malformed {format} file: {message}")]
     Malformed {

@@ -36,6 +36,7 @@ mod language;
 mod load;
 mod prepare;
 mod question;
+mod source;
 mod split;
 
 pub use dataset::{AlignReport, Dataset, DedupReport, Item, Selection};
@@ -51,6 +52,7 @@ pub use prepare::{
     Manifest, ManifestSlice, PrepareConfig, Prepared, SliceStats, prepare, write_atomic,
 };
 pub use question::{AnswerLetter, CulturalLabel, Domain, Question, compare_sample_ids};
+pub use source::{DataSource, HUB_PREFIX, LoadOptions, SourceRecord, load_sources};
 pub use split::{
     LeakageReport, LeakedId, Split, SplitConfig, leakage_audit, shuffle_key, split_items,
 };

@@ -11,6 +11,7 @@ use crate::error::DataError;
 use crate::export::{PromptTemplate, estimate_chat_tokens};
 use crate::language::Language;
 use crate::question::{Domain, compare_sample_ids};
+use crate::source::SourceRecord;
 use crate::split::{Split, SplitConfig, leakage_audit, shuffle_key, split_items};
 
 /// What to prepare: which questions, how to split them, how to prompt.
@@ -23,6 +24,9 @@ pub struct PrepareConfig {
     pub split: SplitConfig,
     /// The prompt for training and evaluation.
     pub template: PromptTemplate,
+    /// The Hub sources the dataset came from (see [`crate::load_sources`]), copied into
+    /// the manifest.
+    pub sources: Vec<SourceRecord>,
 }
 
 /// One language-domain slice in the manifest.
@@ -51,6 +55,10 @@ pub struct Manifest {
     pub dropped_duplicates: usize,
     /// Sample ids dropped because some language lacks them.
     pub dropped_unaligned: usize,
+    /// The Hub datasets the rows came from, each with the commit it resolved to (absent
+    /// when every source was a local path).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceRecord>,
 }
 
 impl Manifest {
@@ -218,6 +226,7 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
         slices,
         dropped_duplicates: dedup.dropped_ids.len(),
         dropped_unaligned: align.dropped_ids,
+        sources: config.sources.clone(),
     };
     let leaks = manifest.leakage();
     assert!(
