@@ -88,6 +88,7 @@ fn rec(id: usize, lang: Language, correct: bool) -> OutcomeRecord {
             AnswerLetter::C
         },
         correct,
+        finish_reason: Some("stop".into()),
     }
 }
 
