@@ -251,3 +251,52 @@ async fn sigterm_stops_the_running_endpoint() {
     a_signal_stops_the_running_endpoint("-TERM", "terminated (SIGTERM); stopped 1 endpoint(s)")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_model_not_served_serverless_stops_before_anything_is_paid() {
+    let server = MockServer::start().await;
+    mount(&server, "models_list", 1).await;
+    // No upload, no estimate, no job.
+    let x = exchange("ft_create");
+    x.mock()
+        .respond_with(x.template())
+        .expect(0)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let base_url = format!("{}/v1", server.uri());
+    let o = tokio::task::spawn_blocking(move || {
+        spawn_example(
+            "reproduce",
+            &[
+                "--out",
+                out.to_str().unwrap(),
+                "--provider",
+                "together",
+                "--base-model",
+                "Qwen/Qwen3-0.6B-Base",
+                "--languages",
+                "en,yo",
+                "--domains",
+                "medical",
+                "--yes",
+            ],
+            &[
+                ("TOGETHER_API_KEY", TEST_KEY),
+                ("TOGETHER_BASE_URL", &base_url),
+            ],
+        )
+        .wait_with_output()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Qwen/Qwen3-0.6B-Base is not served serverless"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was spent"), "{err}");
+}
