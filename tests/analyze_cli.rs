@@ -97,6 +97,7 @@ fn rec(id: usize, lang: Language, correct: bool) -> OutcomeRecord {
             AnswerLetter::C
         },
         correct,
+        finish_reason: Some("stop".into()),
     }
 }
 

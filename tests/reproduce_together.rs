@@ -15,6 +15,8 @@ const TUNED: &str = "xlt-user/Qwen2.5-7B-Instruct-en-medical-789abcdef0-a1b2c3d4
 const ENDPOINT_NAME: &str = "xlt-user/Qwen2.5-7B-Instruct-en-medical-a1b2c3d4";
 
 async fn mount_training(server: &MockServer) {
+    // The plan checks that the base model is served serverless before anything is paid.
+    mount(server, "models_list", 1).await;
     mount(server, "files_upload", 1).await;
     // The plan asks Together to price the job before anything is paid for.
     mount(server, "estimate_price", 1).await;
@@ -32,6 +34,10 @@ async fn mount_training(server: &MockServer) {
         .expect(1..)
         .mount(server)
         .await;
+    // The account's own endpoints, which a run lists when it stops those it asked for: the
+    // other one listed is not this run's and must not be stopped (no mock answers for it).
+    let x = exchange("endpoints_list_mine");
+    x.mock().respond_with(x.template()).mount(server).await;
     // The one stop that must always happen.
     let x = exchange("endpoint_stop");
     x.mock()
@@ -175,8 +181,9 @@ async fn endpoint_is_stopped_after_a_failure_mid_evaluation() {
     // The `endpoint stopped` mock's expect(1) is checked when the server drops.
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ctrl_c_stops_the_running_endpoint() {
+/// Starts a run, sends `signal` once its endpoint is recorded as started, and checks that
+/// the endpoint is stopped and the run says so with `said`.
+async fn a_signal_stops_the_running_endpoint(signal: &'static str, said: &'static str) {
     let server = MockServer::start().await;
     mount_training(&server).await;
     let x = exchange("chat_base");
@@ -216,7 +223,7 @@ async fn ctrl_c_stops_the_running_endpoint() {
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
         let status = std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -226,9 +233,70 @@ async fn ctrl_c_stops_the_running_endpoint() {
     .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("interrupted; stopped 1 endpoint(s)"), "{err}");
+    assert!(err.contains(said), "{err}");
     let registry: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("endpoints.json")).unwrap()).unwrap();
     assert!(registry["started"].as_array().unwrap().is_empty());
     // The `endpoint stopped` mock's expect(1) is checked when the server drops.
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_the_running_endpoint() {
+    a_signal_stops_the_running_endpoint("-INT", "interrupted (Ctrl-C); stopped 1 endpoint(s)")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_running_endpoint() {
+    a_signal_stops_the_running_endpoint("-TERM", "terminated (SIGTERM); stopped 1 endpoint(s)")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_model_not_served_serverless_stops_before_anything_is_paid() {
+    let server = MockServer::start().await;
+    mount(&server, "models_list", 1).await;
+    // No upload, no estimate, no job.
+    let x = exchange("ft_create");
+    x.mock()
+        .respond_with(x.template())
+        .expect(0)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let base_url = format!("{}/v1", server.uri());
+    let o = tokio::task::spawn_blocking(move || {
+        spawn_example(
+            "reproduce",
+            &[
+                "--out",
+                out.to_str().unwrap(),
+                "--provider",
+                "together",
+                "--base-model",
+                "Qwen/Qwen3-0.6B-Base",
+                "--languages",
+                "en,yo",
+                "--domains",
+                "medical",
+                "--yes",
+            ],
+            &[
+                ("TOGETHER_API_KEY", TEST_KEY),
+                ("TOGETHER_BASE_URL", &base_url),
+            ],
+        )
+        .wait_with_output()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Qwen/Qwen3-0.6B-Base is not served serverless"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was spent"), "{err}");
 }

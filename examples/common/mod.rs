@@ -108,6 +108,11 @@ pub fn prices(
     Ok(PriceTable::known(model))
 }
 
+/// The response cache of a provider, `out/cache/<provider>`: chat and batch modes share it.
+pub fn cache_dir(backend: &Backend, out: &Path) -> std::path::PathBuf {
+    out.join("cache").join(&backend.name)
+}
+
 /// The chat stack, outermost first: cache (under `out/cache/<provider>`), retry, limiter.
 pub fn chat_stack(
     backend: &Backend,
@@ -124,7 +129,7 @@ pub fn chat_stack(
     );
     let retry = Retry::new(limited, RetryPolicy::default());
     let retries = retry.retries();
-    let cached = Cached::new(retry, out.join("cache").join(&backend.name));
+    let cached = Cached::new(retry, cache_dir(backend, out));
     (Arc::new(cached), retries)
 }
 
@@ -136,6 +141,30 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (`timeout`, `docker stop`, a cancelled
+/// CI job); says which.
+pub async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
+                _ = term.recv() => "terminated (SIGTERM)",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "interrupted (Ctrl-C)"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupted (Ctrl-C)"
     }
 }
 
@@ -325,6 +354,9 @@ pub struct TuneArgs {
     /// Proceed with paid work without asking.
     #[arg(long)]
     pub yes: bool,
+    /// Submit (and pay for) again a fine-tuning job that was cancelled outside the run.
+    #[arg(long)]
+    pub resubmit_cancelled: bool,
 }
 
 /// Evaluation settings: `evaluate` and `reproduce`.
@@ -336,6 +368,10 @@ pub struct EvalArgs {
     /// Evaluate through the provider's batch API.
     #[arg(long)]
     pub batch: bool,
+    /// Output tokens per answer (and per judge reply); a reasoning model needs hundreds.
+    /// Answers cut off by it are counted in the report.
+    #[arg(long, default_value_t = xlt::study::DEFAULT_MAX_TOKENS)]
+    pub max_tokens: u32,
     /// Client-side requests-per-minute limit (default: 500 for OpenAI, none offline).
     #[arg(long)]
     pub max_requests_per_minute: Option<u32>,
@@ -402,8 +438,8 @@ pub async fn plan(
             base_model: &base,
             jobs: &jobs,
             hyperparameters: tune.hyperparameters(backend),
-            max_tokens: xlt::study::EvalOptions::default().max_tokens,
-            judge_all: eval.is_some_and(|e| e.grader == xlt::grade::Protocol::Llm),
+            max_tokens: eval.map_or(xlt::study::DEFAULT_MAX_TOKENS, |e| e.max_tokens),
+            grader: eval.map_or(xlt::grade::Protocol::RegexThenLlm, |e| e.grader),
             prices: prices(backend, &base, tune.prices.as_deref())?,
             // About ten minutes to start an endpoint, then the evaluation at the request rate.
             serving: backend.server.as_ref().map(|_| {
@@ -418,8 +454,17 @@ pub async fn plan(
             }),
         },
     )?;
+    // Before anything is paid: the base model must be answerable as the study asks it.
+    if let Some(server) = &backend.server
+        && server.serves_serverless(&base).await? == Some(false)
+    {
+        bail!(
+            "the base model {base} is not served serverless by {}: evaluating it would need a dedicated endpoint, which this run neither starts nor prices; choose a serverless base model (nothing was spent)",
+            backend.name
+        );
+    }
     if backend.tuner.offers_price_estimate() {
-        let ledger = ledger(backend, exp)?;
+        let ledger = ledger(tune, backend, exp)?;
         let estimate = xlt::study::provider_training_estimate(
             exp,
             &plan.jobs,
@@ -442,13 +487,14 @@ pub async fn plan(
 }
 
 fn ledger(
+    tune: &TuneArgs,
     backend: &Backend,
     exp: &xlt::study::Experiment,
 ) -> anyhow::Result<xlt::provider::JobLedger> {
-    Ok(xlt::provider::JobLedger::open(
-        exp.dir.join("ledger.json"),
-        &backend.name,
-    )?)
+    Ok(
+        xlt::provider::JobLedger::open(exp.dir.join("ledger.json"), &backend.name)?
+            .resubmit_cancelled(tune.resubmit_cancelled),
+    )
 }
 
 fn finetune_options(
@@ -483,7 +529,7 @@ pub async fn finetune(
     plan: &xlt::study::Plan,
     bars: &Bars,
 ) -> anyhow::Result<xlt::study::ModelsFile> {
-    let ledger = ledger(backend, exp)?;
+    let ledger = ledger(tune, backend, exp)?;
     Ok(xlt::study::finetune(
         exp,
         &plan.jobs,
@@ -511,13 +557,16 @@ pub async fn evaluate(
         eval.max_requests_per_minute,
         eval.max_tokens_per_minute,
     );
-    let judge = (eval.grader != xlt::grade::Protocol::Regex)
-        .then(|| xlt::grade::LlmJudge::new(chat.clone(), models.base_model.clone()));
+    let judge = (eval.grader != xlt::grade::Protocol::Regex).then(|| {
+        xlt::grade::LlmJudge::new(chat.clone(), models.base_model.clone())
+            .with_max_tokens(eval.max_tokens)
+    });
     let grader = xlt::grade::Grader::new(eval.grader, Arc::new(xlt::grade::RuleExtractor), judge)?;
     let opts = xlt::study::EvalOptions {
         concurrency: eval.concurrency,
         seed: Some(args.seed),
         retries: Some(retries),
+        max_tokens: eval.max_tokens,
         ..xlt::study::EvalOptions::default()
     };
     if eval.batch {
@@ -527,18 +576,15 @@ pub async fn evaluate(
                 backend.name
             )
         })?;
+        let cache = xlt::provider::ResponseCache::new(cache_dir(backend, &exp.dir));
         xlt::study::evaluate_batch(
             exp,
             models,
             runner.as_ref(),
+            &cache,
             &grader,
             &opts,
-            xlt::provider::WaitOptions {
-                initial: Duration::from_secs(30),
-                max: Duration::from_secs(300),
-                factor: 1.5,
-                timeout: Duration::from_secs(26 * 3600),
-            },
+            &xlt::study::BatchOptions::default(),
             &|label, p| bars.eval(label, p),
         )
         .await?;
@@ -564,13 +610,14 @@ pub async fn evaluate(
         );
         tokio::select! {
             r = run => r?,
-            _ = tokio::signal::ctrl_c() => {
-                // The evaluation was dropped mid-way: stop every endpoint it started.
+            signal = interrupted() => {
+                // The evaluation was dropped mid-way, perhaps inside the request creating an
+                // endpoint: stop every endpoint it asked for.
                 if let Some(s) = &backend.server {
                     let n = xlt::study::stop_started_endpoints(exp, s.as_ref()).await?;
-                    eprintln!("interrupted; stopped {n} endpoint(s)");
+                    eprintln!("{signal}; stopped {n} endpoint(s)");
                 }
-                bail!("interrupted");
+                bail!("{signal}");
             }
         }
     }

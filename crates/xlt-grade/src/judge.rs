@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use xlt_data::AnswerLetter;
 use xlt_provider::{ChatMessage, ChatModel, ChatRequest, ProviderError, Role, TokenLogprob};
 
-use crate::extract::{Extractor, Rule, RuleExtractor};
+use crate::extract::{Extractor, RuleExtractor};
 
 /// Which graders read a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -58,7 +58,13 @@ or N if it chose none, several, or refused.";
 pub struct LlmJudge {
     model: Arc<dyn ChatModel>,
     model_id: String,
+    max_tokens: u32,
 }
+
+/// The judge's default output-token limit: room for `Answer: C` or a short sentence from a
+/// chatty model. A reasoning model needs hundreds more; set it with
+/// [`LlmJudge::with_max_tokens`].
+pub const JUDGE_MAX_TOKENS: u32 = 64;
 
 impl LlmJudge {
     /// A judge that asks `model_id` through `model`, at temperature 0.
@@ -66,7 +72,15 @@ impl LlmJudge {
         LlmJudge {
             model,
             model_id: model_id.into(),
+            max_tokens: JUDGE_MAX_TOKENS,
         }
+    }
+
+    /// The same judge with an output-token limit of `max_tokens` (at least 1).
+    #[must_use]
+    pub fn with_max_tokens(mut self, max_tokens: u32) -> LlmJudge {
+        self.max_tokens = max_tokens.max(1);
+        self
     }
 
     /// The request sent for `response`.
@@ -87,12 +101,12 @@ impl LlmJudge {
             vec![ChatMessage::new(Role::User, prompt)],
         );
         req.temperature = Some(0.0);
-        req.max_tokens = Some(2);
+        req.max_tokens = Some(self.max_tokens);
         req
     }
 
-    /// Asks the judge. Its reply is read with the bare-letter rule; `N` or anything else is
-    /// no letter.
+    /// Asks the judge. Its reply is read with the full extractor (a bare letter, `Answer: C`,
+    /// a reasoning block before the answer); `N`, or a reply with no letter, is no letter.
     ///
     /// # Errors
     /// The provider's error.
@@ -102,8 +116,7 @@ impl LlmJudge {
         options: Option<&[String; 4]>,
     ) -> Result<Verdict, ProviderError> {
         let reply = self.model.chat(&self.request(response, options)).await?;
-        let e = RuleExtractor.extract(&reply.text, None);
-        let letter = if e.rule == Rule::Bare { e.letter } else { None };
+        let letter = RuleExtractor.extract(&reply.text, None).letter;
         Ok(Verdict {
             letter,
             method: "llm".to_owned(),
@@ -280,6 +293,24 @@ mod tests {
             Protocol::RegexThenLlm
         );
         assert!("judge".parse::<Protocol>().is_err());
+    }
+
+    #[tokio::test]
+    async fn judge_replies_are_read_with_the_full_extractor() {
+        for (reply, want) in [
+            ("B", Some(AnswerLetter::B)),
+            ("Answer: C", Some(AnswerLetter::C)),
+            ("The model chose D.", Some(AnswerLetter::D)),
+            ("N", None),
+        ] {
+            let (_, j) = judge(reply);
+            let v = j.judge("whatever", None).await.unwrap();
+            assert_eq!(v.letter, want, "{reply}");
+        }
+        let (_, j) = judge("B");
+        assert_eq!(j.request("r", None).max_tokens, Some(JUDGE_MAX_TOKENS));
+        let j = j.with_max_tokens(512);
+        assert_eq!(j.request("r", None).max_tokens, Some(512));
     }
 
     #[test]

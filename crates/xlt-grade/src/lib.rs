@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 
 pub use agreement::{AgreementReport, Disagreement, agreement};
 pub use extract::{Extraction, Extractor, Rule, RuleExtractor, extract};
-pub use judge::{Grader, JUDGE_PROMPT, LlmJudge, Protocol, Verdict, grade_logprobs};
+pub use judge::{
+    Grader, JUDGE_MAX_TOKENS, JUDGE_PROMPT, LlmJudge, Protocol, Verdict, grade_logprobs,
+};
 pub use outcome::{OutcomeRecord, read_jsonl, to_jsonl};
 
 /// Errors of this crate.

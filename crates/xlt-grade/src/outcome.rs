@@ -30,6 +30,10 @@ pub struct OutcomeRecord {
     pub answer: AnswerLetter,
     /// Whether `letter` equals `answer`; an unparseable response is incorrect.
     pub correct: bool,
+    /// Why generation stopped, as the provider said (`stop`; `length` when the answer was
+    /// cut off by the output-token limit); `null` when it did not say.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
 }
 
 /// Writes records as JSON Lines.

@@ -306,20 +306,17 @@ pub fn parse_rate_limit(headers: &HeaderMap) -> Option<RateLimitInfo> {
     (info != RateLimitInfo::default()).then_some(info)
 }
 
-/// How long a 429 asks us to wait: `retry-after-ms`, `Retry-After` (seconds), else the later
-/// of the two reset durations.
+/// How long a 429 asks us to wait: `retry-after-ms`, else `Retry-After` (seconds); `None`
+/// when it says neither. The `x-ratelimit-reset-*` durations are not a wait: they say when
+/// a whole window refills (`6m0s` for tokens), while a retry a second later often passes,
+/// so a 429 without Retry-After backs off from about a second, as the official SDKs do.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
     }
-    if let Some(s) = header(headers, "retry-after").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64(s.max(0.0)));
-    }
-    let info = parse_rate_limit(headers)?;
-    match (info.reset_requests, info.reset_tokens) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
+    header(headers, "retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|s| Duration::from_secs_f64(s.max(0.0)))
 }
 
 fn status_error(
@@ -352,6 +349,21 @@ fn status_error(
             retry_after: retry_after(headers),
             message: detail.message,
         },
+        // A 404 to a completion is about its model (OpenAI: `model_not_found`; Together:
+        // `model_not_available`).
+        404 if is("model_not_found") || request.ends_with("/chat/completions") => {
+            ProviderError::ModelNotFound {
+                request: request.to_owned(),
+                message: format!(
+                    "{}{}",
+                    detail.message,
+                    request_id
+                        .as_ref()
+                        .map(|r| format!(" [request id {r}]"))
+                        .unwrap_or_default()
+                ),
+            }
+        }
         404 => ProviderError::NotFound {
             what: format!(
                 "{}{} ({request}{})",
@@ -401,9 +413,12 @@ fn to_job(j: wire::Job) -> FineTuneJob {
         provider_status: j.status,
         base_model: j.model,
         fine_tuned_model: j.fine_tuned_model,
-        error: j.error.and_then(|e| match (e.message, e.code) {
-            (Some(m), Some(c)) => Some(format!("{m} ({c})")),
-            (m, c) => m.or(c),
+        error_code: j.error.as_ref().and_then(|e| e.code.clone()),
+        error_param: j.error.as_ref().and_then(|e| e.param.clone()),
+        error: j.error.and_then(|e| match (e.message, e.code, e.param) {
+            (Some(m), Some(c), Some(p)) => Some(format!("{m} ({c}, param {p})")),
+            (Some(m), Some(c), None) => Some(format!("{m} ({c})")),
+            (m, c, _) => m.or(c),
         }),
         trained_tokens: j.trained_tokens,
         id: j.id,
@@ -494,6 +509,7 @@ fn to_chat_response(
     request: &str,
     c: wire::ChatCompletion,
     rate_limit: Option<RateLimitInfo>,
+    raw_body: &str,
 ) -> Result<ChatResponse, ProviderError> {
     let choice = c
         .choices
@@ -502,7 +518,7 @@ fn to_chat_response(
         .ok_or_else(|| ProviderError::Decode {
             request: request.to_owned(),
             message: "the completion has no choice".to_owned(),
-            raw_body: String::new(),
+            raw_body: truncate(raw_body),
         })?;
     let message = choice.message.unwrap_or_default();
     let text = message.content.or(message.refusal).unwrap_or_default();
@@ -540,10 +556,11 @@ impl ChatModel for OpenAiClient {
         let desc = self.describe(&Method::POST, "/chat/completions");
         let body = serde_json::to_value(chat_body(request, self.config.logprobs))
             .expect("chat body serializes");
-        let (headers, completion): (_, wire::ChatCompletion) = self
-            .call(Method::POST, "/chat/completions", Body::Json(body))
+        let (headers, text) = self
+            .send(Method::POST, "/chat/completions", Body::Json(body))
             .await?;
-        to_chat_response(&desc, completion, parse_rate_limit(&headers))
+        let completion: wire::ChatCompletion = decode(&desc, &text)?;
+        to_chat_response(&desc, completion, parse_rate_limit(&headers), &text)
     }
 }
 
@@ -630,23 +647,29 @@ impl FineTuner for OpenAiClient {
     }
 
     async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {
-        let (_, list): (_, wire::EventList) = self
-            .call(
-                Method::GET,
-                &format!("/fine_tuning/jobs/{id}/events?limit=100"),
-                Body::Empty,
-            )
-            .await?;
-        // OpenAI lists newest first.
-        let mut events: Vec<JobEvent> = list
-            .data
-            .into_iter()
-            .map(|e| JobEvent {
+        // OpenAI lists newest first, a page at a time: follow `has_more` with `after`.
+        let mut events = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                None => format!("/fine_tuning/jobs/{id}/events?limit=100"),
+                Some(a) => format!("/fine_tuning/jobs/{id}/events?limit=100&after={a}"),
+            };
+            let (_, list): (_, wire::EventList) =
+                self.call(Method::GET, &path, Body::Empty).await?;
+            let last = list.data.last().map(|e| e.id.clone());
+            events.extend(list.data.into_iter().map(|e| JobEvent {
                 created_at: e.created_at,
                 level: e.level,
                 message: e.message,
-            })
-            .collect();
+            }));
+            match last {
+                Some(l) if list.has_more && !l.is_empty() && after.as_ref() != Some(&l) => {
+                    after = Some(l);
+                }
+                _ => break,
+            }
+        }
         events.reverse();
         Ok(events)
     }
@@ -675,14 +698,39 @@ fn batch_status(s: &str) -> BatchStatus {
 
 fn to_batch(b: wire::BatchObject) -> Batch {
     let counts = b.request_counts.unwrap_or_default();
+    let errors = b
+        .errors
+        .map(|e| e.data)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            let mut s = e.message.unwrap_or_else(|| "no message".to_owned());
+            let detail: Vec<String> = e
+                .code
+                .into_iter()
+                .chain(e.line.map(|l| format!("line {l}")))
+                .collect();
+            if !detail.is_empty() {
+                s.push_str(&format!(" ({})", detail.join(", ")));
+            }
+            s
+        })
+        .collect();
     Batch {
         status: batch_status(&b.status),
         provider_status: b.status,
         completed: counts.completed,
         failed: counts.failed,
         total: counts.total,
+        errors,
         id: b.id,
     }
+}
+
+/// A file id the API gave, if it names a file: `null`, absent and `""` (seen from the live
+/// API) all mean none.
+fn file_id(id: &Option<String>) -> Option<&str> {
+    id.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
 #[async_trait]
@@ -728,22 +776,26 @@ impl BatchRunner for OpenAiClient {
         let (_, b): (_, wire::BatchObject) = self
             .call(Method::GET, &format!("/batches/{id}"), Body::Empty)
             .await?;
-        if batch_status(&b.status) != BatchStatus::Completed {
+        if batch_status(&b.status) == BatchStatus::InProgress {
             return Err(ProviderError::InvalidRequest(format!(
-                "batch {id} is `{}`, not completed",
+                "batch {id} is `{}`, not finished",
                 b.status
             )));
         }
         let mut results = Vec::new();
-        for file in [&b.output_file_id, &b.error_file_id].into_iter().flatten() {
+        for file in [file_id(&b.output_file_id), file_id(&b.error_file_id)]
+            .into_iter()
+            .flatten()
+        {
             let desc = self.describe(&Method::GET, &format!("/files/{file}/content"));
             let text = self.file_content(file).await?;
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 let out: wire::BatchOutputLine = decode(&desc, line)?;
                 let result = match (out.response, out.error) {
                     (Some(r), _) if (200..300).contains(&r.status_code) => {
-                        let c: wire::ChatCompletion = decode(&desc, &r.body.to_string())?;
-                        to_chat_response(&desc, c, None)
+                        let body = r.body.to_string();
+                        let c: wire::ChatCompletion = decode(&desc, &body)?;
+                        to_chat_response(&desc, c, None, &body)
                     }
                     (Some(r), _) => {
                         let mut e = status_error(

@@ -78,16 +78,21 @@ pub struct Job {
 pub struct JobError {
     pub message: Option<String>,
     pub code: Option<String>,
+    pub param: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct EventList {
     #[serde(default)]
     pub data: Vec<Event>,
+    #[serde(default)]
+    pub has_more: bool,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Event {
+    #[serde(default)]
+    pub id: String,
     #[serde(default)]
     pub created_at: i64,
     #[serde(default)]
@@ -180,6 +185,22 @@ pub struct BatchObject {
     pub error_file_id: Option<String>,
     #[serde(default)]
     pub request_counts: Option<RequestCounts>,
+    #[serde(default)]
+    pub errors: Option<BatchErrors>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct BatchErrors {
+    pub data: Vec<BatchError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct BatchError {
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub line: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

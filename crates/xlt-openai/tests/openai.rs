@@ -268,8 +268,9 @@ async fn every_error_class_maps_to_its_variant() {
     assert!(!e.is_retryable());
 
     let e = error_for("error_404_model_not_found").await;
-    assert!(matches!(e, ProviderError::NotFound { .. }), "{e:?}");
-    assert!(e.to_string().contains("does not exist") && e.to_string().contains("model_not_found"));
+    assert!(matches!(e, ProviderError::ModelNotFound { .. }), "{e:?}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    assert!(!e.is_retryable());
 
     let e = error_for("error_429_rate_limit").await;
     assert!(matches!(e, ProviderError::RateLimited { .. }), "{e:?}");
@@ -600,4 +601,256 @@ async fn jobs_carry_a_reference_and_can_be_found_by_it() {
         ("ftjob-abc123", JobStatus::Running)
     );
     assert!(client.find_job("xlt-other-0").await.unwrap().is_none());
+}
+
+/// Mounts `name` answering every request (at least one expected).
+async fn mount_any(server: &MockServer, name: &str) {
+    let x = exchange(name);
+    x.mock()
+        .respond_with(x.template())
+        .expect(1..)
+        .named(name)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn an_expired_batch_gives_the_lines_it_finished_and_an_empty_error_file_is_no_file() {
+    let server = MockServer::start().await;
+    mount_any(&server, "batch_get_expired").await;
+    mount(&server, "batch_expired_output_content", 1).await;
+    // `error_file_id: ""` must not become `GET /v1/files//content`.
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex("^/v1/files//"))
+        .respond_with(wiremock::ResponseTemplate::new(404))
+        .expect(0)
+        .named("empty file id")
+        .mount(&server)
+        .await;
+    let client = client_for(&server);
+    let b = client.get_batch("batch_abc123").await.unwrap();
+    assert_eq!(
+        (b.status, b.provider_status.as_str(), b.completed, b.total),
+        (BatchStatus::Cancelled, "expired", 1, 3)
+    );
+    let results = client.batch_results("batch_abc123").await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].custom_id, "en-stem/anatomy/test/1");
+    assert_eq!(results[0].result.as_ref().unwrap().text, "C");
+}
+
+#[tokio::test]
+async fn a_failed_batch_says_why() {
+    let server = MockServer::start().await;
+    mount_any(&server, "batch_get_failed").await;
+    let client = client_for(&server);
+    let b = client.get_batch("batch_abc123").await.unwrap();
+    assert_eq!(b.status, BatchStatus::Failed);
+    assert_eq!(
+        b.errors,
+        ["This line is not parseable as valid JSON. (invalid_json_line, line 2)"]
+    );
+    // No output or error file: no result, and no request for one.
+    assert!(
+        client
+            .batch_results("batch_abc123")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn job_failures_keep_code_and_param() {
+    let check = |name: &'static str| async move {
+        let server = MockServer::start().await;
+        mount(&server, name, 1).await;
+        client_for(&server).get_job("ftjob-abc123").await.unwrap()
+    };
+    let data = check("ft_get_failed").await;
+    assert_eq!(data.error_code.as_deref(), Some("invalid_training_file"));
+    assert_eq!(data.error_param.as_deref(), Some("training_file"));
+    assert!(data.failed_on_training_data());
+    let server_side = check("ft_get_failed_server").await;
+    assert_eq!(server_side.error_code.as_deref(), Some("server_error"));
+    assert!(!server_side.failed_on_training_data());
+    assert!(
+        server_side
+            .error
+            .unwrap()
+            .contains("failed due to an internal error")
+    );
+}
+
+#[tokio::test]
+async fn events_follow_has_more_to_the_end() {
+    let server = MockServer::start().await;
+    let first = exchange("ft_events_page1");
+    Mock::given(method("GET"))
+        .and(path("/v1/fine_tuning/jobs/ftjob-abc123/events"))
+        .and(wiremock::matchers::query_param("after", "ft-event-1"))
+        .respond_with(exchange("ft_events_page2").template())
+        .expect(1)
+        .named("page 2")
+        .mount(&server)
+        .await;
+    first
+        .mock()
+        .respond_with(first.template())
+        .up_to_n_times(1)
+        .expect(1)
+        .named("page 1")
+        .mount(&server)
+        .await;
+    let events = client_for(&server)
+        .list_events("ftjob-abc123")
+        .await
+        .unwrap();
+    // Three events over two pages, oldest first.
+    let steps: Vec<&str> = events.iter().map(|e| &e.message[..12]).collect();
+    assert_eq!(steps, ["Step 98/100:", "Step 99/100:", "Step 100/100"]);
+}
+
+#[tokio::test]
+async fn a_truncated_answer_keeps_its_finish_reason_and_is_not_served_to_a_larger_limit() {
+    let server = MockServer::start().await;
+    let cut = exchange("chat_completion_length");
+    cut.mock()
+        .and(body_partial_json(serde_json::json!({"max_tokens": 16})))
+        .respond_with(cut.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let full = exchange("chat_completion");
+    full.mock()
+        .and(body_partial_json(serde_json::json!({"max_tokens": 512})))
+        .respond_with(full.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let model = Cached::new(client_for(&server), dir.path());
+    let mut r = chat("m");
+    r.max_tokens = Some(16);
+    let first = model.chat(&r).await.unwrap();
+    assert_eq!(
+        (first.text.as_str(), first.finish_reason.as_deref()),
+        ("", Some("length"))
+    );
+    // The same request again comes from the cache (rate-limit state is not cached) ...
+    let again = model.chat(&r).await.unwrap();
+    assert_eq!(
+        (again.text, again.finish_reason),
+        (first.text, first.finish_reason)
+    );
+    // ... but a rerun with room to answer asks the provider.
+    r.max_tokens = Some(512);
+    let second = model.chat(&r).await.unwrap();
+    assert_eq!(
+        (second.text.as_str(), second.finish_reason.as_deref()),
+        ("C", Some("stop"))
+    );
+    assert_eq!((model.hits(), model.misses()), (1, 2));
+}
+
+#[tokio::test]
+async fn no_choice_is_a_decode_error_with_the_body() {
+    let server = MockServer::start().await;
+    mount(&server, "chat_completion_no_choices", 1).await;
+    let e = client_for(&server).chat(&chat("m")).await.unwrap_err();
+    match &e {
+        ProviderError::Decode { raw_body, .. } => {
+            assert!(raw_body.contains("\"choices\":[]"), "{raw_body}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_quoting_minutes_ask_for_no_minutes_long_wait() {
+    // A 429 without Retry-After asks for no particular wait: the reset of a whole token
+    // window (6m0s) is not one, so the limiter backs off from a second (see
+    // xlt-provider's limit tests for the pauses themselves).
+    let server = MockServer::start().await;
+    mount(&server, "error_429_no_retry_after", 1).await;
+    let e = client_for(&server).chat(&chat("m")).await.unwrap_err();
+    assert!(matches!(e, ProviderError::RateLimited { .. }), "{e:?}");
+    assert_eq!(e.retry_after(), None);
+
+    // A 200 reporting no tokens left until 6m0s: the limiter is told, and caps the pause.
+    let server = MockServer::start().await;
+    mount(&server, "chat_completion_tokens_exhausted", 1).await;
+    let r = client_for(&server).chat(&chat("m")).await.unwrap();
+    let info = r.rate_limit.unwrap();
+    assert_eq!(
+        (info.remaining_tokens, info.reset_tokens),
+        (Some(0), Some(Duration::from_secs(360)))
+    );
+    assert!(MAX_PROVIDER_PAUSE < Duration::from_secs(60));
+}
+
+/// A ledger over a fresh server on which `ft_create` answers `creates` times and the job
+/// then reads as `state` (once per ledger call that looks at it).
+async fn ledger_case(
+    state: &str,
+    creates: u64,
+    gets: u64,
+) -> (MockServer, tempfile::TempDir, OpenAiClient) {
+    let server = MockServer::start().await;
+    mount(&server, "ft_create", creates).await;
+    mount(&server, state, gets).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = client_for(&server);
+    (server, dir, client)
+}
+
+#[tokio::test]
+async fn a_job_that_failed_on_its_data_is_not_paid_for_again() {
+    let (_server, dir, client) = ledger_case("ft_get_failed", 1, 1).await;
+    let ledger = JobLedger::open(dir.path().join("ledger.json"), "openai").unwrap();
+    ledger.submit_or_resume(&client, &spec()).await.unwrap();
+    let e = ledger.submit_or_resume(&client, &spec()).await.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("invalid training file"), "{text}");
+    assert!(text.contains("training data is at fault"), "{text}");
+    // The ledger keeps the terminal state and its reason.
+    let jobs = ledger.jobs().await;
+    assert_eq!(jobs[0].status, JobStatus::Failed);
+    assert!(
+        jobs[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("invalid_training_file")
+    );
+}
+
+#[tokio::test]
+async fn a_server_side_failure_is_resubmitted_once() {
+    let (_server, dir, client) = ledger_case("ft_get_failed_server", 2, 2).await;
+    let ledger = JobLedger::open(dir.path().join("ledger.json"), "openai").unwrap();
+    ledger.submit_or_resume(&client, &spec()).await.unwrap();
+    // Failed on the provider's side: submitted again, once.
+    ledger.submit_or_resume(&client, &spec()).await.unwrap();
+    assert_eq!(ledger.jobs().await[0].attempt, 1);
+    let e = ledger.submit_or_resume(&client, &spec()).await.unwrap_err();
+    assert!(e.to_string().contains("not submitted again"), "{e}");
+}
+
+#[tokio::test]
+async fn a_job_cancelled_outside_the_run_needs_resubmit_cancelled() {
+    let (_server, dir, client) = ledger_case("ft_get_cancelled", 2, 2).await;
+    let path = dir.path().join("ledger.json");
+    let ledger = JobLedger::open(&path, "openai").unwrap();
+    ledger.submit_or_resume(&client, &spec()).await.unwrap();
+    let e = ledger.submit_or_resume(&client, &spec()).await.unwrap_err();
+    assert!(e.to_string().contains("--resubmit-cancelled"), "{e}");
+    assert!(e.to_string().contains("pays again"), "{e}");
+    drop(ledger);
+    let ledger = JobLedger::open(&path, "openai")
+        .unwrap()
+        .resubmit_cancelled(true);
+    let job = ledger.submit_or_resume(&client, &spec()).await.unwrap();
+    assert_eq!(job.id, "ftjob-abc123");
+    assert_eq!(ledger.jobs().await[0].attempt, 1);
 }

@@ -440,6 +440,8 @@ impl FineTuner for EmbeddedProvider {
             base_model: spec.base_model.clone(),
             fine_tuned_model: None,
             error: None,
+            error_code: None,
+            error_param: None,
             trained_tokens: None,
         };
         self.save_job(&StoredJob {

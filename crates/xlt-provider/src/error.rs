@@ -83,6 +83,15 @@ pub enum ProviderError {
         /// What was looked up, with its id.
         what: String,
     },
+    /// The model a request names does not exist, or the account cannot use it (OpenAI's and
+    /// Together's `model_not_found`): final for every request to that model, not only this one.
+    #[error("{request}: model not found: {message}")]
+    ModelNotFound {
+        /// Which request.
+        request: String,
+        /// The provider's message (it names the model).
+        message: String,
+    },
     /// The backend does not offer this capability.
     #[error("unsupported by {provider}: {what}")]
     Unsupported {

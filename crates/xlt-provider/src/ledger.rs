@@ -28,6 +28,9 @@ pub struct LedgerJob {
     pub status: JobStatus,
     /// The fine-tuned model, once known.
     pub fine_tuned_model: Option<String>,
+    /// Why the job failed or was cancelled, once it has.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -41,10 +44,19 @@ struct LedgerFile {
 }
 
 /// The ledger, one JSON file rewritten atomically after every change.
+///
+/// A job that ended without a model is not silently paid for again: one that failed on its
+/// training data stops with the provider's message (the same data would fail the same way);
+/// one that failed on the provider's side is resubmitted once, with a log line; one cancelled
+/// outside the run is resubmitted only with [`JobLedger::resubmit_cancelled`].
 pub struct JobLedger {
     path: PathBuf,
     state: Mutex<LedgerFile>,
+    resubmit_cancelled: bool,
 }
+
+/// How many times a job that failed on the provider's side is submitted again.
+pub const SERVER_FAILURE_RESUBMISSIONS: u32 = 1;
 
 impl JobLedger {
     /// Opens (or starts) the ledger at `path` for `provider`.
@@ -78,7 +90,16 @@ impl JobLedger {
         Ok(JobLedger {
             path,
             state: Mutex::new(state),
+            resubmit_cancelled: false,
         })
+    }
+
+    /// Whether a job cancelled outside the run is submitted (and paid for) again; off by
+    /// default, when such a job stops the run with a message saying so.
+    #[must_use]
+    pub fn resubmit_cancelled(mut self, yes: bool) -> JobLedger {
+        self.resubmit_cancelled = yes;
+        self
     }
 
     fn save(&self, state: &LedgerFile) -> Result<(), ProviderError> {
@@ -117,7 +138,7 @@ impl JobLedger {
     }
 
     /// Returns the job for `spec`: the one the ledger has, if it has not failed or been
-    /// cancelled, else a new one.
+    /// cancelled, else a new one where the policy allows (see [`JobLedger`]).
     ///
     /// The ledger writes its intent (spec, client reference) to disk *before* asking the
     /// provider, and the job id right after. If the process dies in between, the next call
@@ -125,7 +146,9 @@ impl JobLedger {
     /// second one.
     ///
     /// # Errors
-    /// The provider's errors; storage errors.
+    /// The provider's errors; storage errors; [`ProviderError::JobFailed`] for a job that
+    /// failed on its data, failed on the provider's side again, or was cancelled outside the
+    /// run (without [`JobLedger::resubmit_cancelled`]).
     pub async fn submit_or_resume(
         &self,
         tuner: &dyn FineTuner,
@@ -144,8 +167,40 @@ impl JobLedger {
                     self.save(&state)?;
                     return Ok(job);
                 }
-                tracing::warn!(job = %job.id, status = job.status.as_str(), "ledger job ended without a model; submitting again");
-                entry.attempt + 1
+                let attempt = entry.attempt;
+                let entry = state.jobs.get_mut(&key).expect("present");
+                entry.status = job.status;
+                entry.error.clone_from(&job.error);
+                self.save(&state)?;
+                let reason = job
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "no reason given".to_owned());
+                let stop = |message: String| ProviderError::JobFailed {
+                    job: job.id.clone(),
+                    status: job.provider_status.clone(),
+                    message,
+                };
+                if job.status == JobStatus::Cancelled {
+                    if !self.resubmit_cancelled {
+                        return Err(stop(format!(
+                            "{reason}; the job was cancelled outside this run, and submitting it again pays again: rerun with --resubmit-cancelled to do so"
+                        )));
+                    }
+                    tracing::warn!(job = %job.id, "job was cancelled; submitting it again, as asked");
+                } else if job.failed_on_training_data() {
+                    return Err(stop(format!(
+                        "{reason}; the training data is at fault, so the same file would fail again: fix it and rerun"
+                    )));
+                } else if attempt >= SERVER_FAILURE_RESUBMISSIONS {
+                    return Err(stop(format!(
+                        "{reason}; it failed on the provider's side {} time(s) already and is not submitted again",
+                        attempt + 1
+                    )));
+                } else {
+                    tracing::warn!(job = %job.id, reason = %reason, "job failed on the provider's side; submitting it again once");
+                }
+                attempt + 1
             }
             Some(entry) => {
                 // Intent recorded, id not: the last run died around the create call.
@@ -172,6 +227,7 @@ impl JobLedger {
                 job_id: String::new(),
                 status: JobStatus::ValidatingFiles,
                 fine_tuned_model: None,
+                error: None,
             },
         );
         self.save(&state)?;
@@ -194,6 +250,7 @@ impl JobLedger {
         for entry in state.jobs.values_mut().filter(|e| e.job_id == job.id) {
             entry.status = job.status;
             entry.fine_tuned_model = job.fine_tuned_model.clone();
+            entry.error.clone_from(&job.error);
             changed = true;
         }
         if changed {

@@ -41,11 +41,14 @@ mod store;
 mod traits;
 mod types;
 
-pub use cache::Cached;
+pub use cache::{Cached, ResponseCache};
 pub use embedded::{EMBEDDED_BASE_MODEL, EmbeddedProvider};
 pub use error::ProviderError;
-pub use ledger::{JobLedger, LedgerJob};
-pub use limit::{Limited, RateLimiter, RateLimits};
+pub use ledger::{JobLedger, LedgerJob, SERVER_FAILURE_RESUBMISSIONS};
+pub use limit::{
+    LOGGED_PAUSE, Limited, MAX_PROVIDER_PAUSE, RATE_LIMIT_BACKOFF_START, RateLimiter, RateLimits,
+    rate_limit_backoff,
+};
 pub use retry::{Retry, RetryPolicy, with_retry};
 pub use run::{Progress, RunOptions, run_chat};
 pub use store::{bytes_hash, stable_hash};

@@ -93,7 +93,12 @@ pub trait BatchRunner: Send + Sync {
     /// The batch as it is now.
     async fn get_batch(&self, id: &str) -> Result<Batch, ProviderError>;
 
-    /// The results of a completed batch, joined to their requests by custom id.
+    /// The results of a finished batch (completed, expired, cancelled or failed), joined to
+    /// their requests by custom id: every line of whatever output and error files exist. A
+    /// request with no line never ran.
+    ///
+    /// # Errors
+    /// The provider's errors; [`ProviderError::InvalidRequest`] for a batch still running.
     async fn batch_results(&self, id: &str) -> Result<Vec<BatchResult>, ProviderError>;
 }
 
@@ -101,8 +106,24 @@ pub trait BatchRunner: Send + Sync {
 /// (billed while running): start it before evaluating, stop it after, always.
 #[async_trait]
 pub trait ModelServer: Send + Sync {
-    /// Starts serving `model`.
-    async fn start(&self, model: &str) -> Result<Served, ProviderError>;
+    /// Starts serving `model` on an endpoint called `display_name` (the caller derives it from
+    /// its run and the model, and records it before calling, so that an endpoint created by a
+    /// request that never answered can still be found and stopped).
+    async fn start(&self, model: &str, display_name: &str) -> Result<Served, ProviderError>;
+
+    /// The account's own endpoints that are not stopped (Together: `GET /endpoints?mine=true`),
+    /// so that a run can stop those it started even when it never learnt their ids.
+    async fn list_running(&self) -> Result<Vec<Served>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    /// Whether `model` answers without an endpoint being started (Together: listed by
+    /// `GET /models`), so that a plan can check, before paying for any fine-tune, that the
+    /// base model can be evaluated; `Ok(None)` (the default) when the provider cannot say.
+    async fn serves_serverless(&self, model: &str) -> Result<Option<bool>, ProviderError> {
+        let _ = model;
+        Ok(None)
+    }
 
     /// The serving state now.
     async fn status(&self, served: &Served) -> Result<Served, ProviderError>;

@@ -280,8 +280,31 @@ pub struct FineTuneJob {
     pub fine_tuned_model: Option<String>,
     /// Why the job failed, if it did.
     pub error: Option<String>,
+    /// The provider's error code for a failed job (`invalid_training_file`), if it gave one.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// The request parameter the failure is about (`training_file`), if the provider said.
+    #[serde(default)]
+    pub error_param: Option<String>,
     /// Tokens trained on, when reported.
     pub trained_tokens: Option<u64>,
+}
+
+impl FineTuneJob {
+    /// Whether the job failed because of its training data (the error's code or parameter
+    /// names a file or the data), so that resubmitting the same data would fail again.
+    pub fn failed_on_training_data(&self) -> bool {
+        if self.status != JobStatus::Failed {
+            return false;
+        }
+        let names_data = |s: &Option<String>| {
+            s.as_deref().is_some_and(|s| {
+                let s = s.to_ascii_lowercase();
+                s.contains("file") || s.contains("data") || s.contains("example")
+            })
+        };
+        names_data(&self.error_code) || names_data(&self.error_param)
+    }
 }
 
 /// One event of a job's log.
@@ -324,9 +347,9 @@ pub enum BatchStatus {
     InProgress,
     /// Finished; results can be fetched.
     Completed,
-    /// Ended without results.
+    /// Ended without running (the input was refused); the reasons are in [`Batch::errors`].
     Failed,
-    /// Expired or cancelled before finishing.
+    /// Expired or cancelled before finishing; the lines that did finish have results.
     Cancelled,
 }
 
@@ -345,6 +368,10 @@ pub struct Batch {
     pub failed: u64,
     /// Requests in all.
     pub total: u64,
+    /// The provider's reasons when the batch as a whole failed (OpenAI's `errors.data`), each
+    /// as `message (code, line n)`.
+    #[serde(default)]
+    pub errors: Vec<String>,
 }
 
 /// One result of a batch, joined to its request by `custom_id`.

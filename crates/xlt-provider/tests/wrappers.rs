@@ -358,8 +358,15 @@ async fn ledger_resumes_the_same_spec_and_reuses_uploads() {
     let j2 = ledger.submit_or_resume(&p, &spec).await.unwrap();
     assert_eq!(j1.id, j2.id);
     assert_eq!(ledger.jobs().await.len(), 1);
-    // A cancelled job is replaced by a new one.
+    // A job cancelled outside the run is not paid for again unless asked ...
     p.cancel_job(&j2.id).await.unwrap();
+    let e = ledger.submit_or_resume(&p, &spec).await.unwrap_err();
+    assert!(e.to_string().contains("--resubmit-cancelled"), "{e}");
+    assert_eq!(ledger.jobs().await[0].status, JobStatus::Cancelled);
+    // ... and replaced by a new one when asked.
+    let ledger = JobLedger::open(&ledger_path, "embedded")
+        .unwrap()
+        .resubmit_cancelled(true);
     let j3 = ledger.submit_or_resume(&p, &spec).await.unwrap();
     assert_ne!(j3.id, j2.id);
     // Another provider's ledger is refused.

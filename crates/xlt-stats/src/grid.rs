@@ -214,6 +214,9 @@ pub struct Grid {
     pub warnings: Vec<String>,
     /// The base model's accuracy on every test set, in column order.
     pub base: Vec<(Slice, f64)>,
+    /// Per model label, answers cut off by the output-token limit (`finish_reason`
+    /// `length`), for models that had any; empty for a published matrix.
+    pub truncated: Vec<(String, usize)>,
 }
 
 fn row(
@@ -388,6 +391,7 @@ impl AccuracyMatrix {
         Grid {
             rows,
             paired: None,
+            truncated: Vec::new(),
             warnings: self.warnings.clone(),
             base: self
                 .test_sets
@@ -490,9 +494,31 @@ impl Grid {
                 paired.push(p);
             }
         }
+        let truncated: Vec<(String, usize)> = models
+            .iter()
+            .map(|m| {
+                let n = m
+                    .outcomes
+                    .iter()
+                    .filter(|o| o.finish_reason.as_deref() == Some("length"))
+                    .count();
+                (m.label.clone(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        for (label, n) in &truncated {
+            let total = models
+                .iter()
+                .find(|m| &m.label == label)
+                .map_or(0, |m| m.outcomes.len());
+            warnings.push(format!(
+                "model `{label}`: {n} of {total} answers were cut off by the output-token limit (finish_reason `length`) and are graded as given; rerun with a larger --max-tokens"
+            ));
+        }
         Ok(Grid {
             rows,
             paired: Some(paired),
+            truncated,
             warnings,
             base: base_idx
                 .iter()

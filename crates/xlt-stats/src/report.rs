@@ -227,6 +227,14 @@ impl Analysis {
                     .collect::<Vec<_>>()
             );
         }
+        // Answers cut off by the output-token limit, per model (only models that had any).
+        v["truncated_answers"] = self
+            .grid
+            .truncated
+            .iter()
+            .map(|(label, n)| (label.clone(), json!(n)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         if let Some(s) = &self.significance {
             v["significance"] = json!({
                 "test": "exact McNemar, each fine-tuned model vs the base on each test set",

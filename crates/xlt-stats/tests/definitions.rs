@@ -134,6 +134,7 @@ fn outcome(id: usize, model: &str, correct: bool) -> OutcomeRecord {
             AnswerLetter::B
         },
         correct,
+        finish_reason: Some("stop".into()),
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use xlt_data::{EvalRecord, Manifest, estimate_chat_tokens};
+use xlt_grade::Protocol;
 use xlt_provider::{Hyperparameters, LearningRate, Param};
 
 use crate::StudyError;
@@ -194,7 +195,15 @@ pub struct Plan {
     pub eval_input_tokens: u64,
     /// Upper bound of output tokens (`max_tokens` per request).
     pub eval_output_tokens: u64,
-    /// Judge requests at most (every response with the `llm` grader, none with `regex`).
+    /// Output tokens asked for per evaluation answer (`--max-tokens`).
+    #[serde(default)]
+    pub max_tokens: u32,
+    /// The grading protocol.
+    #[serde(default)]
+    pub grader: Protocol,
+    /// Judge requests at most: every response with the `llm` grader, and also with
+    /// `regex+llm` as an upper bound (it asks only for the answers the extractor cannot
+    /// read, usually few); none with `regex`.
     pub judge_requests_max: u64,
     /// Estimated training cost in US dollars: the provider's own estimate when it gives one
     /// (see [`Plan::with_provider_training_estimate`]), else training tokens times the price
@@ -224,8 +233,8 @@ pub struct PlanInput<'a> {
     pub hyperparameters: Hyperparameters,
     /// Output tokens asked for per evaluation request.
     pub max_tokens: u32,
-    /// Whether every response goes to the judge (`llm` grader).
-    pub judge_all: bool,
+    /// How answers are graded (which decides the judge requests and a departure).
+    pub grader: Protocol,
     /// Prices, if known.
     pub prices: Option<PriceTable>,
     /// For providers that serve tuned models on demand: (startup minutes per model, requests
@@ -292,7 +301,13 @@ impl Plan {
             eval_requests,
             eval_input_tokens: per_model_tokens * models,
             eval_output_tokens,
-            judge_requests_max: if input.judge_all { eval_requests } else { 0 },
+            max_tokens: input.max_tokens,
+            grader: input.grader,
+            judge_requests_max: if input.grader == Protocol::Regex {
+                0
+            } else {
+                eval_requests
+            },
             endpoint_minutes,
             training_usd,
             training_usd_from_provider: false,
@@ -335,10 +350,22 @@ impl Plan {
         let _ = writeln!(s, "  evaluation requests:   {}", self.eval_requests);
         let _ = writeln!(
             s,
-            "  evaluation tokens:     {} in, at most {} out",
-            self.eval_input_tokens, self.eval_output_tokens
+            "  evaluation tokens:     {} in, at most {} out ({} per answer, --max-tokens; priced at that bound)",
+            self.eval_input_tokens, self.eval_output_tokens, self.max_tokens
         );
-        let _ = writeln!(s, "  judge requests (max):  {}", self.judge_requests_max);
+        let _ = match self.grader {
+            Protocol::Regex => writeln!(s, "  judge requests:        0 (grader regex)"),
+            Protocol::Llm => writeln!(
+                s,
+                "  judge requests:        {} (grader llm: one per answer)",
+                self.judge_requests_max
+            ),
+            Protocol::RegexThenLlm => writeln!(
+                s,
+                "  judge requests (max):  {} (grader regex+llm: one per answer the extractor cannot read; usually few)",
+                self.judge_requests_max
+            ),
+        };
         if self.endpoint_minutes > 0.0 {
             let _ = writeln!(
                 s,
@@ -404,11 +431,16 @@ fn departures(exp: &Experiment, input: &PlanInput<'_>) -> Vec<String> {
         "train/test split by sample id shared by every language (seed {}, train fraction {}); the study split each language separately",
         exp.manifest.seed, exp.manifest.train_fraction
     ));
-    if !input.judge_all {
-        d.push(
+    match input.grader {
+        Protocol::Llm => {}
+        Protocol::RegexThenLlm => d.push(
             "answers graded deterministically, with the LLM judge only for unparseable ones (the study graded every answer with the base model)"
                 .to_owned(),
-        );
+        ),
+        Protocol::Regex => d.push(
+            "answers graded deterministically only, with no LLM judge (the study graded every answer with the base model)"
+                .to_owned(),
+        ),
     }
     d
 }

@@ -34,7 +34,7 @@
 //!     jobs: &jobs,
 //!     hyperparameters: Hyperparameters::study(),
 //!     max_tokens: 16,
-//!     judge_all: false,
+//!     grader: xlt_grade::Protocol::RegexThenLlm,
 //!     prices: PriceTable::known("gpt-4.1-nano-2025-04-14"),
 //!     serving: None,
 //! })?;
@@ -54,8 +54,9 @@ use std::path::PathBuf;
 
 pub use experiment::{Experiment, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet};
 pub use run::{
-    EvalOptions, FinetuneOptions, ModelsFile, Serving, TunedModel, evaluate, evaluate_batch,
-    finetune, labels, provider_training_estimate, stop_started_endpoints,
+    BATCH_ROUNDS, BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile,
+    Serving, TunedModel, endpoint_name, evaluate, evaluate_batch, finetune, labels,
+    provider_training_estimate, stop_started_endpoints,
 };
 
 use xlt_provider::ProviderError;
@@ -95,6 +96,37 @@ pub enum StudyError {
         failed: usize,
         /// The first error.
         first: ProviderError,
+    },
+    /// A fine-tuning job ended without a model, or a rerun will not pay for it again
+    /// without being told (see `xlt_provider::JobLedger`).
+    #[error("fine-tuning `{slice}` (training file {}): {source}", file.display())]
+    FineTune {
+        /// The slice.
+        slice: String,
+        /// Its training file, the one to fix when the data is at fault.
+        file: PathBuf,
+        /// The provider's failure.
+        source: ProviderError,
+    },
+    /// The provider says a model does not exist: its evaluation stopped at the first answer.
+    #[error(
+        "model `{model}` ({label}{}) does not exist at the provider: {message}; its evaluation stopped. {}",
+        job.as_ref().map(|j| format!(", fine-tuned by job {j}")).unwrap_or_default(),
+        if job.is_some() {
+            format!("To fine-tune `{label}` again (paid again), remove `{label}` from models.json and its job from ledger.json, then rerun")
+        } else {
+            "Choose a model your account can use (--base-model)".to_owned()
+        }
+    )]
+    ModelNotFound {
+        /// The model's label (`base`, a slice).
+        label: String,
+        /// The model id.
+        model: String,
+        /// The job that made it, for a fine-tuned model.
+        job: Option<String>,
+        /// The provider's message.
+        message: String,
     },
     /// Data handling failed.
     #[error(transparent)]

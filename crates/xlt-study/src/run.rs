@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use xlt_data::{Manifest, write_atomic};
 use xlt_grade::{Grader, OutcomeRecord, to_jsonl};
 use xlt_provider::{
-    BatchResult, BatchRunner, BatchStatus, ChatMessage, ChatModel, ChatRequest, ChatResponse,
+    Batch, BatchRunner, BatchStatus, ChatMessage, ChatModel, ChatRequest, ChatResponse,
     FilePurpose, FineTuneJob, FineTuneSpec, FineTuner, Hyperparameters, JobLedger, ModelServer,
-    Progress, ProviderError, Role, RunOptions, Served, WaitOptions, run_chat, wait_for_job,
+    Progress, ProviderError, ResponseCache, Role, RunOptions, Served, WaitOptions, run_chat,
+    stable_hash, wait_for_job,
 };
 
 use crate::StudyError;
@@ -119,7 +120,17 @@ pub async fn finetune(
             suffix: Some(slice.clone()),
             seed: options.seed,
         };
-        let job = ledger.submit_or_resume(tuner, &spec).await?;
+        let job = ledger
+            .submit_or_resume(tuner, &spec)
+            .await
+            .map_err(|e| match e {
+                e @ ProviderError::JobFailed { .. } => StudyError::FineTune {
+                    slice: slice.clone(),
+                    file: path.clone(),
+                    source: e,
+                },
+                e => StudyError::from(e),
+            })?;
         on_job(slice, &job);
         jobs.push((slice.clone(), job.id));
     }
@@ -145,7 +156,35 @@ pub async fn finetune(
             }
             Err(e) => {
                 tracing::error!(%slice, job = %id, error = %e, "fine-tuning failed");
-                first_error.get_or_insert(StudyError::from(e));
+                // The ledger keeps the terminal state and its reason, so that a rerun knows
+                // why and does not pay again blindly.
+                let mut advice = String::new();
+                if let Ok(job) = tuner.get_job(&id).await {
+                    ledger.record(&job).await?;
+                    if job.failed_on_training_data() {
+                        advice =
+                            "; the training data is at fault: fix the file and rerun".to_owned();
+                    } else if job.status == xlt_provider::JobStatus::Failed {
+                        advice = "; a rerun submits it again once".to_owned();
+                    }
+                }
+                let e = match e {
+                    ProviderError::JobFailed {
+                        job,
+                        status,
+                        message,
+                    } => ProviderError::JobFailed {
+                        job,
+                        status,
+                        message: message + &advice,
+                    },
+                    e => e,
+                };
+                first_error.get_or_insert(StudyError::FineTune {
+                    file: exp.finetune_file(&slice),
+                    slice,
+                    source: e,
+                });
             }
         }
     }
@@ -221,6 +260,11 @@ fn spec_for(slice: &str, options: &FinetuneOptions, training_file: String) -> Fi
     }
 }
 
+/// The default output-token limit of an evaluation answer: room for a letter and a short
+/// sentence around it (the default prompt asks for the letter only). A reasoning model needs
+/// hundreds or thousands; an answer cut off by the limit is counted in the report.
+pub const DEFAULT_MAX_TOKENS: u32 = 128;
+
 /// How to evaluate.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
@@ -240,7 +284,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {
             concurrency: 8,
-            max_tokens: 16,
+            max_tokens: DEFAULT_MAX_TOKENS,
             temperature: 0.0,
             seed: Some(42),
             retries: None,
@@ -311,6 +355,7 @@ async fn grade_all(
             letter: verdict.letter,
             method: verdict.method,
             answer: r.answer,
+            finish_reason: response.finish_reason,
         });
     }
     outcomes.sort_by(|a, b| {
@@ -340,6 +385,18 @@ async fn finish_model(
         });
     }
     let outcomes = grade_all(label, answered, grader).await?;
+    let truncated = outcomes
+        .iter()
+        .filter(|o| o.finish_reason.as_deref() == Some("length"))
+        .count();
+    if truncated > 0 {
+        tracing::warn!(
+            model = %label,
+            truncated,
+            total = outcomes.len(),
+            "answers were cut off by the output-token limit; raise --max-tokens"
+        );
+    }
     write_outcomes(exp, label, &outcomes)
 }
 
@@ -360,8 +417,22 @@ pub struct Serving<'a> {
     pub wait: WaitOptions,
 }
 
+/// An endpoint this experiment asked for, recorded before the request that creates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct EndpointIntent {
+    /// The display name it was given.
+    name: String,
+    /// The model it serves.
+    model: String,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct EndpointRegistry {
+    /// Endpoints asked for and not yet known stopped, whether or not the create request
+    /// answered: the account's endpoints serving one of these models are this run's.
+    #[serde(default)]
+    intents: Vec<EndpointIntent>,
+    /// Endpoints known started (their ids).
     started: Vec<Served>,
 }
 
@@ -381,8 +452,18 @@ fn write_registry(exp: &Experiment, r: &EndpointRegistry) -> Result<(), StudyErr
     write_atomic(&registry_path(exp), json.as_bytes()).map_err(StudyError::from)
 }
 
-/// Stops every endpoint this experiment started and did not stop (after a Ctrl-C, a kill or a
-/// crash), as recorded in `<exp>/endpoints.json`. Returns how many were stopped.
+/// The display name of the endpoint serving `label`'s model in the experiment at `exp`:
+/// `xlt-<8 hex of the experiment's path>-<label>`, the same in every run of the experiment.
+pub fn endpoint_name(exp: &Experiment, label: &str) -> String {
+    let run = stable_hash(&exp.dir.display().to_string());
+    format!("xlt-{}-{label}", &run[..8])
+}
+
+/// Stops every endpoint this experiment started and did not stop (after a Ctrl-C, a SIGTERM,
+/// a kill or a crash, even one during the request that created it): those recorded in
+/// `<exp>/endpoints.json`, and every endpoint the account lists as its own
+/// ([`ModelServer::list_running`]) that serves a model this experiment asked an endpoint
+/// for. Returns how many were stopped.
 ///
 /// # Errors
 /// The first stop that fails (the others are still tried; the failed ones stay recorded).
@@ -391,10 +472,28 @@ pub async fn stop_started_endpoints(
     server: &dyn ModelServer,
 ) -> Result<usize, StudyError> {
     let mut registry = read_registry(exp);
+    if registry.intents.is_empty() && registry.started.is_empty() {
+        return Ok(0);
+    }
+    let mut to_stop: Vec<Served> = registry.started.clone();
+    match server.list_running().await {
+        Ok(running) => {
+            for s in running {
+                let ours = registry.intents.iter().any(|i| i.model == s.model)
+                    || registry.started.iter().any(|r| r.id == s.id);
+                if ours && !to_stop.iter().any(|t| t.id == s.id) {
+                    to_stop.push(s);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the account's endpoints; stopping the recorded ones");
+        }
+    }
     let mut stopped = 0;
     let mut first = None;
     let mut left = Vec::new();
-    for served in registry.started.drain(..) {
+    for served in to_stop {
         match server.stop(&served).await {
             Ok(()) => stopped += 1,
             Err(e) => {
@@ -403,6 +502,9 @@ pub async fn stop_started_endpoints(
                 left.push(served);
             }
         }
+    }
+    if left.is_empty() {
+        registry.intents.clear();
     }
     registry.started = left;
     write_registry(exp, &registry)?;
@@ -416,14 +518,18 @@ pub async fn stop_started_endpoints(
 /// the cache, retry and rate limiter), grades each answer with `grader`, and writes
 /// `<exp>/outcomes/<label>.jsonl` for each model once all its answers are in. A model whose
 /// outcome file exists is skipped; any request that still fails after the wrapper's retries
-/// fails the model, and a rerun asks only what the cache does not hold.
+/// fails the model, and a rerun asks only what the cache does not hold. A model the provider
+/// says does not exist (`model_not_found`) stops at the first such answer.
 ///
-/// With `serving`, each fine-tuned model is served for its evaluation: the endpoint is
-/// recorded in `<exp>/endpoints.json` before it starts and stopped when the model is done,
-/// whether it succeeded or failed; endpoints left by an interrupted run are stopped first.
+/// With `serving`, each fine-tuned model is served for its evaluation: the endpoint's name
+/// ([`endpoint_name`]) and model are recorded in `<exp>/endpoints.json` before it is asked
+/// for, and it is stopped when the model is done, whether it succeeded or failed; endpoints
+/// left by an interrupted run are stopped first. Requests keep naming the fine-tuned model
+/// (the server's chat routes them to its endpoint), so the cache outlives any endpoint.
 ///
 /// # Errors
-/// [`StudyError::Requests`] with the number of failed requests and the first error.
+/// [`StudyError::Requests`] with the number of failed requests and the first error;
+/// [`StudyError::ModelNotFound`].
 pub async fn evaluate(
     exp: &Experiment,
     models: &ModelsFile,
@@ -444,27 +550,29 @@ pub async fn evaluate(
             tracing::info!(%label, "outcomes exist; skipping");
             continue;
         }
+        let job = models.fine_tuned.get(&label).map(|t| t.job_id.as_str());
+        let one = ModelToEvaluate {
+            label: &label,
+            model: &model,
+            job,
+        };
         match serving.filter(|_| label != "base") {
-            None => {
-                evaluate_model(exp, &label, &model, chat.clone(), grader, opts, on_progress).await?
-            }
+            None => evaluate_model(exp, &one, chat.clone(), grader, opts, on_progress).await?,
             Some(s) => {
-                let served = s.server.start(&model).await?;
+                let name = endpoint_name(exp, &label);
                 let mut registry = read_registry(exp);
-                registry.started.push(served.clone());
+                registry.intents.push(EndpointIntent {
+                    name: name.clone(),
+                    model: model.clone(),
+                });
                 write_registry(exp, &registry)?;
                 let result = async {
-                    let ready = s.server.wait_ready(&served, s.wait).await?;
-                    evaluate_model(
-                        exp,
-                        &label,
-                        &ready.chat_model,
-                        chat.clone(),
-                        grader,
-                        opts,
-                        on_progress,
-                    )
-                    .await
+                    let served = s.server.start(&model, &name).await?;
+                    let mut registry = read_registry(exp);
+                    registry.started.push(served.clone());
+                    write_registry(exp, &registry)?;
+                    s.server.wait_ready(&served, s.wait).await?;
+                    evaluate_model(exp, &one, chat.clone(), grader, opts, on_progress).await
                 }
                 .await;
                 // Always stop, whatever happened above.
@@ -477,21 +585,36 @@ pub async fn evaluate(
     Ok(())
 }
 
-/// Evaluates one model, sending `chat_model` as the model id in every request.
+/// One model to evaluate: its label (`base`, a slice), its id, and the job that made it.
+struct ModelToEvaluate<'a> {
+    label: &'a str,
+    model: &'a str,
+    job: Option<&'a str>,
+}
+
+fn model_not_found(m: &ModelToEvaluate<'_>, message: String) -> StudyError {
+    StudyError::ModelNotFound {
+        label: m.label.to_owned(),
+        model: m.model.to_owned(),
+        job: m.job.map(str::to_owned),
+        message,
+    }
+}
+
+/// Evaluates one model.
 async fn evaluate_model(
     exp: &Experiment,
-    label: &str,
-    chat_model: &str,
+    m: &ModelToEvaluate<'_>,
     chat: Arc<dyn ChatModel>,
     grader: &Grader,
     opts: &EvalOptions,
     on_progress: &(dyn Fn(&str, &Progress) + Sync),
 ) -> Result<(), StudyError> {
-    let reqs = requests(exp, chat_model, opts)?;
+    let reqs = requests(exp, m.model, opts)?;
     let mut meta: BTreeMap<String, Meta> = BTreeMap::new();
     let mut to_send = Vec::with_capacity(reqs.len());
-    for (id, req, m) in reqs {
-        meta.insert(id.clone(), m);
+    for (id, req, meta_) in reqs {
+        meta.insert(id.clone(), meta_);
         to_send.push((id, req));
     }
     let mut stream = Box::pin(run_chat(
@@ -506,35 +629,129 @@ async fn evaluate_model(
     let mut failures = 0;
     let mut first: Option<ProviderError> = None;
     while let Some((id, result, progress)) = stream.next().await {
-        on_progress(label, &progress);
+        on_progress(m.label, &progress);
         match result {
             Ok(r) => answered.push((meta.remove(&id).expect("known id"), r)),
+            // No other request to this model can succeed: stop sending them (dropping the
+            // stream cancels those in flight).
+            Err(ProviderError::ModelNotFound { request, message }) => {
+                return Err(model_not_found(m, format!("{request}: {message}")));
+            }
             Err(e) => {
                 failures += 1;
                 first.get_or_insert(e);
             }
         }
     }
-    finish_model(exp, label, answered, (failures, first), grader).await
+    finish_model(exp, m.label, answered, (failures, first), grader).await
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct BatchState {
+    /// Model label to the id of its batch not yet harvested.
     batches: BTreeMap<String, String>,
 }
 
-/// As [`evaluate`], through a provider's batch API: one batch per model, its id kept in
-/// `<exp>/batches.json` so that a rerun polls the same batch instead of submitting again.
+/// How many batches a model's evaluation submits in one run (the first, then the
+/// resubmissions of lines that failed or never ran) before it reports the rest as failed.
+pub const BATCH_ROUNDS: u32 = 3;
+
+/// How [`evaluate_batch`] runs batches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchOptions {
+    /// How to poll a batch.
+    pub poll: WaitOptions,
+    /// Batches per model and run, at least 1 (default [`BATCH_ROUNDS`]).
+    pub rounds: u32,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            poll: WaitOptions {
+                initial: Duration::from_secs(30),
+                max: Duration::from_secs(300),
+                factor: 1.5,
+                timeout: Duration::from_secs(26 * 3600),
+            },
+            rounds: BATCH_ROUNDS,
+        }
+    }
+}
+
+fn write_batch_state(path: &Path, state: &BatchState) -> Result<(), StudyError> {
+    let json = serde_json::to_string_pretty(state).expect("serializes");
+    write_atomic(path, json.as_bytes()).map_err(StudyError::from)
+}
+
+/// Polls batch `id` until it is finished.
+async fn wait_batch(
+    runner: &dyn BatchRunner,
+    id: &str,
+    label: &str,
+    done_before: u64,
+    total: u64,
+    poll: WaitOptions,
+    on_progress: &(dyn Fn(&str, &Progress) + Sync),
+) -> Result<Batch, StudyError> {
+    let start = std::time::Instant::now();
+    let mut pause = poll.initial;
+    loop {
+        let b = runner.get_batch(id).await?;
+        on_progress(
+            label,
+            &Progress {
+                done: (done_before + b.completed).min(total),
+                failed: b.failed,
+                retried: 0,
+                total,
+                elapsed: start.elapsed(),
+            },
+        );
+        if b.status != BatchStatus::InProgress {
+            return Ok(b);
+        }
+        if start.elapsed() > poll.timeout {
+            return Err(StudyError::from(ProviderError::Timeout {
+                request: format!("batch {id}"),
+                after: poll.timeout,
+            }));
+        }
+        tokio::time::sleep(pause).await;
+        pause = pause
+            .mul_f64(poll.factor)
+            .min(poll.max)
+            .max(Duration::from_millis(1));
+    }
+}
+
+/// As [`evaluate`], through a provider's batch API, losing no answer and paying for none
+/// twice:
+///
+/// - each model's requests go out as one batch, its id kept in `<exp>/batches.json`, so
+///   that a rerun polls the same batch instead of submitting again;
+/// - whatever state the batch ends in (completed, expired, cancelled, failed), every line
+///   it answered is stored in `cache`, the same response cache the chat mode reads, and the
+///   batch id is cleared once harvested;
+/// - the lines that failed or never ran (and only those) go out in a new batch, up to
+///   `batch.rounds` batches per model and run, with a log line such as
+///   `11/22 done, 11 resubmitted`; a batch that failed as a whole stops with the API's
+///   reason;
+/// - a model is graded from the cache once every line is answered.
 ///
 /// # Errors
-/// Provider errors (a backend without batches gives `Unsupported`), failed requests.
+/// Provider errors (a backend without batches gives `Unsupported`); [`StudyError::Requests`]
+/// for lines still unanswered after the last round (their answered neighbours stay cached);
+/// [`StudyError::Invalid`] for a batch that failed as a whole.
+#[allow(clippy::too_many_arguments)] // each is a different concern; see the docs above
 pub async fn evaluate_batch(
     exp: &Experiment,
     models: &ModelsFile,
     runner: &dyn BatchRunner,
+    cache: &ResponseCache,
     grader: &Grader,
     opts: &EvalOptions,
-    poll: WaitOptions,
+    batch: &BatchOptions,
     on_progress: &(dyn Fn(&str, &Progress) + Sync),
 ) -> Result<(), StudyError> {
     let state_path = exp.dir.join("batches.json");
@@ -547,84 +764,125 @@ pub async fn evaluate_batch(
             continue;
         }
         let reqs = requests(exp, &model, opts)?;
-        let id = match state.batches.get(&label) {
-            Some(id) => id.clone(),
-            None => {
-                let pairs: Vec<(String, ChatRequest)> = reqs
-                    .iter()
-                    .map(|(id, r, _)| (id.clone(), r.clone()))
-                    .collect();
-                let b = runner.submit_batch(&pairs).await?;
-                state.batches.insert(label.clone(), b.id.clone());
-                let json = serde_json::to_string_pretty(&state).expect("serializes");
-                write_atomic(&state_path, json.as_bytes())?;
-                b.id
-            }
-        };
-        let start = std::time::Instant::now();
-        let mut pause = poll.initial;
+        let by_id: BTreeMap<&str, &ChatRequest> =
+            reqs.iter().map(|(id, r, _)| (id.as_str(), r)).collect();
+        let total = reqs.len() as u64;
+        let mut submitted = 0u32;
+        let mut resubmitted = 0u64;
+        let mut errors: BTreeMap<String, ProviderError> = BTreeMap::new();
         loop {
-            let b = runner.get_batch(&id).await?;
+            let done_before = reqs
+                .iter()
+                .filter(|(_, r, _)| cache.get(r).is_some())
+                .count() as u64;
+            let mut harvested = None;
+            if let Some(id) = state.batches.get(&label).cloned() {
+                let b = wait_batch(
+                    runner,
+                    &id,
+                    &label,
+                    done_before,
+                    total,
+                    batch.poll,
+                    on_progress,
+                )
+                .await?;
+                for r in runner.batch_results(&id).await? {
+                    match (by_id.get(r.custom_id.as_str()), r.result) {
+                        (Some(req), Ok(resp)) => {
+                            cache.put(req, &resp)?;
+                            errors.remove(&r.custom_id);
+                        }
+                        (Some(_), Err(e)) => {
+                            errors.insert(r.custom_id, e);
+                        }
+                        (None, _) => {
+                            tracing::warn!(batch = %id, custom_id = %r.custom_id, "a result for no request of this model; ignored");
+                        }
+                    }
+                }
+                state.batches.remove(&label);
+                write_batch_state(&state_path, &state)?;
+                if b.status == BatchStatus::Failed {
+                    let reason = if b.errors.is_empty() {
+                        "no reason given".to_owned()
+                    } else {
+                        b.errors.join("; ")
+                    };
+                    return Err(StudyError::Invalid {
+                        what: format!("batch {id} for `{label}`"),
+                        message: format!(
+                            "failed: {reason}; any answered lines are cached, and a rerun submits the others"
+                        ),
+                    });
+                }
+                harvested = Some(b);
+            }
+            let pending: Vec<(String, ChatRequest)> = reqs
+                .iter()
+                .filter(|(_, r, _)| cache.get(r).is_none())
+                .map(|(id, r, _)| (id.clone(), r.clone()))
+                .collect();
+            let done = total - pending.len() as u64;
+            if pending.is_empty() {
+                if let Some(b) = &harvested {
+                    tracing::info!(model = %label, batch = %b.id, "batch `{}`: {done}/{total} done", b.provider_status);
+                }
+                break;
+            }
+            if submitted >= batch.rounds.max(1) {
+                let first =
+                    errors
+                        .into_values()
+                        .next()
+                        .unwrap_or_else(|| ProviderError::NotFound {
+                            what: format!(
+                                "results for {} request(s) that never ran in {submitted} batch(es)",
+                                pending.len()
+                            ),
+                        });
+                return Err(StudyError::Requests {
+                    model: label.clone(),
+                    failed: pending.len(),
+                    first,
+                });
+            }
+            if let Some(b) = &harvested {
+                resubmitted += pending.len() as u64;
+                tracing::warn!(
+                    model = %label,
+                    batch = %b.id,
+                    "batch ended `{}`: {done}/{total} done, {} resubmitted",
+                    b.provider_status,
+                    pending.len()
+                );
+            }
             on_progress(
                 &label,
                 &Progress {
-                    done: b.completed + b.failed,
-                    failed: b.failed,
-                    retried: 0,
-                    total: b.total,
-                    elapsed: start.elapsed(),
+                    done,
+                    failed: errors.len() as u64,
+                    retried: resubmitted,
+                    total,
+                    elapsed: Duration::ZERO,
                 },
             );
-            match b.status {
-                BatchStatus::Completed => break,
-                BatchStatus::Failed | BatchStatus::Cancelled => {
-                    state.batches.remove(&label);
-                    let json = serde_json::to_string_pretty(&state).expect("serializes");
-                    write_atomic(&state_path, json.as_bytes())?;
-                    return Err(StudyError::Invalid {
-                        what: format!("batch {id} for {label}"),
-                        message: format!("ended `{}`; rerun to submit it again", b.provider_status),
-                    });
-                }
-                BatchStatus::InProgress => {}
-            }
-            if start.elapsed() > poll.timeout {
-                return Err(StudyError::from(ProviderError::Timeout {
-                    request: format!("batch {id}"),
-                    after: poll.timeout,
-                }));
-            }
-            tokio::time::sleep(pause).await;
-            pause = pause
-                .mul_f64(poll.factor)
-                .min(poll.max)
-                .max(Duration::from_millis(1));
+            let b = runner.submit_batch(&pending).await?;
+            state.batches.insert(label.clone(), b.id.clone());
+            write_batch_state(&state_path, &state)?;
+            submitted += 1;
         }
-        let mut by_id: BTreeMap<String, BatchResult> = runner
-            .batch_results(&id)
-            .await?
+        let answered = reqs
             .into_iter()
-            .map(|r| (r.custom_id.clone(), r))
-            .collect();
-        let mut answered = Vec::new();
-        let mut failures = 0;
-        let mut first = None;
-        for (rid, _, m) in reqs {
-            match by_id.remove(&rid).map(|r| r.result) {
-                Some(Ok(resp)) => answered.push((m, resp)),
-                Some(Err(e)) => {
-                    failures += 1;
-                    first.get_or_insert(e);
-                }
-                None => {
-                    failures += 1;
-                    first.get_or_insert(ProviderError::NotFound {
-                        what: format!("result for {rid} in batch {id}"),
-                    });
-                }
-            }
-        }
-        finish_model(exp, &label, answered, (failures, first), grader).await?;
+            .map(|(id, r, m)| {
+                let resp = cache.get(&r).ok_or_else(|| StudyError::Invalid {
+                    what: format!("cached answer to {id}"),
+                    message: "vanished from the cache while the batch ran".to_owned(),
+                })?;
+                Ok((m, resp))
+            })
+            .collect::<Result<Vec<_>, StudyError>>()?;
+        finish_model(exp, &label, answered, (0, None), grader).await?;
     }
     Ok(())
 }

@@ -45,7 +45,9 @@
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -158,10 +160,18 @@ impl TogetherConfig {
 }
 
 /// The Together backend.
+///
+/// A fine-tuned model served on a dedicated endpoint is reached by the endpoint's name; the
+/// client keeps that route itself (set when [`ModelServer::status`] sees the endpoint ready,
+/// cleared by [`ModelServer::stop`]), so callers and their response cache name the
+/// fine-tuned model, never the endpoint: a rerun that serves the model on a new endpoint
+/// finds every answer the last one gave.
 #[derive(Debug, Clone)]
 pub struct TogetherClient {
     http: OpenAiClient,
     config: TogetherConfig,
+    /// Fine-tuned model -> the endpoint name to send as `model`.
+    routes: Arc<Mutex<HashMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +221,17 @@ struct Event {
 }
 
 #[derive(Debug, Deserialize)]
+struct ModelInfo {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct EndpointList {
+    #[serde(default)]
+    data: Vec<Endpoint>,
+}
+
+#[derive(Debug, Deserialize)]
 struct Endpoint {
     id: String,
     #[serde(default)]
@@ -219,6 +240,8 @@ struct Endpoint {
     model: String,
     #[serde(default)]
     state: String,
+    #[serde(default, rename = "type")]
+    kind: String,
 }
 
 /// Together's price estimate for a fine-tuning job.
@@ -240,7 +263,8 @@ pub fn job_status(s: &str) -> JobStatus {
     match s {
         "pending" | "queued" => JobStatus::Queued,
         "completed" => JobStatus::Succeeded,
-        "error" => JobStatus::Failed,
+        // `user_error` is final in Together's own SDK: the job's input is at fault.
+        "error" | "user_error" => JobStatus::Failed,
         "cancelled" => JobStatus::Cancelled,
         // running, compressing, uploading, cancel_requested and anything new: not terminal.
         _ => JobStatus::Running,
@@ -266,6 +290,9 @@ fn to_job(f: FineTune) -> FineTuneJob {
             .filter(|_| status == JobStatus::Succeeded),
         base_model: f.model,
         error: (status == JobStatus::Failed).then(|| format!("Together job status `{}`", f.status)),
+        // A user error is the input's fault: resubmitting the same data fails again.
+        error_code: (f.status == "user_error").then(|| "user_error".to_owned()),
+        error_param: (f.status == "user_error").then(|| "training_file".to_owned()),
         trained_tokens: f.token_count,
         provider_status: f.status,
     }
@@ -284,6 +311,7 @@ impl TogetherClient {
         Ok(TogetherClient {
             http: OpenAiClient::new(c)?,
             config,
+            routes: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -347,9 +375,18 @@ impl TogetherClient {
     ) -> Result<PriceEstimate, ProviderError> {
         let mut body = self.job_body(spec, "estimate")?;
         if let Some(o) = body.as_object_mut() {
-            o.remove("suffix");
-            o.remove("random_seed");
-            o.remove("packing");
+            // Only the fields the estimate's request body defines.
+            o.retain(|k, _| {
+                matches!(
+                    k.as_str(),
+                    "model"
+                        | "training_file"
+                        | "validation_file"
+                        | "n_epochs"
+                        | "training_method"
+                        | "training_type"
+                )
+            });
         }
         self.http
             .json(HttpMethod::Post, "/fine-tunes/estimate-price", Some(body))
@@ -447,7 +484,26 @@ impl FineTuner for TogetherClient {
             .http
             .json(HttpMethod::Get, &format!("/fine-tunes/{id}"), None)
             .await?;
-        Ok(to_job(f))
+        let mut job = to_job(f);
+        if job.status == JobStatus::Failed {
+            // Together gives a failed job's reason only in its events: the last error event,
+            // else the last event.
+            if let Ok(events) = self.list_events(id).await {
+                let reason = events
+                    .iter()
+                    .rev()
+                    .find(|e| e.level.eq_ignore_ascii_case("error"))
+                    .or(events.last())
+                    .map(|e| e.message.clone());
+                if let Some(r) = reason {
+                    job.error = Some(format!(
+                        "{r} (Together job status `{}`)",
+                        job.provider_status
+                    ));
+                }
+            }
+        }
+        Ok(job)
     }
 
     async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {
@@ -491,7 +547,20 @@ impl ChatModel for TogetherClient {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        self.http.chat(request).await
+        let route = self
+            .routes
+            .lock()
+            .expect("routes lock")
+            .get(&request.model)
+            .cloned();
+        match route {
+            Some(endpoint) => {
+                let mut routed = request.clone();
+                routed.model = endpoint;
+                self.http.chat(&routed).await
+            }
+            None => self.http.chat(request).await,
+        }
     }
 }
 
@@ -511,12 +580,12 @@ fn to_served(e: Endpoint) -> Served {
 
 #[async_trait]
 impl ModelServer for TogetherClient {
-    async fn start(&self, model: &str) -> Result<Served, ProviderError> {
+    async fn start(&self, model: &str, display_name: &str) -> Result<Served, ProviderError> {
         let body = json!({
             "model": model,
             "hardware": self.config.endpoint_hardware,
             "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-            "display_name": format!("xlt {model}"),
+            "display_name": display_name,
             "inactive_timeout": self.config.endpoint_inactive_timeout_minutes,
             "state": "STARTED",
         });
@@ -533,10 +602,40 @@ impl ModelServer for TogetherClient {
             .http
             .json(HttpMethod::Get, &format!("/endpoints/{}", served.id), None)
             .await?;
-        Ok(to_served(e))
+        let s = to_served(e);
+        if s.state == ServeState::Ready {
+            self.routes
+                .lock()
+                .expect("routes lock")
+                .insert(s.model.clone(), s.chat_model.clone());
+        }
+        Ok(s)
+    }
+
+    async fn serves_serverless(&self, model: &str) -> Result<Option<bool>, ProviderError> {
+        let models: Vec<ModelInfo> = self.http.json(HttpMethod::Get, "/models", None).await?;
+        Ok(Some(models.iter().any(|m| m.id == model)))
+    }
+
+    async fn list_running(&self) -> Result<Vec<Served>, ProviderError> {
+        let list: EndpointList = self
+            .http
+            .json(HttpMethod::Get, "/endpoints?mine=true&type=dedicated", None)
+            .await?;
+        Ok(list
+            .data
+            .into_iter()
+            .filter(|e| e.kind.is_empty() || e.kind == "dedicated")
+            .map(to_served)
+            .filter(|s| s.state != ServeState::Stopped)
+            .collect())
     }
 
     async fn stop(&self, served: &Served) -> Result<(), ProviderError> {
+        self.routes
+            .lock()
+            .expect("routes lock")
+            .remove(&served.model);
         let result: Result<Endpoint, _> = self
             .http
             .json(
@@ -570,6 +669,7 @@ mod tests {
             ("cancel_requested", JobStatus::Running),
             ("cancelled", JobStatus::Cancelled),
             ("error", JobStatus::Failed),
+            ("user_error", JobStatus::Failed),
             ("completed", JobStatus::Succeeded),
             ("something_new", JobStatus::Running),
         ] {

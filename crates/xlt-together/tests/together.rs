@@ -89,6 +89,7 @@ async fn lifecycle_upload_train_serve_chat_stop() {
     x.mock()
         .and(body_partial_json(serde_json::json!({
             "model": "xlt-user/Qwen2.5-7B-Instruct-en-medical-789abcdef0-a1b2c3d4",
+            "display_name": "xlt-0123abcd-en-medical",
             "autoscaling": {"min_replicas": 1, "max_replicas": 1}})))
         .respond_with(x.template())
         .expect(1)
@@ -150,11 +151,16 @@ async fn lifecycle_upload_train_serve_chat_stop() {
     );
     assert_eq!(client.list_events(&job.id).await.unwrap().len(), 2);
 
-    let served = client.start(&model).await.unwrap();
+    let served = client
+        .start(&model, "xlt-0123abcd-en-medical")
+        .await
+        .unwrap();
     assert_eq!(served.state, ServeState::Starting);
     let ready = client.wait_ready(&served, quick()).await.unwrap();
     assert_eq!(ready.state, ServeState::Ready);
-    let reply = client.chat(&chat(&ready.chat_model)).await.unwrap();
+    // Requests name the fine-tuned model (so the cache does); the client routes them to the
+    // endpoint serving it.
+    let reply = client.chat(&chat(&model)).await.unwrap();
     assert_eq!(reply.text, "B");
     let top = reply.top_logprobs.unwrap();
     assert_eq!(top[0].token, "B");
@@ -187,10 +193,17 @@ async fn failed_job_and_error_classes() {
     let server = MockServer::start().await;
     mount(&server, "ft_get_error", 1).await;
     let client = client_for(&server);
+    mount(&server, "ft_events_error", 1).await;
     let e = wait_for_job(&client, "ft-01234567890123456789", quick(), |_| {})
         .await
         .unwrap_err();
+    // The reason is only in the job's events.
     assert!(e.to_string().contains("`error`"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("2 examples are longer than the model's context length"),
+        "{e}"
+    );
 
     let check = |name: &'static str| async move {
         let server = MockServer::start().await;
@@ -215,7 +228,7 @@ async fn failed_job_and_error_classes() {
     ));
     assert!(matches!(
         check("error_404").await,
-        ProviderError::NotFound { .. }
+        ProviderError::ModelNotFound { .. }
     ));
     let e = check("error_429").await;
     assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
@@ -235,8 +248,21 @@ async fn multiplier_is_refused_and_price_estimated() {
     let x = exchange("estimate_price");
     x.mock()
         .and(body_partial_json(
-            serde_json::json!({"training_file": "file-0123456789abcdef", "learning_rate": 1e-5}),
+            serde_json::json!({"training_file": "file-0123456789abcdef", "n_epochs": 1}),
         ))
+        // Only the fields the estimate's request body defines.
+        .and(|r: &wiremock::Request| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            [
+                "batch_size",
+                "learning_rate",
+                "suffix",
+                "random_seed",
+                "packing",
+            ]
+            .iter()
+            .all(|k| v.get(k).is_none())
+        })
         .respond_with(x.template())
         .expect(2)
         .mount(&server)
@@ -269,5 +295,68 @@ async fn a_job_is_found_by_its_reference() {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+#[tokio::test]
+async fn user_error_is_a_failure_of_the_data() {
+    let server = MockServer::start().await;
+    mount(&server, "ft_get_user_error", 2).await;
+    mount(&server, "ft_events_error", 2).await;
+    let client = client_for(&server);
+    let e = wait_for_job(&client, "ft-01234567890123456789", quick(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ProviderError::JobFailed { ref status, .. } if status == "failed"),
+        "{e}"
+    );
+    // Final at the first poll, and the data's fault: the ledger will not resubmit it.
+    let job = client.get_job("ft-01234567890123456789").await.unwrap();
+    assert_eq!(job.provider_status, "user_error");
+    assert!(job.failed_on_training_data());
+    assert!(job.error.unwrap().contains("context length"));
+}
+
+#[tokio::test]
+async fn the_accounts_own_running_endpoints_are_listed() {
+    let server = MockServer::start().await;
+    let x = exchange("endpoints_list_mine");
+    x.mock()
+        .and(wiremock::matchers::query_param("mine", "true"))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let running = client_for(&server).list_running().await.unwrap();
+    let models: Vec<&str> = running.iter().map(|s| s.model.as_str()).collect();
+    assert_eq!(
+        models,
+        [
+            "xlt-user/Qwen2.5-7B-Instruct-en-medical-789abcdef0-a1b2c3d4",
+            "xlt-user/someone-elses-model"
+        ]
+    );
+    assert!(running.iter().all(|s| s.state == ServeState::Ready));
+}
+
+#[tokio::test]
+async fn the_plan_can_ask_whether_a_base_model_is_served_serverless() {
+    let server = MockServer::start().await;
+    mount(&server, "models_list", 2).await;
+    let client = client_for(&server);
+    assert_eq!(
+        client
+            .serves_serverless("Qwen/Qwen2.5-7B-Instruct")
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        client
+            .serves_serverless("Qwen/Qwen3-0.6B-Base")
+            .await
+            .unwrap(),
+        Some(false)
     );
 }
