@@ -30,6 +30,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let args = args.study;
     let exp = xlt::study::Experiment::open(&args.out)?;
     let backend = common::backend(args.provider, &args.out)?;
+    args.check_fingerprint(&backend, &exp)?;
     let models = xlt::study::ModelsFile::read(&args.out)?;
     let bars = common::Bars::new();
     common::evaluate(&args, &backend, &exp, &models, &bars).await?;

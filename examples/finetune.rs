@@ -30,6 +30,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let args = args.study;
     let exp = xlt::study::Experiment::open(&args.out)?;
     let backend = common::backend(args.provider, &args.out)?;
+    args.check_fingerprint(&backend, &exp)?;
     let plan = common::plan(&args, &backend, &exp).await?;
     let bars = common::Bars::new();
     let models = common::finetune(&args, &backend, &exp, &plan, &bars).await?;

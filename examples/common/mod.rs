@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use xlt::provider::{
     BatchRunner, Cached, ChatModel, EMBEDDED_BASE_MODEL, EmbeddedProvider, FineTuneJob, FineTuner,
-    Limited, Progress, RateLimits, Retry, RetryPolicy,
+    Limited, Progress, RateLimits, Retry, RetryCounter, RetryPolicy,
 };
 use xlt::provider::{LearningRate, ModelServer};
 use xlt::study::{PriceTable, STUDY_BASE_MODEL};
@@ -28,9 +28,12 @@ pub enum ProviderKind {
     Together,
 }
 
-/// A provider, as trait objects.
+/// A provider, as trait objects, every call of `tuner`, `batch` and `server` retried (and
+/// `chat` once [`chat_stack`] wraps it), each retry counted in `retries`.
 pub struct Backend {
     pub name: String,
+    /// Every retry of this run, by operation (progress, `run.json`).
+    pub retries: RetryCounter,
     pub chat: Arc<dyn ChatModel>,
     pub tuner: Arc<dyn FineTuner>,
     pub batch: Option<Arc<dyn BatchRunner>>,
@@ -45,10 +48,30 @@ pub struct Backend {
 
 /// Opens the chosen provider; the embedded one keeps its state under `out/embedded`.
 pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
+    let raw = raw_backend(kind, out)?;
+    // One retry mechanism around every provider call, one counter for the whole run.
+    let retries = RetryCounter::new();
+    let policy = RetryPolicy::default();
+    Ok(Backend {
+        tuner: Arc::new(Retry::with_counter(raw.tuner, policy, retries.clone())),
+        batch: raw.batch.map(|b| {
+            Arc::new(Retry::with_counter(b, policy, retries.clone())) as Arc<dyn BatchRunner>
+        }),
+        server: raw.server.map(|s| {
+            Arc::new(Retry::with_counter(s, policy, retries.clone())) as Arc<dyn ModelServer>
+        }),
+        retries,
+        ..raw
+    })
+}
+
+fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
+    let retries = RetryCounter::new();
     Ok(match kind {
         ProviderKind::Embedded => {
             let p = Arc::new(EmbeddedProvider::open(out.join("embedded")));
             Backend {
+                retries,
                 name: "embedded".into(),
                 chat: p.clone(),
                 tuner: p,
@@ -62,6 +85,7 @@ pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
         ProviderKind::Openai => {
             let c = Arc::new(xlt::openai::OpenAiClient::from_env()?);
             Backend {
+                retries,
                 name: "openai".into(),
                 chat: c.clone(),
                 tuner: c.clone(),
@@ -75,6 +99,7 @@ pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
         ProviderKind::Together => {
             let c = Arc::new(xlt::together::TogetherClient::from_env()?);
             Backend {
+                retries,
                 name: "together".into(),
                 chat: c.clone(),
                 tuner: c.clone(),
@@ -122,10 +147,18 @@ pub fn chat_stack(
             tokens_per_minute: tpm,
         },
     );
-    let retry = Retry::new(limited, RetryPolicy::default());
+    let retry = Retry::with_counter(limited, RetryPolicy::default(), backend.retries.clone());
     let retries = retry.retries();
     let cached = Cached::new(retry, out.join("cache").join(&backend.name));
     (Arc::new(cached), retries)
+}
+
+/// What `run.json` says of the run's retries: the total and the count by operation.
+pub fn retries_record(backend: &Backend) -> serde_json::Value {
+    serde_json::json!({
+        "total": backend.retries.total(),
+        "by_operation": backend.retries.by_operation(),
+    })
 }
 
 /// The exit of a study example: the error on stderr and a failure code, or success.
@@ -186,7 +219,8 @@ impl Bars {
         }
     }
 
-    pub fn job(&self, slice: &str, job: &FineTuneJob) {
+    /// Shows a job's state; `retried` is the run's retries so far.
+    pub fn job(&self, slice: &str, job: &FineTuneJob, retried: u64) {
         let mut jobs = self.jobs.lock().unwrap();
         let bar = jobs.entry(slice.to_owned()).or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new_spinner());
@@ -198,7 +232,10 @@ impl Bars {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        bar.set_message(format!("{} [{}]", job.provider_status, job.id));
+        bar.set_message(format!(
+            "{} [{}] retried {retried}",
+            job.provider_status, job.id
+        ));
         if job.status.is_terminal() {
             bar.finish();
         }
@@ -328,6 +365,14 @@ pub struct StudyArgs {
     /// Proceed with paid work without asking.
     #[arg(long)]
     pub yes: bool,
+    /// Discard the results of an earlier run with other settings in `--out` (the response
+    /// cache and the job ledger are kept: only what changed is asked and paid for again).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Seconds between polls of a fine-tuning job, batch or endpoint (default: the
+    /// provider's pace, 5 s growing to 60 s for jobs).
+    #[arg(long)]
+    pub poll_interval: Option<f64>,
 }
 
 impl StudyArgs {
@@ -354,6 +399,64 @@ impl StudyArgs {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// The fingerprint of this run over an experiment prepared as `manifest` with `files`.
+    pub fn fingerprint(
+        &self,
+        backend: &Backend,
+        manifest: &xlt::data::Manifest,
+        files: &[(std::path::PathBuf, String)],
+    ) -> xlt::study::Fingerprint {
+        let base = self.base_model(backend);
+        let slices = self.slices();
+        let grader = serde_json::to_value(self.grader).expect("serializes");
+        let settings = xlt::study::RunSettings {
+            provider: &backend.name,
+            base_model: &base,
+            hyperparameters: self.hyperparameters(backend),
+            train_slices: &slices,
+            grader: grader.as_str().unwrap_or_default(),
+            max_tokens: xlt::study::EvalOptions::default().max_tokens,
+            temperature: xlt::study::EvalOptions::default().temperature,
+        };
+        xlt::study::Fingerprint::new(manifest, files, &settings)
+    }
+
+    /// Stops unless the experiment in `--out` was run with these settings, or is new
+    /// (see `xlt::study::check_fingerprint`); for commands that run on a prepared
+    /// experiment. Returns the fingerprint.
+    pub fn check_fingerprint(
+        &self,
+        backend: &Backend,
+        exp: &xlt::study::Experiment,
+    ) -> anyhow::Result<xlt::study::Fingerprint> {
+        let mut files = Vec::new();
+        for name in exp.slice_names() {
+            for dir in ["finetune", "eval"] {
+                let rel = std::path::PathBuf::from(format!("{dir}/{name}.jsonl"));
+                let text = std::fs::read_to_string(exp.dir.join(&rel))
+                    .with_context(|| exp.dir.join(&rel).display().to_string())?;
+                files.push((rel, text));
+            }
+        }
+        let rel = std::path::PathBuf::from("manifest.json");
+        files.push((rel.clone(), std::fs::read_to_string(exp.dir.join(&rel))?));
+        let fp = self.fingerprint(backend, &exp.manifest, &files);
+        xlt::study::check_fingerprint(&exp.dir, &fp, self.fresh, xlt::study::Discard::Results)?;
+        Ok(fp)
+    }
+
+    fn poll(&self, default: xlt::provider::WaitOptions) -> xlt::provider::WaitOptions {
+        match self.poll_interval {
+            Some(s) if s >= 0.0 => xlt::provider::WaitOptions {
+                initial: Duration::from_secs_f64(s),
+                max: Duration::from_secs_f64(s),
+                factor: 1.0,
+                ..default
+            },
+            _ => default,
+        }
     }
 
     pub fn base_model(&self, backend: &Backend) -> String {
@@ -446,7 +549,7 @@ fn finetune_options(
                 timeout: Duration::from_secs(600),
             }
         } else {
-            xlt::provider::WaitOptions::default()
+            args.poll(xlt::provider::WaitOptions::default())
         },
     }
 }
@@ -467,7 +570,7 @@ pub async fn finetune(
         backend.tuner.as_ref(),
         &ledger,
         &finetune_options(args, backend, plan),
-        &|slice, job| bars.job(slice, job),
+        &|slice, job| bars.job(slice, job, backend.retries.total()),
     )
     .await?)
 }
@@ -508,24 +611,24 @@ pub async fn evaluate(
             runner.as_ref(),
             &grader,
             &opts,
-            xlt::provider::WaitOptions {
+            args.poll(xlt::provider::WaitOptions {
                 initial: Duration::from_secs(30),
                 max: Duration::from_secs(300),
                 factor: 1.5,
                 timeout: Duration::from_secs(26 * 3600),
-            },
+            }),
             &|label, p| bars.eval(label, p),
         )
         .await?;
     } else {
         let serving = backend.server.as_ref().map(|s| xlt::study::Serving {
             server: s.as_ref(),
-            wait: xlt::provider::WaitOptions {
+            wait: args.poll(xlt::provider::WaitOptions {
                 initial: Duration::from_secs(10),
                 max: Duration::from_secs(60),
                 factor: 1.5,
                 timeout: Duration::from_secs(3600),
-            },
+            }),
         });
         let on_progress = |label: &str, p: &Progress| bars.eval(label, p);
         let run = xlt::study::evaluate(

@@ -42,9 +42,16 @@ impl ModelsFile {
     /// Reads `<dir>/models.json`.
     ///
     /// # Errors
-    /// [`StudyError::Io`] or [`StudyError::Invalid`].
+    /// [`StudyError::Invalid`] saying to run `finetune` first if the experiment has no
+    /// `models.json` yet; [`StudyError::Io`] or [`StudyError::Invalid`] otherwise.
     pub fn read(dir: &Path) -> Result<ModelsFile, StudyError> {
         let path = dir.join("models.json");
+        if !path.exists() && dir.join("manifest.json").exists() {
+            return Err(StudyError::Invalid {
+                what: path.display().to_string(),
+                message: "no fine-tuned models yet; run `finetune` first".to_owned(),
+            });
+        }
         serde_json::from_str(&read(&path)?).map_err(|e| StudyError::Invalid {
             what: path.display().to_string(),
             message: e.to_string(),
@@ -509,6 +516,8 @@ async fn evaluate_model(
         on_progress(label, &progress);
         match result {
             Ok(r) => answered.push((meta.remove(&id).expect("known id"), r)),
+            // No later request can succeed (quota exhausted, key refused): stop now.
+            Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
                 failures += 1;
                 first.get_or_insert(e);
