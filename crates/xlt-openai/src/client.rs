@@ -756,9 +756,17 @@ impl BatchRunner for OpenAiClient {
         requests: &[(String, ChatRequest)],
     ) -> Result<Batch, ProviderError> {
         let (name, jsonl) = self.batch_input(requests);
-        let file = self
-            .upload(&name, jsonl.into_bytes(), FilePurpose::Batch)
-            .await?;
+        // An input file a lost answer already uploaded is reused, not uploaded twice.
+        let file = match self
+            .find_file(&name, jsonl.len() as u64, FilePurpose::Batch)
+            .await?
+        {
+            Some(f) => f,
+            None => {
+                self.upload(&name, jsonl.into_bytes(), FilePurpose::Batch)
+                    .await?
+            }
+        };
         let body = serde_json::to_value(wire::CreateBatch {
             input_file_id: &file.id,
             endpoint: "/v1/chat/completions",

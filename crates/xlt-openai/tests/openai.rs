@@ -6,8 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
-use wiremock::matchers::{body_partial_json, body_string_contains, header, method, path};
-use wiremock::{Mock, MockServer};
+use wiremock::matchers::{
+    body_partial_json, body_string_contains, header, method, path, query_param,
+};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 use xlt_openai::testing::{TEST_KEY, client_for, exchange, mount};
 use xlt_openai::{OpenAiClient, OpenAiConfig};
 use xlt_provider::*;
@@ -152,6 +154,14 @@ async fn cancel_and_file_metadata() {
 #[tokio::test]
 async fn batch_lifecycle_joins_results_by_custom_id() {
     let server = MockServer::start().await;
+    // No input file of these requests was uploaded before.
+    Mock::given(method("GET"))
+        .and(path("/v1/files"))
+        .and(query_param("purpose", "batch"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
     let x = exchange("files_upload_batch");
     x.mock()
         .and(body_string_contains("batch"))

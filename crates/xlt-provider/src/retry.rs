@@ -147,7 +147,39 @@ impl RetryPolicy {
         &self,
         counter: &RetryCounter,
         operation: &str,
+        op: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        self.run_checked(counter, operation, op, true).await
+    }
+
+    /// As [`RetryPolicy::run`], but sent even after a fatal error: for clean-up that must
+    /// always be tried (stopping a billed endpoint, cancelling a job).
+    ///
+    /// # Errors
+    /// The last error.
+    pub async fn run_cleanup<T, F, Fut>(
+        &self,
+        counter: &RetryCounter,
+        operation: &str,
+        op: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        self.run_checked(counter, operation, op, false).await
+    }
+
+    async fn run_checked<T, F, Fut>(
+        &self,
+        counter: &RetryCounter,
+        operation: &str,
         mut op: F,
+        stop_after_fatal: bool,
     ) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
@@ -155,7 +187,7 @@ impl RetryPolicy {
     {
         let mut attempt = 0;
         loop {
-            if let Some(e) = counter.fatal() {
+            if let Some(e) = counter.fatal().filter(|_| stop_after_fatal) {
                 return Err(e);
             }
             match op().await {
@@ -238,7 +270,8 @@ impl RetryPolicy {
 ///
 /// - reads (`get_job`, `list_events`, `find_job`, `find_file`, `get_batch`,
 ///   `batch_results`, `status`) and `chat` are retried freely;
-/// - `cancel_job` and `stop` are retried freely (repeating them changes nothing);
+/// - `cancel_job` and `stop` are retried freely (repeating them changes nothing), and are
+///   sent even after a fatal error, so a billed endpoint is always stopped;
 /// - `upload`, `create_job`, `submit_batch` and `start` go through
 ///   [`RetryPolicy::run_write`]: before a resend the wrapper asks
 ///   [`FineTuner::find_file`] (the same name and size: the [`crate::JobLedger`] puts the
@@ -385,7 +418,7 @@ impl<M: FineTuner> FineTuner for Retry<M> {
 
     async fn cancel_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
         self.policy
-            .run(&self.counter, "cancel_job", || self.inner.cancel_job(id))
+            .run_cleanup(&self.counter, "cancel_job", || self.inner.cancel_job(id))
             .await
     }
 }
@@ -463,7 +496,7 @@ impl<M: ModelServer> ModelServer for Retry<M> {
 
     async fn stop(&self, served: &Served) -> Result<(), ProviderError> {
         self.policy
-            .run(&self.counter, "stop_endpoint", || self.inner.stop(served))
+            .run_cleanup(&self.counter, "stop_endpoint", || self.inner.stop(served))
             .await
     }
 }
