@@ -611,3 +611,27 @@ async fn jobs_carry_a_reference_and_can_be_found_by_it() {
     );
     assert!(client.find_job("xlt-other-0").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn transport_errors_name_method_url_and_cause_once() {
+    // Nothing listens on port 9 of loopback; the URL carries credentials that must not show.
+    let config = OpenAiConfig::new(TEST_KEY, "http://user:secret-pw@127.0.0.1:9/v1");
+    let client = OpenAiClient::new(config).unwrap();
+    let e = client.chat(&chat("m")).await.unwrap_err();
+    assert!(e.is_retryable());
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("POST http://127.0.0.1:9/v1/chat/completions: transport error: "),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("connection refused"), "{msg}");
+    assert_eq!(
+        msg.to_lowercase().matches("connection refused").count(),
+        1,
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("secret-pw") && !msg.contains(TEST_KEY),
+        "{msg}"
+    );
+}

@@ -282,3 +282,87 @@ fn write_fingerprint(dir: &Path, fingerprint: &Fingerprint) -> Result<(), StudyE
     json.push('\n');
     write_atomic(&dir.join(FINGERPRINT_FILE), json.as_bytes()).map_err(StudyError::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xlt_data::{Domain, Language, ManifestSlice};
+
+    fn manifest(seed: u64) -> Manifest {
+        Manifest {
+            seed,
+            train_fraction: 0.7,
+            slices: [Language::English, Language::Yoruba]
+                .map(|language| ManifestSlice {
+                    language,
+                    domain: Domain::Medical,
+                    train_ids: vec!["anatomy/test/1".into()],
+                    test_ids: vec!["anatomy/test/2".into()],
+                })
+                .to_vec(),
+            dropped_duplicates: 0,
+            dropped_unaligned: 0,
+        }
+    }
+
+    fn fingerprint(seed: u64, base_model: &str, prompt: &str) -> Fingerprint {
+        let files = vec![(PathBuf::from("eval/en-medical.jsonl"), prompt.to_owned())];
+        Fingerprint::new(
+            &manifest(seed),
+            &files,
+            &RunSettings {
+                provider: "openai",
+                base_model,
+                hyperparameters: Hyperparameters::study(),
+                train_slices: &[],
+                grader: "regex",
+                max_tokens: 16,
+                temperature: 0.0,
+            },
+        )
+    }
+
+    #[test]
+    fn changes_name_every_setting_that_differs() {
+        let a = fingerprint(1, "gpt-4.1-nano", "Q?");
+        assert_eq!(a.settings["languages"], "en,yo");
+        assert_eq!(a.settings["domains"], "medical");
+        assert!(a.changes_from(&a).is_empty());
+        let b = fingerprint(2, "gpt-4.1-mini", "Q?");
+        assert_eq!(
+            b.changes_from(&a),
+            ["base_model: gpt-4.1-nano -> gpt-4.1-mini", "seed: 1 -> 2"]
+        );
+        // A changed prompt template shows only as the prepared files' digest.
+        let c = fingerprint(1, "gpt-4.1-nano", "Question?");
+        let changes = c.changes_from(&a);
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].starts_with("prepared_files: "), "{changes:?}");
+    }
+
+    #[test]
+    fn check_records_resumes_refuses_and_discards() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let a = fingerprint(1, "m", "Q?");
+        let b = fingerprint(2, "m", "Q?");
+        let check = |fp: &Fingerprint, fresh| check_fingerprint(d, fp, fresh, Discard::Results);
+        assert_eq!(check(&a, false).unwrap(), FingerprintCheck::New);
+        assert_eq!(check(&a, false).unwrap(), FingerprintCheck::Resume);
+        std::fs::create_dir_all(d.join("outcomes")).unwrap();
+        std::fs::write(d.join("outcomes/base.jsonl"), "{}\n").unwrap();
+        std::fs::create_dir_all(d.join("cache")).unwrap();
+        std::fs::write(d.join("cache/x.json"), "{}").unwrap();
+        std::fs::write(d.join("manifest.json"), "{}").unwrap();
+        match check(&b, false) {
+            Err(StudyError::Changed { changes, .. }) => assert_eq!(changes, ["seed: 1 -> 2"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(d.join("outcomes/base.jsonl").exists());
+        assert_eq!(check(&b, true).unwrap(), FingerprintCheck::Discarded);
+        assert!(!d.join("outcomes").exists());
+        // The cache (keyed by request) and, for `Discard::Results`, the prepared files stay.
+        assert!(d.join("cache/x.json").exists() && d.join("manifest.json").exists());
+        assert_eq!(check(&b, false).unwrap(), FingerprintCheck::Resume);
+    }
+}
