@@ -313,6 +313,11 @@ fn killed_runs_resume_without_repeating_a_paid_call(provider: Provider, seed: u6
     );
     assert!(stats.repeated_chats() <= 8, "{}", stats.repeated_chats());
     if provider == Provider::Together {
+        assert!(
+            stats.endpoint_starts.values().all(|&n| n == 1),
+            "{}",
+            stats.summary()
+        );
         assert!(server.running_endpoints().is_empty());
     }
 }

@@ -397,11 +397,24 @@ pub async fn stop_started_endpoints(
     exp: &Experiment,
     server: &dyn ModelServer,
 ) -> Result<usize, StudyError> {
+    stop_endpoints_except(exp, server, &[]).await
+}
+
+/// As [`stop_started_endpoints`], keeping those that serve a model of `keep`.
+async fn stop_endpoints_except(
+    exp: &Experiment,
+    server: &dyn ModelServer,
+    keep: &[String],
+) -> Result<usize, StudyError> {
     let mut registry = read_registry(exp);
     let mut stopped = 0;
     let mut first = None;
     let mut left = Vec::new();
     for served in registry.started.drain(..) {
+        if keep.contains(&served.model) {
+            left.push(served);
+            continue;
+        }
         match server.stop(&served).await {
             Ok(()) => stopped += 1,
             Err(e) => {
@@ -425,9 +438,11 @@ pub async fn stop_started_endpoints(
 /// outcome file exists is skipped; any request that still fails after the wrapper's retries
 /// fails the model, and a rerun asks only what the cache does not hold.
 ///
-/// With `serving`, each fine-tuned model is served for its evaluation: the endpoint is
-/// recorded in `<exp>/endpoints.json` before it starts and stopped when the model is done,
-/// whether it succeeded or failed; endpoints left by an interrupted run are stopped first.
+/// With `serving`, each fine-tuned model is served for its evaluation (on an endpoint
+/// already serving it if [`ModelServer::find_started`] finds one, else a new one): the
+/// endpoint is recorded in `<exp>/endpoints.json` before it starts and stopped when the model is done,
+/// whether it succeeded or failed; endpoints left by an interrupted run are stopped first,
+/// except those serving a model still to evaluate, which are reused.
 ///
 /// # Errors
 /// [`StudyError::Requests`] with the number of failed requests and the first error.
@@ -441,7 +456,13 @@ pub async fn evaluate(
     on_progress: &(dyn Fn(&str, &Progress) + Sync),
 ) -> Result<(), StudyError> {
     if let Some(s) = serving {
-        let n = stop_started_endpoints(exp, s.server).await?;
+        // Endpoints of models still to evaluate are kept, to be found and reused below.
+        let pending: Vec<String> = labels(models)
+            .into_iter()
+            .filter(|(label, _)| !outcomes_path(exp, label).exists())
+            .map(|(_, model)| model)
+            .collect();
+        let n = stop_endpoints_except(exp, s.server, &pending).await?;
         if n > 0 {
             tracing::warn!(n, "stopped endpoints an interrupted run had left running");
         }
@@ -456,9 +477,16 @@ pub async fn evaluate(
                 evaluate_model(exp, &label, &model, chat.clone(), grader, opts, on_progress).await?
             }
             Some(s) => {
-                let served = s.server.start(&model).await?;
+                // An endpoint a killed run started (and did not record) is reused, not
+                // started and paid for twice.
+                let served = match s.server.find_started(&model).await? {
+                    Some(e) => e,
+                    None => s.server.start(&model).await?,
+                };
                 let mut registry = read_registry(exp);
-                registry.started.push(served.clone());
+                if !registry.started.iter().any(|e| e.id == served.id) {
+                    registry.started.push(served.clone());
+                }
                 write_registry(exp, &registry)?;
                 let result = async {
                     let ready = s.server.wait_ready(&served, s.wait).await?;
@@ -579,7 +607,10 @@ pub async fn evaluate_batch(
                 &Progress {
                     done: b.completed + b.failed,
                     failed: b.failed,
-                    retried: 0,
+                    retried: opts
+                        .retries
+                        .as_ref()
+                        .map_or(0, |r| r.load(std::sync::atomic::Ordering::Relaxed)),
                     total: b.total,
                     elapsed: start.elapsed(),
                 },
