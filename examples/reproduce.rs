@@ -9,7 +9,9 @@
 //!     [--max-requests-per-minute N] [--concurrency N] [--seed 42] [--yes]
 //! ```
 //! Killing it and running the same command again finishes the study without repeating a
-//! finished fine-tuning job or a cached request, with the same results.
+//! finished fine-tuning job or a cached request, with the same results. Running it into a
+//! directory that holds the results of other settings stops before doing anything, naming
+//! what changed; `--fresh` discards those results first.
 
 mod common;
 
@@ -39,13 +41,43 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let study = &args.study;
     let out = &study.out;
-    // 1. Prepare (the same inputs give the same files, so a rerun rewrites them unchanged).
+    // Whether `out` is new: a run that fails before its first paid call removes what it
+    // wrote there, leaving the directory as it found it.
+    let was_new = std::fs::read_dir(out).map_or(true, |mut d| d.next().is_none());
+    let paid = std::cell::Cell::new(false);
+    let result = run_in(&args, &paid).await;
+    if result.is_err() && was_new && !paid.get() {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    result
+}
+
+async fn run_in(args: &Args, paid: &std::cell::Cell<bool>) -> anyhow::Result<()> {
+    let study = &args.study;
+    let out = &study.out;
+    // 1. Prepare in memory, and stop before writing anything if `out` holds the results of
+    // other settings (the same inputs give the same files, so a rerun rewrites them
+    // unchanged).
     let prepared = args.data.prepare(study.seed)?;
+    let backend = common::backend(study.provider, out)?;
+    let fingerprint = study.fingerprint(
+        &backend,
+        Some(&args.tune),
+        Some(&args.eval),
+        &prepared.manifest,
+        prepared.files(),
+    );
+    xlt::study::check_fingerprint(
+        out,
+        &fingerprint,
+        study.fresh,
+        xlt::study::Discard::ResultsAndPreparedFiles,
+    )?;
     prepared.write_to(out)?;
     let exp = xlt::study::Experiment::open(out)?;
     // 2. Plan, and confirm before any paid call.
-    let backend = common::backend(study.provider, out)?;
     let plan = common::plan(study, &args.tune, Some(&args.eval), &backend, &exp).await?;
+    paid.set(true);
     // 3. Fine-tune, 4. evaluate and grade.
     let bars = common::Bars::new();
     let models = common::finetune(study, &args.tune, &backend, &exp, &plan, &bars).await?;
@@ -59,16 +91,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "fine_tuned": models.fine_tuned.len(),
         "grader": args.eval.grader,
         "departures_from_study": plan.departures,
+        "retries": common::retries_record(&backend),
+        "fingerprint": fingerprint,
     });
     xlt::data::write_atomic(
         &out.join("run.json"),
         (serde_json::to_string_pretty(&run)? + "\n").as_bytes(),
     )?;
     println!(
-        "{} instances analysed; {} in {}",
+        "{} instances analysed; {} in {}; {} retries",
         analysis.grid.rows.len(),
         files.join(", "),
-        out.display()
+        out.display(),
+        backend.retries.total()
     );
     Ok(())
 }

@@ -210,7 +210,99 @@ fn paid_run_without_yes_is_refused_before_any_call() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("estimated cost:"), "{err}");
     assert!(err.contains("pass --yes"), "{err}");
-    assert!(!out.join("models.json").exists());
+    // A run that stops before its first paid call leaves no directory behind.
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_rerun_with_other_settings_stops_and_fresh_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let clean = dir.path().join("clean");
+    let args = |out: &Path, seed: &str, fresh: bool| {
+        let mut a = vec![
+            "--out".to_owned(),
+            out.to_str().unwrap().to_owned(),
+            "--languages".into(),
+            "en,yo".into(),
+            "--domains".into(),
+            "medical".into(),
+            "--seed".into(),
+            seed.into(),
+        ];
+        if fresh {
+            a.push("--fresh".into());
+        }
+        a
+    };
+    let run = |a: Vec<String>| {
+        run_example(
+            "reproduce",
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    let o = run(args(&out, "1", false));
+    assert!(o.status.success(), "{}", describe(&o));
+    let before = snapshot_dir(&out);
+    // Seed 2 into the same directory: stops, names what changed, touches nothing.
+    let o = run(args(&out, "2", false));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("holds the results of a different experiment"),
+        "{err}"
+    );
+    assert!(err.contains("seed: 1 -> 2"), "{err}");
+    assert!(err.contains("--fresh"), "{err}");
+    assert!(
+        snapshot_dir(&out) == before,
+        "the refused run changed files"
+    );
+    // With --fresh: exactly the results of a clean seed-2 run.
+    let o = run(args(&out, "2", true));
+    assert!(o.status.success(), "{}", describe(&o));
+    let o = run(args(&clean, "2", false));
+    assert!(o.status.success(), "{}", describe(&o));
+    for f in [
+        "models.json",
+        "report.md",
+        "summary.json",
+        "grid.csv",
+        "manifest.json",
+    ] {
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == std::fs::read(clean.join(f)).unwrap(),
+            "{f} differs from a clean seed-2 run"
+        );
+    }
+    let outcomes = |d: &Path| snapshot_dir(&d.join("outcomes"));
+    assert!(outcomes(&out) == outcomes(&clean));
+    assert_eq!(
+        read_json(&out.join("run.json"))["fingerprint"]["settings"]["seed"],
+        "2"
+    );
+}
+
+#[test]
+fn evaluate_before_finetune_says_to_run_finetune_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let o = run_example(
+        "prepare",
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--languages",
+            "en,yo",
+            "--domains",
+            "medical",
+        ],
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+    let o = run_example("evaluate", &["--out", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("run `finetune` first"), "{err}");
 }
 
 fn count_files(dir: &Path) -> usize {

@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use wiremock::matchers::body_partial_json;
-use wiremock::{MockServer, ResponseTemplate};
+use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 use xlt_together::testing::{TEST_KEY, exchange, mount};
 
 const TUNED: &str = "xlt-user/Qwen2.5-7B-Instruct-en-medical-789abcdef0-a1b2c3d4";
@@ -25,6 +25,15 @@ async fn mount_training(server: &MockServer) {
     x.mock()
         .respond_with(x.template())
         .expect(1..)
+        .mount(server)
+        .await;
+    // No endpoint of an interrupted run serves the model (the first listing, before the
+    // endpoint is asked for; later listings are answered below).
+    Mock::given(method("GET"))
+        .and(path("/v1/endpoints"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
+        .up_to_n_times(1)
+        .expect(1)
         .mount(server)
         .await;
     mount(server, "endpoint_create", 1).await;
@@ -173,10 +182,9 @@ async fn endpoint_is_stopped_after_a_failure_mid_evaluation() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("request(s) for model `en-medical` failed"),
-        "{err}"
-    );
+    // A refused key is fatal: the run stops at the first refusal, with the API's message.
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(err.contains("Invalid API key provided"), "{err}");
     assert!(!out.join("outcomes/en-medical.jsonl").exists());
     // The `endpoint stopped` mock's expect(1) is checked when the server drops.
 }

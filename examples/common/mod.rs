@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use xlt::provider::{
     BatchRunner, Cached, ChatModel, EMBEDDED_BASE_MODEL, EmbeddedProvider, FineTuneJob, FineTuner,
-    Limited, Progress, RateLimits, Retry, RetryPolicy,
+    Limited, Progress, RateLimits, Retry, RetryCounter, RetryPolicy,
 };
 use xlt::provider::{LearningRate, ModelServer};
 use xlt::study::{PriceTable, STUDY_BASE_MODEL};
@@ -28,9 +28,12 @@ pub enum ProviderKind {
     Together,
 }
 
-/// A provider, as trait objects.
+/// A provider, as trait objects, every call of `tuner`, `batch` and `server` retried (and
+/// `chat` once [`chat_stack`] wraps it), each retry counted in `retries`.
 pub struct Backend {
     pub name: String,
+    /// Every retry of this run, by operation (progress, `run.json`).
+    pub retries: RetryCounter,
     pub chat: Arc<dyn ChatModel>,
     pub tuner: Arc<dyn FineTuner>,
     pub batch: Option<Arc<dyn BatchRunner>>,
@@ -45,10 +48,30 @@ pub struct Backend {
 
 /// Opens the chosen provider; the embedded one keeps its state under `out/embedded`.
 pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
+    let raw = raw_backend(kind, out)?;
+    // One retry mechanism around every provider call, one counter for the whole run.
+    let retries = RetryCounter::new();
+    let policy = RetryPolicy::default();
+    Ok(Backend {
+        tuner: Arc::new(Retry::with_counter(raw.tuner, policy, retries.clone())),
+        batch: raw.batch.map(|b| {
+            Arc::new(Retry::with_counter(b, policy, retries.clone())) as Arc<dyn BatchRunner>
+        }),
+        server: raw.server.map(|s| {
+            Arc::new(Retry::with_counter(s, policy, retries.clone())) as Arc<dyn ModelServer>
+        }),
+        retries,
+        ..raw
+    })
+}
+
+fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
+    let retries = RetryCounter::new();
     Ok(match kind {
         ProviderKind::Embedded => {
             let p = Arc::new(EmbeddedProvider::open(out.join("embedded")));
             Backend {
+                retries,
                 name: "embedded".into(),
                 chat: p.clone(),
                 tuner: p,
@@ -62,6 +85,7 @@ pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
         ProviderKind::Openai => {
             let c = Arc::new(xlt::openai::OpenAiClient::from_env()?);
             Backend {
+                retries,
                 name: "openai".into(),
                 chat: c.clone(),
                 tuner: c.clone(),
@@ -75,6 +99,7 @@ pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
         ProviderKind::Together => {
             let c = Arc::new(xlt::together::TogetherClient::from_env()?);
             Backend {
+                retries,
                 name: "together".into(),
                 chat: c.clone(),
                 tuner: c.clone(),
@@ -127,10 +152,18 @@ pub fn chat_stack(
             tokens_per_minute: tpm,
         },
     );
-    let retry = Retry::new(limited, RetryPolicy::default());
+    let retry = Retry::with_counter(limited, RetryPolicy::default(), backend.retries.clone());
     let retries = retry.retries();
     let cached = Cached::new(retry, cache_dir(backend, out));
     (Arc::new(cached), retries)
+}
+
+/// What `run.json` says of the run's retries: the total and the count by operation.
+pub fn retries_record(backend: &Backend) -> serde_json::Value {
+    serde_json::json!({
+        "total": backend.retries.total(),
+        "by_operation": backend.retries.by_operation(),
+    })
 }
 
 /// The exit of a study example: the error on stderr and a failure code, or success.
@@ -215,7 +248,8 @@ impl Bars {
         }
     }
 
-    pub fn job(&self, slice: &str, job: &FineTuneJob) {
+    /// Shows a job's state; `retried` is the run's retries so far.
+    pub fn job(&self, slice: &str, job: &FineTuneJob, retried: u64) {
         let mut jobs = self.jobs.lock().unwrap();
         let bar = jobs.entry(slice.to_owned()).or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new_spinner());
@@ -227,7 +261,10 @@ impl Bars {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        bar.set_message(format!("{} [{}]", job.provider_status, job.id));
+        bar.set_message(format!(
+            "{} [{}] retried {retried}",
+            job.provider_status, job.id
+        ));
         if job.status.is_terminal() {
             bar.finish();
         }
@@ -327,6 +364,14 @@ pub struct StudyArgs {
     /// Seed of the split, the training runs and sampling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Discard the results of an earlier run with other settings in `--out` (the response
+    /// cache and the job ledger are kept: only what changed is asked and paid for again).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Seconds between polls of a fine-tuning job, batch or endpoint (default: the
+    /// provider's pace, 5 s growing to 60 s for jobs).
+    #[arg(long)]
+    pub poll_interval: Option<f64>,
 }
 
 /// Fine-tuning settings: `finetune` and `reproduce`.
@@ -411,6 +456,87 @@ impl TuneArgs {
 }
 
 impl StudyArgs {
+    /// The fingerprint of this run over an experiment prepared as `manifest` with `files`.
+    /// A command without fine-tuning (`tune`) or evaluation (`eval`) settings leaves their
+    /// keys out; [`StudyArgs::check_fingerprint`] takes them from the recorded fingerprint.
+    pub fn fingerprint(
+        &self,
+        backend: &Backend,
+        tune: Option<&TuneArgs>,
+        eval: Option<&EvalArgs>,
+        manifest: &xlt::data::Manifest,
+        files: &[(std::path::PathBuf, String)],
+    ) -> xlt::study::Fingerprint {
+        let base = self.base_model(backend);
+        let slices = tune.map(TuneArgs::slices).unwrap_or_default();
+        let grader = eval.map_or(xlt::grade::Protocol::RegexThenLlm, |e| e.grader);
+        let grader = serde_json::to_value(grader).expect("serializes");
+        let hyperparameters = match tune {
+            Some(t) => t.hyperparameters(backend),
+            None => xlt::provider::Hyperparameters::default(),
+        };
+        let settings = xlt::study::RunSettings {
+            provider: &backend.name,
+            base_model: &base,
+            hyperparameters,
+            train_slices: &slices,
+            grader: grader.as_str().unwrap_or_default(),
+            max_tokens: eval.map_or(xlt::study::DEFAULT_MAX_TOKENS, |e| e.max_tokens),
+            temperature: xlt::study::EvalOptions::default().temperature,
+        };
+        let mut fp = xlt::study::Fingerprint::new(manifest, files, &settings);
+        if tune.is_none() {
+            for k in ["hyperparameters", "train_slices"] {
+                fp.settings.remove(k);
+            }
+        }
+        if eval.is_none() {
+            for k in ["grader", "max_tokens", "temperature"] {
+                fp.settings.remove(k);
+            }
+        }
+        fp
+    }
+
+    /// Stops unless the experiment in `--out` was run with these settings, or is new
+    /// (see `xlt::study::check_fingerprint`); for commands that run on a prepared
+    /// experiment. Returns the fingerprint.
+    pub fn check_fingerprint(
+        &self,
+        backend: &Backend,
+        tune: Option<&TuneArgs>,
+        eval: Option<&EvalArgs>,
+        exp: &xlt::study::Experiment,
+    ) -> anyhow::Result<xlt::study::Fingerprint> {
+        let mut files = Vec::new();
+        for name in exp.slice_names() {
+            for dir in ["finetune", "eval"] {
+                let rel = std::path::PathBuf::from(format!("{dir}/{name}.jsonl"));
+                let text = std::fs::read_to_string(exp.dir.join(&rel))
+                    .with_context(|| exp.dir.join(&rel).display().to_string())?;
+                files.push((rel, text));
+            }
+        }
+        let rel = std::path::PathBuf::from("manifest.json");
+        files.push((rel.clone(), std::fs::read_to_string(exp.dir.join(&rel))?));
+        let mut fp = self.fingerprint(backend, tune, eval, &exp.manifest, &files);
+        complete_from_recorded(&exp.dir, &mut fp)?;
+        xlt::study::check_fingerprint(&exp.dir, &fp, self.fresh, xlt::study::Discard::Results)?;
+        Ok(fp)
+    }
+
+    fn poll(&self, default: xlt::provider::WaitOptions) -> xlt::provider::WaitOptions {
+        match self.poll_interval {
+            Some(s) if s >= 0.0 => xlt::provider::WaitOptions {
+                initial: Duration::from_secs_f64(s),
+                max: Duration::from_secs_f64(s),
+                factor: 1.0,
+                ..default
+            },
+            _ => default,
+        }
+    }
+
     pub fn base_model(&self, backend: &Backend) -> String {
         self.base_model
             .clone()
@@ -515,7 +641,7 @@ fn finetune_options(
                 timeout: Duration::from_secs(600),
             }
         } else {
-            xlt::provider::WaitOptions::default()
+            args.poll(xlt::provider::WaitOptions::default())
         },
     }
 }
@@ -537,7 +663,7 @@ pub async fn finetune(
         backend.tuner.as_ref(),
         &ledger,
         &finetune_options(args, tune, backend, plan),
-        &|slice, job| bars.job(slice, job),
+        &|slice, job| bars.job(slice, job, backend.retries.total()),
     )
     .await?)
 }
@@ -584,19 +710,22 @@ pub async fn evaluate(
             &cache,
             &grader,
             &opts,
-            &xlt::study::BatchOptions::default(),
+            &xlt::study::BatchOptions {
+                poll: args.poll(xlt::study::BatchOptions::default().poll),
+                ..xlt::study::BatchOptions::default()
+            },
             &|label, p| bars.eval(label, p),
         )
         .await?;
     } else {
         let serving = backend.server.as_ref().map(|s| xlt::study::Serving {
             server: s.as_ref(),
-            wait: xlt::provider::WaitOptions {
+            wait: args.poll(xlt::provider::WaitOptions {
                 initial: Duration::from_secs(10),
                 max: Duration::from_secs(60),
                 factor: 1.5,
                 timeout: Duration::from_secs(3600),
-            },
+            }),
         });
         let on_progress = |label: &str, p: &Progress| bars.eval(label, p);
         let run = xlt::study::evaluate(
@@ -620,6 +749,35 @@ pub async fn evaluate(
                 bail!("{signal}");
             }
         }
+    }
+    Ok(())
+}
+
+/// Fills the keys a partial command (`finetune`, `evaluate`) does not set from the
+/// fingerprint recorded in `dir`, and records the keys it sets that the recorded one lacks
+/// (an `evaluate` after a `finetune`), so each command compares only what it knows.
+fn complete_from_recorded(dir: &Path, fp: &mut xlt::study::Fingerprint) -> anyhow::Result<()> {
+    let path = dir.join(xlt::study::FINGERPRINT_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let mut recorded: xlt::study::Fingerprint =
+        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    for (k, v) in &recorded.settings {
+        fp.settings.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let new_keys: Vec<(String, String)> = fp
+        .settings
+        .iter()
+        .filter(|(k, _)| !recorded.settings.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !new_keys.is_empty() {
+        recorded.settings.extend(new_keys);
+        xlt::data::write_atomic(
+            &path,
+            (serde_json::to_string_pretty(&recorded)? + "\n").as_bytes(),
+        )?;
     }
     Ok(())
 }

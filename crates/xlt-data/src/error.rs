@@ -10,13 +10,14 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum DataError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    // The cause is in the message and deliberately not a `source`: a report that prints
+    // the chain (anyhow's `{:#}`) would print it twice.
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the operating system said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A Hub dataset could not be fetched; the message says what to do (download with
     /// network, set `HF_TOKEN`, pick a language the dataset has).
@@ -108,6 +109,12 @@ pub enum DataError {
         /// The value as given.
         value: String,
     },
+    /// A data file has a header but no data rows.
+    #[error("{path}: no data rows (the file has only a header)")]
+    NoRows {
+        /// The file.
+        path: PathBuf,
+    },
     /// A selection, split or export left a slice with no questions.
     #[error("empty slice: {what}")]
     EmptySlice {
@@ -126,7 +133,7 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> DataError {
         DataError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -295,6 +295,11 @@ fn frame_to_questions(
     language: Language,
     frame: &DataFrame,
 ) -> Result<Vec<Question>, DataError> {
+    if frame.height() == 0 {
+        return Err(DataError::NoRows {
+            path: path.to_owned(),
+        });
+    }
     let columns: Vec<Column> = REQUIRED_COLUMNS
         .iter()
         .map(|name| text_column(path, frame, name))

@@ -224,6 +224,24 @@ fn missing_file_is_an_io_error_naming_it() {
     let err = load_paths(&[Path::new("/nonexistent/en.test.csv")]).unwrap_err();
     assert!(matches!(err, DataError::Io { .. }));
     assert!(err.to_string().contains("/nonexistent/en.test.csv"));
+    // The cause is in the message and not repeated as a source, so a report that prints
+    // the whole chain prints it once.
+    assert!(err.to_string().contains("No such file or directory"));
+    assert!(std::error::Error::source(&err).is_none());
+}
+
+#[test]
+fn header_only_file_names_the_file_with_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("de.test.csv");
+    let text = std::fs::read_to_string(fixtures().join("global-mmlu/lite/de.test.csv")).unwrap();
+    std::fs::write(&p, format!("{}\n", text.lines().next().unwrap())).unwrap();
+    let err = load_paths(&[&p]).unwrap_err();
+    assert!(matches!(err, DataError::NoRows { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("{}: no data rows (the file has only a header)", p.display())
+    );
 }
 
 #[test]

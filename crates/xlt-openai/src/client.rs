@@ -72,6 +72,23 @@ impl OpenAiClient {
         format!("{method} {p}")
     }
 
+    /// `POST http://host:port/v1/files`: the method and the URL without credentials or
+    /// query, for transport errors, where the host is what the user needs to see.
+    fn url_for_errors(&self, method: &Method, path: &str) -> String {
+        let url = self.url(path);
+        let shown = match reqwest::Url::parse(&url) {
+            Ok(mut u) => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.set_query(None);
+                u.set_fragment(None);
+                u.to_string()
+            }
+            Err(_) => url.split('?').next().unwrap_or_default().to_owned(),
+        };
+        format!("{method} {shown}")
+    }
+
     /// Sends one request; returns the response headers and body of a 2xx, or the error.
     async fn send(
         &self,
@@ -80,6 +97,7 @@ impl OpenAiClient {
         body: Body,
     ) -> Result<(HeaderMap, String), ProviderError> {
         let request = self.describe(&method, path);
+        let method_copy = method.clone();
         let mut rb = self
             .http
             .request(method, self.url(path))
@@ -96,16 +114,17 @@ impl OpenAiClient {
             Body::Multipart(form) => rb.multipart(form),
         };
         tracing::debug!(%request, "sending");
+        let url = self.url_for_errors(&method_copy, path);
         let response = rb
             .send()
             .await
-            .map_err(|e| transport_error(&request, e, self.config.timeout))?;
+            .map_err(|e| transport_error(&url, e, self.config.timeout))?;
         let status = response.status();
         let headers = response.headers().clone();
         let text = response
             .text()
             .await
-            .map_err(|e| transport_error(&request, e, self.config.timeout))?;
+            .map_err(|e| transport_error(&url, e, self.config.timeout))?;
         tracing::debug!(%request, status = status.as_u16(), "received");
         if status.is_success() {
             Ok((headers, text))
@@ -227,12 +246,29 @@ fn transport_error(request: &str, e: reqwest::Error, timeout: Duration) -> Provi
             after: timeout,
         }
     } else {
-        // reqwest's Display names the URL, never headers; strip the query to be safe.
         ProviderError::Transport {
             request: request.to_owned(),
-            message: e.without_url().to_string(),
+            message: causes(&e.without_url()),
         }
     }
+}
+
+/// Every distinct cause in an error's chain, outermost first, each once: reqwest's own
+/// message says only "error sending request"; the cause (`Connection refused`, a DNS
+/// failure) is further down, and some layers repeat their source in their own message.
+pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        // A layer that already quotes its source adds nothing; one quoted by the layer
+        // above is dropped.
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 fn truncate(s: &str) -> String {
@@ -590,6 +626,34 @@ impl FineTuner for OpenAiClient {
         })
     }
 
+    async fn find_file(
+        &self,
+        filename: &str,
+        bytes: u64,
+        purpose: FilePurpose,
+    ) -> Result<Option<UploadedFile>, ProviderError> {
+        let purpose = match purpose {
+            FilePurpose::FineTune => "fine-tune",
+            FilePurpose::Batch => "batch",
+        };
+        let (_, list): (_, wire::FileList) = self
+            .call(
+                Method::GET,
+                &format!("/files?purpose={purpose}"),
+                Body::Empty,
+            )
+            .await?;
+        Ok(list
+            .data
+            .into_iter()
+            .find(|f| f.filename == filename && f.bytes == bytes)
+            .map(|f| UploadedFile {
+                id: f.id,
+                filename: f.filename,
+                bytes: f.bytes,
+            }))
+    }
+
     async fn create_job(
         &self,
         spec: &FineTuneSpec,
@@ -739,20 +803,18 @@ impl BatchRunner for OpenAiClient {
         &self,
         requests: &[(String, ChatRequest)],
     ) -> Result<Batch, ProviderError> {
-        let mut jsonl = String::new();
-        for (id, r) in requests {
-            let line = wire::BatchLine {
-                custom_id: id,
-                method: "POST",
-                url: "/v1/chat/completions",
-                body: chat_body(r, self.config.logprobs),
-            };
-            jsonl.push_str(&serde_json::to_string(&line).expect("batch line serializes"));
-            jsonl.push('\n');
-        }
-        let file = self
-            .upload("batch.jsonl", jsonl.into_bytes(), FilePurpose::Batch)
-            .await?;
+        let (name, jsonl) = self.batch_input(requests);
+        // An input file a lost answer already uploaded is reused, not uploaded twice.
+        let file = match self
+            .find_file(&name, jsonl.len() as u64, FilePurpose::Batch)
+            .await?
+        {
+            Some(f) => f,
+            None => {
+                self.upload(&name, jsonl.into_bytes(), FilePurpose::Batch)
+                    .await?
+            }
+        };
         let body = serde_json::to_value(wire::CreateBatch {
             input_file_id: &file.id,
             endpoint: "/v1/chat/completions",
@@ -763,6 +825,28 @@ impl BatchRunner for OpenAiClient {
             .call(Method::POST, "/batches", Body::Json(body))
             .await?;
         Ok(to_batch(b))
+    }
+
+    /// The batch whose input file is these requests' (named by their content hash).
+    async fn find_batch(
+        &self,
+        requests: &[(String, ChatRequest)],
+    ) -> Result<Option<Batch>, ProviderError> {
+        let (name, jsonl) = self.batch_input(requests);
+        let Some(file) = self
+            .find_file(&name, jsonl.len() as u64, FilePurpose::Batch)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (_, list): (_, wire::BatchList) = self
+            .call(Method::GET, "/batches?limit=100", Body::Empty)
+            .await?;
+        Ok(list
+            .data
+            .into_iter()
+            .find(|b| b.input_file_id == file.id)
+            .map(to_batch))
     }
 
     async fn get_batch(&self, id: &str) -> Result<Batch, ProviderError> {
@@ -833,6 +917,26 @@ impl BatchRunner for OpenAiClient {
             }
         }
         Ok(results)
+    }
+}
+
+impl OpenAiClient {
+    /// The batch input file of `requests`: its name (with the content hash) and its JSON
+    /// Lines.
+    fn batch_input(&self, requests: &[(String, ChatRequest)]) -> (String, String) {
+        let mut jsonl = String::new();
+        for (id, r) in requests {
+            let line = wire::BatchLine {
+                custom_id: id,
+                method: "POST",
+                url: "/v1/chat/completions",
+                body: chat_body(r, self.config.logprobs),
+            };
+            jsonl.push_str(&serde_json::to_string(&line).expect("batch line serializes"));
+            jsonl.push('\n');
+        }
+        let hash = xlt_provider::bytes_hash(jsonl.as_bytes());
+        (format!("batch.{}.jsonl", &hash[..16]), jsonl)
     }
 }
 

@@ -74,11 +74,13 @@ impl OpenAiConfig {
     }
 
     /// Reads `OPENAI_API_KEY` (required), `OPENAI_BASE_URL` (default
-    /// [`DEFAULT_BASE_URL`]), `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID` (optional). This is the
-    /// only place the environment is read.
+    /// [`DEFAULT_BASE_URL`]), `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID` and
+    /// `OPENAI_TIMEOUT_SECS` (the whole-request timeout in seconds, default 120; optional).
+    /// This is the only place the environment is read.
     ///
     /// # Errors
-    /// [`ProviderError::InvalidRequest`] if `OPENAI_API_KEY` is unset or empty.
+    /// [`ProviderError::InvalidRequest`] if `OPENAI_API_KEY` is unset or empty, or
+    /// `OPENAI_TIMEOUT_SECS` is not a positive number.
     pub fn from_env() -> Result<OpenAiConfig, ProviderError> {
         let key = std::env::var("OPENAI_API_KEY").unwrap_or_default();
         if key.trim().is_empty() {
@@ -92,6 +94,9 @@ impl OpenAiConfig {
             .filter(|b| !b.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
         let mut c = OpenAiConfig::new(key, base);
+        if let Some(t) = timeout_from_env("OPENAI_TIMEOUT_SECS")? {
+            c.timeout = t;
+        }
         c.organization = std::env::var("OPENAI_ORG_ID")
             .ok()
             .filter(|s| !s.is_empty());
@@ -103,6 +108,22 @@ impl OpenAiConfig {
 
     pub(crate) fn api_key(&self) -> &str {
         &self.api_key
+    }
+}
+
+/// A timeout in seconds from the environment variable `var`, if set.
+///
+/// # Errors
+/// [`ProviderError::InvalidRequest`] naming the variable if it is not a positive number.
+pub fn timeout_from_env(var: &str) -> Result<Option<Duration>, ProviderError> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse::<f64>() {
+            Ok(s) if s > 0.0 && s.is_finite() => Ok(Some(Duration::from_secs_f64(s))),
+            _ => Err(ProviderError::InvalidRequest(format!(
+                "{var}={v:?} is not a positive number of seconds"
+            ))),
+        },
+        _ => Ok(None),
     }
 }
 

@@ -35,4 +35,4 @@ pub mod testing;
 mod wire;
 
 pub use client::{HttpMethod, OpenAiClient, parse_rate_limit, parse_reset, retry_after};
-pub use config::{DEFAULT_BASE_URL, LogprobsDialect, OpenAiConfig};
+pub use config::{DEFAULT_BASE_URL, LogprobsDialect, OpenAiConfig, timeout_from_env};

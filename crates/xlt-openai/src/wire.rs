@@ -180,6 +180,8 @@ pub struct BatchObject {
     #[serde(default)]
     pub status: String,
     #[serde(default)]
+    pub input_file_id: String,
+    #[serde(default)]
     pub output_file_id: Option<String>,
     #[serde(default)]
     pub error_file_id: Option<String>,
@@ -201,6 +203,18 @@ pub struct BatchError {
     pub code: Option<String>,
     pub message: Option<String>,
     pub line: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BatchList {
+    #[serde(default)]
+    pub data: Vec<BatchObject>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FileList {
+    #[serde(default)]
+    pub data: Vec<FileObject>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,8 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
-use wiremock::matchers::{body_partial_json, body_string_contains, header, method, path};
-use wiremock::{Mock, MockServer};
+use wiremock::matchers::{
+    body_partial_json, body_string_contains, header, method, path, query_param,
+};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 use xlt_openai::testing::{TEST_KEY, client_for, exchange, mount};
 use xlt_openai::{OpenAiClient, OpenAiConfig};
 use xlt_provider::*;
@@ -152,6 +154,14 @@ async fn cancel_and_file_metadata() {
 #[tokio::test]
 async fn batch_lifecycle_joins_results_by_custom_id() {
     let server = MockServer::start().await;
+    // No input file of these requests was uploaded before.
+    Mock::given(method("GET"))
+        .and(path("/v1/files"))
+        .and(query_param("purpose", "batch"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"data": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
     let x = exchange("files_upload_batch");
     x.mock()
         .and(body_string_contains("batch"))
@@ -853,4 +863,27 @@ async fn a_job_cancelled_outside_the_run_needs_resubmit_cancelled() {
     let job = ledger.submit_or_resume(&client, &spec()).await.unwrap();
     assert_eq!(job.id, "ftjob-abc123");
     assert_eq!(ledger.jobs().await[0].attempt, 1);
+}
+#[tokio::test]
+async fn transport_errors_name_method_url_and_cause_once() {
+    // Nothing listens on port 9 of loopback; the URL carries credentials that must not show.
+    let config = OpenAiConfig::new(TEST_KEY, "http://user:secret-pw@127.0.0.1:9/v1");
+    let client = OpenAiClient::new(config).unwrap();
+    let e = client.chat(&chat("m")).await.unwrap_err();
+    assert!(e.is_retryable());
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("POST http://127.0.0.1:9/v1/chat/completions: transport error: "),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("connection refused"), "{msg}");
+    assert_eq!(
+        msg.to_lowercase().matches("connection refused").count(),
+        1,
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("secret-pw") && !msg.contains(TEST_KEY),
+        "{msg}"
+    );
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProviderError {
-    /// The request did not reach the provider or the connection broke.
+    /// The request did not reach the provider or the connection broke. `request` names the
+    /// method and the URL without credentials (`POST http://127.0.0.1:8000/v1/files`),
+    /// `message` each distinct cause once (`connection refused`).
     #[error("{request}: transport error: {message}")]
     Transport {
         /// Which request (`POST /v1/chat/completions`).
@@ -19,7 +21,7 @@ pub enum ProviderError {
         message: String,
     },
     /// No answer within the configured timeout.
-    #[error("{request}: timed out after {after:?}")]
+    #[error("{request}: timed out after {} s", after.as_secs_f64())]
     Timeout {
         /// Which request.
         request: String,
@@ -64,7 +66,9 @@ pub enum ProviderError {
         /// The provider's request id, for its support.
         request_id: Option<String>,
     },
-    /// The provider answered, but the body is not what its API promises.
+    /// The provider answered 2xx, but the body is not what its API promises: cut off
+    /// mid-object by a broken connection or proxy, or malformed. Retryable: the same
+    /// request usually decodes the next time.
     #[error("{request}: cannot decode response: {message}; body: {raw_body}")]
     Decode {
         /// Which request.
@@ -122,18 +126,30 @@ pub enum ProviderError {
 
 impl ProviderError {
     /// Whether the same request may succeed if sent again later: transport failures,
-    /// timeouts, rate limits and server errors (HTTP 500, 502, 503, 504, 529). Quota
-    /// exhaustion, client errors and decode failures are final.
+    /// timeouts, rate limits, a cut-off or malformed 2xx body ([`ProviderError::Decode`]),
+    /// and HTTP 408, 409, 500, 502, 503, 504 and 529. Quota exhaustion and other client
+    /// errors are final.
     pub fn is_retryable(&self) -> bool {
         match self {
             ProviderError::Transport { .. }
             | ProviderError::Timeout { .. }
-            | ProviderError::RateLimited { .. } => true,
+            | ProviderError::RateLimited { .. }
+            | ProviderError::Decode { .. } => true,
             ProviderError::Api { status, .. } => {
                 matches!(status, 408 | 409 | 500 | 502 | 503 | 504 | 529)
             }
             _ => false,
         }
+    }
+
+    /// Whether no later request of this run can succeed either: quota exhaustion and HTTP
+    /// 401 (a key the provider refuses). [`crate::Retry`] stops sending once it sees one, so
+    /// that thousands of queued requests do not each meet the same wall.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::QuotaExhausted { .. } | ProviderError::Api { status: 401, .. }
+        )
     }
 
     /// The pause the provider asked for, if any.
@@ -178,6 +194,16 @@ mod tests {
             }
             .is_retryable()
         );
+        assert!(
+            ProviderError::Decode {
+                request: "r".into(),
+                message: "EOF while parsing a string".into(),
+                raw_body: "{\"id\": \"ftjob-1".into()
+            }
+            .is_retryable()
+        );
+        assert!(api(401).is_fatal() && !api(401).is_retryable());
+        assert!(!api(503).is_fatal());
         let msg = api(404).to_string();
         assert_eq!(msg, "POST /x: HTTP 404: m");
     }

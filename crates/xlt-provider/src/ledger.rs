@@ -43,6 +43,15 @@ struct LedgerFile {
     jobs: BTreeMap<String, LedgerJob>,
 }
 
+/// `en-stem.jsonl` with hash `0123456789abcdef...` to `en-stem.0123456789abcdef.jsonl`.
+fn hashed_name(filename: &str, hash: &str) -> String {
+    let short = &hash[..hash.len().min(16)];
+    match filename.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.{short}.{ext}"),
+        _ => format!("{filename}.{short}"),
+    }
+}
+
 /// The ledger, one JSON file rewritten atomically after every change.
 ///
 /// A job that ended without a model is not silently paid for again: one that failed on its
@@ -107,7 +116,11 @@ impl JobLedger {
         write_durable(&self.path, &bytes)
     }
 
-    /// Uploads `bytes` unless the same bytes were uploaded for the same purpose before.
+    /// Uploads `bytes` unless the same bytes were uploaded for the same purpose before. The
+    /// file is named `<stem>.<first 16 hex digits of its
+    /// SHA-256>.<ext>` (`en-stem.0123456789abcdef.jsonl`), so the name identifies the
+    /// content, and a [`crate::Retry`] around `tuner` finds it before it resends an upload
+    /// whose answer was lost.
     ///
     /// # Errors
     /// The provider's upload error; storage errors.
@@ -118,20 +131,24 @@ impl JobLedger {
         bytes: Vec<u8>,
         purpose: FilePurpose,
     ) -> Result<UploadedFile, ProviderError> {
+        let hash = bytes_hash(&bytes);
         let key = format!(
-            "{}:{}",
+            "{}:{hash}",
             serde_json::to_value(purpose)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
-            bytes_hash(&bytes)
         );
         let mut state = self.state.lock().await;
         if let Some(f) = state.files.get(&key) {
             tracing::info!(file = %f.id, filename, "reusing uploaded file");
             return Ok(f.clone());
         }
-        let f = tuner.upload(filename, bytes, purpose).await?;
+        // The content hash in the name lets a resend find the file a lost answer uploaded
+        // (`FineTuner::find_file`, asked by `Retry`).
+        let f = tuner
+            .upload(&hashed_name(filename, &hash), bytes, purpose)
+            .await?;
         state.files.insert(key, f.clone());
         self.save(&state)?;
         Ok(f)

@@ -4,7 +4,8 @@
 //! [`FineTuneSpec`]); backends (OpenAI, Together, the [`EmbeddedProvider`]) implement them.
 //!
 //! Wrappers compose over any backend: [`Retry`] (exponential backoff with jitter, honouring
-//! Retry-After), [`Limited`] (requests and tokens per minute, following the provider's own
+//! Retry-After, around every call of every trait, with resends of writes made safe by a
+//! lookup first; retries counted in a [`RetryCounter`]), [`Limited`] (requests and tokens per minute, following the provider's own
 //! rate-limit reports), [`Cached`] (an on-disk response cache) and, for fine-tuning, the
 //! [`JobLedger`] (a resubmitted spec resumes its job). [`run_chat`] streams many requests
 //! through them with bounded concurrency and [`Progress`].
@@ -49,7 +50,7 @@ pub use limit::{
     LOGGED_PAUSE, Limited, MAX_PROVIDER_PAUSE, RATE_LIMIT_BACKOFF_START, RateLimiter, RateLimits,
     rate_limit_backoff,
 };
-pub use retry::{Retry, RetryPolicy, with_retry};
+pub use retry::{Retry, RetryCounter, RetryPolicy};
 pub use run::{Progress, RunOptions, run_chat};
 pub use store::{bytes_hash, stable_hash};
 pub use traits::{

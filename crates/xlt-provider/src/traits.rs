@@ -42,6 +42,21 @@ pub trait FineTuner: Send + Sync {
         purpose: FilePurpose,
     ) -> Result<UploadedFile, ProviderError>;
 
+    /// The file uploaded as `filename` with `bytes` bytes for `purpose`, if there is one:
+    /// what [`crate::Retry`] asks before it resends an upload whose answer was lost. The
+    /// [`crate::JobLedger`] puts the content hash in `filename`, so a match is the same
+    /// content. A backend that cannot list files returns `Ok(None)` (the default), and a
+    /// lost answer may then leave a second copy of the file (which costs nothing).
+    async fn find_file(
+        &self,
+        filename: &str,
+        bytes: u64,
+        purpose: FilePurpose,
+    ) -> Result<Option<UploadedFile>, ProviderError> {
+        let _ = (filename, bytes, purpose);
+        Ok(None)
+    }
+
     /// Starts a job. `client_ref` is the caller's reference for it: the backend attaches it
     /// to the job (OpenAI: metadata) so that [`FineTuner::find_job`] can find the job again
     /// after a crash between the provider accepting the job and the caller recording its id.
@@ -90,6 +105,17 @@ pub trait BatchRunner: Send + Sync {
         requests: &[(String, ChatRequest)],
     ) -> Result<Batch, ProviderError>;
 
+    /// The batch already submitted for exactly these requests, if any: what
+    /// [`crate::Retry`] asks before it resends a submission whose answer was lost. The
+    /// default, `Ok(None)`, makes such a resend submit (and pay for) a second batch.
+    async fn find_batch(
+        &self,
+        requests: &[(String, ChatRequest)],
+    ) -> Result<Option<Batch>, ProviderError> {
+        let _ = requests;
+        Ok(None)
+    }
+
     /// The batch as it is now.
     async fn get_batch(&self, id: &str) -> Result<Batch, ProviderError>;
 
@@ -121,6 +147,15 @@ pub trait ModelServer: Send + Sync {
     /// `GET /models`), so that a plan can check, before paying for any fine-tune, that the
     /// base model can be evaluated; `Ok(None)` (the default) when the provider cannot say.
     async fn serves_serverless(&self, model: &str) -> Result<Option<bool>, ProviderError> {
+        let _ = model;
+        Ok(None)
+    }
+
+    /// The endpoint this backend started for `model` and that is not stopped, found by the
+    /// name [`ModelServer::start`] gives it: what [`crate::Retry`] asks before it resends
+    /// a start whose answer was lost. The default, `Ok(None)`, makes such a resend start a
+    /// second endpoint.
+    async fn find_started(&self, model: &str) -> Result<Option<Served>, ProviderError> {
         let _ = model;
         Ok(None)
     }
@@ -213,6 +248,105 @@ impl<T: ChatModel + ?Sized> ChatModel for Arc<T> {
     }
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         (**self).chat(request).await
+    }
+}
+
+#[async_trait]
+impl<T: FineTuner + ?Sized> FineTuner for Arc<T> {
+    fn provider(&self) -> &str {
+        (**self).provider()
+    }
+    async fn upload(
+        &self,
+        filename: &str,
+        bytes: Vec<u8>,
+        purpose: FilePurpose,
+    ) -> Result<UploadedFile, ProviderError> {
+        (**self).upload(filename, bytes, purpose).await
+    }
+    async fn find_file(
+        &self,
+        filename: &str,
+        bytes: u64,
+        purpose: FilePurpose,
+    ) -> Result<Option<UploadedFile>, ProviderError> {
+        (**self).find_file(filename, bytes, purpose).await
+    }
+    async fn create_job(
+        &self,
+        spec: &FineTuneSpec,
+        client_ref: &str,
+    ) -> Result<FineTuneJob, ProviderError> {
+        (**self).create_job(spec, client_ref).await
+    }
+    async fn find_job(&self, client_ref: &str) -> Result<Option<FineTuneJob>, ProviderError> {
+        (**self).find_job(client_ref).await
+    }
+    async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        (**self).get_job(id).await
+    }
+    fn offers_price_estimate(&self) -> bool {
+        (**self).offers_price_estimate()
+    }
+    async fn estimate_price(&self, spec: &FineTuneSpec) -> Result<Option<f64>, ProviderError> {
+        (**self).estimate_price(spec).await
+    }
+    async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {
+        (**self).list_events(id).await
+    }
+    async fn cancel_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        (**self).cancel_job(id).await
+    }
+}
+
+#[async_trait]
+impl<T: BatchRunner + ?Sized> BatchRunner for Arc<T> {
+    async fn submit_batch(
+        &self,
+        requests: &[(String, ChatRequest)],
+    ) -> Result<Batch, ProviderError> {
+        (**self).submit_batch(requests).await
+    }
+    async fn find_batch(
+        &self,
+        requests: &[(String, ChatRequest)],
+    ) -> Result<Option<Batch>, ProviderError> {
+        (**self).find_batch(requests).await
+    }
+    async fn get_batch(&self, id: &str) -> Result<Batch, ProviderError> {
+        (**self).get_batch(id).await
+    }
+    async fn batch_results(&self, id: &str) -> Result<Vec<BatchResult>, ProviderError> {
+        (**self).batch_results(id).await
+    }
+}
+
+#[async_trait]
+impl<T: ModelServer + ?Sized> ModelServer for Arc<T> {
+    async fn start(&self, model: &str, display_name: &str) -> Result<Served, ProviderError> {
+        (**self).start(model, display_name).await
+    }
+    async fn list_running(&self) -> Result<Vec<Served>, ProviderError> {
+        (**self).list_running().await
+    }
+    async fn serves_serverless(&self, model: &str) -> Result<Option<bool>, ProviderError> {
+        (**self).serves_serverless(model).await
+    }
+    async fn find_started(&self, model: &str) -> Result<Option<Served>, ProviderError> {
+        (**self).find_started(model).await
+    }
+    async fn status(&self, served: &Served) -> Result<Served, ProviderError> {
+        (**self).status(served).await
+    }
+    async fn stop(&self, served: &Served) -> Result<(), ProviderError> {
+        (**self).stop(served).await
+    }
+    async fn wait_ready(
+        &self,
+        served: &Served,
+        options: WaitOptions,
+    ) -> Result<Served, ProviderError> {
+        (**self).wait_ready(served, options).await
     }
 }
 

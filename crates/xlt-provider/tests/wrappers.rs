@@ -439,3 +439,111 @@ async fn ledger_finds_a_job_whose_creation_was_not_confirmed() {
     assert_eq!(jobs, 1, "exactly one job at the provider");
     assert_eq!(ledger.jobs().await[0].job_id, job.id);
 }
+
+fn cut_off_body() -> ProviderError {
+    ProviderError::Decode {
+        request: "GET /v1/fine_tuning/jobs/ftjob-1".into(),
+        message: "EOF while parsing a string".into(),
+        raw_body: "{\"id\": \"ftjob-1\", \"sta".into(),
+    }
+}
+
+#[tokio::test]
+async fn cut_off_bodies_are_retried_and_counted_by_operation() {
+    let inner = Scripted::new(vec![Err(cut_off_body()), Ok("B")]);
+    let counter = RetryCounter::new();
+    let m = Retry::with_counter(inner.clone(), fast(), counter.clone());
+    assert_eq!(m.chat(&req("q")).await.unwrap().text, "B");
+    assert_eq!(counter.total(), 1);
+    assert_eq!(counter.by_operation()["chat"], 1);
+}
+
+#[tokio::test]
+async fn a_fatal_error_stops_every_later_call_sharing_the_counter() {
+    let quota = ProviderError::QuotaExhausted {
+        request: "POST /v1/chat/completions".into(),
+        message: "You exceeded your current quota".into(),
+    };
+    let inner = Scripted::new(vec![Err(quota)]);
+    let counter = RetryCounter::new();
+    let a = Retry::with_counter(inner.clone(), fast(), counter.clone());
+    let b = Retry::with_counter(inner.clone(), fast(), counter.clone());
+    assert!(a.chat(&req("1")).await.unwrap_err().is_fatal());
+    // The second wrapper does not send at all: the inner model saw one call.
+    let e = b.chat(&req("2")).await.unwrap_err();
+    assert!(matches!(e, ProviderError::QuotaExhausted { .. }), "{e}");
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    assert!(counter.fatal().is_some());
+    // Clean-up is still sent.
+    let n = fast()
+        .run_cleanup(&counter, "stop_endpoint", || async {
+            Ok::<_, ProviderError>(7)
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 7);
+}
+
+/// One write whose answers are scripted; `acted` says whether the provider acted on each
+/// send (a 504 after acting, a cut-off body) and the lookup sees what it did.
+struct Write {
+    answers: Mutex<VecDeque<(bool, Result<u32, ProviderError>)>>,
+    done: Mutex<Option<u32>>,
+    sends: AtomicU64,
+    lookups: AtomicU64,
+}
+
+impl Write {
+    async fn send(&self) -> Result<u32, ProviderError> {
+        self.sends.fetch_add(1, Ordering::SeqCst);
+        let (acted, answer) = self.answers.lock().unwrap().pop_front().unwrap();
+        if acted {
+            *self.done.lock().unwrap() = Some(42);
+        }
+        answer
+    }
+    async fn find(&self) -> Result<Option<u32>, ProviderError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        Ok(*self.done.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn a_write_is_looked_up_before_it_is_resent() {
+    // (answers, sends, lookups, result): the lookup finds a write that acted; one that did
+    // not act is sent again; a write that fails for good is not looked up.
+    let check = |answers: Vec<(bool, Result<u32, ProviderError>)>, sends, lookups| async move {
+        let w = Write {
+            answers: Mutex::new(answers.into()),
+            done: Mutex::new(None),
+            sends: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+        };
+        let counter = RetryCounter::new();
+        let r = fast()
+            .run_write(&counter, "create_job", || w.send(), || w.find())
+            .await;
+        assert_eq!(
+            (
+                w.sends.load(Ordering::SeqCst),
+                w.lookups.load(Ordering::SeqCst)
+            ),
+            (sends, lookups)
+        );
+        r
+    };
+    let r = check(vec![(true, Err(cut_off_body()))], 1, 1).await;
+    assert_eq!(r.unwrap(), 42);
+    let r = check(vec![(false, Err(server_error())), (true, Ok(42))], 2, 1).await;
+    assert_eq!(r.unwrap(), 42);
+    let bad = ProviderError::Api {
+        request: "POST /v1/fine_tuning/jobs".into(),
+        status: 400,
+        kind: None,
+        code: None,
+        message: "invalid training file".into(),
+        request_id: None,
+    };
+    let r = check(vec![(false, Err(bad))], 1, 0).await;
+    assert!(r.is_err());
+}

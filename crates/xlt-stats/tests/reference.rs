@@ -173,6 +173,7 @@ fn record(id: usize, correct: bool) -> OutcomeRecord {
             AnswerLetter::B
         },
         correct,
+        finish_reason: Some("stop".to_owned()),
     }
 }
 

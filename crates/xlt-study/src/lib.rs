@@ -8,6 +8,9 @@
 //! requests, cost, and departures from the study's settings), [`finetune`] (to
 //! [`ModelsFile`]), [`evaluate`] / [`evaluate_batch`] (to `outcomes/<label>.jsonl`) and
 //! [`analyze_outcomes`]. Nothing here knows which provider runs: callers pass trait objects.
+//! A [`Fingerprint`] of everything that determines the results is recorded in the
+//! directory, and [`check_fingerprint`] stops a rerun with other settings before it reuses
+//! anything.
 //!
 //! ```
 //! use xlt_study::{Plan, PlanInput, PriceTable, Experiment};
@@ -48,11 +51,15 @@
 #![deny(missing_docs)]
 
 mod experiment;
+mod fingerprint;
 mod run;
 
 use std::path::PathBuf;
 
 pub use experiment::{Experiment, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet};
+pub use fingerprint::{
+    Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, RunSettings, check_fingerprint,
+};
 pub use run::{
     BATCH_ROUNDS, BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile,
     Serving, TunedModel, endpoint_name, evaluate, evaluate_batch, finetune, labels,
@@ -127,6 +134,17 @@ pub enum StudyError {
         job: Option<String>,
         /// The provider's message.
         message: String,
+    },
+    /// The directory holds results of an experiment with other settings; nothing was done.
+    #[error(
+        "{} holds the results of a different experiment (changed: {}); write to another --out, or pass --fresh to discard the old results there",
+        dir.display(), changes.join("; ")
+    )]
+    Changed {
+        /// The experiment directory.
+        dir: PathBuf,
+        /// One line per changed setting: `seed: 1 -> 2`.
+        changes: Vec<String>,
     },
     /// Data handling failed.
     #[error(transparent)]

@@ -43,9 +43,16 @@ impl ModelsFile {
     /// Reads `<dir>/models.json`.
     ///
     /// # Errors
-    /// [`StudyError::Io`] or [`StudyError::Invalid`].
+    /// [`StudyError::Invalid`] saying to run `finetune` first if the experiment has no
+    /// `models.json` yet; [`StudyError::Io`] or [`StudyError::Invalid`] otherwise.
     pub fn read(dir: &Path) -> Result<ModelsFile, StudyError> {
         let path = dir.join("models.json");
+        if !path.exists() && dir.join("manifest.json").exists() {
+            return Err(StudyError::Invalid {
+                what: path.display().to_string(),
+                message: "no fine-tuned models yet; run `finetune` first".to_owned(),
+            });
+        }
         serde_json::from_str(&read(&path)?).map_err(|e| StudyError::Invalid {
             what: path.display().to_string(),
             message: e.to_string(),
@@ -471,6 +478,15 @@ pub async fn stop_started_endpoints(
     exp: &Experiment,
     server: &dyn ModelServer,
 ) -> Result<usize, StudyError> {
+    stop_endpoints_except(exp, server, &[]).await
+}
+
+/// As [`stop_started_endpoints`], keeping those that serve a model of `keep`.
+async fn stop_endpoints_except(
+    exp: &Experiment,
+    server: &dyn ModelServer,
+    keep: &[String],
+) -> Result<usize, StudyError> {
     let mut registry = read_registry(exp);
     if registry.intents.is_empty() && registry.started.is_empty() {
         return Ok(0);
@@ -494,6 +510,10 @@ pub async fn stop_started_endpoints(
     let mut first = None;
     let mut left = Vec::new();
     for served in to_stop {
+        if keep.contains(&served.model) {
+            left.push(served);
+            continue;
+        }
         match server.stop(&served).await {
             Ok(()) => stopped += 1,
             Err(e) => {
@@ -523,9 +543,12 @@ pub async fn stop_started_endpoints(
 ///
 /// With `serving`, each fine-tuned model is served for its evaluation: the endpoint's name
 /// ([`endpoint_name`]) and model are recorded in `<exp>/endpoints.json` before it is asked
-/// for, and it is stopped when the model is done, whether it succeeded or failed; endpoints
-/// left by an interrupted run are stopped first. Requests keep naming the fine-tuned model
-/// (the server's chat routes them to its endpoint), so the cache outlives any endpoint.
+/// for; an endpoint already serving the model ([`ModelServer::find_started`], one a killed
+/// run started) is reused rather than started and paid for twice; it is stopped when the
+/// model is done, whether it succeeded or failed. Endpoints left by an interrupted run are
+/// stopped first, except those serving a model still to evaluate, which are reused. Requests
+/// keep naming the fine-tuned model (the server's chat routes them to its endpoint), so the
+/// cache outlives any endpoint.
 ///
 /// # Errors
 /// [`StudyError::Requests`] with the number of failed requests and the first error;
@@ -540,7 +563,13 @@ pub async fn evaluate(
     on_progress: &(dyn Fn(&str, &Progress) + Sync),
 ) -> Result<(), StudyError> {
     if let Some(s) = serving {
-        let n = stop_started_endpoints(exp, s.server).await?;
+        // Endpoints of models still to evaluate are kept, to be found and reused below.
+        let pending: Vec<String> = labels(models)
+            .into_iter()
+            .filter(|(label, _)| !outcomes_path(exp, label).exists())
+            .map(|(_, model)| model)
+            .collect();
+        let n = stop_endpoints_except(exp, s.server, &pending).await?;
         if n > 0 {
             tracing::warn!(n, "stopped endpoints an interrupted run had left running");
         }
@@ -561,15 +590,24 @@ pub async fn evaluate(
             Some(s) => {
                 let name = endpoint_name(exp, &label);
                 let mut registry = read_registry(exp);
-                registry.intents.push(EndpointIntent {
-                    name: name.clone(),
-                    model: model.clone(),
-                });
+                if !registry.intents.iter().any(|i| i.model == model) {
+                    registry.intents.push(EndpointIntent {
+                        name: name.clone(),
+                        model: model.clone(),
+                    });
+                }
                 write_registry(exp, &registry)?;
                 let result = async {
-                    let served = s.server.start(&model, &name).await?;
+                    // An endpoint a killed run started (and did not record) is reused, not
+                    // started and paid for twice.
+                    let served = match s.server.find_started(&model).await? {
+                        Some(e) => e,
+                        None => s.server.start(&model, &name).await?,
+                    };
                     let mut registry = read_registry(exp);
-                    registry.started.push(served.clone());
+                    if !registry.started.iter().any(|e| e.id == served.id) {
+                        registry.started.push(served.clone());
+                    }
                     write_registry(exp, &registry)?;
                     s.server.wait_ready(&served, s.wait).await?;
                     evaluate_model(exp, &one, chat.clone(), grader, opts, on_progress).await
@@ -637,6 +675,8 @@ async fn evaluate_model(
             Err(ProviderError::ModelNotFound { request, message }) => {
                 return Err(model_not_found(m, format!("{request}: {message}")));
             }
+            // No later request can succeed (quota exhausted, key refused): stop now.
+            Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
                 failures += 1;
                 first.get_or_insert(e);

@@ -198,6 +198,16 @@ async fn batch_server(b: &Arc<Batches>) -> MockServer {
         .respond_with(Upload(b.clone()))
         .mount(&server)
         .await;
+    // Before each upload the client looks for one a lost answer already made (retry's
+    // lookup before a resend); this server lists none, so every submission uploads.
+    Mock::given(method("GET"))
+        .and(path("/v1/files"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"object": "list", "data": []})),
+        )
+        .mount(&server)
+        .await;
     Mock::given(method("POST"))
         .and(path("/v1/batches"))
         .respond_with(Create(b.clone()))

@@ -138,8 +138,9 @@ impl TogetherConfig {
         }
     }
 
-    /// Reads `TOGETHER_API_KEY` (required) and `TOGETHER_BASE_URL` (default
-    /// [`DEFAULT_BASE_URL`]). The only place the environment is read.
+    /// Reads `TOGETHER_API_KEY` (required), `TOGETHER_BASE_URL` (default
+    /// [`DEFAULT_BASE_URL`]) and `TOGETHER_TIMEOUT_SECS` (the whole-request timeout in
+    /// seconds, default 120). The only place the environment is read.
     ///
     /// # Errors
     /// [`ProviderError::InvalidRequest`] if the key is unset.
@@ -155,7 +156,11 @@ impl TogetherConfig {
             .ok()
             .filter(|b| !b.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-        Ok(TogetherConfig::new(key, base))
+        let mut c = TogetherConfig::new(key, base);
+        if let Some(t) = xlt_openai::timeout_from_env("TOGETHER_TIMEOUT_SECS")? {
+            c.timeout = t;
+        }
+        Ok(c)
     }
 }
 
@@ -181,6 +186,12 @@ struct FileResponse {
     filename: String,
     #[serde(default)]
     bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct FileList {
+    #[serde(default)]
+    data: Vec<FileResponse>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -443,6 +454,27 @@ impl FineTuner for TogetherClient {
         })
     }
 
+    async fn find_file(
+        &self,
+        filename: &str,
+        bytes: u64,
+        purpose: FilePurpose,
+    ) -> Result<Option<UploadedFile>, ProviderError> {
+        if purpose != FilePurpose::FineTune {
+            return Ok(None);
+        }
+        let list: FileList = self.http.json(HttpMethod::Get, "/files", None).await?;
+        Ok(list
+            .data
+            .into_iter()
+            .find(|f| f.filename == filename && f.bytes == bytes)
+            .map(|f| UploadedFile {
+                id: f.id,
+                filename: f.filename,
+                bytes: f.bytes,
+            }))
+    }
+
     async fn create_job(
         &self,
         spec: &FineTuneSpec,
@@ -595,6 +627,13 @@ impl ModelServer for TogetherClient {
             .await?;
         tracing::info!(endpoint = %e.id, %model, "endpoint started; billed until stopped");
         Ok(to_served(e))
+    }
+
+    /// A dedicated endpoint of this account serving `model` that is not stopped or failed.
+    async fn find_started(&self, model: &str) -> Result<Option<Served>, ProviderError> {
+        Ok(self.list_running().await?.into_iter().find(|e| {
+            e.model == model && matches!(e.state, ServeState::Starting | ServeState::Ready)
+        }))
     }
 
     async fn status(&self, served: &Served) -> Result<Served, ProviderError> {

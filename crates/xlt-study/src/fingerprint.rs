@@ -1,0 +1,369 @@
+//! The fingerprint of an experiment directory: everything that determines its results, so
+//! that a rerun with other settings cannot silently reuse (and mislabel) old results.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use xlt_data::{Manifest, write_atomic};
+use xlt_provider::{Hyperparameters, bytes_hash};
+
+use crate::StudyError;
+use crate::experiment::Experiment;
+
+/// The file a fingerprint is kept in, in the experiment directory.
+pub const FINGERPRINT_FILE: &str = "fingerprint.json";
+
+/// Everything that determines an experiment's results, by name, each a short readable value
+/// or a digest. Two runs with equal fingerprints give the same results; a rerun with another
+/// fingerprint must not reuse the first run's outputs.
+///
+/// The names: `languages`, `domains`, `seed` and `train_fraction` (from the manifest);
+/// `prepared_files` (SHA-256 of the manifest, fine-tuning and evaluation files, so of the
+/// data rows selected, their split and the prompt template); `provider`, `base_model`,
+/// `hyperparameters`, `train_slices`, `grader`, `max_tokens` and `temperature`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// Setting name to value.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The settings of a run that go into its [`Fingerprint`], besides the prepared files.
+#[derive(Debug, Clone)]
+pub struct RunSettings<'a> {
+    /// The provider's name.
+    pub provider: &'a str,
+    /// The base model.
+    pub base_model: &'a str,
+    /// Training hyperparameters.
+    pub hyperparameters: Hyperparameters,
+    /// The slices fine-tuned.
+    pub train_slices: &'a [String],
+    /// The grading protocol, as its command-line name (`regex+llm`).
+    pub grader: &'a str,
+    /// Output tokens per answer.
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    pub temperature: f32,
+}
+
+/// What [`check_fingerprint`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FingerprintCheck {
+    /// No earlier run here: the fingerprint is recorded.
+    New,
+    /// An earlier run with the same fingerprint: resume it.
+    Resume,
+    /// An earlier run with another fingerprint, whose results were discarded (`fresh`).
+    Discarded,
+}
+
+/// What [`check_fingerprint`] discards of an earlier run with `fresh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// Results only (models, outcomes, batches, plan, analysis), keeping the prepared
+    /// files: for commands that run on a prepared experiment.
+    Results,
+    /// Results and the prepared files (manifest, `finetune/`, `eval/`): for commands that
+    /// prepare the experiment themselves.
+    ResultsAndPreparedFiles,
+}
+
+impl Fingerprint {
+    /// The fingerprint of an experiment prepared as `manifest` with `files` (relative path
+    /// and content, as `xlt_data::Prepared::files` gives them), run with `run`.
+    pub fn new(manifest: &Manifest, files: &[(PathBuf, String)], run: &RunSettings<'_>) -> Self {
+        let mut languages: Vec<&str> = manifest.slices.iter().map(|s| s.language.code()).collect();
+        languages.sort_unstable();
+        languages.dedup();
+        let mut domains: Vec<&str> = manifest.slices.iter().map(|s| s.domain.slug()).collect();
+        domains.sort_unstable();
+        domains.dedup();
+        let mut slices = run.train_slices.to_vec();
+        slices.sort();
+        let hyper = serde_json::to_string(&run.hyperparameters).expect("serializes");
+        let settings = [
+            ("languages", languages.join(",")),
+            ("domains", domains.join(",")),
+            ("seed", manifest.seed.to_string()),
+            ("train_fraction", manifest.train_fraction.to_string()),
+            ("prepared_files", prepared_digest(files)),
+            ("provider", run.provider.to_owned()),
+            ("base_model", run.base_model.to_owned()),
+            ("hyperparameters", hyper),
+            ("train_slices", slices.join(",")),
+            ("grader", run.grader.to_owned()),
+            ("max_tokens", run.max_tokens.to_string()),
+            ("temperature", run.temperature.to_string()),
+        ];
+        Fingerprint {
+            settings: settings
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        }
+    }
+
+    /// The fingerprint of the experiment on disk (its manifest and the files it names), run
+    /// with `run`.
+    ///
+    /// # Errors
+    /// [`StudyError::Io`] naming a file that cannot be read.
+    pub fn of_experiment(exp: &Experiment, run: &RunSettings<'_>) -> Result<Self, StudyError> {
+        let mut files = Vec::new();
+        for name in exp.slice_names() {
+            for dir in ["finetune", "eval"] {
+                let rel = PathBuf::from(format!("{dir}/{name}.jsonl"));
+                files.push((rel.clone(), crate::experiment::read(&exp.dir.join(&rel))?));
+            }
+        }
+        let manifest = PathBuf::from("manifest.json");
+        files.push((
+            manifest.clone(),
+            crate::experiment::read(&exp.dir.join(&manifest))?,
+        ));
+        Ok(Fingerprint::new(&exp.manifest, &files, run))
+    }
+
+    /// What differs from `earlier`, one line a setting: `seed: 1 -> 2`.
+    pub fn changes_from(&self, earlier: &Fingerprint) -> Vec<String> {
+        let mut keys: Vec<&String> = self
+            .settings
+            .keys()
+            .chain(earlier.settings.keys())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter_map(|k| {
+                let (old, new) = (earlier.settings.get(k), self.settings.get(k));
+                (old != new).then(|| {
+                    let show = |v: Option<&String>| match v {
+                        None => "(none)".to_owned(),
+                        Some(v) if v.len() > 40 => format!("{}...", &v[..16.min(v.len())]),
+                        Some(v) => v.clone(),
+                    };
+                    format!("{k}: {} -> {}", show(old), show(new))
+                })
+            })
+            .collect()
+    }
+}
+
+/// SHA-256 over the files sorted by path (path, length and content of each), hex.
+fn prepared_digest(files: &[(PathBuf, String)]) -> String {
+    let mut sorted: Vec<&(PathBuf, String)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut buf = Vec::new();
+    for (path, content) in sorted {
+        buf.extend_from_slice(path.to_string_lossy().replace('\\', "/").as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(content.len().to_string().as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(content.as_bytes());
+    }
+    bytes_hash(&buf)
+}
+
+/// Files of a run's results, relative to the experiment directory.
+const RESULTS: &[&str] = &[
+    "models.json",
+    "outcomes",
+    "batches.json",
+    "plan.json",
+    "run.json",
+    "report.md",
+    "summary.json",
+    "grid.csv",
+];
+
+/// Whether `dir` holds results of a run (not only prepared files).
+fn has_results(dir: &Path) -> bool {
+    ["models.json", "outcomes", "batches.json", "ledger.json"]
+        .iter()
+        .any(|f| dir.join(f).exists())
+}
+
+/// Compares `fingerprint` with the one recorded in `dir` and records it.
+///
+/// - No recorded fingerprint and no results: records it ([`FingerprintCheck::New`]).
+/// - The same: [`FingerprintCheck::Resume`]; outputs already complete are reused.
+/// - Another (or results without a fingerprint): with `fresh`, discards what `discard`
+///   says, records the new fingerprint and returns [`FingerprintCheck::Discarded`];
+///   without, fails and changes nothing.
+///
+/// Kept across a discard: the response cache (`cache/`, keyed by request, so only what
+/// changed is asked again), the job ledger (keyed by spec; dropped if it is another
+/// provider's), the embedded provider's state, and `endpoints.json` (endpoints still to
+/// stop).
+///
+/// # Errors
+/// [`StudyError::Changed`] naming every setting that changed; [`StudyError::Io`].
+pub fn check_fingerprint(
+    dir: &Path,
+    fingerprint: &Fingerprint,
+    fresh: bool,
+    discard: Discard,
+) -> Result<FingerprintCheck, StudyError> {
+    let path = dir.join(FINGERPRINT_FILE);
+    let recorded: Option<Fingerprint> = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(
+            serde_json::from_str(&text).map_err(|e| StudyError::Invalid {
+                what: path.display().to_string(),
+                message: e.to_string(),
+            })?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(StudyError::Io {
+                path,
+                message: e.to_string(),
+            });
+        }
+    };
+    let changes = match &recorded {
+        Some(r) if r == fingerprint => return Ok(FingerprintCheck::Resume),
+        Some(r) => fingerprint.changes_from(r),
+        None if has_results(dir) => {
+            vec!["no fingerprint recorded beside the results (an older xlt wrote them)".to_owned()]
+        }
+        None => {
+            write_fingerprint(dir, fingerprint)?;
+            return Ok(FingerprintCheck::New);
+        }
+    };
+    if !fresh {
+        return Err(StudyError::Changed {
+            dir: dir.to_owned(),
+            changes,
+        });
+    }
+    tracing::warn!(dir = %dir.display(), changes = %changes.join("; "), "discarding the results of a different experiment");
+    let provider_changed = recorded
+        .as_ref()
+        .is_none_or(|r| r.settings.get("provider") != fingerprint.settings.get("provider"));
+    let mut doomed: Vec<PathBuf> = RESULTS.iter().map(|f| dir.join(f)).collect();
+    if provider_changed {
+        doomed.push(dir.join("ledger.json"));
+    }
+    if discard == Discard::ResultsAndPreparedFiles {
+        doomed.extend(["manifest.json", "finetune", "eval"].map(|f| dir.join(f)));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        doomed.extend(
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "svg")),
+        );
+    }
+    for p in doomed {
+        let result = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StudyError::Io {
+                    path: p,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    write_fingerprint(dir, fingerprint)?;
+    Ok(FingerprintCheck::Discarded)
+}
+
+fn write_fingerprint(dir: &Path, fingerprint: &Fingerprint) -> Result<(), StudyError> {
+    let mut json = serde_json::to_string_pretty(fingerprint).expect("serializes");
+    json.push('\n');
+    write_atomic(&dir.join(FINGERPRINT_FILE), json.as_bytes()).map_err(StudyError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xlt_data::{Domain, Language, ManifestSlice};
+
+    fn manifest(seed: u64) -> Manifest {
+        Manifest {
+            seed,
+            train_fraction: 0.7,
+            slices: [Language::English, Language::Yoruba]
+                .map(|language| ManifestSlice {
+                    language,
+                    domain: Domain::Medical,
+                    train_ids: vec!["anatomy/test/1".into()],
+                    test_ids: vec!["anatomy/test/2".into()],
+                })
+                .to_vec(),
+            dropped_duplicates: 0,
+            dropped_unaligned: 0,
+            sources: Vec::new(),
+        }
+    }
+
+    fn fingerprint(seed: u64, base_model: &str, prompt: &str) -> Fingerprint {
+        let files = vec![(PathBuf::from("eval/en-medical.jsonl"), prompt.to_owned())];
+        Fingerprint::new(
+            &manifest(seed),
+            &files,
+            &RunSettings {
+                provider: "openai",
+                base_model,
+                hyperparameters: Hyperparameters::study(),
+                train_slices: &[],
+                grader: "regex",
+                max_tokens: 16,
+                temperature: 0.0,
+            },
+        )
+    }
+
+    #[test]
+    fn changes_name_every_setting_that_differs() {
+        let a = fingerprint(1, "gpt-4.1-nano", "Q?");
+        assert_eq!(a.settings["languages"], "en,yo");
+        assert_eq!(a.settings["domains"], "medical");
+        assert!(a.changes_from(&a).is_empty());
+        let b = fingerprint(2, "gpt-4.1-mini", "Q?");
+        assert_eq!(
+            b.changes_from(&a),
+            ["base_model: gpt-4.1-nano -> gpt-4.1-mini", "seed: 1 -> 2"]
+        );
+        // A changed prompt template shows only as the prepared files' digest.
+        let c = fingerprint(1, "gpt-4.1-nano", "Question?");
+        let changes = c.changes_from(&a);
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].starts_with("prepared_files: "), "{changes:?}");
+    }
+
+    #[test]
+    fn check_records_resumes_refuses_and_discards() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let a = fingerprint(1, "m", "Q?");
+        let b = fingerprint(2, "m", "Q?");
+        let check = |fp: &Fingerprint, fresh| check_fingerprint(d, fp, fresh, Discard::Results);
+        assert_eq!(check(&a, false).unwrap(), FingerprintCheck::New);
+        assert_eq!(check(&a, false).unwrap(), FingerprintCheck::Resume);
+        std::fs::create_dir_all(d.join("outcomes")).unwrap();
+        std::fs::write(d.join("outcomes/base.jsonl"), "{}\n").unwrap();
+        std::fs::create_dir_all(d.join("cache")).unwrap();
+        std::fs::write(d.join("cache/x.json"), "{}").unwrap();
+        std::fs::write(d.join("manifest.json"), "{}").unwrap();
+        match check(&b, false) {
+            Err(StudyError::Changed { changes, .. }) => assert_eq!(changes, ["seed: 1 -> 2"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(d.join("outcomes/base.jsonl").exists());
+        assert_eq!(check(&b, true).unwrap(), FingerprintCheck::Discarded);
+        assert!(!d.join("outcomes").exists());
+        // The cache (keyed by request) and, for `Discard::Results`, the prepared files stay.
+        assert!(d.join("cache/x.json").exists() && d.join("manifest.json").exists());
+        assert_eq!(check(&b, false).unwrap(), FingerprintCheck::Resume);
+    }
+}
