@@ -26,6 +26,9 @@ pub enum ProviderKind {
     Openai,
     /// Together AI, open-weight models (`TOGETHER_API_KEY`, `TOGETHER_BASE_URL`).
     Together,
+    /// Open-weights models on this machine (`--base-model DIR|ID|FILE.gguf`; `XLT_DEVICE`,
+    /// `XLT_DTYPE`). Evaluation only until local fine-tuning lands.
+    Local,
 }
 
 /// A provider, as trait objects.
@@ -86,8 +89,25 @@ pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
                 default_learning_rate: LearningRate::Absolute(1e-5),
             }
         }
+        ProviderKind::Local => {
+            let p = Arc::new(xlt::local::LocalProvider::from_env()?);
+            Backend {
+                name: "local".into(),
+                chat: p.clone(),
+                tuner: p,
+                batch: None,
+                server: None,
+                default_base_model: "HuggingFaceTB/SmolLM2-135M-Instruct",
+                default_rpm: None,
+                // What LoRA recipes use, for when local fine-tuning lands.
+                default_learning_rate: LearningRate::Absolute(2e-4),
+            }
+        }
     })
 }
+
+/// Local fine-tuning is not there yet: a local study evaluates the base model only.
+const LOCAL_BASE_ONLY: &str = "no fine-tuning: the local provider evaluates the base model only (local LoRA fine-tuning is not implemented yet)";
 
 /// Prices: from `--prices <json>`, else the known table for the model, else zero for the
 /// embedded provider, else unknown.
@@ -102,7 +122,7 @@ pub fn prices(
             serde_json::from_str(&text).with_context(|| format!("{}", f.display()))?,
         ));
     }
-    if backend.name == "embedded" {
+    if backend.name == "embedded" || backend.name == "local" {
         return Ok(Some(PriceTable::zero()));
     }
     Ok(PriceTable::known(model))
@@ -372,7 +392,11 @@ pub async fn plan(
     exp: &xlt::study::Experiment,
 ) -> anyhow::Result<xlt::study::Plan> {
     let base = args.base_model(backend);
-    let jobs = exp.training_slices(&args.slices())?;
+    let jobs = if backend.name == "local" {
+        Vec::new()
+    } else {
+        exp.training_slices(&args.slices())?
+    };
     let mut plan = xlt::study::Plan::new(
         exp,
         &xlt::study::PlanInput {
@@ -409,6 +433,9 @@ pub async fn plan(
         if let Some(usd) = estimate {
             plan = plan.with_provider_training_estimate(usd);
         }
+    }
+    if backend.name == "local" {
+        plan.departures.push(LOCAL_BASE_ONLY.to_owned());
     }
     eprint!("{}", plan.to_text());
     xlt::data::write_atomic(

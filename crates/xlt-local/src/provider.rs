@@ -11,6 +11,7 @@ use xlt_provider::{
     FineTuner, JobEvent, ProviderError, TokenLogprob, UploadedFile, Usage,
 };
 
+use crate::LocalError;
 use crate::generate::{GenerateParams, Generation, LocalModel};
 use crate::load::{LoadOptions, ModelSource};
 
@@ -117,6 +118,27 @@ impl LocalProvider {
             serve,
             models: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A provider configured from the environment, the one place it is read: `XLT_DEVICE`
+    /// (`cpu`, `cuda`, `cuda:N`; default `cpu`) and `XLT_DTYPE` (`f32`, `bf16`; default
+    /// `f32`), with the default [`ServeOptions`].
+    ///
+    /// # Errors
+    /// [`LocalError::Invalid`] for an unknown device or dtype; candle's error for a CUDA
+    /// device in a build without the `cuda` feature.
+    pub fn from_env() -> Result<Self, LocalError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let device = crate::load::parse_device(&var("XLT_DEVICE").unwrap_or_else(|| "cpu".into()))?;
+        let dtype = crate::load::parse_dtype(&var("XLT_DTYPE").unwrap_or_else(|| "f32".into()))?;
+        Ok(LocalProvider::new(
+            LoadOptions {
+                device,
+                dtype,
+                ..LoadOptions::default()
+            },
+            ServeOptions::default(),
+        ))
     }
 
     /// Serves an already loaded model under `name`.
