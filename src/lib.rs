@@ -12,6 +12,7 @@
 //! - [`stats`]: transfer statistics, significance, reports and heatmaps ([`xlt_stats`]).
 //! - [`openai`]: the OpenAI backend of the provider traits ([`xlt_openai`]).
 //! - [`together`]: the Together AI backend, open-weight models ([`xlt_together`]).
+//! - [`local`]: open-weights models on this machine, on candle ([`xlt_local`]).
 //! - [`study`]: the whole study over any provider: plan, fine-tune, evaluate, analyze
 //!   ([`xlt_study`]).
 //!
@@ -25,6 +26,7 @@
 pub use xlt_data as data;
 pub use xlt_grade as grade;
 pub use xlt_hub as hub;
+pub use xlt_local as local;
 pub use xlt_openai as openai;
 pub use xlt_provider as provider;
 pub use xlt_stats as stats;

@@ -26,6 +26,9 @@ pub enum ProviderKind {
     Openai,
     /// Together AI, open-weight models (`TOGETHER_API_KEY`, `TOGETHER_BASE_URL`).
     Together,
+    /// Open-weights models on this machine (`--base-model DIR|ID|FILE.gguf`; `XLT_DEVICE`,
+    /// `XLT_DTYPE`). Evaluation only until local fine-tuning lands.
+    Local,
 }
 
 /// A provider, as trait objects, every call of `tuner`, `batch` and `server` retried (and
@@ -111,8 +114,42 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
                 default_learning_rate: LearningRate::Absolute(1e-5),
             }
         }
+        ProviderKind::Local => {
+            let p = Arc::new(xlt::local::LocalProvider::from_env()?.with_fetcher(hub_fetcher()));
+            Backend {
+                retries,
+                name: "local".into(),
+                chat: p.clone(),
+                tuner: p,
+                batch: None,
+                server: None,
+                default_base_model: "HuggingFaceTB/SmolLM2-135M-Instruct",
+                default_rpm: None,
+                // What LoRA recipes use, for when local fine-tuning lands.
+                default_learning_rate: LearningRate::Absolute(2e-4),
+            }
+        }
     })
 }
+
+/// Model ids (`Org/Name`) for the local provider come from the Hugging Face cache through
+/// `xlt-hub`: downloaded when missing, offline from the cache (`HF_HUB_OFFLINE=1`). The
+/// generation config is optional (not every repository has one).
+pub fn hub_fetcher() -> xlt::local::Fetcher {
+    Arc::new(|id: &str| {
+        let config = xlt::hub::HubConfig::from_env();
+        let dir = xlt::hub::resolve_model_blocking(&config, id, None, &xlt::hub::MODEL_FILES)
+            .map_err(|e| e.to_string())?;
+        if !dir.join("generation_config.json").exists() {
+            let _ =
+                xlt::hub::resolve_model_blocking(&config, id, None, &["generation_config.json"]);
+        }
+        Ok(dir)
+    })
+}
+
+/// Local fine-tuning is not there yet: a local study evaluates the base model only.
+const LOCAL_BASE_ONLY: &str = "no fine-tuning: the local provider evaluates the base model only (local LoRA fine-tuning is not implemented yet)";
 
 /// Prices: from `--prices <json>`, else the known table for the model, else zero for the
 /// embedded provider, else unknown.
@@ -127,7 +164,7 @@ pub fn prices(
             serde_json::from_str(&text).with_context(|| format!("{}", f.display()))?,
         ));
     }
-    if backend.name == "embedded" {
+    if backend.name == "embedded" || backend.name == "local" {
         return Ok(Some(PriceTable::zero()));
     }
     Ok(PriceTable::known(model))
@@ -556,7 +593,11 @@ pub async fn plan(
     exp: &xlt::study::Experiment,
 ) -> anyhow::Result<xlt::study::Plan> {
     let base = args.base_model(backend);
-    let jobs = exp.training_slices(&tune.slices())?;
+    let jobs = if backend.name == "local" {
+        Vec::new()
+    } else {
+        exp.training_slices(&tune.slices())?
+    };
     let mut plan = xlt::study::Plan::new(
         exp,
         &xlt::study::PlanInput {
@@ -602,6 +643,9 @@ pub async fn plan(
         if let Some(usd) = estimate {
             plan = plan.with_provider_training_estimate(usd);
         }
+    }
+    if backend.name == "local" {
+        plan.departures.push(LOCAL_BASE_ONLY.to_owned());
     }
     eprint!("{}", plan.to_text());
     xlt::data::write_atomic(

@@ -1,0 +1,464 @@
+//! Batched generation with a KV cache: left padding with a mask, greedy or seeded
+//! temperature sampling per row, stop on the model's end-of-turn tokens or at `max_tokens`,
+//! and the first token's top log-probabilities from a log-softmax over the full vocabulary.
+//!
+//! Left padding keeps every row's last prompt token at the same index, so one forward pass
+//! scores the next token of every row. Padded rows see shifted absolute positions, which
+//! rotary embeddings ignore: attention depends on position differences only, so a padded
+//! row computes what it would alone (a test checks this to float precision).
+
+use candle_core::{D, DType, Device, IndexOp, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokenizers::Tokenizer;
+use xlt_provider::ChatMessage;
+
+use crate::LocalError;
+use crate::llama::Model;
+use crate::load::{LoadOptions, Loaded, ModelSource};
+use crate::template::ChatTemplate;
+
+/// How to continue one prompt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerateParams {
+    /// Tokens to generate at most (at least 1 is generated).
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 (or less) is greedy decoding.
+    pub temperature: f32,
+    /// Seed of the sampler (ignored when greedy).
+    pub seed: u64,
+    /// How many alternatives of the first token to report (0 for none).
+    pub top_logprobs: usize,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 16,
+            temperature: 0.0,
+            seed: 0,
+            top_logprobs: 0,
+        }
+    }
+}
+
+/// One alternative for the first generated token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenAlternative {
+    /// The token id.
+    pub id: u32,
+    /// Its text, decoded alone.
+    pub token: String,
+    /// Natural-log probability under the model (log-softmax over the full vocabulary).
+    pub logprob: f32,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-turn token.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+impl FinishReason {
+    /// OpenAI's word for it (`stop`, `length`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What one prompt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Generated token ids, without the end-of-turn token.
+    pub tokens: Vec<u32>,
+    /// Their text, special tokens skipped.
+    pub text: String,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Completion tokens counted as providers count them (the end-of-turn token included).
+    pub completion_tokens: usize,
+    /// The first token's most likely alternatives, most likely first.
+    pub top_logprobs: Vec<TokenAlternative>,
+}
+
+/// A model ready to chat: network, tokenizer, chat template and stop tokens.
+#[derive(Debug)]
+pub struct LocalModel {
+    model: Model,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    eos_token_ids: Vec<u32>,
+    origin: String,
+}
+
+impl LocalModel {
+    /// Loads a model from `source`.
+    ///
+    /// # Errors
+    /// See [`crate::load`].
+    pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<Self, LocalError> {
+        Ok(Self::from_loaded(crate::load::load(source, options)?))
+    }
+
+    /// Wraps what [`crate::load`] returned.
+    pub fn from_loaded(l: Loaded) -> Self {
+        LocalModel {
+            model: l.model,
+            tokenizer: l.tokenizer,
+            template: l.template,
+            eos_token_ids: l.eos_token_ids,
+            origin: l.origin,
+        }
+    }
+
+    /// Assembles a model from parts (tests build tiny ones this way).
+    pub fn from_parts(
+        model: Model,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        eos_token_ids: Vec<u32>,
+    ) -> Self {
+        LocalModel {
+            model,
+            tokenizer,
+            template,
+            eos_token_ids,
+            origin: "in memory".into(),
+        }
+    }
+
+    /// The network.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// Where the model was loaded from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The prompt of `messages`: the chat template rendered with the generation prompt,
+    /// tokenized without adding special tokens (the template has them), as
+    /// `apply_chat_template(..., tokenize=True)` does.
+    ///
+    /// # Errors
+    /// Template or tokenizer failures; an empty prompt.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, LocalError> {
+        let text = self.template.render(messages, true)?;
+        let ids = self
+            .tokenizer
+            .encode(text.as_str(), false)
+            .map_err(|e| LocalError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec();
+        if ids.is_empty() {
+            return Err(LocalError::Invalid("the prompt has no tokens".into()));
+        }
+        Ok(ids)
+    }
+
+    /// Continues every prompt, in one batch. Rows stop independently; the batch runs
+    /// until the last row stops.
+    ///
+    /// # Errors
+    /// [`LocalError::Invalid`] for an empty prompt, a token id outside the vocabulary or
+    /// mismatched lengths; tensor failures.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        params: &[GenerateParams],
+    ) -> Result<Vec<Generation>, LocalError> {
+        if prompts.len() != params.len() {
+            return Err(LocalError::Invalid(format!(
+                "{} prompts but {} parameter sets",
+                prompts.len(),
+                params.len()
+            )));
+        }
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vocab = self.model.config().vocab_size as u32;
+        for p in prompts {
+            if p.is_empty() {
+                return Err(LocalError::Invalid("empty prompt".into()));
+            }
+            if let Some(bad) = p.iter().find(|&&t| t >= vocab) {
+                return Err(LocalError::Invalid(format!(
+                    "token id {bad} is outside the vocabulary of {vocab}"
+                )));
+            }
+        }
+        let device = self.model.device().clone();
+        let b = prompts.len();
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+        let pad_id = self.eos_token_ids.first().copied().unwrap_or(0);
+        let flat: Vec<u32> = prompts
+            .iter()
+            .zip(&pads)
+            .flat_map(|(p, &n)| std::iter::repeat_n(pad_id, n).chain(p.iter().copied()))
+            .collect();
+        let input = Tensor::from_vec(flat, (b, longest), &device)?;
+        let mut cache = self.model.new_cache();
+        let mask = padding_mask(&pads, longest, 0, self.model.dtype(), &device)?;
+        let mut hidden = self
+            .model
+            .forward_hidden(&input, &mut cache, mask.as_ref())?;
+
+        let mut rngs: Vec<ChaCha8Rng> = params
+            .iter()
+            .map(|p| ChaCha8Rng::seed_from_u64(p.seed))
+            .collect();
+        let mut out: Vec<Option<FinishReason>> = vec![None; b];
+        let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); b];
+        let mut completion = vec![0usize; b];
+        let mut first: Vec<Vec<TokenAlternative>> = vec![Vec::new(); b];
+        let mut step = 0usize;
+        loop {
+            let t = hidden.dim(1)?;
+            // (b, t, hidden) -> (b, hidden) at the last position -> (b, vocab) f32.
+            let last = hidden.i((.., t - 1, ..))?;
+            let logits = self.model.logits(&last)?.to_dtype(DType::F32)?;
+            let logprobs = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
+            let mut next = vec![pad_id; b];
+            for r in 0..b {
+                if out[r].is_some() {
+                    continue;
+                }
+                let row = &logprobs[r];
+                if step == 0 && params[r].top_logprobs > 0 {
+                    first[r] = top_k(row, params[r].top_logprobs)
+                        .into_iter()
+                        .map(|(id, lp)| TokenAlternative {
+                            id,
+                            token: self.tokenizer.decode(&[id], false).unwrap_or_default(),
+                            logprob: lp,
+                        })
+                        .collect();
+                }
+                let tok = if params[r].temperature > 0.0 {
+                    sample(row, params[r].temperature, &mut rngs[r])
+                } else {
+                    argmax(row)
+                };
+                completion[r] += 1;
+                next[r] = tok;
+                if self.eos_token_ids.contains(&tok) {
+                    out[r] = Some(FinishReason::Stop);
+                } else {
+                    tokens[r].push(tok);
+                    if tokens[r].len() >= params[r].max_tokens.max(1) {
+                        out[r] = Some(FinishReason::Length);
+                    }
+                }
+            }
+            step += 1;
+            if out.iter().all(Option::is_some) {
+                break;
+            }
+            let input = Tensor::from_vec(next, (b, 1), &device)?;
+            let seen = cache.seen();
+            let mask = padding_mask(&pads, 1, seen, self.model.dtype(), &device)?;
+            hidden = self
+                .model
+                .forward_hidden(&input, &mut cache, mask.as_ref())?;
+        }
+        let mut result = Vec::with_capacity(b);
+        for r in 0..b {
+            let text = self
+                .tokenizer
+                .decode(&tokens[r], true)
+                .map_err(|e| LocalError::Tokenizer(e.to_string()))?;
+            result.push(Generation {
+                text,
+                tokens: std::mem::take(&mut tokens[r]),
+                finish_reason: out[r].unwrap_or(FinishReason::Length),
+                prompt_tokens: prompts[r].len(),
+                completion_tokens: completion[r],
+                top_logprobs: std::mem::take(&mut first[r]),
+            });
+        }
+        Ok(result)
+    }
+
+    /// The log-probabilities `(batch, vocab)` of the token after each prompt, in one
+    /// batched forward pass (first-token scoring, no generation).
+    ///
+    /// # Errors
+    /// As [`LocalModel::generate`].
+    pub fn next_token_logprobs(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, LocalError> {
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if prompts.iter().any(Vec::is_empty) {
+            return Err(LocalError::Invalid("empty prompt".into()));
+        }
+        let device = self.model.device().clone();
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+        let flat: Vec<u32> = prompts
+            .iter()
+            .zip(&pads)
+            .flat_map(|(p, &n)| std::iter::repeat_n(0, n).chain(p.iter().copied()))
+            .collect();
+        let input = Tensor::from_vec(flat, (prompts.len(), longest), &device)?;
+        let mut cache = self.model.new_cache();
+        let mask = padding_mask(&pads, longest, 0, self.model.dtype(), &device)?;
+        let hidden = self
+            .model
+            .forward_hidden(&input, &mut cache, mask.as_ref())?;
+        let last = hidden.i((.., longest - 1, ..))?;
+        let logits = self.model.logits(&last)?.to_dtype(DType::F32)?;
+        Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?)
+    }
+}
+
+/// The additive mask `(batch, 1, t, seen + t)` for left-padded rows (`pads[r]` pad tokens
+/// at the start of row `r`): a query at absolute position `q` sees keys `pads[r]..=q`, and
+/// a pad query sees itself (so that no row of scores is all `-inf`). `None` when no row is
+/// padded: the model then applies the plain causal mask.
+fn padding_mask(
+    pads: &[usize],
+    t: usize,
+    seen: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Option<Tensor>, LocalError> {
+    if pads.iter().all(|&p| p == 0) {
+        return Ok(None);
+    }
+    let s = seen + t;
+    let mut v = Vec::with_capacity(pads.len() * t * s);
+    for &pad in pads {
+        for i in 0..t {
+            let q = seen + i;
+            for k in 0..s {
+                let visible = (k <= q && k >= pad) || k == q;
+                v.push(if visible { 0.0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+    }
+    Ok(Some(
+        Tensor::from_vec(v, (pads.len(), 1, t, s), device)?.to_dtype(dtype)?,
+    ))
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The `k` largest entries, largest first (ties: lower id first).
+fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let k = k.min(row.len());
+    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| (i, row[i as usize])).collect()
+}
+
+/// Draws from `softmax(logprobs / temperature)`.
+fn sample(logprobs: &[f32], temperature: f32, rng: &mut ChaCha8Rng) -> u32 {
+    let scaled: Vec<f64> = logprobs
+        .iter()
+        .map(|&l| f64::from(l) / f64::from(temperature))
+        .collect();
+    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = scaled.iter().map(|&x| (x - max).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        u -= w;
+        if u <= 0.0 {
+            return i as u32;
+        }
+    }
+    argmax(logprobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_largest_first_and_breaks_ties_by_id() {
+        let row = [0.1, 0.5, 0.5, -1.0, 0.3];
+        assert_eq!(top_k(&row, 3), vec![(1, 0.5), (2, 0.5), (4, 0.3)]);
+        assert_eq!(top_k(&row, 10).len(), 5);
+    }
+
+    #[test]
+    fn sampling_at_low_temperature_is_greedy_and_seeded_sampling_repeats() {
+        let row = [-3.0f32, -0.1, -2.5, -4.0];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(sample(&row, 1e-4, &mut rng), 1);
+        let draw = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..20)
+                .map(|_| sample(&row, 5.0, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        // At a high temperature the draws are spread over the vocabulary.
+        assert!(draw(7).iter().any(|&t| t != 1));
+    }
+
+    #[test]
+    fn mask_hides_pads_and_the_future() {
+        let m = padding_mask(&[1, 0], 3, 0, DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let v: Vec<Vec<f32>> = m.i((0, 0)).unwrap().to_vec2().unwrap();
+        let ninf = f32::NEG_INFINITY;
+        assert_eq!(
+            v,
+            vec![
+                vec![0.0, ninf, ninf],
+                vec![ninf, 0.0, ninf],
+                vec![ninf, 0.0, 0.0]
+            ]
+        );
+        let v: Vec<Vec<f32>> = m.i((1, 0)).unwrap().to_vec2().unwrap();
+        assert_eq!(
+            v,
+            vec![
+                vec![0.0, ninf, ninf],
+                vec![0.0, 0.0, ninf],
+                vec![0.0, 0.0, 0.0]
+            ]
+        );
+        assert!(
+            padding_mask(&[0, 0], 3, 0, DType::F32, &Device::Cpu)
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! Open-weights language models on the user's own machine, as a [`ChatModel`] backend:
+//! Llama-family decoders (Llama 3.x, SmolLM2, Qwen2/2.5, Qwen3) written on candle, loaded
+//! from a Hugging Face model directory, a model id in the local Hub cache or a GGUF file,
+//! prompted through the model's own chat template, and run with a KV cache, in batches,
+//! with first-token log-probabilities over the full vocabulary.
+//!
+//! The core types: [`LocalProvider`] (the backend: loads each model once, batches
+//! requests), [`LocalModel`] (network, tokenizer, template, stop tokens; [`LocalModel::generate`]),
+//! [`Model`] (the decoder, with [`Ops`] choosing fused or differentiable kernels) and
+//! [`ChatTemplate`]. The crate knows nothing of HTTP (it never downloads: a model id must
+//! already be in the local cache) or of Global-MMLU.
+//!
+//! [`ChatModel`]: xlt_provider::ChatModel
+//!
+//! ```
+//! use xlt_local::{ChatTemplate, ModelSource};
+//! use xlt_provider::{ChatMessage, Role};
+//!
+//! // A model id that is not a path is looked up in the local Hugging Face cache on load.
+//! assert_eq!(
+//!     ModelSource::parse("HuggingFaceTB/SmolLM2-135M-Instruct")?,
+//!     ModelSource::HubId("HuggingFaceTB/SmolLM2-135M-Instruct".into())
+//! );
+//! // Prompts are rendered with the model's own template.
+//! let template = ChatTemplate::new(
+//!     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}\
+//!      {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+//!     "",
+//!     "<|im_end|>",
+//! )?;
+//! let prompt = template.render(&[ChatMessage::new(Role::User, " Hi ")], true)?;
+//! assert_eq!(prompt, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod generate;
+mod hub;
+mod llama;
+mod load;
+mod provider;
+mod template;
+
+pub use error::LocalError;
+pub use generate::{FinishReason, GenerateParams, Generation, LocalModel, TokenAlternative};
+pub use hub::{hub_cache_dir, resolve_in_cache, resolve_model_id};
+pub use llama::{
+    Attention, Cache, Config, DecoderLayer, Linear, Mlp, Model, Ops, RmsNorm, RopeScaling, Rotary,
+};
+pub use load::{
+    LoadOptions, Loaded, ModelSource, expected_tensors, load, load_dir, load_gguf, parse_device,
+    parse_dtype,
+};
+pub use provider::{Fetcher, LocalProvider, PROVIDER, ServeOptions};
+pub use template::ChatTemplate;
+
+/// candle's device and dtype, re-exported so callers need not depend on candle.
+pub use candle_core::{DType, Device};

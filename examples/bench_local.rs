@@ -1,0 +1,221 @@
+//! First-token scoring of Global-MMLU Lite English questions with a local model: questions
+//! per second, prompt tokens per second and peak memory, one prompt at a time and in
+//! left-padded batches; with `--python`, the same prompts through Python `transformers`
+//! (`scripts/bench_transformers.py`) in the same run, side by side.
+//!
+//! ```text
+//! cargo run --release --example bench_local -- --base-model <FILE.gguf|DIR|ID> \
+//!     [--questions 40] [--batch 8] [--device cpu] [--dtype f32] [--python python3]
+//! ```
+//! Prints a Markdown table. Accuracy is the share of questions whose most likely letter
+//! token (`A` to `D`) is the answer.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use xlt::data::{AnswerLetter, Language, PromptTemplate};
+use xlt::local::{LoadOptions, LocalModel, ModelSource};
+use xlt::provider::{ChatMessage, Role};
+
+/// Benchmark local first-token scoring.
+#[derive(Parser)]
+struct Args {
+    /// The model: a .gguf file, a model directory or a Hub id in the local cache.
+    #[arg(long)]
+    base_model: String,
+    /// Questions (the first of the Lite English test file by sample id).
+    #[arg(long, default_value_t = 40)]
+    questions: usize,
+    /// Prompts per batch in the batched run.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// A Python with torch and transformers: run the same prompts through it too.
+    #[arg(long)]
+    python: Option<String>,
+}
+
+struct Row {
+    engine: String,
+    mode: String,
+    questions_per_s: f64,
+    tokens_per_s: f64,
+    peak_mib: f64,
+    accuracy: Option<f64>,
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), MiB.
+fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let path = xlt::fixtures_dir().join("global-mmlu/lite/en.test.csv");
+    let mut questions = xlt::data::load_file(&path, Some(Language::English))?;
+    questions.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
+    questions.truncate(args.questions);
+    let template = PromptTemplate::default();
+    let chats: Vec<Vec<ChatMessage>> = questions
+        .iter()
+        .map(|q| {
+            let mut m = Vec::new();
+            if let Some(s) = template.system() {
+                m.push(ChatMessage::new(Role::System, s));
+            }
+            m.push(ChatMessage::new(Role::User, template.render_user(q)));
+            m
+        })
+        .collect();
+
+    let options = LoadOptions {
+        device: xlt::local::parse_device(&args.device)?,
+        dtype: xlt::local::parse_dtype(&args.dtype)?,
+        ..LoadOptions::default()
+    };
+    let t0 = Instant::now();
+    let model = LocalModel::load(&ModelSource::parse(&args.base_model)?, &options)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let prompts: Vec<Vec<u32>> = chats
+        .iter()
+        .map(|m| model.encode_chat(m))
+        .collect::<Result<_, _>>()?;
+    let tokens: usize = prompts.iter().map(Vec::len).sum();
+    let letters: Vec<u32> = ["A", "B", "C", "D"]
+        .iter()
+        .map(|l| {
+            model
+                .tokenizer()
+                .token_to_id(l)
+                .context("no token for a letter")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let accuracy = |rows: &[Vec<f32>]| {
+        let right = rows
+            .iter()
+            .zip(&questions)
+            .filter(|(row, q)| {
+                let best = (0..4)
+                    .max_by(|&a, &b| row[letters[a] as usize].total_cmp(&row[letters[b] as usize]))
+                    .unwrap();
+                AnswerLetter::ALL[best] == q.answer
+            })
+            .count();
+        right as f64 / rows.len() as f64
+    };
+    let engine = format!("xlt-local (candle) {}", args.dtype);
+    let mut table = Vec::new();
+
+    let t0 = Instant::now();
+    let mut rows = Vec::new();
+    for p in &prompts {
+        rows.extend(model.next_token_logprobs(std::slice::from_ref(p))?);
+    }
+    let s = t0.elapsed().as_secs_f64();
+    table.push(Row {
+        engine: engine.clone(),
+        mode: "unbatched".into(),
+        questions_per_s: prompts.len() as f64 / s,
+        tokens_per_s: tokens as f64 / s,
+        peak_mib: peak_mib(),
+        accuracy: Some(accuracy(&rows)),
+    });
+
+    let t0 = Instant::now();
+    let mut rows = Vec::new();
+    for chunk in prompts.chunks(args.batch.max(1)) {
+        rows.extend(model.next_token_logprobs(chunk)?);
+    }
+    let s = t0.elapsed().as_secs_f64();
+    table.push(Row {
+        engine,
+        mode: format!("batch {}", args.batch),
+        questions_per_s: prompts.len() as f64 / s,
+        tokens_per_s: tokens as f64 / s,
+        peak_mib: peak_mib(),
+        accuracy: Some(accuracy(&rows)),
+    });
+    eprintln!(
+        "loaded {} in {load_s:.2} s; {} questions, {tokens} prompt tokens",
+        model.origin(),
+        prompts.len()
+    );
+
+    if let Some(python) = &args.python {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("prompts.jsonl");
+        let mut text = String::new();
+        for m in &chats {
+            text += &serde_json::to_string(&serde_json::json!({ "messages": m }))?;
+            text.push('\n');
+        }
+        std::fs::write(&file, text)?;
+        let gguf = match ModelSource::parse(&args.base_model)? {
+            ModelSource::Gguf(p) => p,
+            _ => anyhow::bail!("--python compares GGUF files only"),
+        };
+        let script = xlt::fixtures_dir().join("../scripts/bench_transformers.py");
+        let out = std::process::Command::new(python)
+            .arg(&script)
+            .arg("--model")
+            .arg(&gguf)
+            .arg("--prompts")
+            .arg(&file)
+            .arg("--batch")
+            .arg(args.batch.to_string())
+            .output()
+            .with_context(|| format!("running {python} {}", script.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8(out.stdout)?
+            .lines()
+            .filter(|l| l.starts_with('{'))
+        {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            table.push(Row {
+                engine: v["engine"].as_str().unwrap_or("transformers").to_owned(),
+                mode: v["mode"].as_str().unwrap_or("").to_owned(),
+                questions_per_s: v["questions_per_s"].as_f64().unwrap_or(f64::NAN),
+                tokens_per_s: v["prompt_tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+                peak_mib: v["peak_mib"].as_f64().unwrap_or(f64::NAN),
+                accuracy: None,
+            });
+        }
+    }
+
+    println!(
+        "| engine | mode | questions/s | prompt tokens/s | peak memory (MiB) | letter accuracy |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for r in &table {
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {:.0} | {} |",
+            r.engine,
+            r.mode,
+            r.questions_per_s,
+            r.tokens_per_s,
+            r.peak_mib,
+            r.accuracy
+                .map_or("".to_owned(), |a| format!("{:.0}%", 100.0 * a))
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Chat with any provider: JSON Lines requests on stdin, JSON Lines responses on stdout,
+//! in input order.
+//!
+//! ```text
+//! cargo run --release --example chat -- --provider local --base-model <DIR|ID|FILE.gguf> \
+//!     [--device cpu|cuda:0] [--dtype f32|bf16] [--concurrency 8] < requests.jsonl
+//! ```
+//! A request: `{"id", "messages": [{"role", "content"}], "max_tokens"?, "temperature"?,
+//! "top_logprobs"?}`; a response: `{"id", "text", "finish_reason", "top_logprobs":
+//! [{"token", "logprob"}]}` (the first output token's alternatives, empty unless asked).
+//! Every line is read and checked before the first request is sent.
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use xlt::provider::{ChatMessage, ChatModel, ChatRequest, Retry, RetryPolicy};
+
+/// Chat requests from stdin, responses on stdout.
+#[derive(Parser)]
+struct Args {
+    /// Which provider answers.
+    #[arg(long, value_enum, default_value = "local")]
+    provider: common::ProviderKind,
+    /// The model (local: a model directory, a Hub id in the local cache, or a .gguf file).
+    #[arg(long)]
+    base_model: Option<String>,
+    /// Local provider: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Local provider: weights in f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Requests in flight at once (the local provider batches them).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// State directory of the embedded provider (default: a temporary one).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    id: serde_json::Value,
+    messages: Vec<ChatMessage>,
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_logprobs: Option<u8>,
+}
+
+#[derive(Serialize)]
+struct Response {
+    id: serde_json::Value,
+    text: String,
+    finish_reason: Option<String>,
+    top_logprobs: Vec<xlt::provider::TokenLogprob>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::init_logging();
+    common::exit_code(run(Args::parse()).await)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    // Read and check every request first: a bad line costs nothing.
+    let mut requests = Vec::new();
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: Request = serde_json::from_str(&line)
+            .with_context(|| format!("stdin line {}: not a chat request", i + 1))?;
+        if r.messages.is_empty() {
+            anyhow::bail!("stdin line {}: no messages", i + 1);
+        }
+        requests.push(r);
+    }
+    let temp;
+    let out = match &args.out {
+        Some(o) => o.as_path(),
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path()
+        }
+    };
+    let (chat, model): (Arc<dyn ChatModel>, String) = match args.provider {
+        common::ProviderKind::Local => {
+            let model = args
+                .base_model
+                .clone()
+                .context("--base-model is required with --provider local")?;
+            let provider = xlt::local::LocalProvider::new(
+                xlt::local::LoadOptions {
+                    device: xlt::local::parse_device(&args.device)?,
+                    dtype: xlt::local::parse_dtype(&args.dtype)?,
+                    ..Default::default()
+                },
+                xlt::local::ServeOptions {
+                    max_batch: args.concurrency.max(1),
+                    ..Default::default()
+                },
+            )
+            .with_fetcher(common::hub_fetcher());
+            // Load before the first request, so a bad model fails before any output.
+            provider.model(&model).await?;
+            (Arc::new(provider), model)
+        }
+        kind => {
+            let backend = common::backend(kind, out)?;
+            let model = args
+                .base_model
+                .clone()
+                .unwrap_or_else(|| backend.default_base_model.to_owned());
+            (
+                Arc::new(Retry::new(backend.chat.clone(), RetryPolicy::default())),
+                model,
+            )
+        }
+    };
+    let mut answers = futures::stream::iter(requests.into_iter().map(|r| {
+        let chat = chat.clone();
+        let mut req = ChatRequest::new(model.clone(), r.messages);
+        req.max_tokens = r.max_tokens;
+        req.temperature = r.temperature;
+        req.top_logprobs = r.top_logprobs;
+        async move {
+            let answer = chat.chat(&req).await;
+            (r.id, answer)
+        }
+    }))
+    .buffered(args.concurrency.max(1));
+    let stdout = std::io::stdout();
+    while let Some((id, answer)) = answers.next().await {
+        let answer = answer.with_context(|| format!("request {id}"))?;
+        let line = serde_json::to_string(&Response {
+            id,
+            text: answer.text,
+            finish_reason: answer.finish_reason,
+            top_logprobs: answer.top_logprobs.unwrap_or_default(),
+        })?;
+        let mut lock = stdout.lock();
+        writeln!(lock, "{line}")?;
+        lock.flush()?;
+    }
+    Ok(())
+}

