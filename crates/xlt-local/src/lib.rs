@@ -39,8 +39,10 @@ mod generate;
 mod hub;
 mod llama;
 mod load;
+mod lora;
 mod provider;
 mod template;
+mod train;
 
 pub use error::LocalError;
 pub use generate::{FinishReason, GenerateParams, Generation, LocalModel, TokenAlternative};
@@ -52,8 +54,13 @@ pub use load::{
     LoadOptions, Loaded, ModelSource, expected_tensors, load, load_dir, load_gguf, parse_device,
     parse_dtype,
 };
+pub use lora::{
+    DEFAULT_TARGET_MODULES, LoraConfig, LoraParam, attach_lora, lora_params, merge_lora,
+    set_lora_dropout,
+};
 pub use provider::{LocalProvider, PROVIDER, ServeOptions};
 pub use template::ChatTemplate;
+pub use train::{StepReport, TrainConfig, TrainExample, assistant_nll, encode_example, train};
 
 /// candle's device and dtype, re-exported so callers need not depend on candle.
 pub use candle_core::{DType, Device};

@@ -1,0 +1,377 @@
+//! LoRA on tiny random-weight models built in the test: gradients reach every adapter
+//! through the differentiable path and match finite differences, merging an adapter does
+//! not change the function, adapters round-trip through PEFT's format, and training
+//! overfits a handful of multiple-choice questions.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use tokenizers::Tokenizer;
+use xlt_local::{
+    ChatTemplate, Config, LoraConfig, Model, Ops, TrainConfig, TrainExample, assistant_nll,
+    attach_lora, encode_example, lora_params, merge_lora, train,
+};
+use xlt_provider::{ChatMessage, Role};
+
+/// SmolLM2-Instruct's chat template, as its `tokenizer_config.json` carries it.
+const SMOLLM2_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+
+/// A byte-level BPE tokenizer over the 256 byte symbols (ids 0..256, no merges) and the
+/// three special tokens (256, 257, 258).
+fn tokenizer() -> Tokenizer {
+    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
+        .into_iter()
+        .collect();
+    alphabet.sort();
+    let mut vocab = serde_json::Map::new();
+    for (i, c) in alphabet.iter().enumerate() {
+        vocab.insert(c.to_string(), (i as u32).into());
+    }
+    let mut added = Vec::new();
+    for (j, s) in SPECIALS.iter().enumerate() {
+        vocab.insert((*s).to_owned(), (256 + j as u32).into());
+        added.push(serde_json::json!({
+            "id": 256 + j, "content": s, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }));
+    }
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "vocab": vocab, "merges": []}
+    })
+    .to_string()
+    .parse()
+    .unwrap()
+}
+
+fn template() -> ChatTemplate {
+    ChatTemplate::new(SMOLLM2_TEMPLATE, "", "<|im_end|>").unwrap()
+}
+
+/// A tiny config of `model_type`: 2 layers, 4 query heads sharing 2 key/value heads.
+fn config(model_type: &str) -> Config {
+    serde_json::from_value(serde_json::json!({
+        "model_type": model_type,
+        "vocab_size": 260,
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": model_type != "llama",
+        "initializer_range": 0.5,
+        "eos_token_id": 258,
+    }))
+    .unwrap()
+}
+
+/// Random weights, as plain (non-trainable) tensors like weights read from a file.
+fn base_weights(cfg: &Config) -> HashMap<String, Tensor> {
+    let varmap = VarMap::new();
+    Model::new(
+        cfg,
+        Ops::Fused,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let data = varmap.data().lock().unwrap();
+    data.iter()
+        .map(|(k, v)| (k.clone(), v.as_detached_tensor()))
+        .collect()
+}
+
+fn build(cfg: &Config, weights: &HashMap<String, Tensor>, ops: Ops, dtype: DType) -> Model {
+    let vb = VarBuilder::from_tensors(weights.clone(), dtype, &Device::Cpu);
+    Model::new(cfg, ops, vb).unwrap()
+}
+
+fn user(text: &str) -> ChatMessage {
+    ChatMessage::new(Role::User, text)
+}
+
+fn answer(text: &str) -> ChatMessage {
+    ChatMessage::new(Role::Assistant, text)
+}
+
+fn example(q: &str, a: &str) -> TrainExample {
+    encode_example(&tokenizer(), &template(), &[user(q), answer(a)]).unwrap()
+}
+
+/// Gives every `lora_B` random values (PEFT starts them at zero, where `lora_A` gets no
+/// gradient), so that every parameter is exercised.
+fn randomize_b(model: &Model, std: f64) {
+    for p in lora_params(model) {
+        let b = p.b.as_tensor();
+        let r = (Tensor::randn(0.0, std, b.shape(), b.device()).unwrap())
+            .to_dtype(b.dtype())
+            .unwrap();
+        p.b.set(&r).unwrap();
+    }
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+fn no_dropout() -> LoraConfig {
+    LoraConfig {
+        r: 4,
+        lora_dropout: 0.0,
+        ..LoraConfig::default()
+    }
+}
+
+#[test]
+fn the_assistant_tokens_are_those_after_the_generation_prompt() {
+    let e = example("Hi", "B");
+    let text: String = tokenizer()
+        .decode(
+            &e.input_ids
+                .iter()
+                .zip(&e.loss_mask)
+                .filter(|(_, m)| **m)
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(text, "B<|im_end|>\n");
+    assert_eq!(e.target_tokens(), 3);
+    let err = encode_example(&tokenizer(), &template(), &[user("Hi")]).unwrap_err();
+    assert!(err.to_string().contains("assistant"), "{err}");
+}
+
+#[test]
+fn lora_attaches_to_the_seven_projections_with_peft_defaults() {
+    let cfg = config("qwen2");
+    let mut model = build(&cfg, &base_weights(&cfg), Ops::Fused, DType::F32);
+    let params = attach_lora(&mut model, &LoraConfig::default(), 0).unwrap();
+    assert_eq!(params.len(), 2 * 7);
+    assert_eq!(params[0].module, "model.layers.0.self_attn.q_proj");
+    assert_eq!(params[13].module, "model.layers.1.mlp.down_proj");
+    // q_proj: (out, in) = (32, 32); down_proj: (32, 48).
+    assert_eq!(params[0].a.dims(), [16, 32]);
+    assert_eq!(params[0].b.dims(), [32, 16]);
+    assert_eq!(params[13].a.dims(), [16, 48]);
+    for p in &params {
+        assert_eq!(
+            max_abs(p.b.as_tensor()),
+            0.0,
+            "{}: lora_B starts at zero",
+            p.module
+        );
+        let bound = 1.0 / (p.a.dim(1).unwrap() as f64).sqrt();
+        let a = max_abs(p.a.as_tensor());
+        assert!(
+            a > 0.5 * bound && a <= bound,
+            "{}: lora_A within ±1/sqrt(in)",
+            p.module
+        );
+    }
+    assert_eq!(LoraConfig::default().scale(), 2.0);
+    // Only the attention projections.
+    let mut model = build(&cfg, &base_weights(&cfg), Ops::Fused, DType::F32);
+    let attn = LoraConfig {
+        target_modules: vec!["q_proj".into(), "v_proj".into()],
+        ..LoraConfig::default()
+    };
+    let names: Vec<String> = attach_lora(&mut model, &attn, 0)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.module)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.0.self_attn.v_proj",
+            "model.layers.1.self_attn.q_proj",
+            "model.layers.1.self_attn.v_proj"
+        ]
+    );
+    let none = LoraConfig {
+        target_modules: vec!["c_attn".into()],
+        ..LoraConfig::default()
+    };
+    assert!(attach_lora(&mut model, &none, 0).is_err());
+}
+
+#[test]
+fn every_lora_parameter_receives_a_nonzero_gradient() {
+    for family in ["llama", "qwen2", "qwen3"] {
+        let cfg = config(family);
+        let mut model = build(&cfg, &base_weights(&cfg), Ops::Differentiable, DType::F32);
+        attach_lora(&mut model, &LoraConfig::default(), 1).unwrap();
+        let examples = vec![example("Which letter?", "C")];
+        // One step moves every lora_B off zero (at PEFT's initialization lora_A's gradient
+        // is zero because lora_B is).
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 1,
+            learning_rate: 1e-2,
+            warmup_ratio: 0.0,
+            ..TrainConfig::default()
+        };
+        train(
+            &mut model,
+            &examples,
+            &config,
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        let batch: Vec<&TrainExample> = examples.iter().collect();
+        let (nll, n) = assistant_nll(&model, &batch).unwrap();
+        assert_eq!(n, 3);
+        let grads = nll.backward().unwrap();
+        for p in lora_params(&model) {
+            for (which, v) in [("lora_A", &p.a), ("lora_B", &p.b)] {
+                let g = grads
+                    .get(v.as_tensor())
+                    .unwrap_or_else(|| panic!("{family} {} {which}: no gradient", p.module));
+                assert!(
+                    max_abs(g) > 0.0,
+                    "{family} {} {which}: zero gradient",
+                    p.module
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn training_refuses_a_model_with_fused_kernels() {
+    let cfg = config("llama");
+    let mut model = build(&cfg, &base_weights(&cfg), Ops::Fused, DType::F32);
+    attach_lora(&mut model, &LoraConfig::default(), 1).unwrap();
+    let err = train(
+        &mut model,
+        &[example("Q", "A")],
+        &TrainConfig::default(),
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("Differentiable"), "{err}");
+}
+
+/// Mean NLL in f64 of `examples`.
+fn loss_f64(model: &Model, examples: &[TrainExample]) -> (Tensor, f64) {
+    let batch: Vec<&TrainExample> = examples.iter().collect();
+    let (nll, n) = assistant_nll(model, &batch).unwrap();
+    let mean = (nll / n as f64).unwrap();
+    let v = mean.to_scalar::<f64>().unwrap();
+    (mean, v)
+}
+
+#[test]
+fn gradients_match_finite_differences_on_a_tiny_f64_model() {
+    for family in ["llama", "qwen3"] {
+        let cfg = config(family);
+        let mut model = build(&cfg, &base_weights(&cfg), Ops::Differentiable, DType::F64);
+        attach_lora(&mut model, &no_dropout(), 2).unwrap();
+        randomize_b(&model, 0.1);
+        let examples = vec![
+            example("Pick one", "D"),
+            example("Another, longer one?", "A"),
+        ];
+        let (mean, _) = loss_f64(&model, &examples);
+        let grads = mean.backward().unwrap();
+        let h = 1e-5;
+        for p in lora_params(&model) {
+            for (which, v) in [("lora_A", &p.a), ("lora_B", &p.b)] {
+                let analytic = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap();
+                let original = v
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap();
+                // Two entries per tensor: the first and one in the middle.
+                for idx in [0, original.len() / 2 + 1] {
+                    let shifted = |delta: f64| {
+                        let mut w = original.clone();
+                        w[idx] += delta;
+                        v.set(&Tensor::from_vec(w, v.shape(), &Device::Cpu).unwrap())
+                            .unwrap();
+                        loss_f64(&model, &examples).1
+                    };
+                    let numeric = (shifted(h) - shifted(-h)) / (2.0 * h);
+                    shifted(0.0);
+                    let exact = analytic.get(idx).unwrap().to_scalar::<f64>().unwrap();
+                    // Central differences err by O(h^2 * L''') ~ 1e-10 here, and rounding
+                    // adds ~1e-16 / h ~ 1e-11: a tolerance of 1e-7 absolute plus 1e-5
+                    // relative leaves two orders of margin and still catches a wrong or
+                    // missing term.
+                    assert!(
+                        (numeric - exact).abs() <= 1e-7 + 1e-5 * exact.abs(),
+                        "{family} {} {which}[{idx}]: backward {exact} vs finite difference {numeric}",
+                        p.module
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn merged_and_unmerged_forwards_agree() {
+    for family in ["llama", "qwen2"] {
+        let cfg = config(family);
+        let weights = base_weights(&cfg);
+        let input = Tensor::new(&[[257u32, 10, 20, 30, 40, 50, 258]], &Device::Cpu).unwrap();
+        let mut adapted = build(&cfg, &weights, Ops::Fused, DType::F32);
+        let base_logits = adapted
+            .forward(&input, &mut adapted.new_cache(), None)
+            .unwrap();
+        attach_lora(&mut adapted, &LoraConfig::default(), 3).unwrap();
+        randomize_b(&adapted, 0.05);
+        let unmerged = adapted
+            .forward(&input, &mut adapted.new_cache(), None)
+            .unwrap();
+        let merged_model = merge_lora(&adapted).unwrap();
+        assert!(lora_params(&merged_model).is_empty());
+        let merged = merged_model
+            .forward(&input, &mut merged_model.new_cache(), None)
+            .unwrap();
+        // The adapter changes the function...
+        assert!(max_abs(&(&unmerged - &base_logits).unwrap()) > 1e-2);
+        // ...and merging does not: the two differ only by f32 rounding in the order of the
+        // sums (logits are O(10) here; f32 has ~7 digits).
+        let diff = max_abs(&(&unmerged - &merged).unwrap());
+        assert!(
+            diff < 1e-4,
+            "{family}: merged and unmerged differ by {diff}"
+        );
+        // The differentiable path computes the same function.
+        let mut slow = build(&cfg, &weights, Ops::Differentiable, DType::F32);
+        xlt_local::attach_lora(&mut slow, &LoraConfig::default(), 3).unwrap();
+        for (p, q) in lora_params(&slow).iter().zip(lora_params(&adapted)) {
+            p.b.set(q.b.as_tensor()).unwrap();
+        }
+        let slow_logits = slow.forward(&input, &mut slow.new_cache(), None).unwrap();
+        let diff = max_abs(&(&unmerged - &slow_logits).unwrap());
+        assert!(
+            diff < 1e-4,
+            "{family}: fused and differentiable differ by {diff}"
+        );
+    }
+}
