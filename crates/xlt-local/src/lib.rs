@@ -40,6 +40,7 @@ mod hub;
 mod llama;
 mod load;
 mod lora;
+mod peft;
 mod provider;
 mod template;
 mod train;
@@ -58,6 +59,7 @@ pub use lora::{
     DEFAULT_TARGET_MODULES, LoraConfig, LoraParam, attach_lora, lora_params, merge_lora,
     set_lora_dropout,
 };
+pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_adapter, save_adapter};
 pub use provider::{LocalProvider, PROVIDER, ServeOptions};
 pub use template::ChatTemplate;
 pub use train::{StepReport, TrainConfig, TrainExample, assistant_nll, encode_example, train};

@@ -213,6 +213,70 @@ pub fn attach_lora(
     Ok(out)
 }
 
+/// Wraps the named modules in adapters with the given tensors: `(module, lora_A, lora_B)`,
+/// shapes `(r, in)` and `(out, r)`. Used to load an adapter and to resume training.
+///
+/// # Errors
+/// [`LocalError::Tensor`] naming `source` and the module, for an unknown module or a shape
+/// that does not fit the layer.
+pub(crate) fn attach_weights(
+    model: &mut Model,
+    tensors: Vec<(String, Tensor, Tensor)>,
+    config: &LoraConfig,
+    source: &std::path::Path,
+) -> Result<Vec<LoraParam>, LocalError> {
+    config.validate()?;
+    let dtype = model.dtype();
+    let device = model.device().clone();
+    let mut by_name: std::collections::HashMap<String, (Tensor, Tensor)> =
+        tensors.into_iter().map(|(n, a, b)| (n, (a, b))).collect();
+    let mut out = Vec::new();
+    for (name, lin) in model.linears_mut() {
+        let Some((a, b)) = by_name.remove(&name) else {
+            continue;
+        };
+        if lin.lora.is_some() {
+            return Err(LocalError::Invalid(format!(
+                "{name} already has a LoRA adapter"
+            )));
+        }
+        let (out_dim, in_dim) = lin.weight.dims2()?;
+        if a.dims() != [config.r, in_dim] || b.dims() != [out_dim, config.r] {
+            return Err(LocalError::Tensor {
+                path: source.to_path_buf(),
+                tensor: name,
+                message: format!(
+                    "lora_A {:?} and lora_B {:?} do not fit a layer of (out, in) = ({out_dim}, {in_dim}) at r = {}",
+                    a.dims(),
+                    b.dims(),
+                    config.r
+                ),
+            });
+        }
+        let weights = LoraWeights {
+            a: Var::from_tensor(&a.to_dtype(dtype)?.to_device(&device)?)?,
+            b: Var::from_tensor(&b.to_dtype(dtype)?.to_device(&device)?)?,
+            scale: config.scale(),
+            dropout: config.lora_dropout,
+            rng: None,
+        };
+        out.push(LoraParam {
+            module: name,
+            a: weights.a.clone(),
+            b: weights.b.clone(),
+        });
+        lin.lora = Some(weights);
+    }
+    if let Some(name) = by_name.keys().min() {
+        return Err(LocalError::Tensor {
+            path: source.to_path_buf(),
+            tensor: name.clone(),
+            message: "the adapter has this module but the model does not".into(),
+        });
+    }
+    Ok(out)
+}
+
 /// The adapters attached to `model`, in layer order.
 pub fn lora_params(model: &Model) -> Vec<LoraParam> {
     model

@@ -11,7 +11,7 @@ use candle_nn::{VarBuilder, VarMap};
 use tokenizers::Tokenizer;
 use xlt_local::{
     ChatTemplate, Config, LoraConfig, Model, Ops, TrainConfig, TrainExample, assistant_nll,
-    attach_lora, encode_example, lora_params, merge_lora, train,
+    attach_lora, encode_example, load_adapter, lora_params, merge_lora, save_adapter, train,
 };
 use xlt_provider::{ChatMessage, Role};
 
@@ -374,4 +374,98 @@ fn merged_and_unmerged_forwards_agree() {
             "{family}: fused and differentiable differ by {diff}"
         );
     }
+}
+
+#[test]
+fn adapters_round_trip_through_peft_format() {
+    let cfg = config("qwen2");
+    let weights = base_weights(&cfg);
+    let input = Tensor::new(&[[257u32, 1, 2, 3, 4, 258]], &Device::Cpu).unwrap();
+    let lora = LoraConfig {
+        r: 8,
+        lora_alpha: 16.0,
+        target_modules: vec!["q_proj".into(), "down_proj".into()],
+        ..LoraConfig::default()
+    };
+    let mut trained = build(&cfg, &weights, Ops::Fused, DType::F32);
+    attach_lora(&mut trained, &lora, 4).unwrap();
+    randomize_b(&trained, 0.05);
+    let expected = trained
+        .forward(&input, &mut trained.new_cache(), None)
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("adapter");
+    save_adapter(&trained, &lora, "tiny/qwen2", &dir).unwrap();
+    // A second save replaces the first whole and leaves no temporary directory behind.
+    save_adapter(&trained, &lora, "tiny/qwen2", &dir).unwrap();
+    let mut entries: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["adapter"]);
+
+    // PEFT's file: its keys and config fields.
+    let st = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu)
+        .unwrap();
+    let mut keys: Vec<&String> = st.keys().collect();
+    keys.sort();
+    assert_eq!(keys.len(), 8);
+    assert_eq!(
+        keys[0],
+        "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"
+    );
+    assert_eq!(
+        st["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"].dims(),
+        [8, 32]
+    );
+    assert_eq!(
+        st["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"].dims(),
+        [32, 8]
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["peft_type"], "LORA");
+    assert_eq!(json["task_type"], "CAUSAL_LM");
+    assert_eq!(json["r"], 8);
+    assert_eq!(json["lora_alpha"], 16.0);
+    assert_eq!(
+        json["target_modules"],
+        serde_json::json!(["q_proj", "down_proj"])
+    );
+    assert_eq!(json["base_model_name_or_path"], "tiny/qwen2");
+
+    // Loaded onto the same base, the adapter computes the same function.
+    let mut loaded = build(&cfg, &weights, Ops::Fused, DType::F32);
+    let read = load_adapter(&mut loaded, &dir).unwrap();
+    assert_eq!(read, lora);
+    let got = loaded
+        .forward(&input, &mut loaded.new_cache(), None)
+        .unwrap();
+    assert_eq!(max_abs(&(&got - &expected).unwrap()), 0.0);
+
+    // A file without one of its halves is refused, naming the file and the tensor.
+    let mut broken = st.clone();
+    broken.remove("base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight");
+    candle_core::safetensors::save(&broken, dir.join("adapter_model.safetensors")).unwrap();
+    let err = load_adapter(&mut build(&cfg, &weights, Ops::Fused, DType::F32), &dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("adapter_model.safetensors")
+            && err.contains("base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight"),
+        "{err}"
+    );
+    // So is an adapter for a model of another shape.
+    let mut wide = st.clone();
+    wide.insert(
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".into(),
+        Tensor::zeros((8, 64), DType::F32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&wide, dir.join("adapter_model.safetensors")).unwrap();
+    let err = load_adapter(&mut build(&cfg, &weights, Ops::Fused, DType::F32), &dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.layers.0.self_attn.q_proj"), "{err}");
 }
