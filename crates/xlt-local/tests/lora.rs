@@ -10,8 +10,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use tokenizers::Tokenizer;
 use xlt_local::{
-    ChatTemplate, Config, LoraConfig, Model, Ops, TrainConfig, TrainExample, assistant_nll,
-    attach_lora, encode_example, load_adapter, lora_params, merge_lora, save_adapter, train,
+    ChatTemplate, Config, LocalModel, LoraConfig, Model, Ops, TrainConfig, TrainExample,
+    assistant_nll, attach_lora, encode_example, load_adapter, lora_params, merge_lora,
+    save_adapter, train,
 };
 use xlt_provider::{ChatMessage, Role};
 
@@ -468,4 +469,197 @@ fn adapters_round_trip_through_peft_format() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("model.layers.0.self_attn.q_proj"), "{err}");
+}
+
+/// Four multiple-choice questions, one per answer letter.
+fn questions() -> Vec<(String, &'static str)> {
+    [
+        ("What is 2 + 2?", ["3", "4", "5", "6"], "B"),
+        ("Which is a colour?", ["red", "dog", "run", "sky"], "A"),
+        ("Capital of France?", ["Rome", "Oslo", "Lima", "Paris"], "D"),
+        (
+            "Largest planet?",
+            ["Mars", "Venus", "Jupiter", "Earth"],
+            "C",
+        ),
+    ]
+    .into_iter()
+    .map(|(q, options, letter)| {
+        let mut text = format!("{q}\n");
+        for (l, o) in ["A", "B", "C", "D"].iter().zip(options) {
+            text.push_str(&format!("{l}. {o}\n"));
+        }
+        text.push_str("Answer with the letter.");
+        (text, letter)
+    })
+    .collect()
+}
+
+#[test]
+fn training_overfits_four_multiple_choice_questions() {
+    let cfg = config("llama");
+    let weights = base_weights(&cfg);
+    let mut model = build(&cfg, &weights, Ops::Differentiable, DType::F32);
+    attach_lora(&mut model, &LoraConfig::default(), 7).unwrap();
+    let qs = questions();
+    let examples: Vec<TrainExample> = qs.iter().map(|(q, a)| example(q, a)).collect();
+    let config = TrainConfig {
+        learning_rate: 1e-2,
+        epochs: 30,
+        batch_size: 2,
+        gradient_accumulation_steps: 1,
+        warmup_ratio: 0.1,
+        ..TrainConfig::default()
+    };
+    let mut seen = Vec::new();
+    let reports = train(&mut model, &examples, &config, |r| {
+        seen.push(r.step);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(reports.len(), 60);
+    assert_eq!(seen, (1..=60).collect::<Vec<_>>());
+    let first = reports[..2].iter().map(|r| r.loss).sum::<f64>() / 2.0;
+    let last = reports[58..].iter().map(|r| r.loss).sum::<f64>() / 2.0;
+    assert!(last < first / 4.0, "loss {first} -> {last}");
+
+    // Evaluate as inference does, on first-token logprobs, with the adapter merged (the
+    // differentiable kernels compute the same function as the fused ones; see
+    // `merged_and_unmerged_forwards_agree`).
+    let eval = LocalModel::from_parts(
+        merge_lora(&model).unwrap(),
+        tokenizer(),
+        template(),
+        vec![258],
+    );
+    let prompts: Vec<Vec<u32>> = qs
+        .iter()
+        .map(|(q, _)| eval.encode_chat(&[user(q)]).unwrap())
+        .collect();
+    let logprobs = eval.next_token_logprobs(&prompts).unwrap();
+    for ((q, letter), lp) in qs.iter().zip(&logprobs) {
+        let want = eval.tokenizer().token_to_id(letter).unwrap() as usize;
+        let best = (0..lp.len())
+            .max_by(|&i, &j| lp[i].total_cmp(&lp[j]))
+            .unwrap();
+        assert_eq!(
+            best, want,
+            "{q:?}: the top first token is {best}, not {letter} ({want})"
+        );
+    }
+    // The base model does not already know them.
+    let base = LocalModel::from_parts(
+        build(&cfg, &weights, Ops::Fused, DType::F32),
+        tokenizer(),
+        template(),
+        vec![258],
+    );
+    let base_lp = base.next_token_logprobs(&prompts).unwrap();
+    let right = qs
+        .iter()
+        .zip(&base_lp)
+        .filter(|((_, letter), lp)| {
+            let want = base.tokenizer().token_to_id(letter).unwrap() as usize;
+            (0..lp.len()).all(|i| lp[i] <= lp[want])
+        })
+        .count();
+    assert!(
+        right < 4,
+        "the untrained model already answers every question"
+    );
+}
+
+#[test]
+fn the_learning_rate_warms_up_then_decays_linearly_to_zero() {
+    let config = TrainConfig {
+        learning_rate: 2e-4,
+        warmup_ratio: 0.2,
+        ..TrainConfig::default()
+    };
+    // 10 steps, 2 of warm-up.
+    let lr: Vec<f64> = (0..10).map(|s| config.learning_rate_at(s, 10)).collect();
+    let want = [
+        1e-4, 2e-4, 2e-4, 1.75e-4, 1.5e-4, 1.25e-4, 1e-4, 0.75e-4, 0.5e-4, 0.25e-4,
+    ];
+    for (s, (got, want)) in lr.iter().zip(want).enumerate() {
+        assert!((got - want).abs() < 1e-12, "step {s}: {got} vs {want}");
+    }
+    assert_eq!(config.total_steps(10), 3 * 2);
+    let accum = TrainConfig {
+        batch_size: 2,
+        gradient_accumulation_steps: 3,
+        ..TrainConfig::default()
+    };
+    // 7 examples: 4 micro-batches, 2 optimizer steps per epoch.
+    assert_eq!(accum.total_steps(7), 6);
+    for bad in [
+        TrainConfig {
+            learning_rate: 0.0,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            batch_size: 0,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            warmup_ratio: 1.0,
+            ..TrainConfig::default()
+        },
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn accumulated_micro_batches_take_the_step_of_one_batch() {
+    let cfg = config("qwen2");
+    let weights = base_weights(&cfg);
+    let examples: Vec<TrainExample> = questions().iter().map(|(q, a)| example(q, a)).collect();
+    let run = |batch_size: usize, accumulation: usize| {
+        let mut model = build(&cfg, &weights, Ops::Differentiable, DType::F32);
+        attach_lora(&mut model, &no_dropout(), 5).unwrap();
+        let config = TrainConfig {
+            learning_rate: 1e-3,
+            epochs: 2,
+            batch_size,
+            gradient_accumulation_steps: accumulation,
+            ..TrainConfig::default()
+        };
+        let reports = train(
+            &mut model,
+            &examples,
+            &config,
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        (model, reports)
+    };
+    let (whole, whole_reports) = run(4, 1);
+    let (accumulated, accumulated_reports) = run(1, 4);
+    assert_eq!(whole_reports.len(), 2);
+    assert_eq!(accumulated_reports.len(), 2);
+    for (w, a) in whole_reports.iter().zip(&accumulated_reports) {
+        // The same mean loss per assistant token, up to f32 summation order.
+        assert!((w.loss - a.loss).abs() < 1e-5, "{} vs {}", w.loss, a.loss);
+    }
+    for (p, q) in lora_params(&whole).iter().zip(lora_params(&accumulated)) {
+        for (x, y) in [(&p.a, &q.a), (&p.b, &q.b)] {
+            let diff = max_abs(&(x.as_tensor() - y.as_tensor()).unwrap());
+            // Adam divides by the gradient's running RMS, so f32 rounding in the summed
+            // gradients moves the update by far less than 1e-5 of the step.
+            assert!(diff < 1e-6, "{}: {diff}", p.module);
+        }
+    }
+    // Stopping early: the callback's Break ends training after that step.
+    let mut model = build(&cfg, &weights, Ops::Differentiable, DType::F32);
+    attach_lora(&mut model, &no_dropout(), 5).unwrap();
+    let reports = train(&mut model, &examples, &TrainConfig::default(), |r| {
+        if r.step == 1 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(reports.len(), 1);
 }
