@@ -10,6 +10,16 @@
 //! [`ChatTemplate`]. The crate knows nothing of HTTP (it never downloads: a model id must
 //! already be in the local cache) or of Global-MMLU.
 //!
+//! LoRA fine-tuning, in PEFT's vocabulary and file format: [`LoraConfig`] and
+//! [`attach_lora`] (adapters on the target projections), [`train`] with [`TrainConfig`]
+//! (AdamW, absolute learning rate, warm-up and linear decay, gradient accumulation, the loss
+//! on the assistant's tokens of [`TrainExample`]s from [`encode_example`]), [`merge_lora`],
+//! and [`save_adapter`] / [`load_adapter`] (`adapter_config.json`,
+//! `adapter_model.safetensors`). Training needs a model built with [`Ops::Differentiable`].
+//! Not yet here (issue #13): fine-tuning jobs through the `FineTuner` trait (its methods
+//! answer `Unsupported`), checkpoints and resume, and evaluation of an adapter through
+//! [`LocalProvider`].
+//!
 //! [`ChatModel`]: xlt_provider::ChatModel
 //!
 //! ```
