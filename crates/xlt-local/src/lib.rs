@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod finetune;
 mod generate;
 mod hub;
 mod llama;
@@ -56,6 +57,7 @@ mod template;
 mod train;
 
 pub use error::LocalError;
+pub use finetune::{LocalFineTuner, ModelLoader};
 pub use generate::{FinishReason, GenerateParams, Generation, LocalModel, TokenAlternative};
 pub use hub::{hub_cache_dir, resolve_in_cache, resolve_model_id};
 pub use llama::{

@@ -10,11 +10,14 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use tokenizers::Tokenizer;
 use xlt_local::{
-    ChatTemplate, Config, LocalModel, LoraConfig, Model, Ops, TrainConfig, TrainExample,
-    assistant_nll, attach_lora, encode_example, load_adapter, lora_params, merge_lora,
-    save_adapter, train,
+    ChatTemplate, Config, LocalFineTuner, LocalModel, LoraConfig, Model, Ops, TrainConfig,
+    TrainExample, assistant_nll, attach_lora, encode_example, load_adapter, lora_params,
+    merge_lora, save_adapter, train,
 };
-use xlt_provider::{ChatMessage, Role};
+use xlt_provider::{
+    ChatMessage, FilePurpose, FineTuneSpec, FineTuner, Hyperparameters, JobStatus, LearningRate,
+    Param, Role,
+};
 
 /// SmolLM2-Instruct's chat template, as its `tokenizer_config.json` carries it.
 const SMOLLM2_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -662,4 +665,128 @@ fn accumulated_micro_batches_take_the_step_of_one_batch() {
     })
     .unwrap();
     assert_eq!(reports.len(), 1);
+}
+
+fn spec(file: &str, epochs: u32, learning_rate: LearningRate) -> FineTuneSpec {
+    FineTuneSpec {
+        base_model: "tiny/llama".into(),
+        training_file: file.into(),
+        validation_file: None,
+        hyperparameters: Hyperparameters {
+            epochs: Param::Value(epochs),
+            batch_size: Param::Value(2),
+            learning_rate,
+        },
+        suffix: None,
+        seed: Some(3),
+    }
+}
+
+async fn wait_until(
+    tuner: &LocalFineTuner,
+    id: &str,
+    done: impl Fn(JobStatus) -> bool,
+) -> JobStatus {
+    for _ in 0..1200 {
+        let status = tuner.get_job(id).await.unwrap().status;
+        if done(status) {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not get there within a minute");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_fine_tuning_jobs_run_in_the_background_and_write_a_peft_adapter() {
+    let cfg = config("llama");
+    let weights = base_weights(&cfg);
+    let (c, w) = (cfg.clone(), weights.clone());
+    let loader: xlt_local::ModelLoader = std::sync::Arc::new(move |id: &str| {
+        assert_eq!(id, "tiny/llama");
+        Ok(LocalModel::from_parts(
+            build(&c, &w, Ops::Differentiable, DType::F32),
+            tokenizer(),
+            template(),
+            vec![258],
+        ))
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let tuner = LocalFineTuner::new(tmp.path(), loader, LoraConfig::default());
+    let lines: String = questions()
+        .iter()
+        .map(|(q, a)| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": q}, {"role": "assistant", "content": a}
+            ]})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let err = tuner
+        .upload(
+            "bad.jsonl",
+            b"{\"messages\": []}\nnot json\n".to_vec(),
+            FilePurpose::FineTune,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bad.jsonl line 2"), "{err}");
+    let file = tuner
+        .upload("train.jsonl", lines.into_bytes(), FilePurpose::FineTune)
+        .await
+        .unwrap();
+
+    // A learning-rate multiplier has no meaning here.
+    let err = tuner
+        .create_job(&spec(&file.id, 2, LearningRate::Multiplier(0.4)), "r0")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("absolute learning rate"), "{err}");
+
+    let job = tuner
+        .create_job(&spec(&file.id, 2, LearningRate::Absolute(1e-2)), "ref-1")
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(tuner.find_job("ref-1").await.unwrap().unwrap().id, job.id);
+    assert!(tuner.find_job("ref-2").await.unwrap().is_none());
+    let status = wait_until(&tuner, &job.id, JobStatus::is_terminal).await;
+    let done = tuner.get_job(&job.id).await.unwrap();
+    assert_eq!(status, JobStatus::Succeeded, "{:?}", done.error);
+    let events = tuner.list_events(&job.id).await.unwrap();
+    // Two epochs of two batches: four steps, then the end.
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert!(
+        events[0].message.starts_with("step 1/4: loss "),
+        "{}",
+        events[0].message
+    );
+    assert!(events[3].message.contains("tokens/s"));
+    assert_eq!(events[4].message, "succeeded");
+    let model_id = done.fine_tuned_model.unwrap();
+    let adapter = tmp.path().join("jobs").join(&job.id).join("adapter");
+    assert_eq!(model_id, format!("tiny/llama+{}", adapter.display()));
+    let mut loaded = build(&cfg, &weights, Ops::Fused, DType::F32);
+    let read = load_adapter(&mut loaded, &adapter).unwrap();
+    assert_eq!(read, LoraConfig::default());
+    assert_eq!(lora_params(&loaded).len(), 14);
+
+    // Cancelled while running: it stops after its current step and writes no adapter.
+    let long = tuner
+        .create_job(&spec(&file.id, 500, LearningRate::Absolute(1e-3)), "ref-3")
+        .await
+        .unwrap();
+    wait_until(&tuner, &long.id, |s| s == JobStatus::Running).await;
+    tuner.cancel_job(&long.id).await.unwrap();
+    let status = wait_until(&tuner, &long.id, JobStatus::is_terminal).await;
+    assert_eq!(status, JobStatus::Cancelled);
+    assert!(
+        !tmp.path()
+            .join("jobs")
+            .join(&long.id)
+            .join("adapter")
+            .exists()
+    );
+    assert!(tuner.list_events(&long.id).await.unwrap().len() < 1000);
 }
