@@ -74,7 +74,10 @@ pub use lora::{
 pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_adapter, save_adapter};
 pub use provider::{LocalProvider, PROVIDER, ServeOptions};
 pub use template::ChatTemplate;
-pub use train::{StepReport, TrainConfig, TrainExample, assistant_nll, encode_example, train};
+pub use train::{
+    OptimizerState, StepReport, TrainConfig, TrainExample, assistant_nll, encode_example, train,
+    train_resumable,
+};
 
 /// candle's device and dtype, re-exported so callers need not depend on candle.
 pub use candle_core::{DType, Device};

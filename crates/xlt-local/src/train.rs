@@ -12,7 +12,6 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use candle_core::{D, DType, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -262,6 +261,105 @@ pub struct StepReport {
     pub seconds: f64,
 }
 
+/// AdamW's state after some optimizer steps: the step count and the first and second
+/// moments of every adapter tensor, in [`crate::lora_params`] order (`lora_A` then `lora_B`
+/// of each module). With the adapter's weights it is a checkpoint from which
+/// [`train_resumable`] continues exactly as if it had not stopped.
+#[derive(Debug, Clone)]
+pub struct OptimizerState {
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// First moments, one per trainable tensor, of its shape.
+    pub first_moments: Vec<Tensor>,
+    /// Second moments, one per trainable tensor, of its shape.
+    pub second_moments: Vec<Tensor>,
+}
+
+/// AdamW (Loshchilov and Hutter 2019) with decoupled weight decay and bias correction, the
+/// same arithmetic as `candle_nn::AdamW` (betas 0.9 and 0.999, eps 1e-8), state exposed.
+struct AdamW {
+    vars: Vec<Var>,
+    state: OptimizerState,
+    weight_decay: f64,
+}
+
+impl AdamW {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.999;
+    const EPS: f64 = 1e-8;
+
+    fn new(
+        vars: Vec<Var>,
+        weight_decay: f64,
+        resume: Option<&OptimizerState>,
+    ) -> Result<Self, LocalError> {
+        let state = match resume {
+            Some(s) => {
+                if s.first_moments.len() != vars.len() || s.second_moments.len() != vars.len() {
+                    return Err(LocalError::Invalid(format!(
+                        "the optimizer state has {} moments for {} trainable tensors",
+                        s.first_moments.len(),
+                        vars.len()
+                    )));
+                }
+                for (i, v) in vars.iter().enumerate() {
+                    if s.first_moments[i].dims() != v.dims()
+                        || s.second_moments[i].dims() != v.dims()
+                    {
+                        return Err(LocalError::Invalid(format!(
+                            "optimizer moment {i} is {:?}, its tensor {:?}",
+                            s.first_moments[i].dims(),
+                            v.dims()
+                        )));
+                    }
+                }
+                s.clone()
+            }
+            None => OptimizerState {
+                step: 0,
+                first_moments: vars
+                    .iter()
+                    .map(|v| v.zeros_like())
+                    .collect::<candle_core::Result<_>>()?,
+                second_moments: vars
+                    .iter()
+                    .map(|v| v.zeros_like())
+                    .collect::<candle_core::Result<_>>()?,
+            },
+        };
+        Ok(AdamW {
+            vars,
+            state,
+            weight_decay,
+        })
+    }
+
+    fn step(
+        &mut self,
+        grads: &candle_core::backprop::GradStore,
+        lr: f64,
+    ) -> Result<(), LocalError> {
+        self.state.step += 1;
+        let t = self.state.step as i32;
+        let scale_m = 1.0 / (1.0 - Self::BETA1.powi(t));
+        let scale_v = 1.0 / (1.0 - Self::BETA2.powi(t));
+        for (i, var) in self.vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let m = ((&self.state.first_moments[i] * Self::BETA1)? + (g * (1.0 - Self::BETA1))?)?;
+            let v = ((&self.state.second_moments[i] * Self::BETA2)?
+                + (g.sqr()? * (1.0 - Self::BETA2))?)?;
+            let update = ((&m * scale_m)? / ((&v * scale_v)?.sqrt()? + Self::EPS)?)?;
+            let theta = (var.as_tensor() * (1.0 - lr * self.weight_decay))?;
+            var.set(&(theta - (update * lr)?)?)?;
+            self.state.first_moments[i] = m;
+            self.state.second_moments[i] = v;
+        }
+        Ok(())
+    }
+}
+
 /// Trains the adapters attached to `model` on `examples`; calls `on_step` after every
 /// optimizer step, and stops early when it returns [`ControlFlow::Break`]. Returns the
 /// reports of the steps taken. Dropout is on during training and off again after.
@@ -274,6 +372,24 @@ pub fn train(
     examples: &[TrainExample],
     config: &TrainConfig,
     mut on_step: impl FnMut(&StepReport) -> ControlFlow<()>,
+) -> Result<Vec<StepReport>, LocalError> {
+    train_resumable(model, examples, config, None, |r, _| on_step(r))
+}
+
+/// [`train`], continuing from a checkpoint when `resume` is given (the adapter's weights
+/// must already be those saved with it), and handing `on_step` the optimizer state after
+/// each step so that it can save a checkpoint. The examples' order and the dropout masks
+/// depend only on the seed, the epoch and the step, so a resumed run takes the same steps
+/// as one that never stopped.
+///
+/// # Errors
+/// As [`train`]; an optimizer state that does not fit the adapters.
+pub fn train_resumable(
+    model: &mut Model,
+    examples: &[TrainExample],
+    config: &TrainConfig,
+    resume: Option<&OptimizerState>,
+    mut on_step: impl FnMut(&StepReport, &OptimizerState) -> ControlFlow<()>,
 ) -> Result<Vec<StepReport>, LocalError> {
     config.validate()?;
     if model.ops() != Ops::Differentiable {
@@ -294,16 +410,8 @@ pub fn train(
         .iter()
         .flat_map(|p| [p.a.clone(), p.b.clone()])
         .collect();
-    let mut opt = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: config.learning_rate,
-            weight_decay: config.weight_decay,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let mut opt = AdamW::new(vars.clone(), config.weight_decay, resume)?;
     let total = config.total_steps(examples.len());
-    set_lora_dropout(model, Some(config.seed));
     let result = run_epochs(
         model,
         examples,
@@ -318,16 +426,17 @@ pub fn train(
 }
 
 fn run_epochs(
-    model: &Model,
+    model: &mut Model,
     examples: &[TrainExample],
     config: &TrainConfig,
     opt: &mut AdamW,
     vars: &[Var],
     total: usize,
-    on_step: &mut impl FnMut(&StepReport) -> ControlFlow<()>,
+    on_step: &mut impl FnMut(&StepReport, &OptimizerState) -> ControlFlow<()>,
 ) -> Result<Vec<StepReport>, LocalError> {
     let mut reports = Vec::new();
     let mut step = 0;
+    let start = opt.state.step;
     for epoch in 0..config.epochs {
         let mut order: Vec<usize> = (0..examples.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(
@@ -338,7 +447,17 @@ fn run_epochs(
             .map(|c| c.iter().map(|&i| &examples[i]).collect())
             .collect();
         for group in micro.chunks(config.gradient_accumulation_steps) {
+            if step < start {
+                // Taken before the checkpoint this run resumes from.
+                step += 1;
+                continue;
+            }
             let started = Instant::now();
+            // Dropout masks of this step, whatever ran before.
+            set_lora_dropout(
+                model,
+                Some(config.seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            );
             let targets: usize = group
                 .iter()
                 .flat_map(|b| b.iter().map(|e| e.target_tokens()))
@@ -370,9 +489,8 @@ fn run_epochs(
                 });
             }
             let lr = config.learning_rate_at(step, total);
-            opt.set_learning_rate(lr);
             if let Some(g) = grads {
-                opt.step(&g)?;
+                opt.step(&g, lr)?;
             }
             step += 1;
             let report = StepReport {
@@ -384,7 +502,7 @@ fn run_epochs(
                 tokens,
                 seconds: started.elapsed().as_secs_f64(),
             };
-            let flow = on_step(&report);
+            let flow = on_step(&report, &opt.state);
             reports.push(report);
             if flow.is_break() {
                 return Ok(reports);

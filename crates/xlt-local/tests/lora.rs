@@ -12,7 +12,7 @@ use tokenizers::Tokenizer;
 use xlt_local::{
     ChatTemplate, Config, LocalFineTuner, LocalModel, LoraConfig, Model, Ops, TrainConfig,
     TrainExample, assistant_nll, attach_lora, encode_example, load_adapter, lora_params,
-    merge_lora, save_adapter, train,
+    merge_lora, save_adapter, train, train_resumable,
 };
 use xlt_provider::{
     ChatMessage, FilePurpose, FineTuneSpec, FineTuner, Hyperparameters, JobStatus, LearningRate,
@@ -789,4 +789,75 @@ async fn local_fine_tuning_jobs_run_in_the_background_and_write_a_peft_adapter()
             .exists()
     );
     assert!(tuner.list_events(&long.id).await.unwrap().len() < 1000);
+}
+
+#[test]
+fn training_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_does() {
+    let cfg = config("qwen2");
+    let weights = base_weights(&cfg);
+    let examples: Vec<TrainExample> = questions().iter().map(|(q, a)| example(q, a)).collect();
+    // Dropout on (PEFT's default 0.05), so the masks must be replayed too.
+    let lora = LoraConfig::default();
+    let config = TrainConfig {
+        learning_rate: 5e-3,
+        epochs: 3,
+        batch_size: 2,
+        warmup_ratio: 0.2,
+        ..TrainConfig::default()
+    };
+    let mut whole = build(&cfg, &weights, Ops::Differentiable, DType::F32);
+    attach_lora(&mut whole, &lora, 9).unwrap();
+    let all = train(
+        &mut whole,
+        &examples,
+        &config,
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(all.len(), 6);
+
+    // The same run, stopped after step 2 and checkpointed...
+    let mut first = build(&cfg, &weights, Ops::Differentiable, DType::F32);
+    attach_lora(&mut first, &lora, 9).unwrap();
+    let mut saved = None;
+    train_resumable(&mut first, &examples, &config, None, |r, state| {
+        if r.step == 2 {
+            saved = Some(state.clone());
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    save_adapter(&first, &lora, "tiny", &tmp.path().join("checkpoint")).unwrap();
+    drop(first);
+    // ...then resumed in a fresh model from the saved adapter and optimizer state.
+    let mut second = build(&cfg, &weights, Ops::Differentiable, DType::F32);
+    load_adapter(&mut second, &tmp.path().join("checkpoint")).unwrap();
+    let state = saved.unwrap();
+    assert_eq!(state.step, 2);
+    let rest = train_resumable(&mut second, &examples, &config, Some(&state), |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.step).collect::<Vec<_>>(),
+        [3, 4, 5, 6]
+    );
+    for (r, w) in rest.iter().zip(&all[2..]) {
+        assert_eq!(r.learning_rate, w.learning_rate);
+        assert_eq!(r.loss, w.loss, "step {}", r.step);
+    }
+    for (p, q) in lora_params(&whole).iter().zip(lora_params(&second)) {
+        for (x, y) in [(&p.a, &q.a), (&p.b, &q.b)] {
+            // The same arithmetic in the same order on the same inputs: equal to the bit.
+            assert_eq!(
+                max_abs(&(x.as_tensor() - y.as_tensor()).unwrap()),
+                0.0,
+                "{}",
+                p.module
+            );
+        }
+    }
 }
