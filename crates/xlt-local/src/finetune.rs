@@ -9,8 +9,14 @@
 //! <root>/files/<file-id>.jsonl        uploaded training data
 //! <root>/jobs/<job-id>/job.json       the job (written atomically at every change)
 //! <root>/jobs/<job-id>/events.jsonl   its events, oldest first
+//! <root>/jobs/<job-id>/checkpoint/    the adapter so far (PEFT format), with
+//!                                     optimizer.safetensors and trainer_state.json
 //! <root>/jobs/<job-id>/adapter/       the trained adapter (PEFT format)
 //! ```
+//!
+//! A job whose process died (its `job.json` not terminal, no thread running it) continues
+//! from its last checkpoint with [`LocalFineTuner::resume_jobs`], and ends on the adapter
+//! an uninterrupted run would have written (see [`crate::train_resumable`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,10 +32,10 @@ use xlt_provider::{
 
 use crate::error::LocalError;
 use crate::generate::LocalModel;
-use crate::lora::{LoraConfig, attach_lora};
-use crate::peft::save_adapter;
+use crate::lora::{LoraConfig, attach_lora, lora_params};
+use crate::peft::{load_adapter, replace_dir, save_adapter, save_params};
 use crate::provider::PROVIDER;
-use crate::train::{TrainConfig, TrainExample, encode_example, train};
+use crate::train::{OptimizerState, TrainConfig, TrainExample, encode_example, train_resumable};
 
 /// Loads a base model by id, built with differentiable kernels, for training.
 pub type ModelLoader = Arc<dyn Fn(&str) -> Result<LocalModel, LocalError> + Send + Sync>;
@@ -47,6 +53,7 @@ pub struct LocalFineTuner {
     root: PathBuf,
     loader: ModelLoader,
     lora: LoraConfig,
+    checkpoint_steps: usize,
     cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
 
@@ -97,8 +104,77 @@ impl LocalFineTuner {
             root: root.into(),
             loader,
             lora,
+            checkpoint_steps: 50,
             cancels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Checkpoints every `steps` optimizer steps (default 50; at least 1).
+    pub fn with_checkpoint_steps(mut self, steps: usize) -> Self {
+        self.checkpoint_steps = steps.max(1);
+        self
+    }
+
+    /// Restarts, in background threads, every job on disk that is not finished and that
+    /// no thread of this process runs (its process died): each continues from its last
+    /// checkpoint, or from the start without one. Returns their ids.
+    ///
+    /// # Errors
+    /// [`ProviderError::Storage`] for an unreadable job.
+    pub fn resume_jobs(&self) -> Result<Vec<String>, ProviderError> {
+        let mut resumed = Vec::new();
+        for record in self.records()? {
+            let id = record.job.id.clone();
+            let running_here = self
+                .cancels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&id);
+            if record.job.status.is_terminal() || running_here {
+                continue;
+            }
+            self.spawn(record)?;
+            resumed.push(id);
+        }
+        resumed.sort();
+        Ok(resumed)
+    }
+
+    /// Runs the job of `record` in a background thread.
+    fn spawn(&self, record: JobRecord) -> Result<(), ProviderError> {
+        let config = Self::train_config(&record.spec)?;
+        let data = self
+            .root
+            .join("files")
+            .join(format!("{}.jsonl", record.spec.training_file));
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.job.id.clone(), cancel.clone());
+        let mut runner = Runner {
+            dir: self.job_dir(&record.job.id),
+            record,
+            cancel,
+            checkpoint_steps: self.checkpoint_steps,
+        };
+        let (loader, lora) = (self.loader.clone(), self.lora.clone());
+        std::thread::spawn(move || {
+            let outcome = runner.run(&loader, &lora, &data, &config);
+            let (status, level, message) = match outcome {
+                Ok(true) => (JobStatus::Succeeded, "info", "succeeded".to_owned()),
+                Ok(false) => (JobStatus::Cancelled, "info", "cancelled".to_owned()),
+                Err(e) => {
+                    runner.record.job.error = Some(e.clone());
+                    (JobStatus::Failed, "error", e)
+                }
+            };
+            let _ = runner.event(level, message);
+            if let Err(e) = runner.set(status) {
+                tracing::error!("local fine-tuning job {}: {e}", runner.record.job.id);
+            }
+        });
+        Ok(())
     }
 
     fn job_dir(&self, id: &str) -> PathBuf {
@@ -163,6 +239,7 @@ struct Runner {
     dir: PathBuf,
     record: JobRecord,
     cancel: Arc<AtomicBool>,
+    checkpoint_steps: usize,
 }
 
 impl Runner {
@@ -220,30 +297,59 @@ impl Runner {
             return Err(format!("{}: no training examples", data.display()));
         }
         self.set(JobStatus::Running).map_err(|e| e.to_string())?;
-        attach_lora(local.model_mut(), lora, config.seed).map_err(|e| e.to_string())?;
+        let checkpoint = self.dir.join("checkpoint");
+        let resume = if checkpoint.join(TRAINER_STATE).exists() {
+            load_adapter(local.model_mut(), &checkpoint).map_err(|e| e.to_string())?;
+            let state = read_optimizer_state(&checkpoint, local.model().device())
+                .map_err(|e| e.to_string())?;
+            self.event(
+                "info",
+                format!("resuming from the checkpoint of step {}", state.step),
+            )
+            .map_err(|e| e.to_string())?;
+            Some(state)
+        } else {
+            attach_lora(local.model_mut(), lora, config.seed).map_err(|e| e.to_string())?;
+            None
+        };
+        let params = lora_params(local.model());
         let mut tokens = 0u64;
         let mut cancelled = false;
         let mut failure = None;
-        train(local.model_mut(), &examples, config, |r| {
-            tokens += r.tokens as u64;
-            let message = format!(
-                "step {}/{}: loss {:.4}, learning rate {:.3e}, {:.1} tokens/s",
-                r.step,
-                r.total_steps,
-                r.loss,
-                r.learning_rate,
-                r.tokens as f64 / r.seconds.max(1e-9)
-            );
-            if let Err(e) = self.event("info", message) {
-                failure = Some(e.to_string());
-                return std::ops::ControlFlow::Break(());
-            }
-            if self.cancel.load(Ordering::SeqCst) {
-                cancelled = true;
-                return std::ops::ControlFlow::Break(());
-            }
-            std::ops::ControlFlow::Continue(())
-        })
+        let every = self.checkpoint_steps;
+        train_resumable(
+            local.model_mut(),
+            &examples,
+            config,
+            resume.as_ref(),
+            |r, state| {
+                if r.step.is_multiple_of(every) && r.step < r.total_steps {
+                    let saved = write_checkpoint(&self.dir, &params, lora, &spec.base_model, state);
+                    if let Err(e) = saved {
+                        failure = Some(e.to_string());
+                        return std::ops::ControlFlow::Break(());
+                    }
+                }
+                tokens += r.tokens as u64;
+                let message = format!(
+                    "step {}/{}: loss {:.4}, learning rate {:.3e}, {:.1} tokens/s",
+                    r.step,
+                    r.total_steps,
+                    r.loss,
+                    r.learning_rate,
+                    r.tokens as f64 / r.seconds.max(1e-9)
+                );
+                if let Err(e) = self.event("info", message) {
+                    failure = Some(e.to_string());
+                    return std::ops::ControlFlow::Break(());
+                }
+                if self.cancel.load(Ordering::SeqCst) {
+                    cancelled = true;
+                    return std::ops::ControlFlow::Break(());
+                }
+                std::ops::ControlFlow::Continue(())
+            },
+        )
         .map_err(|e| e.to_string())?;
         if let Some(f) = failure {
             return Err(f);
@@ -307,7 +413,7 @@ impl FineTuner for LocalFineTuner {
         spec: &FineTuneSpec,
         client_ref: &str,
     ) -> Result<FineTuneJob, ProviderError> {
-        let config = Self::train_config(spec)?;
+        Self::train_config(spec)?;
         let data = self
             .root
             .join("files")
@@ -335,37 +441,14 @@ impl FineTuner for LocalFineTuner {
             error: None,
             trained_tokens: None,
         };
-        let cancel = Arc::new(AtomicBool::new(false));
-        self.cancels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), cancel.clone());
-        let mut runner = Runner {
-            dir,
-            record: JobRecord {
-                job: job.clone(),
-                client_ref: client_ref.into(),
-                spec: spec.clone(),
-            },
-            cancel,
+        let record = JobRecord {
+            job: job.clone(),
+            client_ref: client_ref.into(),
+            spec: spec.clone(),
         };
-        runner.set(JobStatus::Queued)?;
-        let (loader, lora) = (self.loader.clone(), self.lora.clone());
-        std::thread::spawn(move || {
-            let outcome = runner.run(&loader, &lora, &data, &config);
-            let (status, level, message) = match outcome {
-                Ok(true) => (JobStatus::Succeeded, "info", "succeeded".to_owned()),
-                Ok(false) => (JobStatus::Cancelled, "info", "cancelled".to_owned()),
-                Err(e) => {
-                    runner.record.job.error = Some(e.clone());
-                    (JobStatus::Failed, "error", e)
-                }
-            };
-            let _ = runner.event(level, message);
-            if let Err(e) = runner.set(status) {
-                tracing::error!("local fine-tuning job {}: {e}", runner.record.job.id);
-            }
-        });
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| storage(&dir, e))?;
+        write_atomic(&dir.join("job.json"), &json)?;
+        self.spawn(record)?;
         Ok(job)
     }
 
@@ -414,4 +497,89 @@ impl FineTuner for LocalFineTuner {
         }
         Ok(job)
     }
+}
+
+/// The step count of a checkpoint.
+const TRAINER_STATE: &str = "trainer_state.json";
+/// The optimizer's moments of a checkpoint: `first_moment.{i}` and `second_moment.{i}`.
+const OPTIMIZER_STATE: &str = "optimizer.safetensors";
+
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    global_step: usize,
+}
+
+/// Writes `<dir>/checkpoint` whole: the adapter in PEFT format, the optimizer's moments and
+/// the step, built in a temporary directory that then replaces the previous checkpoint.
+fn write_checkpoint(
+    dir: &Path,
+    params: &[crate::lora::LoraParam],
+    lora: &LoraConfig,
+    base_model: &str,
+    state: &OptimizerState,
+) -> Result<(), LocalError> {
+    let pid = std::process::id();
+    let tmp = dir.join(format!(".checkpoint.tmp-{pid}"));
+    save_params(params, lora, base_model, &tmp)?;
+    let mut moments = HashMap::new();
+    for (i, (m, v)) in state
+        .first_moments
+        .iter()
+        .zip(&state.second_moments)
+        .enumerate()
+    {
+        moments.insert(format!("first_moment.{i}"), m.clone());
+        moments.insert(format!("second_moment.{i}"), v.clone());
+    }
+    let path = tmp.join(OPTIMIZER_STATE);
+    candle_core::safetensors::save(&moments, &path).map_err(|e| LocalError::io(&path, e))?;
+    let path = tmp.join(TRAINER_STATE);
+    let json = serde_json::to_string(&TrainerState {
+        global_step: state.step,
+    })
+    .map_err(|e| LocalError::io(&path, e))?;
+    std::fs::write(&path, json).map_err(|e| LocalError::io(&path, e))?;
+    replace_dir(
+        &tmp,
+        &dir.join("checkpoint"),
+        &dir.join(format!(".checkpoint.old-{pid}")),
+    )
+}
+
+/// Reads the optimizer state of a checkpoint written by [`write_checkpoint`].
+fn read_optimizer_state(
+    checkpoint: &Path,
+    device: &candle_core::Device,
+) -> Result<OptimizerState, LocalError> {
+    let path = checkpoint.join(TRAINER_STATE);
+    let text = std::fs::read_to_string(&path).map_err(|e| LocalError::io(&path, e))?;
+    let step = serde_json::from_str::<TrainerState>(&text)
+        .map_err(|e| LocalError::Json {
+            path: path.clone(),
+            what: "trainer_state.json",
+            message: e.to_string(),
+        })?
+        .global_step;
+    let path = checkpoint.join(OPTIMIZER_STATE);
+    let mut moments =
+        candle_core::safetensors::load(&path, device).map_err(|e| LocalError::io(&path, e))?;
+    let n = moments.len() / 2;
+    let mut take = |key: String| {
+        moments.remove(&key).ok_or_else(|| LocalError::Tensor {
+            path: path.clone(),
+            tensor: key,
+            message: "missing".into(),
+        })
+    };
+    let first_moments = (0..n)
+        .map(|i| take(format!("first_moment.{i}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let second_moments = (0..n)
+        .map(|i| take(format!("second_moment.{i}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(OptimizerState {
+        step,
+        first_moments,
+        second_moments,
+    })
 }

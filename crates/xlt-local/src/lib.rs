@@ -11,37 +11,16 @@
 //! already be in the local cache) or of Global-MMLU.
 //!
 //! LoRA fine-tuning, in PEFT's vocabulary and file format: [`LoraConfig`] and
-//! [`attach_lora`] (adapters on the target projections), [`train`] with [`TrainConfig`]
-//! (AdamW, absolute learning rate, warm-up and linear decay, gradient accumulation, the loss
-//! on the assistant's tokens of [`TrainExample`]s from [`encode_example`]), [`merge_lora`],
-//! and [`save_adapter`] / [`load_adapter`] (`adapter_config.json`,
-//! `adapter_model.safetensors`). Training needs a model built with [`Ops::Differentiable`].
-//! Not yet here (issue #13): fine-tuning jobs through the `FineTuner` trait (its methods
-//! answer `Unsupported`), checkpoints and resume, and evaluation of an adapter through
-//! [`LocalProvider`].
+//! [`attach_lora`] (adapters on the target projections), [`train`] /
+//! [`train_resumable`] with [`TrainConfig`] (AdamW, absolute learning rate, warm-up and
+//! linear decay, gradient accumulation, the loss on the assistant's tokens of
+//! [`TrainExample`]s from [`encode_example`], exact resumption from an [`OptimizerState`]),
+//! [`merge_lora`], [`save_adapter`] / [`load_adapter`] (`adapter_config.json`,
+//! `adapter_model.safetensors`), and [`LocalFineTuner`], fine-tuning jobs behind the
+//! `FineTuner` trait with checkpoints and resume. Training needs a model built with
+//! [`Ops::Differentiable`]. Not yet here (issue #13): [`LocalProvider`]'s own `FineTuner`
+//! methods still answer `Unsupported`, and it does not evaluate a `<base>+<adapter>` model.
 //!
-//! [`ChatModel`]: xlt_provider::ChatModel
-//!
-//! ```
-//! use xlt_local::{ChatTemplate, ModelSource};
-//! use xlt_provider::{ChatMessage, Role};
-//!
-//! // A model id that is not a path is looked up in the local Hugging Face cache on load.
-//! assert_eq!(
-//!     ModelSource::parse("HuggingFaceTB/SmolLM2-135M-Instruct")?,
-//!     ModelSource::HubId("HuggingFaceTB/SmolLM2-135M-Instruct".into())
-//! );
-//! // Prompts are rendered with the model's own template.
-//! let template = ChatTemplate::new(
-//!     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}\
-//!      {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
-//!     "",
-//!     "<|im_end|>",
-//! )?;
-//! let prompt = template.render(&[ChatMessage::new(Role::User, " Hi ")], true)?;
-//! assert_eq!(prompt, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
-//! Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 #![deny(missing_docs)]
 
 mod error;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::LocalError;
 use crate::llama::Model;
-use crate::lora::{LoraConfig, attach_weights, lora_params};
+use crate::lora::{LoraConfig, LoraParam, attach_weights, lora_params};
 
 /// The adapter's configuration file.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -82,14 +82,23 @@ pub fn save_adapter(
     base_model: &str,
     dir: &Path,
 ) -> Result<(), LocalError> {
-    let params = lora_params(model);
+    save_params(&lora_params(model), config, base_model, dir)
+}
+
+/// [`save_adapter`] of the given adapter tensors (shared with a model being trained).
+pub(crate) fn save_params(
+    params: &[LoraParam],
+    config: &LoraConfig,
+    base_model: &str,
+    dir: &Path,
+) -> Result<(), LocalError> {
     if params.is_empty() {
         return Err(LocalError::Invalid(
             "the model has no LoRA adapter to save".into(),
         ));
     }
     let mut tensors = std::collections::HashMap::new();
-    for p in &params {
+    for p in params {
         tensors.insert(
             format!("{PREFIX}{}.lora_A.weight", p.module),
             p.a.as_detached_tensor().contiguous()?,
@@ -140,14 +149,7 @@ pub fn save_adapter(
         let st_path = tmp.join(ADAPTER_WEIGHTS);
         candle_core::safetensors::save(&tensors, &st_path)
             .map_err(|e| LocalError::io(&st_path, e))?;
-        if dir.exists() {
-            std::fs::rename(dir, &old).map_err(|e| LocalError::io(dir, e))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(|e| LocalError::io(dir, e))?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| LocalError::io(&old, e))?;
-        }
-        Ok(())
+        replace_dir(&tmp, dir, &old)
     })();
     if written.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -270,4 +272,17 @@ pub fn load_adapter(model: &mut Model, dir: &Path) -> Result<LoraConfig, LocalEr
     };
     attach_weights(model, pairs, &config, &st_path)?;
     Ok(config)
+}
+
+/// Moves the finished directory `tmp` to `dir`, replacing what is there (moved aside to
+/// `old` first and removed after).
+pub(crate) fn replace_dir(tmp: &Path, dir: &Path, old: &Path) -> Result<(), LocalError> {
+    if dir.exists() {
+        std::fs::rename(dir, old).map_err(|e| LocalError::io(dir, e))?;
+    }
+    std::fs::rename(tmp, dir).map_err(|e| LocalError::io(dir, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(old).map_err(|e| LocalError::io(old, e))?;
+    }
+    Ok(())
 }

@@ -712,7 +712,8 @@ async fn local_fine_tuning_jobs_run_in_the_background_and_write_a_peft_adapter()
         ))
     });
     let tmp = tempfile::tempdir().unwrap();
-    let tuner = LocalFineTuner::new(tmp.path(), loader, LoraConfig::default());
+    let tuner = LocalFineTuner::new(tmp.path(), loader.clone(), LoraConfig::default())
+        .with_checkpoint_steps(2);
     let lines: String = questions()
         .iter()
         .map(|(q, a)| {
@@ -773,22 +774,82 @@ async fn local_fine_tuning_jobs_run_in_the_background_and_write_a_peft_adapter()
     assert_eq!(lora_params(&loaded).len(), 14);
 
     // Cancelled while running: it stops after its current step and writes no adapter.
-    let long = tuner
-        .create_job(&spec(&file.id, 500, LearningRate::Absolute(1e-3)), "ref-3")
-        .await
-        .unwrap();
-    wait_until(&tuner, &long.id, |s| s == JobStatus::Running).await;
+    let long_spec = spec(&file.id, 20, LearningRate::Absolute(1e-3));
+    let long = tuner.create_job(&long_spec, "ref-3").await.unwrap();
+    let long_dir = tmp.path().join("jobs").join(&long.id);
+    for _ in 0..1200 {
+        if long_dir
+            .join("checkpoint")
+            .join("trainer_state.json")
+            .exists()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     tuner.cancel_job(&long.id).await.unwrap();
     let status = wait_until(&tuner, &long.id, JobStatus::is_terminal).await;
     assert_eq!(status, JobStatus::Cancelled);
+    assert!(!long_dir.join("adapter").exists());
+    let taken = tuner.list_events(&long.id).await.unwrap().len() - 1;
+    assert!(taken < 40, "{taken} steps before the cancel took");
+
+    // As if its process had died while running: another process resumes it from the last
+    // checkpoint, and it ends on the adapter of a run that never stopped.
+    let path = long_dir.join("job.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"cancelled\"", "\"running\"");
+    std::fs::write(&path, text).unwrap();
+    let again =
+        LocalFineTuner::new(tmp.path(), loader, LoraConfig::default()).with_checkpoint_steps(2);
+    assert_eq!(again.resume_jobs().unwrap(), vec![long.id.clone()]);
+    let status = wait_until(&again, &long.id, JobStatus::is_terminal).await;
+    assert_eq!(status, JobStatus::Succeeded);
+    let events = again.list_events(&long.id).await.unwrap();
+    let resumed = events
+        .iter()
+        .position(|e| {
+            e.message
+                .starts_with("resuming from the checkpoint of step ")
+        })
+        .expect("a resume event");
+    let from: usize = events[resumed]
+        .message
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(from >= 2 && from.is_multiple_of(2), "{from}");
     assert!(
-        !tmp.path()
-            .join("jobs")
-            .join(&long.id)
-            .join("adapter")
-            .exists()
+        events[resumed + 1]
+            .message
+            .starts_with(&format!("step {}/40:", from + 1)),
+        "{}",
+        events[resumed + 1].message
     );
-    assert!(tuner.list_events(&long.id).await.unwrap().len() < 1000);
+    let whole = again.create_job(&long_spec, "ref-4").await.unwrap();
+    assert_eq!(
+        wait_until(&again, &whole.id, JobStatus::is_terminal).await,
+        JobStatus::Succeeded
+    );
+    let read = |id: &str| {
+        candle_core::safetensors::load(
+            tmp.path()
+                .join("jobs")
+                .join(id)
+                .join("adapter")
+                .join("adapter_model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let (resumed, whole) = (read(&long.id), read(&whole.id));
+    assert_eq!(resumed.len(), whole.len());
+    for (key, t) in &resumed {
+        assert_eq!(max_abs(&(t - &whole[key]).unwrap()), 0.0, "{key}");
+    }
 }
 
 #[test]
