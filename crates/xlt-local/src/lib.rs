@@ -21,6 +21,28 @@
 //! [`Ops::Differentiable`]. Not yet here (issue #13): [`LocalProvider`]'s own `FineTuner`
 //! methods still answer `Unsupported`, and it does not evaluate a `<base>+<adapter>` model.
 //!
+//! [`ChatModel`]: xlt_provider::ChatModel
+//!
+//! ```
+//! use xlt_local::{ChatTemplate, ModelSource};
+//! use xlt_provider::{ChatMessage, Role};
+//!
+//! // A model id that is not a path is looked up in the local Hugging Face cache on load.
+//! assert_eq!(
+//!     ModelSource::parse("HuggingFaceTB/SmolLM2-135M-Instruct")?,
+//!     ModelSource::HubId("HuggingFaceTB/SmolLM2-135M-Instruct".into())
+//! );
+//! // Prompts are rendered with the model's own template.
+//! let template = ChatTemplate::new(
+//!     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n{% endfor %}\
+//!      {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+//!     "",
+//!     "<|im_end|>",
+//! )?;
+//! let prompt = template.render(&[ChatMessage::new(Role::User, " Hi ")], true)?;
+//! assert_eq!(prompt, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 mod error;
