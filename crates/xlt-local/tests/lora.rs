@@ -449,6 +449,28 @@ fn adapters_round_trip_through_peft_format() {
         .unwrap();
     assert_eq!(max_abs(&(&got - &expected).unwrap()), 0.0);
 
+    // PEFT also writes target_modules as a string ("all-linear" or a regular expression):
+    // then the weights say which modules are adapted.
+    let cfg_path = dir.join("adapter_config.json");
+    let mut edited = json.clone();
+    edited["target_modules"] = "all-linear".into();
+    std::fs::write(&cfg_path, edited.to_string()).unwrap();
+    let mut loaded = build(&cfg, &weights, Ops::Fused, DType::F32);
+    let read = load_adapter(&mut loaded, &dir).unwrap();
+    assert_eq!(read.target_modules, ["down_proj", "q_proj"]);
+    assert_eq!(lora_params(&loaded).len(), 4);
+    // DoRA is refused, naming the file.
+    edited["use_dora"] = true.into();
+    std::fs::write(&cfg_path, edited.to_string()).unwrap();
+    let err = load_adapter(&mut build(&cfg, &weights, Ops::Fused, DType::F32), &dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("adapter_config.json") && err.contains("use_dora"),
+        "{err}"
+    );
+    std::fs::write(&cfg_path, json.to_string()).unwrap();
+
     // A file without one of its halves is refused, naming the file and the tensor.
     let mut broken = st.clone();
     broken.remove("base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight");
