@@ -140,6 +140,11 @@ impl LocalModel {
         &self.model
     }
 
+    /// The network, mutable: to attach a LoRA adapter ([`crate::load_adapter`]).
+    pub fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer

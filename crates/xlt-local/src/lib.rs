@@ -10,6 +10,17 @@
 //! [`ChatTemplate`]. The crate knows nothing of HTTP (it never downloads: a model id must
 //! already be in the local cache) or of Global-MMLU.
 //!
+//! LoRA fine-tuning, in PEFT's vocabulary and file format: [`LoraConfig`] and
+//! [`attach_lora`] (adapters on the target projections), [`train`] /
+//! [`train_resumable`] with [`TrainConfig`] (AdamW, absolute learning rate, warm-up and
+//! linear decay, gradient accumulation, the loss on the assistant's tokens of
+//! [`TrainExample`]s from [`encode_example`], exact resumption from an [`OptimizerState`]),
+//! [`merge_lora`], [`save_adapter`] / [`load_adapter`] (`adapter_config.json`,
+//! `adapter_model.safetensors`), and [`LocalFineTuner`], fine-tuning jobs behind the
+//! `FineTuner` trait with checkpoints and resume. Training needs a model built with
+//! [`Ops::Differentiable`]. Not yet here (issue #13): [`LocalProvider`]'s own `FineTuner`
+//! methods still answer `Unsupported`, and it does not evaluate a `<base>+<adapter>` model.
+//!
 //! [`ChatModel`]: xlt_provider::ChatModel
 //!
 //! ```
@@ -35,14 +46,19 @@
 #![deny(missing_docs)]
 
 mod error;
+mod finetune;
 mod generate;
 mod hub;
 mod llama;
 mod load;
+mod lora;
+mod peft;
 mod provider;
 mod template;
+mod train;
 
 pub use error::LocalError;
+pub use finetune::{LocalFineTuner, ModelLoader};
 pub use generate::{FinishReason, GenerateParams, Generation, LocalModel, TokenAlternative};
 pub use hub::{hub_cache_dir, resolve_in_cache, resolve_model_id};
 pub use llama::{
@@ -52,8 +68,17 @@ pub use load::{
     LoadOptions, Loaded, ModelSource, expected_tensors, load, load_dir, load_gguf, parse_device,
     parse_dtype,
 };
+pub use lora::{
+    DEFAULT_TARGET_MODULES, LoraConfig, LoraParam, attach_lora, lora_params, merge_lora,
+    set_lora_dropout,
+};
+pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_adapter, save_adapter};
 pub use provider::{Fetcher, LocalProvider, PROVIDER, ServeOptions};
 pub use template::ChatTemplate;
+pub use train::{
+    OptimizerState, StepReport, TrainConfig, TrainExample, assistant_nll, encode_example, train,
+    train_resumable,
+};
 
 /// candle's device and dtype, re-exported so callers need not depend on candle.
 pub use candle_core::{DType, Device};

@@ -201,11 +201,13 @@ pub enum Ops {
 }
 
 /// A linear layer `y = x W^T + b` with `W` of shape `(out, in)` as Hugging Face stores it.
-/// Its own type (not `candle_nn::Linear`) so that LoRA can wrap it with the same names.
+/// Its own type (not `candle_nn::Linear`) so that LoRA can wrap it with the same names:
+/// with an adapter attached ([`crate::attach_lora`]), `y = x W^T + b + scale * B A x`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Option<Tensor>,
+    pub(crate) lora: Option<crate::lora::LoraWeights>,
 }
 
 impl Linear {
@@ -240,12 +242,20 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias,
+            lora: None,
+        })
     }
 
     /// Wraps existing tensors.
     pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
     /// The weight, `(out, in)`.
@@ -260,9 +270,14 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let (in_dim, lead) = dims.split_last().expect("linear input has a dimension");
         let rows: usize = lead.iter().product();
-        let y = x.reshape((rows, *in_dim))?.matmul(&self.weight.t()?)?;
+        let x = x.reshape((rows, *in_dim))?;
+        let y = x.matmul(&self.weight.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let y = match &self.lora {
+            Some(lora) => (y + lora.delta(&x)?)?,
             None => y,
         };
         let mut out = lead.to_vec();
@@ -500,7 +515,13 @@ impl Attention {
             None => scores,
         };
         let dtype = scores.dtype();
-        let probs = softmax_last_dim(&scores.to_dtype(DType::F32)?, self.ops)?.to_dtype(dtype)?;
+        // At least f32; f64 stays f64 (the finite-difference test of the training path).
+        let work = if dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        let probs = softmax_last_dim(&scores.to_dtype(work)?, self.ops)?.to_dtype(dtype)?;
         // (b, heads, t, s) x (b, heads, s, hd) -> (b, heads, t, hd) -> (b, t, heads * hd)
         let y = probs.matmul(&v.contiguous()?)?;
         let y = y
@@ -681,6 +702,55 @@ impl Model {
             rotary: Rotary::new(cfg, ops, vb.device())?,
             config: cfg.clone(),
         })
+    }
+
+    /// The linear layers of the decoder layers, by their module names in the checkpoint
+    /// (`model.layers.0.self_attn.q_proj`, ..., `model.layers.0.mlp.down_proj`), in layer
+    /// order; the output projection is not among them. LoRA attaches to these.
+    pub fn linears(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let a = &l.self_attn;
+            let m = &l.mlp;
+            for (name, lin) in [
+                ("self_attn.q_proj", &a.q_proj),
+                ("self_attn.k_proj", &a.k_proj),
+                ("self_attn.v_proj", &a.v_proj),
+                ("self_attn.o_proj", &a.o_proj),
+                ("mlp.gate_proj", &m.gate_proj),
+                ("mlp.up_proj", &m.up_proj),
+                ("mlp.down_proj", &m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), lin));
+            }
+        }
+        out
+    }
+
+    /// [`Model::linears`], mutable.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let a = &mut l.self_attn;
+            let m = &mut l.mlp;
+            for (name, lin) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), lin));
+            }
+        }
+        out
+    }
+
+    /// Whether the kernels are fused (inference) or differentiable (training).
+    pub fn ops(&self) -> Ops {
+        self.rotary.ops
     }
 
     /// The configuration.

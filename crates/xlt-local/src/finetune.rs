@@ -1,0 +1,587 @@
+//! Fine-tuning jobs on the user's machine, behind the same [`FineTuner`] trait as the
+//! remote providers: an uploaded chat JSON Lines file, a job that trains a LoRA adapter in
+//! a background thread through the neutral states (`validating_files`, `queued`,
+//! `running`, `succeeded`, `failed`, `cancelled`), events with the loss and tokens per
+//! second of every step, lookup by the caller's reference, cancellation, and the adapter
+//! written in PEFT's format. Everything lives under one directory:
+//!
+//! ```text
+//! <root>/files/<file-id>.jsonl        uploaded training data
+//! <root>/jobs/<job-id>/job.json       the job (written atomically at every change)
+//! <root>/jobs/<job-id>/events.jsonl   its events, oldest first
+//! <root>/jobs/<job-id>/checkpoint/    the adapter so far (PEFT format), with
+//!                                     optimizer.safetensors and trainer_state.json
+//! <root>/jobs/<job-id>/adapter/       the trained adapter (PEFT format)
+//! ```
+//!
+//! A job whose process died (its `job.json` not terminal, no thread running it) continues
+//! from its last checkpoint with [`LocalFineTuner::resume_jobs`], and ends on the adapter
+//! an uninterrupted run would have written (see [`crate::train_resumable`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use xlt_provider::{
+    ChatMessage, FilePurpose, FineTuneJob, FineTuneSpec, FineTuner, JobEvent, JobStatus,
+    LearningRate, Param, ProviderError, UploadedFile,
+};
+
+use crate::error::LocalError;
+use crate::generate::LocalModel;
+use crate::lora::{LoraConfig, attach_lora, lora_params};
+use crate::peft::{load_adapter, replace_dir, save_adapter, save_params};
+use crate::provider::PROVIDER;
+use crate::train::{OptimizerState, TrainConfig, TrainExample, encode_example, train_resumable};
+
+/// Loads a base model by id, built with differentiable kernels, for training.
+pub type ModelLoader = Arc<dyn Fn(&str) -> Result<LocalModel, LocalError> + Send + Sync>;
+
+/// A job as stored in `job.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JobRecord {
+    job: FineTuneJob,
+    client_ref: String,
+    spec: FineTuneSpec,
+}
+
+/// The local fine-tuning backend: LoRA jobs in background threads, state on disk.
+pub struct LocalFineTuner {
+    root: PathBuf,
+    loader: ModelLoader,
+    lora: LoraConfig,
+    checkpoint_steps: usize,
+    cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
+}
+
+impl std::fmt::Debug for LocalFineTuner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalFineTuner")
+            .field("root", &self.root)
+            .field("lora", &self.lora)
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage(path: &Path, e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Storage {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| storage(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| storage(path, e))
+}
+
+/// A short id part: the first 16 hex digits of the SHA-256 of `bytes`.
+fn digest(bytes: &[u8]) -> String {
+    xlt_provider::bytes_hash(bytes)[..16].to_owned()
+}
+
+#[derive(Deserialize)]
+struct Line {
+    messages: Vec<ChatMessage>,
+}
+
+impl LocalFineTuner {
+    /// A backend keeping its files and jobs under `root`, loading base models with
+    /// `loader` and training adapters of `lora`.
+    pub fn new(root: impl Into<PathBuf>, loader: ModelLoader, lora: LoraConfig) -> Self {
+        LocalFineTuner {
+            root: root.into(),
+            loader,
+            lora,
+            checkpoint_steps: 50,
+            cancels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checkpoints every `steps` optimizer steps (default 50; at least 1).
+    pub fn with_checkpoint_steps(mut self, steps: usize) -> Self {
+        self.checkpoint_steps = steps.max(1);
+        self
+    }
+
+    /// Restarts, in background threads, every job on disk that is not finished and that
+    /// no thread of this process runs (its process died): each continues from its last
+    /// checkpoint, or from the start without one. Returns their ids.
+    ///
+    /// # Errors
+    /// [`ProviderError::Storage`] for an unreadable job.
+    pub fn resume_jobs(&self) -> Result<Vec<String>, ProviderError> {
+        let mut resumed = Vec::new();
+        for record in self.records()? {
+            let id = record.job.id.clone();
+            let running_here = self
+                .cancels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&id);
+            if record.job.status.is_terminal() || running_here {
+                continue;
+            }
+            self.spawn(record)?;
+            resumed.push(id);
+        }
+        resumed.sort();
+        Ok(resumed)
+    }
+
+    /// Runs the job of `record` in a background thread.
+    fn spawn(&self, record: JobRecord) -> Result<(), ProviderError> {
+        let config = Self::train_config(&record.spec)?;
+        let data = self
+            .root
+            .join("files")
+            .join(format!("{}.jsonl", record.spec.training_file));
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.job.id.clone(), cancel.clone());
+        let mut runner = Runner {
+            dir: self.job_dir(&record.job.id),
+            record,
+            cancel,
+            checkpoint_steps: self.checkpoint_steps,
+        };
+        let (loader, lora) = (self.loader.clone(), self.lora.clone());
+        std::thread::spawn(move || {
+            let outcome = runner.run(&loader, &lora, &data, &config);
+            let (status, level, message) = match outcome {
+                Ok(true) => (JobStatus::Succeeded, "info", "succeeded".to_owned()),
+                Ok(false) => (JobStatus::Cancelled, "info", "cancelled".to_owned()),
+                Err(e) => {
+                    runner.record.job.error = Some(e.clone());
+                    (JobStatus::Failed, "error", e)
+                }
+            };
+            let _ = runner.event(level, message);
+            if let Err(e) = runner.set(status) {
+                tracing::error!("local fine-tuning job {}: {e}", runner.record.job.id);
+            }
+        });
+        Ok(())
+    }
+
+    fn job_dir(&self, id: &str) -> PathBuf {
+        self.root.join("jobs").join(id)
+    }
+
+    fn read_record(&self, id: &str) -> Result<JobRecord, ProviderError> {
+        let path = self.job_dir(id).join("job.json");
+        let text = std::fs::read_to_string(&path).map_err(|_| ProviderError::NotFound {
+            what: format!("local fine-tuning job {id}"),
+        })?;
+        serde_json::from_str(&text).map_err(|e| storage(&path, e))
+    }
+
+    fn records(&self) -> Result<Vec<JobRecord>, ProviderError> {
+        let dir = self.root.join("jobs");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| storage(&dir, e))?;
+            let id = e.file_name().to_string_lossy().into_owned();
+            if e.path().join("job.json").exists() {
+                out.push(self.read_record(&id)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Training hyperparameters from the neutral spec: epochs, batch size, an absolute
+    /// learning rate (a multiplier is refused: there is no base rate to multiply), seed.
+    fn train_config(spec: &FineTuneSpec) -> Result<TrainConfig, ProviderError> {
+        let mut c = TrainConfig::default();
+        let h = &spec.hyperparameters;
+        if let Param::Value(e) = h.epochs {
+            c.epochs = e as usize;
+        }
+        if let Param::Value(b) = h.batch_size {
+            c.batch_size = b as usize;
+        }
+        match h.learning_rate {
+            LearningRate::Auto => {}
+            LearningRate::Absolute(lr) => c.learning_rate = lr,
+            LearningRate::Multiplier(m) => {
+                return Err(ProviderError::InvalidRequest(format!(
+                    "local fine-tuning takes an absolute learning rate (such as 2e-4), not a multiplier ({m})"
+                )));
+            }
+        }
+        if let Some(seed) = spec.seed {
+            c.seed = seed;
+        }
+        c.validate()
+            .map_err(|e| ProviderError::InvalidRequest(e.to_string()))?;
+        Ok(c)
+    }
+}
+
+/// The job's files and how to record its progress, moved into the training thread.
+struct Runner {
+    dir: PathBuf,
+    record: JobRecord,
+    cancel: Arc<AtomicBool>,
+    checkpoint_steps: usize,
+}
+
+impl Runner {
+    fn set(&mut self, status: JobStatus) -> Result<(), ProviderError> {
+        self.record.job.status = status;
+        self.record.job.provider_status = status.as_str().into();
+        let json = serde_json::to_vec_pretty(&self.record).map_err(|e| storage(&self.dir, e))?;
+        write_atomic(&self.dir.join("job.json"), &json)
+    }
+
+    fn event(&self, level: &str, message: String) -> Result<(), ProviderError> {
+        use std::io::Write;
+        let path = self.dir.join("events.jsonl");
+        let line = serde_json::to_string(&JobEvent {
+            created_at: now(),
+            level: level.into(),
+            message,
+        })
+        .map_err(|e| storage(&path, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| storage(&path, e))?;
+        writeln!(f, "{line}").map_err(|e| storage(&path, e))
+    }
+
+    /// Validates, trains and saves; the job's final state is set by the caller from the
+    /// result.
+    fn run(
+        &mut self,
+        loader: &ModelLoader,
+        lora: &LoraConfig,
+        data: &Path,
+        config: &TrainConfig,
+    ) -> Result<bool, String> {
+        let spec = self.record.spec.clone();
+        self.set(JobStatus::ValidatingFiles)
+            .map_err(|e| e.to_string())?;
+        let mut local = loader(&spec.base_model).map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(data).map_err(|e| format!("{}: {e}", data.display()))?;
+        let mut examples: Vec<TrainExample> = Vec::new();
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let parsed: Line = serde_json::from_str(line)
+                .map_err(|e| format!("{} line {}: {e}", data.display(), i + 1))?;
+            let e = encode_example(local.tokenizer(), local.template(), &parsed.messages)
+                .map_err(|e| format!("{} line {}: {e}", data.display(), i + 1))?;
+            examples.push(e);
+        }
+        if examples.is_empty() {
+            return Err(format!("{}: no training examples", data.display()));
+        }
+        self.set(JobStatus::Running).map_err(|e| e.to_string())?;
+        let checkpoint = self.dir.join("checkpoint");
+        let resume = if checkpoint.join(TRAINER_STATE).exists() {
+            load_adapter(local.model_mut(), &checkpoint).map_err(|e| e.to_string())?;
+            let state = read_optimizer_state(&checkpoint, local.model().device())
+                .map_err(|e| e.to_string())?;
+            self.event(
+                "info",
+                format!("resuming from the checkpoint of step {}", state.step),
+            )
+            .map_err(|e| e.to_string())?;
+            Some(state)
+        } else {
+            attach_lora(local.model_mut(), lora, config.seed).map_err(|e| e.to_string())?;
+            None
+        };
+        let params = lora_params(local.model());
+        let mut tokens = 0u64;
+        let mut cancelled = false;
+        let mut failure = None;
+        let every = self.checkpoint_steps;
+        train_resumable(
+            local.model_mut(),
+            &examples,
+            config,
+            resume.as_ref(),
+            |r, state| {
+                if r.step.is_multiple_of(every) && r.step < r.total_steps {
+                    let saved = write_checkpoint(&self.dir, &params, lora, &spec.base_model, state);
+                    if let Err(e) = saved {
+                        failure = Some(e.to_string());
+                        return std::ops::ControlFlow::Break(());
+                    }
+                }
+                tokens += r.tokens as u64;
+                let message = format!(
+                    "step {}/{}: loss {:.4}, learning rate {:.3e}, {:.1} tokens/s",
+                    r.step,
+                    r.total_steps,
+                    r.loss,
+                    r.learning_rate,
+                    r.tokens as f64 / r.seconds.max(1e-9)
+                );
+                if let Err(e) = self.event("info", message) {
+                    failure = Some(e.to_string());
+                    return std::ops::ControlFlow::Break(());
+                }
+                if self.cancel.load(Ordering::SeqCst) {
+                    cancelled = true;
+                    return std::ops::ControlFlow::Break(());
+                }
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        self.record.job.trained_tokens = Some(tokens);
+        if cancelled {
+            return Ok(false);
+        }
+        let adapter = self.dir.join("adapter");
+        save_adapter(local.model(), lora, &spec.base_model, &adapter).map_err(|e| e.to_string())?;
+        self.record.job.fine_tuned_model =
+            Some(format!("{}+{}", spec.base_model, adapter.display()));
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl FineTuner for LocalFineTuner {
+    fn provider(&self) -> &str {
+        PROVIDER
+    }
+
+    /// Checks every line is `{"messages": [...]}` and stores the file.
+    async fn upload(
+        &self,
+        filename: &str,
+        bytes: Vec<u8>,
+        purpose: FilePurpose,
+    ) -> Result<UploadedFile, ProviderError> {
+        if purpose != FilePurpose::FineTune {
+            return Err(ProviderError::Unsupported {
+                provider: PROVIDER.into(),
+                what: "batch files".into(),
+            });
+        }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| ProviderError::InvalidRequest(format!("{filename}: not UTF-8: {e}")))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            serde_json::from_str::<Line>(line).map_err(|e| {
+                ProviderError::InvalidRequest(format!("{filename} line {}: {e}", i + 1))
+            })?;
+        }
+        let id = format!("file-{}", digest(&bytes));
+        let dir = self.root.join("files");
+        std::fs::create_dir_all(&dir).map_err(|e| storage(&dir, e))?;
+        write_atomic(&dir.join(format!("{id}.jsonl")), &bytes)?;
+        Ok(UploadedFile {
+            id,
+            filename: filename.into(),
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    /// Records the job as `queued` and trains it in a background thread.
+    async fn create_job(
+        &self,
+        spec: &FineTuneSpec,
+        client_ref: &str,
+    ) -> Result<FineTuneJob, ProviderError> {
+        Self::train_config(spec)?;
+        let data = self
+            .root
+            .join("files")
+            .join(format!("{}.jsonl", spec.training_file));
+        if !data.exists() {
+            return Err(ProviderError::NotFound {
+                what: format!("training file {}", spec.training_file),
+            });
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let id = format!(
+            "ftjob-{}",
+            digest(format!("{client_ref}\n{nanos}\n{}", std::process::id()).as_bytes())
+        );
+        let dir = self.job_dir(&id);
+        std::fs::create_dir_all(&dir).map_err(|e| storage(&dir, e))?;
+        let job = FineTuneJob {
+            id: id.clone(),
+            status: JobStatus::Queued,
+            provider_status: JobStatus::Queued.as_str().into(),
+            base_model: spec.base_model.clone(),
+            fine_tuned_model: None,
+            error: None,
+            error_code: None,
+            error_param: None,
+            trained_tokens: None,
+        };
+        let record = JobRecord {
+            job: job.clone(),
+            client_ref: client_ref.into(),
+            spec: spec.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| storage(&dir, e))?;
+        write_atomic(&dir.join("job.json"), &json)?;
+        self.spawn(record)?;
+        Ok(job)
+    }
+
+    async fn find_job(&self, client_ref: &str) -> Result<Option<FineTuneJob>, ProviderError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .find(|r| r.client_ref == client_ref)
+            .map(|r| r.job))
+    }
+
+    async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        Ok(self.read_record(id)?.job)
+    }
+
+    async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {
+        self.read_record(id)?;
+        let path = self.job_dir(id).join("events.jsonl");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(Vec::new());
+        };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| storage(&path, e)))
+            .collect()
+    }
+
+    /// Asks the job's thread to stop after its current step; the job ends `cancelled`.
+    async fn cancel_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        let job = self.read_record(id)?.job;
+        if job.status.is_terminal() {
+            return Ok(job);
+        }
+        match self
+            .cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            Some(flag) => flag.store(true, Ordering::SeqCst),
+            None => {
+                return Err(ProviderError::InvalidRequest(format!(
+                    "job {id} is not running in this process"
+                )));
+            }
+        }
+        Ok(job)
+    }
+}
+
+/// The step count of a checkpoint.
+const TRAINER_STATE: &str = "trainer_state.json";
+/// The optimizer's moments of a checkpoint: `first_moment.{i}` and `second_moment.{i}`.
+const OPTIMIZER_STATE: &str = "optimizer.safetensors";
+
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    global_step: usize,
+}
+
+/// Writes `<dir>/checkpoint` whole: the adapter in PEFT format, the optimizer's moments and
+/// the step, built in a temporary directory that then replaces the previous checkpoint.
+fn write_checkpoint(
+    dir: &Path,
+    params: &[crate::lora::LoraParam],
+    lora: &LoraConfig,
+    base_model: &str,
+    state: &OptimizerState,
+) -> Result<(), LocalError> {
+    let pid = std::process::id();
+    let tmp = dir.join(format!(".checkpoint.tmp-{pid}"));
+    save_params(params, lora, base_model, &tmp)?;
+    let mut moments = HashMap::new();
+    for (i, (m, v)) in state
+        .first_moments
+        .iter()
+        .zip(&state.second_moments)
+        .enumerate()
+    {
+        moments.insert(format!("first_moment.{i}"), m.clone());
+        moments.insert(format!("second_moment.{i}"), v.clone());
+    }
+    let path = tmp.join(OPTIMIZER_STATE);
+    candle_core::safetensors::save(&moments, &path).map_err(|e| LocalError::io(&path, e))?;
+    let path = tmp.join(TRAINER_STATE);
+    let json = serde_json::to_string(&TrainerState {
+        global_step: state.step,
+    })
+    .map_err(|e| LocalError::io(&path, e))?;
+    std::fs::write(&path, json).map_err(|e| LocalError::io(&path, e))?;
+    replace_dir(
+        &tmp,
+        &dir.join("checkpoint"),
+        &dir.join(format!(".checkpoint.old-{pid}")),
+    )
+}
+
+/// Reads the optimizer state of a checkpoint written by [`write_checkpoint`].
+fn read_optimizer_state(
+    checkpoint: &Path,
+    device: &candle_core::Device,
+) -> Result<OptimizerState, LocalError> {
+    let path = checkpoint.join(TRAINER_STATE);
+    let text = std::fs::read_to_string(&path).map_err(|e| LocalError::io(&path, e))?;
+    let step = serde_json::from_str::<TrainerState>(&text)
+        .map_err(|e| LocalError::Json {
+            path: path.clone(),
+            what: "trainer_state.json",
+            message: e.to_string(),
+        })?
+        .global_step;
+    let path = checkpoint.join(OPTIMIZER_STATE);
+    let mut moments =
+        candle_core::safetensors::load(&path, device).map_err(|e| LocalError::io(&path, e))?;
+    let n = moments.len() / 2;
+    let mut take = |key: String| {
+        moments.remove(&key).ok_or_else(|| LocalError::Tensor {
+            path: path.clone(),
+            tensor: key,
+            message: "missing".into(),
+        })
+    };
+    let first_moments = (0..n)
+        .map(|i| take(format!("first_moment.{i}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let second_moments = (0..n)
+        .map(|i| take(format!("second_moment.{i}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(OptimizerState {
+        step,
+        first_moments,
+        second_moments,
+    })
+}
