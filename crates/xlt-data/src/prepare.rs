@@ -53,8 +53,8 @@ pub struct Manifest {
     /// Sample ids dropped because some language lacks them.
     pub dropped_unaligned: usize,
     /// Sample ids dropped (in every language) because the correct option's text equals
-    /// another option's (see [`Dataset::audit_answer_keys`]); audited on all loaded rows,
-    /// before selection.
+    /// another option's (see [`Dataset::audit_answer_keys`]); audited on every loaded row of
+    /// the selected languages, before domains and subjects are selected.
     #[serde(default)]
     pub dropped_ambiguous_key: Vec<AmbiguousKey>,
     /// Sample ids dropped (in every language) because the languages disagree on the answer
@@ -192,7 +192,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Audits answer keys (on every loaded row), selects, de-duplicates, aligns, audits
+/// Audits answer keys (every row of the selected languages), selects, de-duplicates, aligns, audits
 /// cross-language consistency and splits `dataset`, and renders every file of the
 /// experiment: `manifest.json`, `finetune/<lang>-<domain>.jsonl` (chat format, in seeded
 /// shuffled order) and `eval/<lang>-<domain>.jsonl` (in sample-id order).
@@ -217,7 +217,13 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
     if selection.domains.is_empty() {
         selection.domains = Domain::STUDY.to_vec();
     }
-    let (dataset, keys) = dataset.audit_answer_keys();
+    // Answer keys are audited in the experiment's languages but in every domain and subject,
+    // so that `prepare` reports each flawed key of the data it was given.
+    let languages_only = Selection {
+        languages: selection.languages.clone(),
+        ..Selection::default()
+    };
+    let (dataset, keys) = dataset.select(&languages_only).audit_answer_keys();
     let (dataset, dedup) = dataset.select(&selection).dedup();
     let (dataset, align) = dataset.align();
     let (dataset, consistency) = dataset.audit_consistency();

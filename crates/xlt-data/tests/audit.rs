@@ -37,7 +37,7 @@ fn ambiguous_keys_of_the_full_english_split_are_dropped() {
 #[test]
 fn prepare_reports_ambiguous_keys_by_id() {
     // The rows with ambiguous keys next to the ordinary slice of the full English split:
-    // the audit sees every loaded row, also those outside the selected domains.
+    // the audit sees every row of the selected languages, also outside the selected domains.
     let ds = load_paths(&[
         fixtures().join("global-mmlu/full/en.test-slice.csv"),
         fixtures().join("data-audit/ambiguous-key/en.test.csv"),
@@ -144,4 +144,29 @@ fn prepare_on_the_lite_fixtures_reports_the_inconsistent_world_history_ids() {
             .any(|d| d.sample_id == "international_law/test/51")
     );
     assert!(m.leakage().is_clean());
+}
+
+#[test]
+fn a_key_ambiguous_only_in_an_unselected_language_does_not_drop_the_question() {
+    use xlt_data::Selection;
+    // international_law/test/42 has two identical options in Swahili only.
+    let prepare_in = |languages: Vec<Language>| {
+        let ds = load_paths(&[fixtures().join("global-mmlu/lite")]).unwrap();
+        let config = PrepareConfig {
+            selection: Selection {
+                languages,
+                ..Selection::default()
+            },
+            ..PrepareConfig::default()
+        };
+        let m = prepare(ds, &config).unwrap().manifest;
+        ids(&m.dropped_ambiguous_key, |d| &d.sample_id)
+    };
+    let with_sw = prepare_in(vec![Language::English, Language::Swahili]);
+    assert!(
+        with_sw.contains(&"international_law/test/42".to_owned()),
+        "{with_sw:?}"
+    );
+    let without = prepare_in(vec![Language::English, Language::Yoruba]);
+    assert_eq!(without, ["international_law/test/51"]);
 }

@@ -847,22 +847,58 @@ fn normalize_text(s: &str) -> Cow<'_, str> {
     if s.is_ascii() {
         return Cow::Borrowed(s);
     }
-    let special = s.chars().any(|c| is_zero_width(c) || is_compat_letter(c));
-    if !special && is_nfc_quick(s.chars()) == IsNormalized::Yes {
+    // One pass: what needs mapping, and whether an NFC check is needed at all (every
+    // character below U+0300 is NFC as it stands).
+    let (mut mapped, mut fullwidth_only, mut beyond_latin1) = (false, true, false);
+    let (mut after_mapped, mut combining_after_mapped) = (false, false);
+    for c in s.chars() {
+        if after_mapped && is_combining(c) {
+            combining_after_mapped = true;
+        }
+        after_mapped = is_zero_width(c) || is_compat_letter(c);
+        if after_mapped {
+            mapped = true;
+            fullwidth_only &= is_zero_width(c) || is_fullwidth_ascii(c);
+        } else if c as u32 >= 0x300 {
+            beyond_latin1 = true;
+        }
+    }
+    let nfc = !beyond_latin1 || is_nfc_quick(s.chars()) == IsNormalized::Yes;
+    if nfc && !mapped {
         return Cow::Borrowed(s);
     }
-    let mut mapped = String::with_capacity(s.len());
+    if nfc && fullwidth_only && !combining_after_mapped {
+        // Full-width ASCII's NFKC is ASCII (U+FF01..U+FF5E to U+0021..U+007E), and with no
+        // combining mark after it nothing can compose: NFC holds without a second pass.
+        return Cow::Owned(
+            s.chars()
+                .filter(|c| !is_zero_width(*c))
+                .map(|c| {
+                    if is_fullwidth_ascii(c) {
+                        char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+                    } else {
+                        c
+                    }
+                })
+                .collect(),
+        );
+    }
+    let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if is_zero_width(c) {
             continue;
         }
         if is_compat_letter(c) {
-            mapped.extend(std::iter::once(c).nfkc());
+            out.extend(std::iter::once(c).nfkc());
         } else {
-            mapped.push(c);
+            out.push(c);
         }
     }
-    Cow::Owned(mapped.nfc().collect())
+    Cow::Owned(out.nfc().collect())
+}
+
+fn is_fullwidth_ascii(c: char) -> bool {
+    matches!(c, '\u{FF01}'..='\u{FF5E}')
 }
 
 fn is_zero_width(c: char) -> bool {
