@@ -67,6 +67,8 @@ fn default_run_on_fixtures_is_leak_free_and_reproducible() {
         "slices",
         "dropped_duplicates",
         "dropped_unaligned",
+        "dropped_ambiguous_key",
+        "dropped_inconsistent",
     ] {
         assert!(raw.get(key).is_some(), "manifest lacks {key}");
     }

@@ -29,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod audit;
 mod dataset;
 mod error;
 mod export;
@@ -39,6 +40,7 @@ mod question;
 mod source;
 mod split;
 
+pub use audit::{AmbiguousKey, AnswerKeyReport, ConsistencyReport, Inconsistency};
 pub use dataset::{AlignReport, Dataset, DedupReport, Item, Selection};
 pub use error::DataError;
 pub use export::{

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AmbiguousKey, Inconsistency};
 use crate::dataset::{Dataset, Selection};
 use crate::error::DataError;
 use crate::export::{PromptTemplate, estimate_chat_tokens};
@@ -59,6 +60,15 @@ pub struct Manifest {
     /// when every source was a local path).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceRecord>,
+    /// Sample ids dropped (in every language) because the correct option's text equals
+    /// another option's (see [`Dataset::audit_answer_keys`]); audited on every loaded row of
+    /// the selected languages, before domains and subjects are selected.
+    #[serde(default)]
+    pub dropped_ambiguous_key: Vec<AmbiguousKey>,
+    /// Sample ids dropped (in every language) because the languages disagree on the answer
+    /// letter or on the numbers of the question (see [`Dataset::audit_consistency`]).
+    #[serde(default)]
+    pub dropped_inconsistent: Vec<Inconsistency>,
 }
 
 impl Manifest {
@@ -142,11 +152,29 @@ impl Prepared {
                 st.train_tokens
             );
         }
+        let m = &self.manifest;
         let _ = writeln!(
             s,
-            "dropped duplicates: {}, dropped unaligned: {}",
-            self.manifest.dropped_duplicates, self.manifest.dropped_unaligned
+            "dropped duplicates: {}, dropped unaligned: {}, dropped ambiguous key: {}, dropped inconsistent: {}",
+            m.dropped_duplicates,
+            m.dropped_unaligned,
+            m.dropped_ambiguous_key.len(),
+            m.dropped_inconsistent.len()
         );
+        for d in &m.dropped_ambiguous_key {
+            let langs: Vec<&str> = d.languages.iter().map(|l| l.code()).collect();
+            let _ = writeln!(s, "  ambiguous key: {} ({})", d.sample_id, langs.join(","));
+        }
+        for d in &m.dropped_inconsistent {
+            let langs: Vec<&str> = d.languages.iter().map(|l| l.code()).collect();
+            let _ = writeln!(
+                s,
+                "  inconsistent: {} (disagreeing: {}; fields: {})",
+                d.sample_id,
+                langs.join(","),
+                d.fields.join(",")
+            );
+        }
         s
     }
 }
@@ -172,7 +200,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Selects, de-duplicates, aligns and splits `dataset`, and renders every file of the
+/// Audits answer keys (every row of the selected languages), selects, de-duplicates, aligns, audits
+/// cross-language consistency and splits `dataset`, and renders every file of the
 /// experiment: `manifest.json`, `finetune/<lang>-<domain>.jsonl` (chat format, in seeded
 /// shuffled order) and `eval/<lang>-<domain>.jsonl` (in sample-id order).
 ///
@@ -196,8 +225,16 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
     if selection.domains.is_empty() {
         selection.domains = Domain::STUDY.to_vec();
     }
+    // Answer keys are audited in the experiment's languages but in every domain and subject,
+    // so that `prepare` reports each flawed key of the data it was given.
+    let languages_only = Selection {
+        languages: selection.languages.clone(),
+        ..Selection::default()
+    };
+    let (dataset, keys) = dataset.select(&languages_only).audit_answer_keys();
     let (dataset, dedup) = dataset.select(&selection).dedup();
     let (dataset, align) = dataset.align();
+    let (dataset, consistency) = dataset.audit_consistency();
     let split = split_items(&dataset.items(), &config.split)?;
 
     let mut languages = selection.languages.clone();
@@ -227,6 +264,8 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
         dropped_duplicates: dedup.dropped_ids.len(),
         dropped_unaligned: align.dropped_ids,
         sources: config.sources.clone(),
+        dropped_ambiguous_key: keys.dropped,
+        dropped_inconsistent: consistency.dropped,
     };
     let leaks = manifest.leakage();
     assert!(

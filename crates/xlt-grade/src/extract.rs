@@ -1,11 +1,15 @@
 //! Deterministic extraction of the chosen letter from a model's response.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 use xlt_data::AnswerLetter;
+
+use crate::reasoning::{Reasoning, strip_reasoning};
 
 /// Which rule produced an extraction, or why none could.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,11 +36,15 @@ pub enum Rule {
     OutOfRange,
     /// No answer found.
     NoAnswer,
+    /// The response's reasoning block never closed (cut off by `max_tokens`, say): an
+    /// unfinished answer, not a vote for the last letter its thinking mentioned.
+    TruncatedReasoning,
 }
 
 impl Rule {
     /// The rule's name as written in outputs: `bare`, `boxed`, `phrase`, `letter`,
-    /// `option_text`, `empty`, `hedge`, `refusal`, `out_of_range`, `no_answer`.
+    /// `option_text`, `empty`, `hedge`, `refusal`, `out_of_range`, `no_answer`,
+    /// `truncated_reasoning`.
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::Bare => "bare",
@@ -49,6 +57,7 @@ impl Rule {
             Rule::Refusal => "refusal",
             Rule::OutOfRange => "out_of_range",
             Rule::NoAnswer => "no_answer",
+            Rule::TruncatedReasoning => "truncated_reasoning",
         }
     }
 }
@@ -121,9 +130,9 @@ impl Extractor for RuleExtractor {
     }
 }
 
-/// Answer phrases, by language. Sources: each language's ordinary word for "answer" (as in
-/// OpenAI simple-evals' multilingual MMLU answer patterns, where a language is there), the
-/// phrasings models use ("the correct answer is"), and common inflections.
+/// Answer phrases, by language. Sources, word by word, in the crate docs' table "Answer
+/// words": OpenAI's and NVIDIA's simple-evals answer patterns; inflections and synonyms
+/// models write are marked there as unconfirmed.
 const PHRASES: &[(&str, &[&str])] = &[
     (
         "en",
@@ -304,14 +313,18 @@ struct Tables {
 }
 
 static TABLES: LazyLock<Tables> = LazyLock::new(|| {
-    let mut patterns: Vec<&str> = PHRASES
+    // Responses are read in NFC (see `normalize_text`), so the phrases are put in NFC too.
+    let mut patterns: Vec<String> = PHRASES
         .iter()
-        .flat_map(|(_, ps)| ps.iter().copied())
+        .flat_map(|(_, ps)| ps.iter().map(|p| p.nfc().collect::<String>()))
         .collect();
     patterns.sort_unstable();
     patterns.dedup();
     let phrase_latin = patterns.iter().map(|p| is_spaced_script(p)).collect();
-    let phrase_weak = patterns.iter().map(|p| WEAK.contains(p)).collect();
+    let phrase_weak = patterns
+        .iter()
+        .map(|p| WEAK.iter().any(|w| w.nfc().eq(p.chars())))
+        .collect();
     let phrases = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostLongest)
@@ -508,7 +521,13 @@ fn boxed(text: &str) -> Option<Extraction> {
 /// What follows one answer phrase: the first letter within a short window, with at most
 /// three other words before it ("is", "option", "la"), so that "This answer is correct
 /// because option A is wrong" does not read as A.
-fn after_phrase(text: &str, start: usize) -> Option<Extraction> {
+///
+/// The letter of an answer stands alone. A capital `A` that begins a phrase (`Answer: A
+/// close look ... gives D`, `Risposta: A mio avviso la B`, `Réponse : A priori, c'est C`)
+/// is a word, and a list of letters (`after excluding A and C, B`, `A dan D salah, jadi
+/// B`) names eliminated options: in both cases the answer is the last stand-alone letter
+/// of the sentence after them (none, for a list: a hedge).
+fn after_phrase(text: &str, start: usize, options: Option<&[String; 4]>) -> Option<Extraction> {
     const WINDOW: usize = 60;
     const MAX_WORDS: usize = 3;
     let mut words = 0;
@@ -525,13 +544,7 @@ fn after_phrase(text: &str, start: usize) -> Option<Extraction> {
             break;
         }
         // A sentence ends: stop, unless the stop directly follows a letter (handled below).
-        if matches!(c, '.' | '!' | '?' | '。' | '！' | '？')
-            && seen_content
-            && text[i + c.len_utf8()..]
-                .chars()
-                .next()
-                .is_none_or(char::is_whitespace)
-        {
+        if is_sentence_end(text, i, c) && seen_content {
             break;
         }
         if !c.is_whitespace() && !":：-–—*#\"'“”«»(".contains(c) {
@@ -541,11 +554,25 @@ fn after_phrase(text: &str, start: usize) -> Option<Extraction> {
             if is_negated(text, i) {
                 continue;
             }
-            return Some(match tok {
-                Token::Letter(_) if hedged_after(text, end) => Extraction::none(Rule::Hedge),
-                Token::Letter(l) => Extraction::found(l, Rule::Phrase),
-                Token::Other => Extraction::none(Rule::OutOfRange),
-            });
+            let l = match tok {
+                Token::Other => return Some(Extraction::none(Rule::OutOfRange)),
+                Token::Letter(l) => l,
+            };
+            if hedged_after(text, end) {
+                return Some(Extraction::none(Rule::Hedge));
+            }
+            let list_end = list_after(text, end);
+            if let Some(list_end) = list_end {
+                return Some(match last_standalone(text, list_end, options) {
+                    Some(last) => Extraction::found(last, Rule::Phrase),
+                    None => Extraction::none(Rule::Hedge),
+                });
+            }
+            if c == 'A' && begins_phrase(text, end, l, options) {
+                let last = last_standalone(text, end, options).unwrap_or(l);
+                return Some(Extraction::found(last, Rule::Phrase));
+            }
+            return Some(Extraction::found(l, Rule::Phrase));
         }
         let w = is_word(c);
         if w && !in_word {
@@ -559,8 +586,122 @@ fn after_phrase(text: &str, start: usize) -> Option<Extraction> {
     None
 }
 
+/// A full stop, exclamation or question mark at byte `i` (char `c`) followed by white space
+/// or the end.
+fn is_sentence_end(text: &str, i: usize, c: char) -> bool {
+    matches!(c, '.' | '!' | '?' | '。' | '！' | '？' | '۔')
+        && text[i + c.len_utf8()..]
+            .chars()
+            .next()
+            .is_none_or(char::is_whitespace)
+}
+
+/// Words that join letters into a list ("A and C", "A dan D", "A ve C").
+const CONJUNCTIONS: &[&str] = &[
+    "and", "und", "et", "y", "e", "en", "och", "og", "i", "și", "si", "ve", "dan", "na", "da",
+    "àti", "ati", "jana", "жана", "и", "і", "та", "ו", "و", "和", "与", "及", "과", "와", "&",
+    "እና",
+];
+
+/// After a letter ending at `end`: is it the first of a list of at least two different
+/// letters joined by conjunctions (and commas before one)? Returns where the list ends.
+fn list_after(text: &str, end: usize) -> Option<usize> {
+    let first = letter_before(text, end)?;
+    let mut pos = end;
+    let mut distinct = false;
+    loop {
+        let rest = &text[pos..];
+        let trimmed = rest.trim_start_matches([' ', '*']);
+        let (after_comma, comma) = match trimmed.strip_prefix(',') {
+            Some(r) => (r.trim_start(), true),
+            None => (trimmed, false),
+        };
+        let after_conj = CONJUNCTIONS.iter().find_map(|w| {
+            let r = after_comma.strip_prefix(w)?;
+            // a conjunction written as a word stands alone; CJK ones attach
+            let attached = !w.chars().all(char::is_alphabetic) || is_unspaced(w.chars().next()?);
+            if attached || r.starts_with(' ') {
+                Some(r.trim_start())
+            } else {
+                None
+            }
+        });
+        let (next, joined_by_conj) = match after_conj {
+            Some(r) => (r, true),
+            None if comma => (after_comma, false),
+            None => break,
+        };
+        let Some(c) = next.chars().next() else { break };
+        let at = text.len() - next.len();
+        let Some((Token::Letter(l), tok_end)) = token_at(text, at, c, true) else {
+            break;
+        };
+        if !joined_by_conj {
+            // "A, C and D": a comma joins only when the list goes on after the letter.
+            let after = text[tok_end..].trim_start();
+            let goes_on = after.starts_with(',')
+                || CONJUNCTIONS
+                    .iter()
+                    .any(|w| after.strip_prefix(w).is_some_and(|r| r.starts_with(' ')));
+            if !goes_on {
+                break;
+            }
+        }
+        distinct |= l != first;
+        pos = tok_end;
+    }
+    (distinct && pos > end).then_some(pos)
+}
+
+/// The letter that ends at byte `end`.
+fn letter_before(text: &str, end: usize) -> Option<AnswerLetter> {
+    text[..end].chars().next_back().and_then(letter_of)
+}
+
+/// Is the letter `l` ending at `end` the first word of a phrase rather than an answer?
+/// It is when a lower-case word follows it that is not the start of option `l`'s text.
+fn begins_phrase(text: &str, end: usize, l: AnswerLetter, options: Option<&[String; 4]>) -> bool {
+    let rest = &text[end..];
+    let Some(after) = rest.strip_prefix(' ') else {
+        return false;
+    };
+    if !after.chars().next().is_some_and(char::is_lowercase) {
+        return false;
+    }
+    if let Some(opts) = options {
+        let option = normalize(&opts[l.index()]);
+        if !option.is_empty() && normalize(after).starts_with(&option) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The last letter after byte `from`, up to the end of its sentence, that stands alone:
+/// not negated, and not followed by a lower-case word (unless that word begins its option).
+fn last_standalone(text: &str, from: usize, options: Option<&[String; 4]>) -> Option<AnswerLetter> {
+    const MAX_CHARS: usize = 300;
+    let mut last = None;
+    for (n, (j, c)) in text[from..].char_indices().enumerate() {
+        let i = from + j;
+        if n > MAX_CHARS || c == '\n' || (n > 0 && is_sentence_end(text, i, c)) {
+            break;
+        }
+        let Some((Token::Letter(l), end)) = token_at(text, i, c, true) else {
+            continue;
+        };
+        if is_negated(text, i) {
+            continue;
+        }
+        if !begins_phrase(text, end, l, options) {
+            last = Some(l);
+        }
+    }
+    last
+}
+
 /// Step 3: the last strong answer phrase followed by a letter, else the last weak one.
-fn phrase(text: &str) -> Option<Extraction> {
+fn phrase(text: &str, options: Option<&[String; 4]>) -> Option<Extraction> {
     let tables = &*TABLES;
     let mut last = None;
     let mut last_weak = None;
@@ -572,7 +713,7 @@ fn phrase(text: &str) -> Option<Extraction> {
                 continue;
             }
         }
-        if let Some(e) = after_phrase(text, m.end()) {
+        if let Some(e) = after_phrase(text, m.end(), options) {
             if tables.phrase_weak[m.pattern().as_usize()] {
                 last_weak = Some(e);
             } else {
@@ -620,6 +761,7 @@ fn letters(text: &str) -> Option<Extraction> {
 }
 
 fn normalize(s: &str) -> String {
+    let s: String = s.nfc().collect();
     s.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
@@ -666,7 +808,127 @@ fn is_refusal(text: &str) -> bool {
     REFUSALS.iter().any(|r| lower.contains(r))
 }
 
-/// Extracts the chosen letter from a response, trying in order:
+/// An echoed option list: lines labelled A, B, C and D, in that order (other lines may sit
+/// between them). Returns the text after the line of the last label, if any is left.
+fn after_echoed_options(text: &str) -> Option<&str> {
+    let mut expected = 0;
+    let mut list_end = 0;
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let start = pos;
+        pos += line.len();
+        let label = line
+            .trim_start()
+            .trim_start_matches(['*', '(', '[', '#', '-', ' ']);
+        let mut chars = label.chars();
+        let (Some(c), next) = (chars.next(), chars.next()) else {
+            continue;
+        };
+        let labelled = matches!(next, Some(')' | '.' | ':' | ']' | '）' | '．' | '*' | '-'));
+        if labelled && letter_of(c).map(AnswerLetter::index) == Some(expected) {
+            expected += 1;
+            if expected == 4 {
+                list_end = start + line.len();
+                break;
+            }
+        }
+    }
+    let rest = &text[list_end..];
+    (expected == 4 && !rest.trim().is_empty()).then_some(rest)
+}
+
+/// Step 0: text as the rules read it. NFC, so that decomposed tone marks (Yoruba `Ìdáhùn`,
+/// Igbo `Azịza`) and the Arabic `أ` (alif and a combining hamza) match; NFKC only for the
+/// compatibility forms that are letters in disguise (full-width `Ｂ`, Arabic presentation
+/// forms, mathematical `𝐁`, circled `Ⓑ`), since NFKC elsewhere would also rewrite digits
+/// and symbols; zero-width characters removed. ASCII text and text already in NFC with
+/// none of those characters, nearly every response, is borrowed, not copied.
+fn normalize_text(s: &str) -> Cow<'_, str> {
+    if s.is_ascii() {
+        return Cow::Borrowed(s);
+    }
+    // One pass: what needs mapping, and whether an NFC check is needed at all (every
+    // character below U+0300 is NFC as it stands).
+    let (mut mapped, mut fullwidth_only, mut beyond_latin1) = (false, true, false);
+    let (mut after_mapped, mut combining_after_mapped) = (false, false);
+    for c in s.chars() {
+        if after_mapped && is_combining(c) {
+            combining_after_mapped = true;
+        }
+        after_mapped = is_zero_width(c) || is_compat_letter(c);
+        if after_mapped {
+            mapped = true;
+            fullwidth_only &= is_zero_width(c) || is_fullwidth_ascii(c);
+        } else if c as u32 >= 0x300 {
+            beyond_latin1 = true;
+        }
+    }
+    let nfc = !beyond_latin1 || is_nfc_quick(s.chars()) == IsNormalized::Yes;
+    if nfc && !mapped {
+        return Cow::Borrowed(s);
+    }
+    if nfc && fullwidth_only && !combining_after_mapped {
+        // Full-width ASCII's NFKC is ASCII (U+FF01..U+FF5E to U+0021..U+007E), and with no
+        // combining mark after it nothing can compose: NFC holds without a second pass.
+        return Cow::Owned(
+            s.chars()
+                .filter(|c| !is_zero_width(*c))
+                .map(|c| {
+                    if is_fullwidth_ascii(c) {
+                        char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+                    } else {
+                        c
+                    }
+                })
+                .collect(),
+        );
+    }
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_zero_width(c) {
+            continue;
+        }
+        if is_compat_letter(c) {
+            out.extend(std::iter::once(c).nfkc());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out.nfc().collect())
+}
+
+fn is_fullwidth_ascii(c: char) -> bool {
+    matches!(c, '\u{FF01}'..='\u{FF5E}')
+}
+
+fn is_zero_width(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
+    )
+}
+
+/// Compatibility characters whose NFKC form is an ASCII letter, digit or punctuation mark, or
+/// a base Arabic letter.
+fn is_compat_letter(c: char) -> bool {
+    matches!(c as u32,
+        0xFF01..=0xFF5E | 0xFB50..=0xFDFF | 0xFE70..=0xFEFC | 0x1D400..=0x1D7FF
+        | 0x24B6..=0x24E9 | 0x1F130..=0x1F149)
+}
+
+/// Extracts the chosen letter from a response; see [`extract_with_reasoning`], which also
+/// says what was done to a reasoning block.
+pub fn extract(response: &str, options: Option<&[String; 4]>) -> Extraction {
+    extract_with_reasoning(response, options).1
+}
+
+/// Extracts the chosen letter from a response, and says what was done to its reasoning.
+///
+/// Before any rule, the response is normalized (NFC; NFKC for letters in compatibility
+/// forms such as `Ｂ`; zero-width characters removed) and its reasoning block is removed
+/// with [`strip_reasoning`]: a letter stated while thinking (`<think>Maybe A.</think>
+/// Final: C`) never counts, and a block that never closed grades as no answer
+/// ([`Rule::TruncatedReasoning`]). Then the rules, in order:
 ///
 /// 1. **bare**: the whole response is one letter, perhaps wrapped (`B`, `(B)`, `B.`,
 ///    `**B**`, `\boxed{B}`, `Ｂ`, `ب`, `ב`);
@@ -674,16 +936,48 @@ fn is_refusal(text: &str) -> bool {
 /// 3. **phrase**: the letter after the *last* answer phrase that has one (`Answer: A ...
 ///    Answer: C` gives C), in any of the 42 languages (`Antwort`, `الإجابة`, `תשובה`, `Cevap`,
 ///    `Azịza`, `Ìdáhùn`, `መልስ`, `Жооп`, `答案`, ...); a negated letter (`not A`) is skipped;
-/// 4. **letter**: the letters stated anywhere (`B) 42`, `<b>B</b>`), if they agree, or the
-///    last after a self-correction (`A. Wait, actually C.`); the article "A" of "A kilogram"
-///    and negated letters do not count;
+///    a capital `A` that begins a phrase (`Answer: A close look ... gives D`) is a word,
+///    and after a list of eliminated options (`Answer: after excluding A and C, B`) the
+///    remaining letter is the answer;
+/// 4. **letter**: after an echoed option list (`A) 3`, `B) 4`, `C) 5`, `D) 6`), the
+///    letter stated after it; else the letters stated anywhere (`B) 42`, `<b>B</b>`), if
+///    they agree, or the last after a self-correction (`A. Wait, actually C.`); the article
+///    "A" of "A kilogram" and negated letters do not count;
 /// 5. **option_text**: with `options`, a response that quotes one option's text.
+///
+/// The final stated answer wins throughout: the last answer phrase, the last self-
+/// correction, the text after the reasoning and after an echoed option list.
 ///
 /// Letters map from Latin A-D, full-width Ａ-Ｄ, Arabic أ ب ج د and Hebrew א ב ג ד; lower-case
 /// a-d count only when formatted (`b)`, `(b)`). Unparseable: an empty response, a hedge
-/// (`A or B`, several letters with no final one), a refusal, a letter outside A-D.
-pub fn extract(response: &str, options: Option<&[String; 4]>) -> Extraction {
-    if response.trim().is_empty() {
+/// (`A or B`, several letters with no final one), a refusal, a letter outside A-D, an
+/// unfinished reasoning block.
+///
+/// ```
+/// use xlt_grade::{extract_with_reasoning, Reasoning, Rule};
+/// use xlt_data::AnswerLetter;
+///
+/// let (r, e) = extract_with_reasoning("<think>Maybe the answer is A.</think>\n\nFinal: **C**", None);
+/// assert_eq!((r, e.letter), (Reasoning::Stripped, Some(AnswerLetter::C)));
+/// let (r, e) = extract_with_reasoning("<think>The answer is A, unless", None);
+/// assert_eq!((r, e.letter, e.rule), (Reasoning::Truncated, None, Rule::TruncatedReasoning));
+/// ```
+pub fn extract_with_reasoning(
+    response: &str,
+    options: Option<&[String; 4]>,
+) -> (Reasoning, Extraction) {
+    let text = normalize_text(response);
+    let (reasoning, answer) = strip_reasoning(text.trim());
+    let e = match reasoning {
+        Reasoning::Truncated => Extraction::none(Rule::TruncatedReasoning),
+        _ => extract_answer(answer.trim(), options),
+    };
+    (reasoning, e)
+}
+
+/// The rules of [`extract_with_reasoning`] on normalized text with no reasoning block.
+fn extract_answer(response: &str, options: Option<&[String; 4]>) -> Extraction {
+    if response.is_empty() {
         return Extraction::none(Rule::Empty);
     }
     if let Some(e) = bare(response) {
@@ -692,8 +986,17 @@ pub fn extract(response: &str, options: Option<&[String; 4]>) -> Extraction {
     if let Some(e) = boxed(response) {
         return e;
     }
-    if let Some(e) = phrase(response) {
+    if let Some(e) = phrase(response, options) {
         return e;
+    }
+    if let Some(rest) = after_echoed_options(response) {
+        let rest = rest.trim();
+        let e = bare(rest).or_else(|| letters(rest));
+        if let Some(e) = e
+            && let Some(l) = e.letter
+        {
+            return Extraction::found(l, Rule::Letter);
+        }
     }
     let from_letters = letters(response);
     if let Some(e) = from_letters

@@ -20,21 +20,85 @@
 //! assert_eq!(extract("It is either A or B.", None).rule, Rule::Hedge);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Reasoning models' thinking (`<think>...</think>` and the like) is removed before the
+//! rules run ([`strip_reasoning`]); a block that never closed grades as no answer
+//! ([`Rule::TruncatedReasoning`]). [`extract_with_reasoning`] says which ([`Reasoning`]).
+//!
+//! # Answer words
+//!
+//! The answer phrases [`extract`] looks for, by language, and where each was checked.
+//! **S**: OpenAI simple-evals, `common.py`, `MULTILINGUAL_ANSWER_REGEXES` (the answer words
+//! of its multilingual MMLU). **N**: NVIDIA's simple-evals (PyPI `nvidia-simple-evals`
+//! 25.11, `simple_evals/common.py`), which extends that list to every language of its
+//! `mmlu_<lang>` tasks, the 42 of Global-MMLU (am, he, ig, ky and tr among them). Words
+//! marked *(u)* are unconfirmed: inflections, spelling variants and synonyms that models
+//! write, not found in a written source. Matching is case-insensitive for ASCII, in NFC.
+//!
+//! | language | confirmed | unconfirmed *(u)* |
+//! |---|---|---|
+//! | am | መልስ (N) | መልሱ, ምላሽ |
+//! | ar | الإجابة, الجواب, إجابة (S) | الاجابة, اجابة, جواب |
+//! | bn | উত্তর, উত্তরঃ (S) | |
+//! | cs | odpověď (N) | odpoved |
+//! | de | antwort (S) | lösung, auswahl |
+//! | el | απάντηση (N) | |
+//! | en | answer (S) | option, choice, i choose, i pick, i'd go with, ... |
+//! | es | respuesta (S) | opción, opcion, alternativa |
+//! | fa | پاسخ, جواب (N) | |
+//! | fil | sagot (N) | ang sagot |
+//! | fr | réponse (S) | reponse |
+//! | ha | amsa (N) | amsar |
+//! | he | תשובה (N) | התשובה, תשובתי |
+//! | hi | उत्तर (S) | जवाब |
+//! | id | jawaban (S) | jawabannya, pilihan |
+//! | ig | azịza (N) | aziza, azịzị |
+//! | it | risposta (S) | opzione |
+//! | ja | 答え, 回答, 解答 (S) | 正解 |
+//! | ko | 정답, 답, 답변 (S) | |
+//! | ky | жооп (N) | жообу |
+//! | lt | atsakymas (N) | |
+//! | mg | valiny (N) | |
+//! | ms | jawapan (N) | jawapannya |
+//! | ne | | उत्तर (hi's word, S), जवाफ |
+//! | nl | antwoord (N) | |
+//! | ny | yankho (N) | |
+//! | pl | odpowiedź (N) | odpowiedz |
+//! | pt | resposta (S) | opção, alternativa correta |
+//! | ro | răspuns (N) | raspuns, răspunsul |
+//! | ru | ответ (N) | |
+//! | si | පිළිතුර (N) | |
+//! | sn | mhinduro (N) | |
+//! | so | jawaab (N) | jawaabta |
+//! | sr | odgovor (N) | одговор |
+//! | sv | svar (N) | svaret |
+//! | sw | jibu (S) | chaguo |
+//! | te | సమాధానం (N) | జవాబు |
+//! | tr | cevap (N) | cevabı, cevabım, yanıt, yanit, seçenek, şık |
+//! | uk | відповідь (N) | |
+//! | vi | câu trả lời (N) | đáp án |
+//! | yo | ìdáhùn, idahun, àṣàyàn (S) | idáhùn, ìdáhun |
+//! | zh | 答案, 答 (S) | 选项, 正确选项, 答案是 |
+//!
+//! For the study's languages this means: he `תשובה`, tr `Cevap`, ig `Azịza`, am `መልስ` and ky
+//! `Жооп` are each confirmed by source N; their inflected forms are not.
 #![deny(missing_docs)]
 
 mod agreement;
 mod extract;
 mod judge;
 mod outcome;
+mod reasoning;
 
 use serde::{Deserialize, Serialize};
 
 pub use agreement::{AgreementReport, Disagreement, agreement};
-pub use extract::{Extraction, Extractor, Rule, RuleExtractor, extract};
+pub use extract::{Extraction, Extractor, Rule, RuleExtractor, extract, extract_with_reasoning};
 pub use judge::{
     Grader, JUDGE_MAX_TOKENS, JUDGE_PROMPT, LlmJudge, Protocol, Verdict, grade_logprobs,
 };
 pub use outcome::{OutcomeRecord, read_jsonl, to_jsonl};
+pub use reasoning::{Reasoning, strip_reasoning};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

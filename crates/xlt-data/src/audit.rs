@@ -1,0 +1,386 @@
+//! Audits of the source data: answer keys that cannot be told apart, and sample ids that do
+//! not mean the same question in every language.
+//!
+//! Both audits drop a sample id **in every language**, as [`Dataset::dedup`] does, so that
+//! the dataset stays aligned and the paired design (one question instance, many languages)
+//! holds.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use unicode_normalization::{UnicodeNormalization, is_nfkc_quick};
+
+use crate::dataset::Dataset;
+use crate::language::Language;
+use crate::question::{Question, compare_sample_ids};
+
+/// One question dropped by [`Dataset::audit_answer_keys`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmbiguousKey {
+    /// The sample id, dropped in every language.
+    pub sample_id: String,
+    /// The languages in which the key is ambiguous.
+    pub languages: Vec<Language>,
+}
+
+/// What [`Dataset::audit_answer_keys`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerKeyReport {
+    /// The questions dropped, in sample-id order.
+    pub dropped: Vec<AmbiguousKey>,
+    /// Rows removed, all languages together.
+    pub dropped_rows: usize,
+}
+
+/// One sample id dropped by [`Dataset::audit_consistency`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inconsistency {
+    /// The sample id, dropped in every language.
+    pub sample_id: String,
+    /// The languages that disagree with the others (all of them when there is no majority).
+    pub languages: Vec<Language>,
+    /// What disagrees: `answer` (the answer letter), `question` or `option_a`..`option_d`
+    /// (the numbers written in that field).
+    pub fields: Vec<String>,
+}
+
+/// What [`Dataset::audit_consistency`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyReport {
+    /// The sample ids dropped, in sample-id order.
+    pub dropped: Vec<Inconsistency>,
+    /// Rows removed, all languages together.
+    pub dropped_rows: usize,
+}
+
+/// Text as the audits compare it: trimmed, white space collapsed, NFKC (compatibility forms
+/// such as full-width digits folded). Text already in NFKC, nearly all of it, is not copied
+/// through the normalizer.
+fn normalized(s: &str) -> String {
+    let collapsed: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if is_nfkc_quick(collapsed.chars()) == unicode_normalization::IsNormalized::Yes {
+        collapsed
+    } else {
+        collapsed.nfkc().collect()
+    }
+}
+
+/// Whether a question's key is ambiguous: the correct option's text equals another option's
+/// text, or all four options are the same.
+pub(crate) fn has_ambiguous_key(q: &Question) -> bool {
+    let options = q.options.each_ref().map(|o| normalized(o));
+    let key = &options[q.answer.index()];
+    let same_as_key = options.iter().filter(|o| *o == key).count();
+    same_as_key > 1 || options.iter().all(|o| *o == options[0])
+}
+
+impl Dataset {
+    /// Drops questions whose answer key cannot be told apart: the correct option's text
+    /// equals another option's text (after trimming, collapsing white space and NFKC), or
+    /// all options are identical. A model that picks the other identical option would be
+    /// marked wrong. Such an id is dropped in every language.
+    ///
+    /// In the full English test split of Global-MMLU this drops four questions, e.g.
+    /// `elementary_mathematics/test/113`, whose options A and B are both `687`.
+    pub fn audit_answer_keys(self) -> (Dataset, AnswerKeyReport) {
+        let mut flagged: BTreeMap<&str, Vec<Language>> = BTreeMap::new();
+        for q in self.questions() {
+            if has_ambiguous_key(q) {
+                flagged.entry(&q.sample_id).or_default().push(q.language);
+            }
+        }
+        let mut dropped: Vec<AmbiguousKey> = flagged
+            .into_iter()
+            .map(|(id, languages)| AmbiguousKey {
+                sample_id: id.to_owned(),
+                languages,
+            })
+            .collect();
+        dropped.sort_by(|a, b| compare_sample_ids(&a.sample_id, &b.sample_id));
+        let ids: BTreeSet<String> = dropped.iter().map(|d| d.sample_id.clone()).collect();
+        let (dataset, dropped_rows) = self.without(&ids);
+        (
+            dataset,
+            AnswerKeyReport {
+                dropped,
+                dropped_rows,
+            },
+        )
+    }
+
+    /// Checks that each sample id means the same question in every language, and drops the
+    /// ids that do not, in every language. Run it after [`Dataset::align`].
+    ///
+    /// Two checks, each finding the languages that disagree with the majority of the others:
+    ///
+    /// * **answer**: Global-MMLU keeps the option order across languages, so the answer
+    ///   letter must be the same in all of them; a language whose letter differs from the
+    ///   most common one disagrees (every language, when no letter is most common);
+    /// * **numbers**: the numbers written in the question and in each option, with every
+    ///   script's decimal digits read as 0-9, must not contradict the other languages'. A
+    ///   language contradicts another on a field when both write numbers there and none of
+    ///   its numbers can equal one of the other's. Numbers are read leniently, because
+    ///   translations write them differently: `1,000`, `1.000` and `1 000` are equal, `5,0`
+    ///   equals `5.0` and `5`, `'90` or `90s` equals 1990, `3万` equals 30,000. A language
+    ///   disagrees on a field when it contradicts more than half of the languages that
+    ///   write numbers there.
+    ///
+    /// In Global-MMLU-Lite, `high_school_world_history/test/93` is a different question in
+    /// Chinese and Korean than in the other languages, with a different answer letter.
+    pub fn audit_consistency(self) -> (Dataset, ConsistencyReport) {
+        let mut by_id: HashMap<&str, Vec<&Question>> = HashMap::new();
+        for q in self.questions() {
+            by_id.entry(&q.sample_id).or_default().push(q);
+        }
+        let mut dropped: Vec<Inconsistency> = by_id
+            .into_iter()
+            .filter_map(|(id, rows)| inconsistency(id, &rows))
+            .collect();
+        dropped.sort_by(|a, b| compare_sample_ids(&a.sample_id, &b.sample_id));
+        let ids: BTreeSet<String> = dropped.iter().map(|d| d.sample_id.clone()).collect();
+        let (dataset, dropped_rows) = self.without(&ids);
+        (
+            dataset,
+            ConsistencyReport {
+                dropped,
+                dropped_rows,
+            },
+        )
+    }
+
+    fn without(self, ids: &BTreeSet<String>) -> (Dataset, usize) {
+        if ids.is_empty() {
+            return (self, 0);
+        }
+        let before = self.len();
+        let kept: Vec<Question> = self
+            .questions()
+            .iter()
+            .filter(|q| !ids.contains(&q.sample_id))
+            .cloned()
+            .collect();
+        let dataset = Dataset::new(kept);
+        let removed = before - dataset.len();
+        (dataset, removed)
+    }
+}
+
+const FIELDS: [&str; 5] = ["question", "option_a", "option_b", "option_c", "option_d"];
+
+fn inconsistency(id: &str, rows: &[&Question]) -> Option<Inconsistency> {
+    if rows.len() < 2 {
+        return None;
+    }
+    let mut languages: BTreeSet<Language> = BTreeSet::new();
+    let mut fields = Vec::new();
+    // Answer letters: the most common one, if it is unique, is the reference.
+    let mut counts: BTreeMap<_, usize> = BTreeMap::new();
+    for q in rows {
+        *counts.entry(q.answer).or_default() += 1;
+    }
+    if counts.len() > 1 {
+        let top = counts.values().copied().max().unwrap_or(0);
+        let tops: Vec<_> = counts.iter().filter(|(_, n)| **n == top).collect();
+        let majority = (tops.len() == 1).then(|| *tops[0].0);
+        for q in rows {
+            if majority != Some(q.answer) {
+                languages.insert(q.language);
+            }
+        }
+        fields.push("answer".to_owned());
+    }
+    for (f, name) in FIELDS.iter().enumerate() {
+        let numbers: Vec<(Language, Vec<Number>)> = rows
+            .iter()
+            .map(|q| {
+                let text = if f == 0 {
+                    &q.question
+                } else {
+                    &q.options[f - 1]
+                };
+                (q.language, numbers_in(text))
+            })
+            .filter(|(_, n)| !n.is_empty())
+            .collect();
+        let mut disagree = false;
+        for (i, (language, mine)) in numbers.iter().enumerate() {
+            let others = numbers.len() - 1;
+            if others == 0 {
+                continue;
+            }
+            let contradicted = numbers
+                .iter()
+                .enumerate()
+                .filter(|(j, (_, theirs))| *j != i && contradicts(mine, theirs))
+                .count();
+            if contradicted * 2 > others {
+                languages.insert(*language);
+                disagree = true;
+            }
+        }
+        if disagree {
+            fields.push((*name).to_owned());
+        }
+    }
+    (!fields.is_empty()).then(|| Inconsistency {
+        sample_id: id.to_owned(),
+        languages: languages.into_iter().collect(),
+        fields,
+    })
+}
+
+/// The values a written number may have: each reading of its separators, times a CJK
+/// unit (万, 億, 千) when one follows.
+type Number = Vec<f64>;
+
+/// The value of a decimal digit in any script that has one (Unicode's decimal-digit blocks
+/// used by living languages: ASCII, Arabic-Indic, Persian, N'Ko, the Indic scripts, Thai,
+/// Lao, Tibetan, Myanmar, Khmer, Mongolian, Javanese, Balinese, full-width, ...).
+pub(crate) fn digit_value(c: char) -> Option<u32> {
+    const ZEROS: &[u32] = &[
+        0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66,
+        0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
+        0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0,
+        0xFF10,
+    ];
+    let u = c as u32;
+    ZEROS
+        .iter()
+        .find(|&&z| (z..z + 10).contains(&u))
+        .map(|z| u - z)
+}
+
+fn is_separator(c: char) -> bool {
+    matches!(
+        c,
+        '.' | ',' | '\'' | ' ' | '\u{a0}' | '\u{202f}' | '\u{66b}' | '\u{66c}'
+    )
+}
+
+fn cjk_unit(c: char) -> Option<f64> {
+    match c {
+        '千' | '천' => Some(1e3),
+        '万' | '萬' | '만' => Some(1e4),
+        '億' | '亿' | '억' => Some(1e8),
+        _ => None,
+    }
+}
+
+/// The numbers written in `text`: runs of digits, with single separators between digit
+/// groups, each read every way its separators allow.
+pub(crate) fn numbers_in(text: &str) -> Vec<Number> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if digit_value(chars[i]).is_none() {
+            i += 1;
+            continue;
+        }
+        // groups of digits, separated by one separator each
+        let mut groups: Vec<String> = vec![String::new()];
+        while i < chars.len() {
+            if let Some(d) = digit_value(chars[i]) {
+                groups
+                    .last_mut()
+                    .expect("one group")
+                    .push(char::from_digit(d, 10).expect("0-9"));
+                i += 1;
+            } else if is_separator(chars[i])
+                && chars.get(i + 1).and_then(|c| digit_value(*c)).is_some()
+            {
+                groups.push(String::new());
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        let unit = {
+            let mut j = i;
+            if chars.get(j) == Some(&' ') {
+                j += 1;
+            }
+            chars.get(j).copied().and_then(cjk_unit)
+        };
+        let mut values = Vec::new();
+        let all: String = groups.concat();
+        if let Ok(v) = all.parse::<f64>() {
+            values.push(v);
+        }
+        if groups.len() > 1 {
+            let (last, head) = groups.split_last().expect("two groups");
+            if let Ok(v) = format!("{}.{}", head.concat(), last).parse::<f64>() {
+                values.push(v);
+            }
+        }
+        if let Some(u) = unit {
+            let scaled: Vec<f64> = values.iter().map(|v| v * u).collect();
+            values.extend(scaled);
+        }
+        if !values.is_empty() {
+            out.push(values);
+        }
+    }
+    out
+}
+
+/// Whether two values can be the same number: equal, or a two-digit decade and its year
+/// (`'90`, `90s`, `90年代` against 1990).
+fn same_value(a: f64, b: f64) -> bool {
+    let decade = |x: f64, y: f64| {
+        x.fract() == 0.0
+            && y.fract() == 0.0
+            && x < 100.0
+            && (1000.0..=2100.0).contains(&y)
+            && y % 100.0 == x
+    };
+    a == b || decade(a, b) || decade(b, a)
+}
+
+/// Whether no number of `a` can equal a number of `b`.
+fn contradicts(a: &[Number], b: &[Number]) -> bool {
+    !a.iter()
+        .flatten()
+        .any(|x| b.iter().flatten().any(|y| same_value(*x, *y)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(text: &str) -> Vec<Vec<f64>> {
+        numbers_in(text)
+    }
+
+    #[test]
+    fn numbers_are_read_in_every_script_and_spelling() {
+        let cases: &[(&str, &[&[f64]])] = &[
+            ("1,493", &[&[1493.0, 1.493]]),
+            ("١٤٩٣ سنة", &[&[1493.0]]),
+            ("१९४७", &[&[1947.0]]),
+            ("３万", &[&[3.0, 30000.0]]),
+            ("5,0 m and 7", &[&[50.0, 5.0], &[7.0]]),
+            ("no digits", &[]),
+        ];
+        for (text, expected) in cases {
+            let got = values(text);
+            let want: Vec<Vec<f64>> = expected.iter().map(|v| v.to_vec()).collect();
+            assert_eq!(got, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn translations_of_the_same_number_do_not_contradict() {
+        let same = [
+            ("1,000 people", "1.000 Menschen"),
+            ("in the 1990s", "negli anni '90"),
+            ("5.0 kg", "5 كغ"),
+            ("30,000 yen", "3万円"),
+            ("١٩٤٧", "1947"),
+        ];
+        for (a, b) in same {
+            assert!(!contradicts(&numbers_in(a), &numbers_in(b)), "{a} / {b}");
+        }
+        assert!(contradicts(&numbers_in("in 1599"), &numbers_in("15세기")));
+    }
+}
