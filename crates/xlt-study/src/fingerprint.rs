@@ -303,6 +303,8 @@ mod tests {
             dropped_duplicates: 0,
             dropped_unaligned: 0,
             sources: Vec::new(),
+            dropped_ambiguous_key: Vec::new(),
+            dropped_inconsistent: Vec::new(),
         }
     }
 
