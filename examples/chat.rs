@@ -28,7 +28,8 @@ struct Args {
     /// Which provider answers.
     #[arg(long, value_enum, default_value = "local")]
     provider: common::ProviderKind,
-    /// The model (local: a model directory, a Hub id in the local cache, or a .gguf file).
+    /// The model (local: a model directory, a Hub id, fetched into the Hugging Face cache when
+    /// missing, or a .gguf file).
     #[arg(long)]
     base_model: Option<String>,
     /// Local provider: cpu, cuda or cuda:N.

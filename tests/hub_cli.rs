@@ -37,21 +37,6 @@ fn parquet(lang: &str) -> Vec<u8> {
     bytes
 }
 
-/// The environment of a user with an empty `HF_HOME` and this stand-in as the Hub; the
-/// variables that could point elsewhere are emptied (empty counts as unset).
-fn hub_env<'a>(home: &'a str, endpoint: &'a str, offline: bool) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("HF_HOME", home),
-        ("HF_ENDPOINT", endpoint),
-        ("HF_HUB_OFFLINE", if offline { "1" } else { "" }),
-        ("HF_HUB_CACHE", ""),
-        ("HUGGINGFACE_HUB_CACHE", ""),
-        ("HF_TOKEN", ""),
-        ("HUGGING_FACE_HUB_TOKEN", ""),
-        ("TRANSFORMERS_OFFLINE", ""),
-    ]
-}
-
 fn run(name: &str, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     spawn_example(name, args, envs)
         .wait_with_output()

@@ -52,10 +52,21 @@ fn command(name: &str) -> Command {
 
 /// As [`run_example`], feeding `stdin`.
 pub fn run_example_with_stdin(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    run_example_with_env(name, args, &[], stdin)
+}
+
+/// As [`run_example_with_stdin`], with extra environment variables.
+pub fn run_example_with_env(
+    name: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Output {
     use std::io::Write;
     use std::process::Stdio;
     let mut cmd = command(name);
     cmd.args(args)
+        .envs(envs.iter().copied())
         .current_dir(root())
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -74,6 +85,21 @@ pub fn run_example_with_stdin(name: &str, args: &[&str], stdin: Option<&str>) ->
             .unwrap();
     }
     child.wait_with_output().expect("example finishes")
+}
+
+/// The environment of a user with `home` as `HF_HOME` and `endpoint` as the Hub; the
+/// variables that could point elsewhere are emptied (empty counts as unset).
+pub fn hub_env<'a>(home: &'a str, endpoint: &'a str, offline: bool) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("HF_HOME", home),
+        ("HF_ENDPOINT", endpoint),
+        ("HF_HUB_OFFLINE", if offline { "1" } else { "" }),
+        ("HF_HUB_CACHE", ""),
+        ("HUGGINGFACE_HUB_CACHE", ""),
+        ("HF_TOKEN", ""),
+        ("HUGGING_FACE_HUB_TOKEN", ""),
+        ("TRANSFORMERS_OFFLINE", ""),
+    ]
 }
 
 /// Every file under `dir`, relative, sorted, with its bytes.

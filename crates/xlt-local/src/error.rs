@@ -63,6 +63,16 @@ pub enum LocalError {
         /// Where it was looked for.
         searched: String,
     },
+    /// The [`Fetcher`](crate::Fetcher) given to the provider could not produce a model id's
+    /// files (offline with nothing cached, a gated model without a token, no network); its
+    /// message is shown as is.
+    #[error("{message}")]
+    Fetch {
+        /// The model id (`Qwen/Qwen2.5-0.5B-Instruct`).
+        id: String,
+        /// The fetcher's message.
+        message: String,
+    },
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -7,8 +7,10 @@
 //! The core types: [`LocalProvider`] (the backend: loads each model once, batches
 //! requests), [`LocalModel`] (network, tokenizer, template, stop tokens; [`LocalModel::generate`]),
 //! [`Model`] (the decoder, with [`Ops`] choosing fused or differentiable kernels) and
-//! [`ChatTemplate`]. The crate knows nothing of HTTP (it never downloads: a model id must
-//! already be in the local cache) or of Global-MMLU.
+//! [`ChatTemplate`]. The crate knows nothing of HTTP (it never downloads itself: a model id
+//! is found in the local cache, or through the [`Fetcher`] the provider is given, such as
+//! the workspace's Hub client) or of Global-MMLU. The `testing` feature adds tiny
+//! random-weight models written as Hugging Face directories, for tests.
 //!
 //! LoRA fine-tuning, in PEFT's vocabulary and file format: [`LoraConfig`] and
 //! [`attach_lora`] (adapters on the target projections), [`train`] /
@@ -55,6 +57,8 @@ mod lora;
 mod peft;
 mod provider;
 mod template;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod train;
 
 pub use error::LocalError;

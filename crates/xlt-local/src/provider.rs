@@ -90,8 +90,8 @@ impl Served {
 }
 
 /// Open-weights models on this machine as a [`ChatModel`]. The request's `model` names the
-/// model as `--base-model` does (a directory, a `.gguf` file or a Hub id in the local
-/// cache); each is loaded on first use, once, and shared by every request after.
+/// model as `--base-model` does (a directory, a `.gguf` file or a Hub id, found in the
+/// local cache or through the provider's [`Fetcher`]); each is loaded on first use, once, and shared by every request after.
 ///
 /// Fine-tuning is not available yet: the [`FineTuner`] methods answer
 /// [`ProviderError::Unsupported`].
@@ -104,8 +104,8 @@ pub struct LocalProvider {
 
 /// Turns a Hub model id (`Org/Name`) into the directory of its files, downloading what the
 /// local cache lacks (issue #15): the hook through which a Hub client (the workspace's
-/// `xlt-hub`) serves model ids, so that this crate itself never speaks HTTP. Blocking; the
-/// error is shown as is.
+/// `xlt-hub`) serves model ids, so that this crate itself never speaks HTTP. Blocking; an
+/// error becomes [`LocalError::Fetch`], its message shown as is.
 pub type Fetcher = Arc<dyn Fn(&str) -> Result<std::path::PathBuf, String> + Send + Sync>;
 
 impl std::fmt::Debug for LocalProvider {
@@ -184,9 +184,10 @@ impl LocalProvider {
         let fetch = self.fetch.clone();
         let model = tokio::task::spawn_blocking(move || {
             let source = match (source, fetch) {
-                (ModelSource::HubId(id), Some(fetch)) => {
-                    ModelSource::Dir(fetch(&id).map_err(LocalError::Invalid)?)
-                }
+                (ModelSource::HubId(id), Some(fetch)) => match fetch(&id) {
+                    Ok(dir) => ModelSource::Dir(dir),
+                    Err(message) => return Err(LocalError::Fetch { id, message }),
+                },
                 (source, _) => source,
             };
             LocalModel::load(&source, &load)
