@@ -452,7 +452,8 @@ pub struct EvalArgs {
     pub batch: bool,
     /// Output tokens per answer (and per judge reply); a reasoning model needs hundreds.
     /// Answers cut off by it are counted in the report.
-    #[arg(long, default_value_t = xlt::study::DEFAULT_MAX_TOKENS)]
+    #[arg(long, default_value_t = xlt::study::DEFAULT_MAX_TOKENS,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
     /// Client-side requests-per-minute limit (default: 500 for OpenAI, none offline).
     #[arg(long)]
@@ -522,6 +523,10 @@ impl StudyArgs {
             temperature: xlt::study::EvalOptions::default().temperature,
         };
         let mut fp = xlt::study::Fingerprint::new(manifest, files, &settings);
+        // The seed of training and sampling (`--seed` of finetune and evaluate; the split's
+        // seed is the manifest's), so that `finetune --seed 9` cannot retrain silently.
+        fp.settings
+            .insert("run_seed".to_owned(), self.seed.to_string());
         if tune.is_none() {
             for k in ["hyperparameters", "train_slices"] {
                 fp.settings.remove(k);

@@ -133,13 +133,23 @@ impl Language {
     /// Parses a comma-separated list of codes (`"en,de, ar"`).
     ///
     /// # Errors
-    /// [`DataError::UnknownLanguage`] for the first code Global-MMLU does not have.
+    /// [`DataError::UnknownLanguage`] for the first code Global-MMLU does not have, or for a
+    /// list with no code at all.
     pub fn parse_list(list: &str) -> Result<Vec<Language>, DataError> {
-        list.split(',')
+        let parsed: Vec<Language> = list
+            .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::parse)
-            .collect()
+            .collect::<Result<_, _>>()?;
+        // A list given but empty (`--languages ,`) is a mistake, never "everything".
+        if parsed.is_empty() {
+            return Err(DataError::UnknownLanguage {
+                code: format!("{list:?} (an empty list)"),
+                context: None,
+            });
+        }
+        Ok(parsed)
     }
 }
 
@@ -312,6 +322,13 @@ mod tests {
             Language::parse_list("en, de,ar").unwrap(),
             vec![Language::English, Language::German, Language::Arabic]
         );
+        // A list given but empty is refused, not read as "every language".
+        for empty in [",", " ", ""] {
+            let err = Language::parse_list(empty).unwrap_err().to_string();
+            assert!(err.contains("an empty list"), "{empty:?}: {err}");
+            let err = crate::Domain::parse_list(empty).unwrap_err().to_string();
+            assert!(err.contains("an empty list"), "{empty:?}: {err}");
+        }
     }
 
     #[test]

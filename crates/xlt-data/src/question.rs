@@ -79,13 +79,22 @@ impl Domain {
     /// Parses a comma-separated list of domains in any accepted spelling.
     ///
     /// # Errors
-    /// [`DataError::UnknownDomain`] for the first entry that names no domain.
+    /// [`DataError::UnknownDomain`] for the first entry that names no domain, or for a list
+    /// with no entry at all.
     pub fn parse_list(list: &str) -> Result<Vec<Domain>, DataError> {
-        list.split(',')
+        let parsed: Vec<Domain> = list
+            .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::parse)
-            .collect()
+            .collect::<Result<_, _>>()?;
+        // A list given but empty (`--languages ,`) is a mistake, never "everything".
+        if parsed.is_empty() {
+            return Err(DataError::UnknownDomain {
+                value: format!("{list:?} (an empty list)"),
+            });
+        }
+        Ok(parsed)
     }
 }
 

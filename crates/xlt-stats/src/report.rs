@@ -625,7 +625,7 @@ impl Analysis {
         let _ = writeln!(out, "## Power\n");
         let _ = writeln!(
             out,
-            "The smallest gain the exact McNemar test (alpha {}) detects with 80% power, for each test-set size: at the share of discordant questions (answered right by exactly one of the two models) seen in this run, and when no question is lost (every discordant question goes the fine-tuned model's way), below which no test of that size can find a gain.\n",
+            "The smallest gain the exact McNemar test (alpha {}) detects with 80% power, for each test-set size: at the share of discordant questions (answered right by exactly one of the two models) seen in this run, and when no question is lost (every discordant question goes the fine-tuned model's way), below which no test of that size can find a gain. \"none\": no gain, up to every question, reaches 80% power at that discordant share.\n",
             self.config.alpha
         );
         let _ = writeln!(
