@@ -32,8 +32,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (eval, args) = (args.eval, args.study);
     let exp = xlt::study::Experiment::open(&args.out)?;
     let backend = common::backend(args.provider, &args.out)?;
-    args.check_fingerprint(&backend, None, Some(&eval), &exp)?;
+    // models.json first: `evaluate` before `finetune` fails without touching the directory.
     let models = xlt::study::ModelsFile::read(&args.out)?;
+    args.check_fingerprint(&backend, None, Some(&eval), &exp)?;
     let bars = common::Bars::new();
     common::evaluate(&args, &eval, &backend, &exp, &models, &bars).await?;
     println!("outcomes in {}", args.out.join("outcomes").display());

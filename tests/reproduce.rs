@@ -299,10 +299,14 @@ fn evaluate_before_finetune_says_to_run_finetune_first() {
         ],
     );
     assert!(o.status.success(), "{}", describe(&o));
+    let before = count_files(&out);
     let o = run_example("evaluate", &["--out", out.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("run `finetune` first"), "{err}");
+    // It fails before writing anything (no fingerprint.json either).
+    assert_eq!(count_files(&out), before);
+    assert!(!out.join("fingerprint.json").exists());
 }
 
 fn count_files(dir: &Path) -> usize {
