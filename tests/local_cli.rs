@@ -169,4 +169,20 @@ fn reproduce_with_the_local_provider_evaluates_the_base_model_and_says_so() {
         parsed >= 9,
         "only {parsed} of 11 answers had a letter:\n{outcomes}"
     );
+    // With no fine-tuned model, the analysis reports the base model's accuracy.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Base model only"), "{report}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let base = summary["base_accuracy"].as_object().unwrap();
+    assert_eq!(base.len(), 1, "{summary}");
+    let correct = outcomes
+        .lines()
+        .filter(|l| l.contains("\"correct\":true"))
+        .count();
+    let acc = base.values().next().unwrap().as_f64().unwrap();
+    assert!(
+        (acc - correct as f64 / 11.0).abs() < 1e-12,
+        "{acc} vs {correct}/11"
+    );
 }

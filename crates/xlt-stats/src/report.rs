@@ -227,6 +227,14 @@ impl Analysis {
                     .collect::<Vec<_>>()
             );
         }
+        // The base model's accuracy on each test set (the whole result of a base-only run).
+        v["base_accuracy"] = self
+            .grid
+            .base
+            .iter()
+            .map(|(t, a)| (t.to_string(), json!(a)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         // Answers cut off by the output-token limit, per model (only models that had any).
         v["truncated_answers"] = self
             .grid
@@ -319,9 +327,10 @@ impl Analysis {
     /// headroom regression, published figures (when configured), significance, power.
     pub fn report_markdown(&self) -> String {
         let mut out = String::new();
-        let sections: [fn(&Analysis, &mut String); 8] = [
+        let sections: [fn(&Analysis, &mut String); 9] = [
             Analysis::section_header,
             Analysis::section_input,
+            Analysis::section_base_only,
             Analysis::section_intervals,
             Analysis::section_gains,
             Analysis::section_regression,
@@ -401,6 +410,23 @@ impl Analysis {
                 unmapped.into_iter().collect::<Vec<_>>().join(", ")
             );
         }
+    }
+
+    /// Outcomes of the base model alone (a study that evaluated but fine-tuned nothing, as
+    /// `--provider local` does until local fine-tuning is wired in): its accuracy on each
+    /// test set is the whole result, so it is reported rather than an empty analysis.
+    fn section_base_only(&self, out: &mut String) {
+        if !self.grid.rows.is_empty() || self.grid.base.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "## Base model only\n\nNo fine-tuned model's outcomes were found, so there is no gain to analyse; the base model's accuracy on each test set:\n\n| test set | accuracy (%) |\n|---|---:|"
+        );
+        for (t, a) in &self.grid.base {
+            let _ = writeln!(out, "| {t} | {:.1} |", 100.0 * a);
+        }
+        let _ = writeln!(out);
     }
 
     fn section_intervals(&self, out: &mut String) {
