@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use tokenizers::Tokenizer;
+use xlt_local::testing::{SMOLLM2_TEMPLATE, config, tokenizer};
 use xlt_local::{
     ChatTemplate, Config, LocalFineTuner, LocalModel, LoraConfig, Model, Ops, TrainConfig,
     TrainExample, assistant_nll, attach_lora, encode_example, load_adapter, lora_params,
@@ -19,65 +19,8 @@ use xlt_provider::{
     Param, Role,
 };
 
-/// SmolLM2-Instruct's chat template, as its `tokenizer_config.json` carries it.
-const SMOLLM2_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-
-const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-
-/// A byte-level BPE tokenizer over the 256 byte symbols (ids 0..256, no merges) and the
-/// three special tokens (256, 257, 258).
-fn tokenizer() -> Tokenizer {
-    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
-        .into_iter()
-        .collect();
-    alphabet.sort();
-    let mut vocab = serde_json::Map::new();
-    for (i, c) in alphabet.iter().enumerate() {
-        vocab.insert(c.to_string(), (i as u32).into());
-    }
-    let mut added = Vec::new();
-    for (j, s) in SPECIALS.iter().enumerate() {
-        vocab.insert((*s).to_owned(), (256 + j as u32).into());
-        added.push(serde_json::json!({
-            "id": 256 + j, "content": s, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true
-        }));
-    }
-    serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
-        "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                  "vocab": vocab, "merges": []}
-    })
-    .to_string()
-    .parse()
-    .unwrap()
-}
-
 fn template() -> ChatTemplate {
     ChatTemplate::new(SMOLLM2_TEMPLATE, "", "<|im_end|>").unwrap()
-}
-
-/// A tiny config of `model_type`: 2 layers, 4 query heads sharing 2 key/value heads.
-fn config(model_type: &str) -> Config {
-    serde_json::from_value(serde_json::json!({
-        "model_type": model_type,
-        "vocab_size": 260,
-        "hidden_size": 32,
-        "intermediate_size": 48,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "rms_norm_eps": 1e-6,
-        "tie_word_embeddings": model_type != "llama",
-        "initializer_range": 0.5,
-        "eos_token_id": 258,
-    }))
-    .unwrap()
 }
 
 /// Random weights, as plain (non-trainable) tensors like weights read from a file.
