@@ -3,11 +3,16 @@
 //! fixtures with the embedded provider.
 //!
 //! ```text
-//! cargo run --release --example reproduce -- --out <DIR> [--provider embedded|openai]
+//! cargo run --release --example reproduce -- --out <DIR> [--provider embedded|openai|together|local]
 //!     [--base-model M] [--data PATH|hf:Org/Name[@rev]...] [--languages en,de] [--domains stem,medical]
 //!     [--train-slices en-stem,...] [--grader regex|llm|regex+llm] [--batch]
 //!     [--max-requests-per-minute N] [--concurrency N] [--seed 42] [--yes]
+//!     [--learning-rate 2e-4] [--lora-rank 16] [--lora-alpha 32] [--lora-dropout 0.05]
+//!     [--lora-targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]
 //! ```
+//! With `--provider local` the base model (`--base-model DIR|Org/Name|FILE.gguf`) is
+//! fine-tuned on this machine with LoRA, one adapter per slice in PEFT format under
+//! `<DIR>/local/jobs/<job>/adapter/`, and every model is evaluated here.
 //! Killing it and running the same command again finishes the study without repeating a
 //! finished fine-tuning job or a cached request, with the same results. Running it into a
 //! directory that holds the results of other settings stops before doing anything, naming
@@ -66,7 +71,7 @@ async fn run_in(args: &Args, paid: &std::cell::Cell<bool>) -> anyhow::Result<()>
         Some(&args.eval),
         &prepared.manifest,
         prepared.files(),
-    );
+    )?;
     xlt::study::check_fingerprint(
         out,
         &fingerprint,

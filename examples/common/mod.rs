@@ -27,7 +27,8 @@ pub enum ProviderKind {
     /// Together AI, open-weight models (`TOGETHER_API_KEY`, `TOGETHER_BASE_URL`).
     Together,
     /// Open-weights models on this machine (`--base-model DIR|ID|FILE.gguf`; `XLT_DEVICE`,
-    /// `XLT_DTYPE`). Evaluation only until local fine-tuning lands.
+    /// `XLT_DTYPE`), fine-tuned with LoRA here, adapters in PEFT format under
+    /// `<out>/local/jobs/`.
     Local,
 }
 
@@ -42,6 +43,8 @@ pub struct Backend {
     pub batch: Option<Arc<dyn BatchRunner>>,
     /// Serves tuned models on demand (Together's dedicated endpoints).
     pub server: Option<Arc<dyn ModelServer>>,
+    /// The local provider itself, for what only it does (measuring training speed).
+    pub local: Option<Arc<xlt::local::LocalProvider>>,
     pub default_base_model: &'static str,
     pub default_rpm: Option<u32>,
     /// The learning rate when none is given: the study's multiplier where the provider takes
@@ -49,7 +52,8 @@ pub struct Backend {
     pub default_learning_rate: LearningRate,
 }
 
-/// Opens the chosen provider; the embedded one keeps its state under `out/embedded`.
+/// Opens the chosen provider; the embedded one keeps its state under `out/embedded`, the
+/// local one its fine-tuning jobs under `out/local`.
 pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
     let raw = raw_backend(kind, out)?;
     // One retry mechanism around every provider call, one counter for the whole run.
@@ -80,6 +84,7 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
                 tuner: p,
                 batch: None,
                 server: None,
+                local: None,
                 default_base_model: EMBEDDED_BASE_MODEL,
                 default_rpm: None,
                 default_learning_rate: LearningRate::Multiplier(0.4),
@@ -94,6 +99,7 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
                 tuner: c.clone(),
                 batch: Some(c),
                 server: None,
+                local: None,
                 default_base_model: STUDY_BASE_MODEL,
                 default_rpm: Some(500),
                 default_learning_rate: LearningRate::Multiplier(0.4),
@@ -108,6 +114,7 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
                 tuner: c.clone(),
                 batch: None,
                 server: Some(c),
+                local: None,
                 default_base_model: "Qwen/Qwen2.5-7B-Instruct",
                 default_rpm: Some(600),
                 // Together's documented default.
@@ -115,17 +122,25 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
             }
         }
         ProviderKind::Local => {
-            let p = Arc::new(xlt::local::LocalProvider::from_env()?.with_fetcher(hub_fetcher()));
+            // Absolute, so that the model ids `<base>+<adapter dir>` it returns hold from any
+            // working directory.
+            let root = std::path::absolute(out.join("local"))?;
+            let p = Arc::new(
+                xlt::local::LocalProvider::from_env()?
+                    .with_fetcher(hub_fetcher())
+                    .with_fine_tuning(root, local_checkpoint_steps()?),
+            );
             Backend {
                 retries,
                 name: "local".into(),
                 chat: p.clone(),
-                tuner: p,
+                tuner: p.clone(),
                 batch: None,
                 server: None,
+                local: Some(p),
                 default_base_model: "HuggingFaceTB/SmolLM2-135M-Instruct",
                 default_rpm: None,
-                // What LoRA recipes use, for when local fine-tuning lands.
+                // What LoRA recipes use.
                 default_learning_rate: LearningRate::Absolute(2e-4),
             }
         }
@@ -148,8 +163,20 @@ pub fn hub_fetcher() -> xlt::local::Fetcher {
     })
 }
 
-/// Local fine-tuning is not there yet: a local study evaluates the base model only.
-const LOCAL_BASE_ONLY: &str = "no fine-tuning: the local provider evaluates the base model only (local LoRA fine-tuning is not implemented yet)";
+/// How often local fine-tuning checkpoints: every `XLT_CHECKPOINT_STEPS` optimizer steps
+/// (default 50). A checkpoint costs a write of the adapter and the optimizer's moments; a
+/// killed run loses at most this many steps. It does not change results (a resumed run
+/// takes the same steps), so it is not in the fingerprint.
+fn local_checkpoint_steps() -> anyhow::Result<usize> {
+    match std::env::var("XLT_CHECKPOINT_STEPS") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow::anyhow!("XLT_CHECKPOINT_STEPS={v}: not a positive integer")),
+        _ => Ok(50),
+    }
+}
 
 /// Prices: from `--prices <json>`, else the known table for the model, else zero for the
 /// embedded provider, else unknown.
@@ -423,12 +450,35 @@ pub struct TuneArgs {
     /// Batch size (study: 8).
     #[arg(long, default_value_t = 8)]
     pub batch_size: u32,
-    /// Learning-rate multiplier (study: 0.4), for providers that take one (OpenAI, embedded).
+    /// Learning-rate multiplier (study: 0.4), for providers that take one (OpenAI, embedded);
+    /// refused by those that take an absolute rate (Together, local).
     #[arg(long, conflicts_with = "learning_rate")]
     pub learning_rate_multiplier: Option<f64>,
-    /// Absolute learning rate, for providers that take one (Together; default 1e-5).
+    /// Absolute learning rate, for providers that take one (Together: default 1e-5; local:
+    /// default 2e-4, what LoRA recipes use).
     #[arg(long)]
     pub learning_rate: Option<f64>,
+    /// Fraction of the optimizer steps over which the learning rate warms up linearly before
+    /// decaying linearly to zero (local, Together; default: the provider's, 0 for both).
+    #[arg(long)]
+    pub warmup_ratio: Option<f64>,
+    /// Batches whose gradients are summed before each optimizer step (local only; default 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub gradient_accumulation_steps: Option<u32>,
+    /// LoRA rank r (local: default 16; Together: its own default unless a --lora-* option is
+    /// given, then 16).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub lora_rank: Option<u32>,
+    /// LoRA alpha: the adapter's update is scaled by alpha / r (default 32).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// LoRA dropout on the adapter's input while training, in [0, 1) (default 0.05).
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
+    /// Comma-separated modules LoRA adapts, of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,
+    /// down_proj (default: all seven).
+    #[arg(long)]
+    pub lora_targets: Option<String>,
     /// A JSON price table (USD per million tokens: training, base_input, base_output,
     /// tuned_input, tuned_output) overriding the built-in one.
     #[arg(long)]
@@ -478,7 +528,49 @@ impl TuneArgs {
             epochs: Param::Value(self.epochs),
             batch_size: Param::Value(self.batch_size),
             learning_rate,
+            warmup_ratio: self.warmup_ratio,
+            gradient_accumulation_steps: self.gradient_accumulation_steps,
         }
+    }
+
+    /// The LoRA settings of this run: PEFT's recipe defaults with the `--lora-*` options
+    /// over them for the local provider (which always trains adapters), and for Together
+    /// when an option is given (else Together's own default adapter); refused for a
+    /// provider that trains no adapters.
+    pub fn lora(&self, backend: &Backend) -> anyhow::Result<Option<xlt::provider::LoraSpec>> {
+        let given = self.lora_rank.is_some()
+            || self.lora_alpha.is_some()
+            || self.lora_dropout.is_some()
+            || self.lora_targets.is_some();
+        match backend.name.as_str() {
+            "local" => {}
+            "together" if given => {}
+            "together" => return Ok(None),
+            name if given => bail!(
+                "the {name} provider trains no LoRA adapters: --lora-rank, --lora-alpha, --lora-dropout and --lora-targets apply to --provider local and together"
+            ),
+            _ => return Ok(None),
+        }
+        let mut spec = xlt::provider::LoraSpec::default();
+        if let Some(r) = self.lora_rank {
+            spec.rank = r;
+        }
+        if let Some(a) = self.lora_alpha {
+            spec.alpha = a;
+        }
+        if let Some(d) = self.lora_dropout {
+            spec.dropout = d;
+        }
+        if let Some(t) = &self.lora_targets {
+            spec.target_modules = t
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        spec.validate().context("--lora-* options")?;
+        Ok(Some(spec))
     }
 
     pub fn slices(&self) -> Vec<String> {
@@ -504,9 +596,13 @@ impl StudyArgs {
         eval: Option<&EvalArgs>,
         manifest: &xlt::data::Manifest,
         files: &[(std::path::PathBuf, String)],
-    ) -> xlt::study::Fingerprint {
+    ) -> anyhow::Result<xlt::study::Fingerprint> {
         let base = self.base_model(backend);
         let slices = tune.map(TuneArgs::slices).unwrap_or_default();
+        let lora = match tune {
+            Some(t) => t.lora(backend)?,
+            None => None,
+        };
         let grader = eval.map_or(xlt::grade::Protocol::RegexThenLlm, |e| e.grader);
         let grader = serde_json::to_value(grader).expect("serializes");
         let hyperparameters = match tune {
@@ -517,6 +613,7 @@ impl StudyArgs {
             provider: &backend.name,
             base_model: &base,
             hyperparameters,
+            lora: lora.as_ref(),
             train_slices: &slices,
             grader: grader.as_str().unwrap_or_default(),
             max_tokens: eval.map_or(xlt::study::DEFAULT_MAX_TOKENS, |e| e.max_tokens),
@@ -537,7 +634,7 @@ impl StudyArgs {
                 fp.settings.remove(k);
             }
         }
-        fp
+        Ok(fp)
     }
 
     /// Stops unless the experiment in `--out` was run with these settings, or is new
@@ -561,7 +658,7 @@ impl StudyArgs {
         }
         let rel = std::path::PathBuf::from("manifest.json");
         files.push((rel.clone(), std::fs::read_to_string(exp.dir.join(&rel))?));
-        let mut fp = self.fingerprint(backend, tune, eval, &exp.manifest, &files);
+        let mut fp = self.fingerprint(backend, tune, eval, &exp.manifest, &files)?;
         complete_from_recorded(&exp.dir, &mut fp)?;
         xlt::study::check_fingerprint(&exp.dir, &fp, self.fresh, xlt::study::Discard::Results)?;
         Ok(fp)
@@ -598,18 +695,25 @@ pub async fn plan(
     exp: &xlt::study::Experiment,
 ) -> anyhow::Result<xlt::study::Plan> {
     let base = args.base_model(backend);
-    let jobs = if backend.name == "local" {
-        Vec::new()
-    } else {
-        exp.training_slices(&tune.slices())?
-    };
+    let hyperparameters = tune.hyperparameters(backend);
+    if let (LearningRate::Multiplier(m), LearningRate::Absolute(default)) =
+        (hyperparameters.learning_rate, backend.default_learning_rate)
+    {
+        bail!(
+            "the {} provider takes an absolute learning rate (--learning-rate, default {default:e}), not a multiplier ({m}): the two do not convert (nothing was spent)",
+            backend.name
+        );
+    }
+    // Refuses LoRA options the provider cannot take before anything is spent.
+    tune.lora(backend)?;
+    let jobs = exp.training_slices(&tune.slices())?;
     let mut plan = xlt::study::Plan::new(
         exp,
         &xlt::study::PlanInput {
             provider: &backend.name,
             base_model: &base,
             jobs: &jobs,
-            hyperparameters: tune.hyperparameters(backend),
+            hyperparameters,
             max_tokens: eval.map_or(xlt::study::DEFAULT_MAX_TOKENS, |e| e.max_tokens),
             grader: eval.map_or(xlt::grade::Protocol::RegexThenLlm, |e| e.grader),
             prices: prices(backend, &base, tune.prices.as_deref())?,
@@ -649,8 +753,11 @@ pub async fn plan(
             plan = plan.with_provider_training_estimate(usd);
         }
     }
-    if backend.name == "local" {
-        plan.departures.push(LOCAL_BASE_ONLY.to_owned());
+    if let Some(local) = &backend.local
+        && !plan.jobs.is_empty()
+    {
+        let estimate = local_training_estimate(local, args, tune, backend, exp, &plan.jobs).await?;
+        plan = plan.with_machine_training(estimate);
     }
     eprint!("{}", plan.to_text());
     xlt::data::write_atomic(
@@ -659,6 +766,59 @@ pub async fn plan(
     )?;
     confirm(tune.yes, plan.is_paid())?;
     Ok(plan)
+}
+
+/// Optimizer steps timed to estimate local training time.
+const CALIBRATION_STEPS: usize = 2;
+
+/// Times [`CALIBRATION_STEPS`] LoRA steps of the base model on this machine and counts
+/// every slice's tokens with its tokenizer: the plan's training time and adapter disk.
+async fn local_training_estimate(
+    local: &Arc<xlt::local::LocalProvider>,
+    args: &StudyArgs,
+    tune: &TuneArgs,
+    backend: &Backend,
+    exp: &xlt::study::Experiment,
+    jobs: &[String],
+) -> anyhow::Result<xlt::study::MachineTraining> {
+    let spec = xlt::provider::FineTuneSpec {
+        base_model: args.base_model(backend),
+        training_file: String::new(),
+        validation_file: None,
+        hyperparameters: tune.hyperparameters(backend),
+        suffix: None,
+        seed: Some(args.seed),
+        lora: tune.lora(backend)?,
+    };
+    let files: Vec<std::path::PathBuf> = jobs.iter().map(|j| exp.finetune_file(j)).collect();
+    let device = match &local.load_options().device {
+        xlt::local::Device::Cpu => "cpu".to_owned(),
+        d => format!("{d:?}").to_lowercase(),
+    };
+    eprintln!(
+        "measuring local training speed ({CALIBRATION_STEPS} LoRA steps of {} on {device})...",
+        spec.base_model
+    );
+    let local = local.clone();
+    let e = tokio::task::spawn_blocking(move || {
+        let tuner = local
+            .fine_tuner()
+            .ok_or_else(|| anyhow::anyhow!("the local provider has no fine-tuning directory"))?;
+        anyhow::Ok(tuner.estimate_training(&spec, &files, CALIBRATION_STEPS)?)
+    })
+    .await??;
+    Ok(xlt::study::MachineTraining {
+        device,
+        tokens_per_epoch: e.tokens_per_epoch,
+        optimizer_steps: e.optimizer_steps,
+        tokens_per_second: e.tokens_per_second,
+        measured_by: format!(
+            "{CALIBRATION_STEPS} optimizer steps of batch {}: {} tokens in {:.1} s",
+            tune.batch_size, e.calibration_tokens, e.calibration_seconds
+        ),
+        estimated_seconds: e.estimated_seconds,
+        adapter_bytes: e.adapter_bytes,
+    })
 }
 
 fn ledger(
@@ -681,6 +841,7 @@ fn finetune_options(
     xlt::study::FinetuneOptions {
         base_model: plan.base_model.clone(),
         hyperparameters: tune.hyperparameters(backend),
+        lora: tune.lora(backend).ok().flatten(),
         seed: Some(args.seed),
         wait: if backend.name == "embedded" {
             xlt::provider::WaitOptions {

@@ -14,9 +14,14 @@
 //! <root>/jobs/<job-id>/adapter/       the trained adapter (PEFT format)
 //! ```
 //!
-//! A job whose process died (its `job.json` not terminal, no thread running it) continues
-//! from its last checkpoint with [`LocalFineTuner::resume_jobs`], and ends on the adapter
-//! an uninterrupted run would have written (see [`crate::train_resumable`]).
+//! Jobs train one at a time (a job waits `queued` for the one before it): each loads its
+//! own copy of the base model, and two on one machine would only compete for its cores and
+//! memory. The thread training a job holds an exclusive lock on `<job>/lock` (released by
+//! the operating system when its process dies, also on `kill -9`). A job whose process
+//! died (its `job.json` not terminal, its lock free) continues from its last checkpoint as
+//! soon as anyone asks about it ([`FineTuner::get_job`], [`FineTuner::find_job`]), or with
+//! [`LocalFineTuner::resume_jobs`], and ends on the adapter an uninterrupted run would have
+//! written (see [`crate::train_resumable`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +60,8 @@ pub struct LocalFineTuner {
     lora: LoraConfig,
     checkpoint_steps: usize,
     cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Held by the job that is training; the others wait for it, `queued`.
+    gate: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for LocalFineTuner {
@@ -98,7 +105,8 @@ struct Line {
 
 impl LocalFineTuner {
     /// A backend keeping its files and jobs under `root`, loading base models with
-    /// `loader` and training adapters of `lora`.
+    /// `loader` and training adapters of the spec's LoRA settings
+    /// ([`FineTuneSpec::lora`]), or of `lora` for a spec without them.
     pub fn new(root: impl Into<PathBuf>, loader: ModelLoader, lora: LoraConfig) -> Self {
         LocalFineTuner {
             root: root.into(),
@@ -106,7 +114,13 @@ impl LocalFineTuner {
             lora,
             checkpoint_steps: 50,
             cancels: Mutex::new(HashMap::new()),
+            gate: Arc::new(Mutex::new(())),
         }
+    }
+
+    /// The directory files and jobs are kept in.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Checkpoints every `steps` optimizer steps (default 50; at least 1).
@@ -125,42 +139,73 @@ impl LocalFineTuner {
         let mut resumed = Vec::new();
         for record in self.records()? {
             let id = record.job.id.clone();
-            let running_here = self
-                .cancels
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&id);
-            if record.job.status.is_terminal() || running_here {
-                continue;
+            if self.resume_if_orphaned(record)? {
+                resumed.push(id);
             }
-            self.spawn(record)?;
-            resumed.push(id);
         }
         resumed.sort();
         Ok(resumed)
     }
 
-    /// Runs the job of `record` in a background thread.
-    fn spawn(&self, record: JobRecord) -> Result<(), ProviderError> {
-        let config = Self::train_config(&record.spec)?;
+    /// Restarts the job of `record` if it is not finished and nobody trains it (no thread
+    /// of this process, no other process holding its lock). Returns whether it did.
+    fn resume_if_orphaned(&self, record: JobRecord) -> Result<bool, ProviderError> {
+        let running_here = self
+            .cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&record.job.id);
+        if record.job.status.is_terminal() || running_here {
+            return Ok(false);
+        }
+        let id = record.job.id.clone();
+        let resumed = self.spawn(record)?;
+        if resumed {
+            tracing::info!(job = %id, "resuming a local fine-tuning job whose process died");
+        }
+        Ok(resumed)
+    }
+
+    /// Runs the job of `record` in a background thread, unless another process holds its
+    /// lock (it is training it). Returns whether a thread was started.
+    fn spawn(&self, record: JobRecord) -> Result<bool, ProviderError> {
+        let (config, lora) = self.train_config(&record.spec)?;
         let data = self
             .root
             .join("files")
             .join(format!("{}.jsonl", record.spec.training_file));
+        let dir = self.job_dir(&record.job.id);
+        let lock_path = dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| storage(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(storage(&lock_path, e)),
+        }
         let cancel = Arc::new(AtomicBool::new(false));
         self.cancels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(record.job.id.clone(), cancel.clone());
         let mut runner = Runner {
-            dir: self.job_dir(&record.job.id),
+            dir,
             record,
             cancel,
             checkpoint_steps: self.checkpoint_steps,
         };
-        let (loader, lora) = (self.loader.clone(), self.lora.clone());
+        let (loader, gate) = (self.loader.clone(), self.gate.clone());
         std::thread::spawn(move || {
-            let outcome = runner.run(&loader, &lora, &data, &config);
+            // Held until the thread ends, so that no other process trains this job.
+            let _lock = lock;
+            let outcome = {
+                let _turn = gate.lock().unwrap_or_else(|e| e.into_inner());
+                runner.run(&loader, &lora, &data, &config)
+            };
             let (status, level, message) = match outcome {
                 Ok(true) => (JobStatus::Succeeded, "info", "succeeded".to_owned()),
                 Ok(false) => (JobStatus::Cancelled, "info", "cancelled".to_owned()),
@@ -174,7 +219,7 @@ impl LocalFineTuner {
                 tracing::error!("local fine-tuning job {}: {e}", runner.record.job.id);
             }
         });
-        Ok(())
+        Ok(true)
     }
 
     fn job_dir(&self, id: &str) -> PathBuf {
@@ -205,9 +250,14 @@ impl LocalFineTuner {
         Ok(out)
     }
 
-    /// Training hyperparameters from the neutral spec: epochs, batch size, an absolute
-    /// learning rate (a multiplier is refused: there is no base rate to multiply), seed.
-    fn train_config(spec: &FineTuneSpec) -> Result<TrainConfig, ProviderError> {
+    /// Training hyperparameters and LoRA settings from the neutral spec: epochs, batch
+    /// size, an absolute learning rate (a multiplier is refused: there is no base rate to
+    /// multiply), warm-up ratio, gradient accumulation, seed; the spec's LoRA settings, or
+    /// the backend's default without them.
+    fn train_config(
+        &self,
+        spec: &FineTuneSpec,
+    ) -> Result<(TrainConfig, LoraConfig), ProviderError> {
         let mut c = TrainConfig::default();
         let h = &spec.hyperparameters;
         if let Param::Value(e) = h.epochs {
@@ -215,6 +265,12 @@ impl LocalFineTuner {
         }
         if let Param::Value(b) = h.batch_size {
             c.batch_size = b as usize;
+        }
+        if let Some(w) = h.warmup_ratio {
+            c.warmup_ratio = w;
+        }
+        if let Some(n) = h.gradient_accumulation_steps {
+            c.gradient_accumulation_steps = n as usize;
         }
         match h.learning_rate {
             LearningRate::Auto => {}
@@ -230,8 +286,144 @@ impl LocalFineTuner {
         }
         c.validate()
             .map_err(|e| ProviderError::InvalidRequest(e.to_string()))?;
-        Ok(c)
+        let lora = match &spec.lora {
+            Some(l) => {
+                l.validate()?;
+                LoraConfig {
+                    r: l.rank as usize,
+                    lora_alpha: l.alpha,
+                    lora_dropout: l.dropout,
+                    target_modules: l.target_modules.clone(),
+                    use_rslora: false,
+                }
+            }
+            None => self.lora.clone(),
+        };
+        lora.validate()
+            .map_err(|e| ProviderError::InvalidRequest(e.to_string()))?;
+        Ok((c, lora))
     }
+}
+
+/// What training a set of files will take on this machine, from a short measured run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingEstimate {
+    /// Tokens the model reads per epoch, all files (the chat template applied, counted by
+    /// the model's tokenizer).
+    pub tokens_per_epoch: u64,
+    /// Optimizer steps of all jobs together.
+    pub optimizer_steps: u64,
+    /// Tokens of the calibration run's examples (padding not counted).
+    pub calibration_tokens: u64,
+    /// Wall-clock seconds of the calibration run's optimizer steps (loading excluded).
+    pub calibration_seconds: f64,
+    /// `calibration_tokens / calibration_seconds`.
+    pub tokens_per_second: f64,
+    /// `tokens_per_epoch * epochs / tokens_per_second`: training time of all jobs, one
+    /// after another, loading and checkpoints excluded.
+    pub estimated_seconds: f64,
+    /// Bytes of one adapter's `adapter_model.safetensors` (every `lora_A` `(r, in)` and
+    /// `lora_B` `(out, r)` of the target layers at the model's dtype, plus the header).
+    pub adapter_bytes: u64,
+}
+
+impl LocalFineTuner {
+    /// Estimates what training `spec`'s base model on each of `files` (chat JSON Lines)
+    /// takes: loads the base model for training, counts every file's tokens with its
+    /// tokenizer and template, and times `calibration_steps` optimizer steps of LoRA
+    /// training (spec's batch size and LoRA settings) on the first examples; the adapter's
+    /// size comes from the target layers' shapes. Blocking; it takes about as long as
+    /// loading the model and `calibration_steps` steps.
+    ///
+    /// # Errors
+    /// [`ProviderError::InvalidRequest`] for settings the trainer refuses, a file that is
+    /// not chat JSON Lines (naming it and the line), a model that does not load.
+    pub fn estimate_training(
+        &self,
+        spec: &FineTuneSpec,
+        files: &[PathBuf],
+        calibration_steps: usize,
+    ) -> Result<TrainingEstimate, ProviderError> {
+        let invalid = |e: String| ProviderError::InvalidRequest(e);
+        let (mut config, lora) = self.train_config(spec)?;
+        let mut local = (self.loader)(&spec.base_model).map_err(|e| invalid(e.to_string()))?;
+        let mut tokens_per_epoch = 0u64;
+        let mut optimizer_steps = 0u64;
+        let mut sample: Vec<TrainExample> = Vec::new();
+        for path in files {
+            let examples = read_examples(&local, path)?;
+            tokens_per_epoch += examples
+                .iter()
+                .map(|e| e.input_ids.len() as u64)
+                .sum::<u64>();
+            optimizer_steps += config.total_steps(examples.len()) as u64;
+            if sample.is_empty() {
+                sample = examples;
+            }
+        }
+        let params = attach_lora(local.model_mut(), &lora, config.seed)
+            .map_err(|e| invalid(e.to_string()))?;
+        let elem = local.model().dtype().size_in_bytes() as u64;
+        let adapter_bytes = params
+            .iter()
+            .map(|p| (p.a.elem_count() + p.b.elem_count()) as u64 * elem + 160)
+            .sum::<u64>()
+            + 8;
+        let mut calibration_tokens = 0u64;
+        let mut calibration_seconds = 0.0;
+        if !sample.is_empty() && calibration_steps > 0 {
+            let per_step = config.batch_size * config.gradient_accumulation_steps;
+            sample.truncate(per_step * calibration_steps);
+            config.epochs = 1;
+            let reports = crate::train::train(local.model_mut(), &sample, &config, |_| {
+                std::ops::ControlFlow::Continue(())
+            })
+            .map_err(|e| invalid(e.to_string()))?;
+            // The examples' own tokens, padding not counted, so that the rate applies to
+            // `tokens_per_epoch` with padding's cost inside it.
+            calibration_tokens = sample.iter().map(|e| e.input_ids.len() as u64).sum();
+            calibration_seconds = reports.iter().map(|r| r.seconds).sum();
+        }
+        let tokens_per_second = calibration_tokens as f64 / calibration_seconds.max(1e-9);
+        let epochs = match spec.hyperparameters.epochs {
+            Param::Value(e) => f64::from(e),
+            Param::Auto => TrainConfig::default().epochs as f64,
+        };
+        Ok(TrainingEstimate {
+            tokens_per_epoch,
+            optimizer_steps,
+            calibration_tokens,
+            calibration_seconds,
+            tokens_per_second,
+            estimated_seconds: if calibration_tokens == 0 {
+                0.0
+            } else {
+                tokens_per_epoch as f64 * epochs / tokens_per_second
+            },
+            adapter_bytes,
+        })
+    }
+}
+
+/// The training examples of the chat JSON Lines file `path`, encoded for `local`.
+fn read_examples(local: &LocalModel, path: &Path) -> Result<Vec<TrainExample>, ProviderError> {
+    let text = std::fs::read_to_string(path).map_err(|e| storage(path, e))?;
+    let mut examples = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = |e: &dyn std::fmt::Display| {
+            ProviderError::InvalidRequest(format!("{} line {}: {e}", path.display(), i + 1))
+        };
+        let parsed: Line = serde_json::from_str(line).map_err(|e| at(&e))?;
+        examples.push(
+            encode_example(local.tokenizer(), local.template(), &parsed.messages)
+                .map_err(|e| at(&e))?,
+        );
+    }
+    Ok(examples)
 }
 
 /// The job's files and how to record its progress, moved into the training thread.
@@ -280,19 +472,7 @@ impl Runner {
         self.set(JobStatus::ValidatingFiles)
             .map_err(|e| e.to_string())?;
         let mut local = loader(&spec.base_model).map_err(|e| e.to_string())?;
-        let text = std::fs::read_to_string(data).map_err(|e| format!("{}: {e}", data.display()))?;
-        let mut examples: Vec<TrainExample> = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let parsed: Line = serde_json::from_str(line)
-                .map_err(|e| format!("{} line {}: {e}", data.display(), i + 1))?;
-            let e = encode_example(local.tokenizer(), local.template(), &parsed.messages)
-                .map_err(|e| format!("{} line {}: {e}", data.display(), i + 1))?;
-            examples.push(e);
-        }
+        let examples = read_examples(&local, data).map_err(|e| e.to_string())?;
         if examples.is_empty() {
             return Err(format!("{}: no training examples", data.display()));
         }
@@ -413,7 +593,7 @@ impl FineTuner for LocalFineTuner {
         spec: &FineTuneSpec,
         client_ref: &str,
     ) -> Result<FineTuneJob, ProviderError> {
-        Self::train_config(spec)?;
+        self.train_config(spec)?;
         let data = self
             .root
             .join("files")
@@ -454,16 +634,26 @@ impl FineTuner for LocalFineTuner {
         Ok(job)
     }
 
+    /// The job created with `client_ref`; restarted from its checkpoint if its process died.
     async fn find_job(&self, client_ref: &str) -> Result<Option<FineTuneJob>, ProviderError> {
-        Ok(self
+        let Some(record) = self
             .records()?
             .into_iter()
             .find(|r| r.client_ref == client_ref)
-            .map(|r| r.job))
+        else {
+            return Ok(None);
+        };
+        let job = record.job.clone();
+        self.resume_if_orphaned(record)?;
+        Ok(Some(job))
     }
 
+    /// The job as last recorded; restarted from its checkpoint if its process died.
     async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
-        Ok(self.read_record(id)?.job)
+        let record = self.read_record(id)?;
+        let job = record.job.clone();
+        self.resume_if_orphaned(record)?;
+        Ok(job)
     }
 
     async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {

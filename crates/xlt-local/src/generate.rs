@@ -135,6 +135,26 @@ impl LocalModel {
         }
     }
 
+    /// This model with the PEFT adapter in `dir` applied, unmerged (the adapter's update
+    /// runs beside each adapted layer, dropout off): the base weights are shared with
+    /// `self`, not copied, so many adapters of one base cost little memory. Its
+    /// [`LocalModel::origin`] is `<origin>+<dir>`.
+    ///
+    /// # Errors
+    /// As [`crate::load_adapter`]: a missing or invalid `adapter_config.json` or
+    /// `adapter_model.safetensors` is named in the error.
+    pub fn with_adapter(&self, dir: &std::path::Path) -> Result<LocalModel, LocalError> {
+        let mut model = self.model.clone();
+        crate::peft::load_adapter(&mut model, dir)?;
+        Ok(LocalModel {
+            model,
+            tokenizer: self.tokenizer.clone(),
+            template: self.template.clone(),
+            eos_token_ids: self.eos_token_ids.clone(),
+            origin: format!("{}+{}", self.origin, dir.display()),
+        })
+    }
+
     /// The network.
     pub fn model(&self) -> &Model {
         &self.model

@@ -19,9 +19,12 @@
 //! [`TrainExample`]s from [`encode_example`], exact resumption from an [`OptimizerState`]),
 //! [`merge_lora`], [`save_adapter`] / [`load_adapter`] (`adapter_config.json`,
 //! `adapter_model.safetensors`), and [`LocalFineTuner`], fine-tuning jobs behind the
-//! `FineTuner` trait with checkpoints and resume. Training needs a model built with
-//! [`Ops::Differentiable`]. Not yet here (issue #13): [`LocalProvider`]'s own `FineTuner`
-//! methods still answer `Unsupported`, and it does not evaluate a `<base>+<adapter>` model.
+//! `FineTuner` trait with checkpoints and resume, which [`LocalProvider`] offers once
+//! [`LocalProvider::with_fine_tuning`] names a directory for its jobs. Training needs a
+//! model built with [`Ops::Differentiable`]. A model id `<base>+<adapter dir>` (what the
+//! fine-tuner names its models) is the base with that PEFT adapter applied
+//! ([`LocalModel::with_adapter`]); [`LocalFineTuner::estimate_training`] measures what a
+//! study's training will take on this machine.
 //!
 //! [`ChatModel`]: xlt_provider::ChatModel
 //!
@@ -62,7 +65,7 @@ pub mod testing;
 mod train;
 
 pub use error::LocalError;
-pub use finetune::{LocalFineTuner, ModelLoader};
+pub use finetune::{LocalFineTuner, ModelLoader, TrainingEstimate};
 pub use generate::{FinishReason, GenerateParams, Generation, LocalModel, TokenAlternative};
 pub use hub::{hub_cache_dir, resolve_in_cache, resolve_model_id};
 pub use llama::{

@@ -1,7 +1,10 @@
-//! The `ChatModel` backend: models loaded once per model id and shared, each served by one
-//! worker thread that gathers waiting requests into batches.
+//! The `ChatModel` and `FineTuner` backend: models loaded once per model id and shared,
+//! each served by one worker thread that gathers waiting requests into batches; a model id
+//! `<base>+<adapter dir>` is the base with a PEFT adapter applied (the base loaded once and
+//! shared by all its adapters); fine-tuning through a [`LocalFineTuner`].
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
 use async_trait::async_trait;
@@ -12,8 +15,11 @@ use xlt_provider::{
 };
 
 use crate::LocalError;
+use crate::finetune::{LocalFineTuner, ModelLoader};
 use crate::generate::{GenerateParams, Generation, LocalModel};
+use crate::llama::Ops;
 use crate::load::{LoadOptions, ModelSource};
+use crate::lora::LoraConfig;
 
 /// The provider's name in messages and caches.
 pub const PROVIDER: &str = "local";
@@ -50,8 +56,7 @@ struct Served {
 }
 
 impl Served {
-    fn start(model: LocalModel, options: ServeOptions) -> Served {
-        let model = Arc::new(model);
+    fn start(model: Arc<LocalModel>, options: ServeOptions) -> Served {
         let (tx, rx) = mpsc::channel::<Job>();
         let worker = model.clone();
         let max_batch = options.max_batch.max(1);
@@ -93,13 +98,20 @@ impl Served {
 /// model as `--base-model` does (a directory, a `.gguf` file or a Hub id, found in the
 /// local cache or through the provider's [`Fetcher`]); each is loaded on first use, once, and shared by every request after.
 ///
-/// Fine-tuning is not available yet: the [`FineTuner`] methods answer
-/// [`ProviderError::Unsupported`].
+/// A model id `<base>+<adapter dir>` (what [`LocalFineTuner`] names the models it trains)
+/// is the base model with the PEFT adapter of that directory applied, unmerged
+/// ([`LocalModel::with_adapter`]); the id is split at its first `+` unless the whole id is
+/// an existing path. The base is loaded once and shared by itself and all its adapters.
+///
+/// Fine-tuning ([`FineTuner`]) is there once [`LocalProvider::with_fine_tuning`] names a
+/// directory for its jobs; without one the methods answer [`ProviderError::Unsupported`].
 pub struct LocalProvider {
     load: LoadOptions,
     serve: ServeOptions,
     models: Mutex<HashMap<String, Arc<Served>>>,
     fetch: Option<Fetcher>,
+    tuning: Option<(PathBuf, usize)>,
+    tuner: Option<LocalFineTuner>,
 }
 
 /// Turns a Hub model id (`Org/Name`) into the directory of its files, downloading what the
@@ -125,15 +137,56 @@ impl LocalProvider {
             serve,
             models: Mutex::new(HashMap::new()),
             fetch: None,
+            tuning: None,
+            tuner: None,
         }
     }
 
     /// Resolves Hub model ids through `fetch` (which may download) instead of the read-only
-    /// lookup in the local cache ([`crate::resolve_model_id`]).
+    /// lookup in the local cache ([`crate::resolve_model_id`]), for chat and fine-tuning.
     #[must_use]
     pub fn with_fetcher(mut self, fetch: Fetcher) -> Self {
         self.fetch = Some(fetch);
+        self.rebuild_tuner();
         self
+    }
+
+    /// Fine-tunes through a [`LocalFineTuner`] keeping its files, jobs, checkpoints and
+    /// adapters under `root`, checkpointing every `checkpoint_steps` optimizer steps. Its
+    /// base models are loaded as this provider loads them (device, dtype, fetcher), with
+    /// differentiable kernels; LoRA settings come from each job's spec (PEFT's defaults
+    /// without them).
+    #[must_use]
+    pub fn with_fine_tuning(mut self, root: impl Into<PathBuf>, checkpoint_steps: usize) -> Self {
+        self.tuning = Some((root.into(), checkpoint_steps));
+        self.rebuild_tuner();
+        self
+    }
+
+    fn rebuild_tuner(&mut self) {
+        let Some((root, steps)) = &self.tuning else {
+            return;
+        };
+        let load = LoadOptions {
+            ops: Ops::Differentiable,
+            ..self.load.clone()
+        };
+        let fetch = self.fetch.clone();
+        let loader: ModelLoader = Arc::new(move |id: &str| load_model(id, &load, fetch.as_ref()));
+        self.tuner = Some(
+            LocalFineTuner::new(root.clone(), loader, LoraConfig::default())
+                .with_checkpoint_steps(*steps),
+        );
+    }
+
+    /// The fine-tuning backend, when [`LocalProvider::with_fine_tuning`] set one up.
+    pub fn fine_tuner(&self) -> Option<&LocalFineTuner> {
+        self.tuner.as_ref()
+    }
+
+    /// How models are loaded (device, dtype, kernels).
+    pub fn load_options(&self) -> &LoadOptions {
+        &self.load
     }
 
     /// A provider configured from the environment, the one place it is read: `XLT_DEVICE`
@@ -159,10 +212,10 @@ impl LocalProvider {
 
     /// Serves an already loaded model under `name`.
     pub async fn insert(&self, name: &str, model: LocalModel) {
-        self.models
-            .lock()
-            .await
-            .insert(name.to_owned(), Arc::new(Served::start(model, self.serve)));
+        self.models.lock().await.insert(
+            name.to_owned(),
+            Arc::new(Served::start(Arc::new(model), self.serve)),
+        );
     }
 
     /// The model named `name`, loaded now if it is not yet.
@@ -179,27 +232,77 @@ impl LocalProvider {
         if let Some(s) = models.get(name) {
             return Ok(s.clone());
         }
-        let source = ModelSource::parse(name).map_err(|e| invalid(name, e))?;
-        let load = self.load.clone();
-        let fetch = self.fetch.clone();
-        let model = tokio::task::spawn_blocking(move || {
-            let source = match (source, fetch) {
-                (ModelSource::HubId(id), Some(fetch)) => match fetch(&id) {
-                    Ok(dir) => ModelSource::Dir(dir),
-                    Err(message) => return Err(LocalError::Fetch { id, message }),
-                },
-                (source, _) => source,
-            };
-            LocalModel::load(&source, &load)
-        })
-        .await
-        .map_err(|e| invalid(name, e))?
-        .map_err(|e| invalid(name, e))?;
+        let model = match split_adapter_id(name) {
+            Some((base, adapter)) => {
+                let base_model = match models.get(base) {
+                    Some(s) => s.model.clone(),
+                    None => {
+                        let m = Arc::new(self.load_blocking(base).await?);
+                        models.insert(
+                            base.to_owned(),
+                            Arc::new(Served::start(m.clone(), self.serve)),
+                        );
+                        m
+                    }
+                };
+                let adapter = PathBuf::from(adapter);
+                tokio::task::spawn_blocking(move || base_model.with_adapter(&adapter))
+                    .await
+                    .map_err(|e| invalid(name, e))?
+                    .map_err(|e| invalid(name, e))?
+            }
+            None => self.load_blocking(name).await?,
+        };
         tracing::info!(model = name, "loaded local model");
-        let served = Arc::new(Served::start(model, self.serve));
+        let served = Arc::new(Served::start(Arc::new(model), self.serve));
         models.insert(name.to_owned(), served.clone());
         Ok(served)
     }
+
+    async fn load_blocking(&self, name: &str) -> Result<LocalModel, ProviderError> {
+        let (load, fetch, id) = (self.load.clone(), self.fetch.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || load_model(&id, &load, fetch.as_ref()))
+            .await
+            .map_err(|e| invalid(name, e))?
+            .map_err(|e| invalid(name, e))
+    }
+
+    fn tuner(&self) -> Result<&LocalFineTuner, ProviderError> {
+        self.tuner
+            .as_ref()
+            .ok_or_else(|| ProviderError::Unsupported {
+                provider: PROVIDER.into(),
+                what:
+                    "fine-tuning without a directory for its jobs (LocalProvider::with_fine_tuning)"
+                        .into(),
+            })
+    }
+}
+
+/// `<base>+<adapter dir>` split at the first `+`, unless `name` is an existing path.
+fn split_adapter_id(name: &str) -> Option<(&str, &str)> {
+    if Path::new(name).exists() {
+        return None;
+    }
+    name.split_once('+')
+        .filter(|(b, a)| !b.is_empty() && !a.is_empty())
+}
+
+/// Loads the model `name` names (a directory, a `.gguf` file, a Hub id through `fetch` or
+/// the local cache).
+fn load_model(
+    name: &str,
+    load: &LoadOptions,
+    fetch: Option<&Fetcher>,
+) -> Result<LocalModel, LocalError> {
+    let source = match (ModelSource::parse(name)?, fetch) {
+        (ModelSource::HubId(id), Some(fetch)) => match fetch(&id) {
+            Ok(dir) => ModelSource::Dir(dir),
+            Err(message) => return Err(LocalError::Fetch { id, message }),
+        },
+        (source, _) => source,
+    };
+    LocalModel::load(&source, load)
 }
 
 fn invalid(model: &str, e: impl std::fmt::Display) -> ProviderError {
@@ -216,7 +319,7 @@ impl ChatModel for LocalProvider {
         Capabilities {
             chat: true,
             logprobs: true,
-            fine_tuning: false,
+            fine_tuning: self.tuner.is_some(),
             batch: false,
         }
     }
@@ -273,13 +376,6 @@ impl ChatModel for LocalProvider {
     }
 }
 
-fn no_finetuning() -> ProviderError {
-    ProviderError::Unsupported {
-        provider: PROVIDER.into(),
-        what: "fine-tuning (local LoRA fine-tuning is not implemented yet; a local study evaluates the base model)".into(),
-    }
-}
-
 #[async_trait]
 impl FineTuner for LocalProvider {
     fn provider(&self) -> &str {
@@ -288,30 +384,34 @@ impl FineTuner for LocalProvider {
 
     async fn upload(
         &self,
-        _filename: &str,
-        _bytes: Vec<u8>,
-        _purpose: FilePurpose,
+        filename: &str,
+        bytes: Vec<u8>,
+        purpose: FilePurpose,
     ) -> Result<UploadedFile, ProviderError> {
-        Err(no_finetuning())
+        self.tuner()?.upload(filename, bytes, purpose).await
     }
 
     async fn create_job(
         &self,
-        _spec: &FineTuneSpec,
-        _client_ref: &str,
+        spec: &FineTuneSpec,
+        client_ref: &str,
     ) -> Result<FineTuneJob, ProviderError> {
-        Err(no_finetuning())
+        self.tuner()?.create_job(spec, client_ref).await
     }
 
-    async fn get_job(&self, _id: &str) -> Result<FineTuneJob, ProviderError> {
-        Err(no_finetuning())
+    async fn find_job(&self, client_ref: &str) -> Result<Option<FineTuneJob>, ProviderError> {
+        self.tuner()?.find_job(client_ref).await
     }
 
-    async fn list_events(&self, _id: &str) -> Result<Vec<JobEvent>, ProviderError> {
-        Err(no_finetuning())
+    async fn get_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        self.tuner()?.get_job(id).await
     }
 
-    async fn cancel_job(&self, _id: &str) -> Result<FineTuneJob, ProviderError> {
-        Err(no_finetuning())
+    async fn list_events(&self, id: &str) -> Result<Vec<JobEvent>, ProviderError> {
+        self.tuner()?.list_events(id).await
+    }
+
+    async fn cancel_job(&self, id: &str) -> Result<FineTuneJob, ProviderError> {
+        self.tuner()?.cancel_job(id).await
     }
 }

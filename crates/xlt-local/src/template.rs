@@ -11,7 +11,7 @@ use xlt_provider::{ChatMessage, Role};
 use crate::LocalError;
 
 /// A compiled chat template with the special tokens it may refer to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,

@@ -641,9 +641,11 @@ fn spec(file: &str, epochs: u32, learning_rate: LearningRate) -> FineTuneSpec {
             epochs: Param::Value(epochs),
             batch_size: Param::Value(2),
             learning_rate,
+            ..Hyperparameters::default()
         },
         suffix: None,
         seed: Some(3),
+        lora: None,
     }
 }
 

@@ -660,6 +660,20 @@ impl FineTuner for OpenAiClient {
         client_ref: &str,
     ) -> Result<FineTuneJob, ProviderError> {
         let h = &spec.hyperparameters;
+        // OpenAI's supervised fine-tuning has no LoRA, warm-up or gradient-accumulation
+        // settings: refused rather than dropped, so that a run never silently trains
+        // something other than what it asked for.
+        if let Some(l) = &spec.lora {
+            return Err(ProviderError::InvalidRequest(format!(
+                "OpenAI fine-tuning takes no LoRA settings ({}); leave them unset",
+                l.summary()
+            )));
+        }
+        if h.warmup_ratio.is_some() || h.gradient_accumulation_steps.is_some() {
+            return Err(ProviderError::InvalidRequest(
+                "OpenAI fine-tuning takes no warm-up ratio or gradient accumulation; leave them unset".into(),
+            ));
+        }
         let lr = match h.learning_rate {
             LearningRate::Auto => json!("auto"),
             LearningRate::Multiplier(m) => json!(m),

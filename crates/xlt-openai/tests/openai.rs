@@ -35,6 +35,7 @@ fn spec() -> FineTuneSpec {
         hyperparameters: Hyperparameters::study(),
         suffix: Some("en-stem".into()),
         seed: Some(42),
+        lora: None,
     }
 }
 
@@ -501,6 +502,15 @@ async fn absolute_learning_rate_is_refused_before_sending() {
     s.hyperparameters.learning_rate = LearningRate::Absolute(1e-5);
     let e = client.create_job(&s, "xlt-test-0").await.unwrap_err();
     assert!(e.to_string().contains("multiplier"), "{e}");
+    // LoRA, warm-up and gradient accumulation are not OpenAI's settings: refused, unsent.
+    let mut s = spec();
+    s.lora = Some(LoraSpec::default());
+    let e = client.create_job(&s, "xlt-test-0").await.unwrap_err();
+    assert!(e.to_string().contains("no LoRA settings (r=16"), "{e}");
+    let mut s = spec();
+    s.hyperparameters.gradient_accumulation_steps = Some(2);
+    let e = client.create_job(&s, "xlt-test-0").await.unwrap_err();
+    assert!(e.to_string().contains("gradient accumulation"), "{e}");
 }
 
 #[tokio::test]

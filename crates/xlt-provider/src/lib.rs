@@ -25,6 +25,7 @@
 //!     hyperparameters: Hyperparameters::study(),
 //!     suffix: Some("stem-ig".into()),
 //!     seed: Some(42),
+//!     lora: None,
 //! };
 //! assert_eq!(serde_json::to_value(&spec)?["hyperparameters"]["batch_size"], 8);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -58,6 +59,7 @@ pub use traits::{
 };
 pub use types::{
     Batch, BatchResult, BatchStatus, Capabilities, ChatMessage, ChatRequest, ChatResponse,
-    FilePurpose, FineTuneJob, FineTuneSpec, Hyperparameters, JobEvent, JobStatus, LearningRate,
-    Param, RateLimitInfo, Role, TokenLogprob, UploadedFile, Usage,
+    FilePurpose, FineTuneJob, FineTuneSpec, Hyperparameters, JobEvent, JobStatus,
+    LORA_TARGET_MODULES, LearningRate, LoraSpec, Param, RateLimitInfo, Role, TokenLogprob,
+    UploadedFile, Usage,
 };

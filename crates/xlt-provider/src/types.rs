@@ -186,6 +186,10 @@ pub enum LearningRate {
 }
 
 /// Training hyperparameters.
+///
+/// `warmup_ratio` and `gradient_accumulation_steps` are left out of the serialized form
+/// when unset, so that specs written before they existed hash as they did (the job ledger
+/// and the fingerprint hash specs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Hyperparameters {
     /// Passes over the training data.
@@ -194,6 +198,16 @@ pub struct Hyperparameters {
     pub batch_size: Param<u32>,
     /// Learning rate.
     pub learning_rate: LearningRate,
+    /// The fraction of the optimizer steps over which the learning rate rises linearly from
+    /// zero before it decays linearly to zero (Together's and `transformers`' `warmup_ratio`);
+    /// `None` leaves the provider's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_ratio: Option<f64>,
+    /// Batches whose gradients are summed before each optimizer step, so that an optimizer
+    /// step sees `batch_size * gradient_accumulation_steps` examples; `None` means 1. Only
+    /// trainers on the user's machine take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_accumulation_steps: Option<u32>,
 }
 
 impl Hyperparameters {
@@ -203,7 +217,103 @@ impl Hyperparameters {
             epochs: Param::Value(1),
             batch_size: Param::Value(8),
             learning_rate: LearningRate::Multiplier(0.4),
+            warmup_ratio: None,
+            gradient_accumulation_steps: None,
         }
+    }
+}
+
+/// The modules LoRA can adapt in a Llama-family decoder, by PEFT's names: the attention's
+/// four projections and the MLP's three. [`LoraSpec::default`] adapts all seven.
+pub const LORA_TARGET_MODULES: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// Low-rank adaptation (LoRA, Hu et al. 2021, <https://arxiv.org/abs/2106.09685>) settings,
+/// in PEFT's meaning: the update `B A` of rank `rank`, scaled by `alpha / rank`, with dropout
+/// on the adapter's input while training, on the `target_modules`. One thing for every
+/// backend that trains adapters (Together's `lora_r`, `lora_alpha`, `lora_dropout`,
+/// `lora_trainable_modules`; PEFT's `r`, `lora_alpha`, `lora_dropout`, `target_modules`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    /// The rank `r` of the update.
+    pub rank: u32,
+    /// `lora_alpha`: the update is scaled by `alpha / rank`.
+    pub alpha: f64,
+    /// Dropout probability on the adapter's input, while training, in `[0, 1)`.
+    pub dropout: f64,
+    /// The modules adapted, by PEFT's names (a subset of [`LORA_TARGET_MODULES`]).
+    pub target_modules: Vec<String>,
+}
+
+impl Default for LoraSpec {
+    /// What LoRA recipes use: r = 16, alpha = 32, dropout 0.05, all seven projections.
+    fn default() -> Self {
+        LoraSpec {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.05,
+            target_modules: LORA_TARGET_MODULES.map(String::from).to_vec(),
+        }
+    }
+}
+
+impl LoraSpec {
+    /// Checks the values: a positive rank, a positive finite alpha, a dropout in `[0, 1)`,
+    /// and target modules that are known projection names, each once, at least one.
+    ///
+    /// # Errors
+    /// [`crate::ProviderError::InvalidRequest`] naming the field and the value.
+    pub fn validate(&self) -> Result<(), crate::ProviderError> {
+        let bad = |m: String| Err(crate::ProviderError::InvalidRequest(m));
+        if self.rank == 0 {
+            return bad("LoRA rank must be at least 1".into());
+        }
+        if !self.alpha.is_finite() || self.alpha <= 0.0 {
+            return bad(format!(
+                "LoRA alpha must be a positive number, not {}",
+                self.alpha
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!(
+                "LoRA dropout must be in [0, 1), not {}",
+                self.dropout
+            ));
+        }
+        if self.target_modules.is_empty() {
+            return bad("LoRA target modules are empty".into());
+        }
+        for (i, m) in self.target_modules.iter().enumerate() {
+            if !LORA_TARGET_MODULES.contains(&m.as_str()) {
+                return bad(format!(
+                    "unknown LoRA target module {m:?}; known: {}",
+                    LORA_TARGET_MODULES.join(", ")
+                ));
+            }
+            if self.target_modules[..i].contains(m) {
+                return bad(format!("LoRA target module {m:?} is named twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A short readable form, for plans and fingerprints:
+    /// `r=16 alpha=32 dropout=0.05 targets=q_proj,k_proj,...`.
+    pub fn summary(&self) -> String {
+        format!(
+            "r={} alpha={} dropout={} targets={}",
+            self.rank,
+            self.alpha,
+            self.dropout,
+            self.target_modules.join(",")
+        )
     }
 }
 
@@ -222,6 +332,12 @@ pub struct FineTuneSpec {
     pub suffix: Option<String>,
     /// Seed of the training run.
     pub seed: Option<u64>,
+    /// LoRA settings, for backends that train adapters; `None` leaves the provider's choice
+    /// (full fine-tuning, or its default adapter). A backend that cannot train adapters
+    /// refuses a spec with `Some`. Left out of the serialized form when `None`, so that specs
+    /// written before it existed hash as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
 }
 
 /// The state of a fine-tuning job, provider-neutral. The provider's own word is kept beside
@@ -414,6 +530,64 @@ mod tests {
         let back: Param<u32> = serde_json::from_str("3").unwrap();
         assert_eq!(back, Param::Value(3));
         assert!(serde_json::from_str::<Param<u32>>("\"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn unset_new_fields_keep_the_old_serialized_form() {
+        let v = serde_json::to_value(Hyperparameters::study()).unwrap();
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["batch_size", "epochs", "learning_rate"]
+        );
+    }
+
+    #[test]
+    fn lora_spec_validation_names_the_field() {
+        let check = |spec: LoraSpec, expected: Option<&str>| {
+            let got = spec.validate().err().map(|e| e.to_string());
+            match (got, expected) {
+                (None, None) => {}
+                (Some(g), Some(e)) => assert!(g.contains(e), "{g:?} lacks {e:?}"),
+                (g, e) => panic!("got {g:?}, expected {e:?}"),
+            }
+        };
+        let d = LoraSpec::default;
+        check(d(), None);
+        check(LoraSpec { rank: 0, ..d() }, Some("rank"));
+        check(LoraSpec { alpha: -1.0, ..d() }, Some("alpha"));
+        check(
+            LoraSpec {
+                dropout: 1.0,
+                ..d()
+            },
+            Some("dropout"),
+        );
+        let targets = |t: &[&str]| t.iter().map(|s| s.to_string()).collect();
+        check(
+            LoraSpec {
+                target_modules: targets(&["q_proj", "qkv"]),
+                ..d()
+            },
+            Some("\"qkv\""),
+        );
+        check(
+            LoraSpec {
+                target_modules: targets(&["q_proj", "q_proj"]),
+                ..d()
+            },
+            Some("twice"),
+        );
+        check(
+            LoraSpec {
+                target_modules: Vec::new(),
+                ..d()
+            },
+            Some("empty"),
+        );
+        assert_eq!(
+            d().summary(),
+            "r=16 alpha=32 dropout=0.05 targets=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+        );
     }
 
     #[test]

@@ -218,6 +218,7 @@ async fn embedded_job_passes_through_real_states_and_learns() {
         hyperparameters: Hyperparameters::study(),
         suffix: Some("zebra".into()),
         seed: Some(1),
+        lora: None,
     };
     let job = p.create_job(&spec, "ref-1").await.unwrap();
     assert_eq!(job.status, JobStatus::ValidatingFiles);
@@ -288,6 +289,7 @@ async fn embedded_errors_are_clear() {
         hyperparameters: Hyperparameters::default(),
         suffix: None,
         seed: None,
+        lora: None,
     };
     assert!(matches!(
         p.create_job(&spec, "ref-1").await,
@@ -346,6 +348,7 @@ async fn ledger_resumes_the_same_spec_and_reuses_uploads() {
         hyperparameters: Hyperparameters::study(),
         suffix: None,
         seed: Some(3),
+        lora: None,
     };
     let j1 = ledger.submit_or_resume(&p, &spec).await.unwrap();
     // After a restart: same upload, same job.
@@ -428,6 +431,7 @@ async fn ledger_finds_a_job_whose_creation_was_not_confirmed() {
         hyperparameters: Hyperparameters::study(),
         suffix: None,
         seed: Some(3),
+        lora: None,
     };
     assert!(ledger.submit_or_resume(&flaky, &spec).await.is_err());
     // The next run (a fresh ledger over the same file) finds the job instead of paying twice.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use xlt_data::{Manifest, write_atomic};
-use xlt_provider::{Hyperparameters, bytes_hash};
+use xlt_provider::{Hyperparameters, LoraSpec, bytes_hash};
 
 use crate::StudyError;
 use crate::experiment::Experiment;
@@ -21,7 +21,8 @@ pub const FINGERPRINT_FILE: &str = "fingerprint.json";
 /// The names: `languages`, `domains`, `seed` and `train_fraction` (from the manifest);
 /// `prepared_files` (SHA-256 of the manifest, fine-tuning and evaluation files, so of the
 /// data rows selected, their split and the prompt template); `provider`, `base_model`,
-/// `hyperparameters`, `train_slices`, `grader`, `max_tokens` and `temperature`.
+/// `hyperparameters`, `train_slices`, `grader`, `max_tokens` and `temperature`; and
+/// `lora_rank`, `lora_alpha`, `lora_dropout` and `lora_targets` when the run trains adapters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
     /// Setting name to value.
@@ -37,6 +38,8 @@ pub struct RunSettings<'a> {
     pub base_model: &'a str,
     /// Training hyperparameters.
     pub hyperparameters: Hyperparameters,
+    /// LoRA settings, when the run trains adapters.
+    pub lora: Option<&'a LoraSpec>,
     /// The slices fine-tuned.
     pub train_slices: &'a [String],
     /// The grading protocol, as its command-line name (`regex+llm`).
@@ -96,9 +99,19 @@ impl Fingerprint {
             ("max_tokens", run.max_tokens.to_string()),
             ("temperature", run.temperature.to_string()),
         ];
+        // One key a LoRA setting, so that a change names the setting.
+        let lora = run.lora.into_iter().flat_map(|l| {
+            [
+                ("lora_rank", l.rank.to_string()),
+                ("lora_alpha", l.alpha.to_string()),
+                ("lora_dropout", l.dropout.to_string()),
+                ("lora_targets", l.target_modules.join(",")),
+            ]
+        });
         Fingerprint {
             settings: settings
                 .into_iter()
+                .chain(lora)
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
         }
@@ -317,12 +330,49 @@ mod tests {
                 provider: "openai",
                 base_model,
                 hyperparameters: Hyperparameters::study(),
+                lora: None,
                 train_slices: &[],
                 grader: "regex",
                 max_tokens: 16,
                 temperature: 0.0,
             },
         )
+    }
+
+    #[test]
+    fn lora_settings_are_fingerprinted_one_key_each() {
+        let files = vec![(PathBuf::from("eval/en-medical.jsonl"), "Q?".to_owned())];
+        let with = |lora: Option<&LoraSpec>| {
+            Fingerprint::new(
+                &manifest(1),
+                &files,
+                &RunSettings {
+                    provider: "local",
+                    base_model: "m",
+                    hyperparameters: Hyperparameters::default(),
+                    lora,
+                    train_slices: &[],
+                    grader: "regex",
+                    max_tokens: 16,
+                    temperature: 0.0,
+                },
+            )
+        };
+        let none = with(None);
+        assert!(!none.settings.keys().any(|k| k.starts_with("lora")));
+        let r16 = with(Some(&LoraSpec::default()));
+        let r8 = with(Some(&LoraSpec {
+            rank: 8,
+            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            ..LoraSpec::default()
+        }));
+        assert_eq!(
+            r8.changes_from(&r16),
+            [
+                "lora_rank: 16 -> 8",
+                "lora_targets: q_proj,k_proj,v_... -> q_proj,v_proj"
+            ]
+        );
     }
 
     #[test]

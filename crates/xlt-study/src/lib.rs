@@ -56,7 +56,9 @@ mod run;
 
 use std::path::PathBuf;
 
-pub use experiment::{Experiment, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet};
+pub use experiment::{
+    Experiment, MachineTraining, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet,
+};
 pub use fingerprint::{
     Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, RunSettings, check_fingerprint,
 };

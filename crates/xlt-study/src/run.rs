@@ -11,9 +11,9 @@ use xlt_data::{Manifest, write_atomic};
 use xlt_grade::{Grader, OutcomeRecord, to_jsonl};
 use xlt_provider::{
     Batch, BatchRunner, BatchStatus, ChatMessage, ChatModel, ChatRequest, ChatResponse,
-    FilePurpose, FineTuneJob, FineTuneSpec, FineTuner, Hyperparameters, JobLedger, ModelServer,
-    Progress, ProviderError, ResponseCache, Role, RunOptions, Served, WaitOptions, run_chat,
-    stable_hash, wait_for_job,
+    FilePurpose, FineTuneJob, FineTuneSpec, FineTuner, Hyperparameters, JobLedger, LoraSpec,
+    ModelServer, Progress, ProviderError, ResponseCache, Role, RunOptions, Served, WaitOptions,
+    run_chat, stable_hash, wait_for_job,
 };
 
 use crate::StudyError;
@@ -75,6 +75,8 @@ pub struct FinetuneOptions {
     pub hyperparameters: Hyperparameters,
     /// Training seed.
     pub seed: Option<u64>,
+    /// LoRA settings, for backends that train adapters (`FineTuneSpec::lora`).
+    pub lora: Option<LoraSpec>,
     /// How to poll.
     pub wait: WaitOptions,
 }
@@ -126,6 +128,7 @@ pub async fn finetune(
             hyperparameters: options.hyperparameters,
             suffix: Some(slice.clone()),
             seed: options.seed,
+            lora: options.lora.clone(),
         };
         let job = ledger
             .submit_or_resume(tuner, &spec)
@@ -264,6 +267,7 @@ fn spec_for(slice: &str, options: &FinetuneOptions, training_file: String) -> Fi
         hyperparameters: options.hyperparameters,
         suffix: Some(slice.to_owned()),
         seed: options.seed,
+        lora: options.lora.clone(),
     }
 }
 

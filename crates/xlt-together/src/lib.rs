@@ -9,7 +9,11 @@
 //!
 //! Hyperparameters: Together takes an **absolute** learning rate; OpenAI took a multiplier of
 //! an unpublished base rate. A spec with `LearningRate::Multiplier` is refused here rather than
-//! converted. Sequence packing is off by default, so that a batch size means what the study
+//! converted. LoRA settings come from the spec (`FineTuneSpec::lora`: rank, alpha, dropout,
+//! target modules, sent as `lora_r`, `lora_alpha`, `lora_dropout`,
+//! `lora_trainable_modules`) when it has them, else from [`TogetherConfig::training`]; a
+//! `warmup_ratio` is passed through, gradient accumulation is refused (Together has none).
+//! Sequence packing is off by default, so that a batch size means what the study
 //! meant.
 //!
 //! ```no_run
@@ -30,9 +34,11 @@
 //!         epochs: Param::Value(1),
 //!         batch_size: Param::Value(8),
 //!         learning_rate: LearningRate::Absolute(1e-5),
+//!         ..Hyperparameters::default()
 //!     },
 //!     suffix: Some("en-stem".into()),
 //!     seed: Some(42),
+//!     lora: None,
 //! };
 //! let job = client.create_job(&spec, "xlt-0123456789abcdef-0").await?;
 //! println!("{} {}", job.id, job.provider_status);
@@ -341,12 +347,7 @@ impl TogetherClient {
             "training_file": spec.training_file,
             "packing": self.config.packing,
             "training_method": {"method": "sft", "train_on_inputs": "auto"},
-            "training_type": match &self.config.training {
-                TrainingType::Lora { rank, alpha, dropout, trainable_modules } => json!({
-                    "type": "Lora", "lora_r": rank, "lora_alpha": alpha,
-                    "lora_dropout": dropout, "lora_trainable_modules": trainable_modules}),
-                TrainingType::Full => json!({"type": "Full"}),
-            },
+            "training_type": training_type(spec, &self.config.training)?,
             // Together has no job metadata: the reference rides in the suffix, where
             // find_job looks for it.
             "suffix": suffix(spec.suffix.as_deref(), client_ref),
@@ -372,6 +373,17 @@ impl TogetherClient {
         }
         if let Some(seed) = spec.seed {
             body["random_seed"] = json!(seed);
+        }
+        if let Some(w) = h.warmup_ratio {
+            body["warmup_ratio"] = json!(w);
+        }
+        match h.gradient_accumulation_steps {
+            None | Some(1) => {}
+            Some(n) => {
+                return Err(ProviderError::InvalidRequest(format!(
+                    "Together has no gradient accumulation ({n} steps asked); give a larger batch size instead"
+                )));
+            }
         }
         Ok(body)
     }
@@ -408,6 +420,43 @@ impl TogetherClient {
     pub fn config(&self) -> &TogetherConfig {
         &self.config
     }
+}
+
+/// Together's `training_type`: the spec's LoRA settings when it has them (`lora_r`,
+/// `lora_alpha`, `lora_dropout`, `lora_trainable_modules` as a comma-separated list of the
+/// module names), else the configured [`TrainingType`].
+///
+/// # Errors
+/// [`ProviderError::InvalidRequest`] for LoRA settings that fail `LoraSpec::validate`, or an
+/// alpha that is not a whole number (Together's `lora_alpha` is an integer).
+fn training_type(spec: &FineTuneSpec, configured: &TrainingType) -> Result<Value, ProviderError> {
+    if let Some(l) = &spec.lora {
+        l.validate()?;
+        if l.alpha.fract() != 0.0 || l.alpha > f64::from(u32::MAX) {
+            return Err(ProviderError::InvalidRequest(format!(
+                "Together takes a whole-number LoRA alpha, not {}",
+                l.alpha
+            )));
+        }
+        return Ok(json!({
+            "type": "Lora",
+            "lora_r": l.rank,
+            "lora_alpha": l.alpha as u32,
+            "lora_dropout": l.dropout,
+            "lora_trainable_modules": l.target_modules.join(","),
+        }));
+    }
+    Ok(match configured {
+        TrainingType::Lora {
+            rank,
+            alpha,
+            dropout,
+            trainable_modules,
+        } => json!({
+            "type": "Lora", "lora_r": rank, "lora_alpha": alpha,
+            "lora_dropout": dropout, "lora_trainable_modules": trainable_modules}),
+        TrainingType::Full => json!({"type": "Full"}),
+    })
 }
 
 /// `<suffix>-<ref tag>`: the tag is the reference's last 10 characters without dashes.

@@ -16,9 +16,11 @@ fn spec() -> FineTuneSpec {
             epochs: Param::Value(1),
             batch_size: Param::Value(8),
             learning_rate: LearningRate::Absolute(1e-5),
+            ..Hyperparameters::default()
         },
         suffix: Some("en-medical".into()),
         seed: Some(42),
+        lora: None,
     }
 }
 
@@ -359,4 +361,59 @@ async fn the_plan_can_ask_whether_a_base_model_is_served_serverless() {
             .unwrap(),
         Some(false)
     );
+}
+
+#[tokio::test]
+async fn lora_settings_of_the_spec_are_sent_as_togethers_fields() {
+    let server = MockServer::start().await;
+    let x = exchange("ft_create");
+    x.mock()
+        .and(body_partial_json(serde_json::json!({
+            "training_type": {
+                "type": "Lora", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.1,
+                "lora_trainable_modules": "q_proj,v_proj"},
+            "warmup_ratio": 0.03,
+        })))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client_for(&server);
+    let lora = LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.1,
+        target_modules: vec!["q_proj".into(), "v_proj".into()],
+    };
+    let mut s = spec();
+    s.lora = Some(lora.clone());
+    s.hyperparameters.warmup_ratio = Some(0.03);
+    client
+        .create_job(&s, "xlt-0123456789abcdef-0")
+        .await
+        .unwrap();
+    // Refused before any request: Together's alpha is an integer, it has no gradient
+    // accumulation, and the module names are checked.
+    let refused = |s: FineTuneSpec, expected: &'static str| {
+        let client = &client;
+        async move {
+            let e = client.create_job(&s, "r").await.unwrap_err();
+            assert!(e.to_string().contains(expected), "{e}");
+        }
+    };
+    let mut s = spec();
+    s.lora = Some(LoraSpec {
+        alpha: 8.5,
+        ..lora.clone()
+    });
+    refused(s, "whole-number LoRA alpha").await;
+    let mut s = spec();
+    s.hyperparameters.gradient_accumulation_steps = Some(4);
+    refused(s, "gradient accumulation").await;
+    let mut s = spec();
+    s.lora = Some(LoraSpec {
+        target_modules: vec!["qkv_proj".into()],
+        ..lora
+    });
+    refused(s, "unknown LoRA target module").await;
 }
