@@ -621,6 +621,12 @@ pub async fn plan(
     } else {
         exp.training_slices(&tune.slices())?
     };
+    // Together's endpoints are billed; loading an adapter on a server of one's own (vLLM)
+    // costs nothing.
+    let billed_server = backend
+        .server
+        .as_ref()
+        .filter(|_| backend.name == "together");
     let mut plan = xlt::study::Plan::new(
         exp,
         &xlt::study::PlanInput {
@@ -631,23 +637,17 @@ pub async fn plan(
             max_tokens: eval.map_or(xlt::study::DEFAULT_MAX_TOKENS, |e| e.max_tokens),
             grader: eval.map_or(xlt::grade::Protocol::RegexThenLlm, |e| e.grader),
             prices: prices(backend, &base, tune.prices.as_deref())?,
-            // About ten minutes to start an endpoint, then the evaluation at the request rate
-            // (Together's billed endpoints; loading an adapter on a server of one's own
-            // costs nothing).
-            serving: backend
-                .server
-                .as_ref()
-                .filter(|_| backend.name == "together")
-                .map(|_| {
-                    (
-                        10.0,
-                        f64::from(
-                            eval.and_then(|e| e.max_requests_per_minute)
-                                .or(backend.default_rpm)
-                                .unwrap_or(600),
-                        ),
-                    )
-                }),
+            // About ten minutes to start an endpoint, then the evaluation at the request rate.
+            serving: billed_server.map(|_| {
+                (
+                    10.0,
+                    f64::from(
+                        eval.and_then(|e| e.max_requests_per_minute)
+                            .or(backend.default_rpm)
+                            .unwrap_or(600),
+                    ),
+                )
+            }),
         },
     )?;
     // Before anything is paid: the base model must be answerable as the study asks it.
