@@ -6,6 +6,10 @@
 //! cargo run --release --example evaluate -- --out <DIR> [--provider embedded|openai] \
 //!     [--grader regex|llm|regex+llm] [--batch] [--max-requests-per-minute N] [--concurrency N]
 //! ```
+//!
+//! With `--provider openai` and `OPENAI_BASE_URL` set to a vLLM server, the models a local
+//! fine-tune wrote (`<base>+<adapter dir>`) are evaluated there: each LoRA adapter is loaded
+//! before its evaluation and unloaded after (see the README).
 
 mod common;
 

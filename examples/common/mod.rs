@@ -22,7 +22,8 @@ use xlt::study::{PriceTable, STUDY_BASE_MODEL};
 pub enum ProviderKind {
     /// In process, offline, free: a baseline, not a language model.
     Embedded,
-    /// OpenAI or an OpenAI-compatible server (`OPENAI_API_KEY`, `OPENAI_BASE_URL`).
+    /// OpenAI or an OpenAI-compatible server (`OPENAI_API_KEY`, `OPENAI_BASE_URL`); on a
+    /// vLLM server, a local fine-tune's LoRA adapters are loaded for their evaluation.
     Openai,
     /// Together AI, open-weight models (`TOGETHER_API_KEY`, `TOGETHER_BASE_URL`).
     Together,
@@ -92,16 +93,30 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
         }
         ProviderKind::Openai => {
             let c = Arc::new(xlt::openai::OpenAiClient::from_env()?);
+            // Another server than OpenAI's (vLLM): a local fine-tune's LoRA adapter
+            // (`<base>+<adapter dir>`) is loaded on it for its evaluation and unloaded after;
+            // other models go to it as they are. Its own server sets no rate limit.
+            let vllm = if c.config().is_openai() {
+                None
+            } else {
+                Some(Arc::new(xlt::openai::VllmServer::new(
+                    (*c).clone(),
+                    xlt::openai::VllmConfig::from_env()?,
+                )))
+            };
             Backend {
                 retries,
                 name: "openai".into(),
-                chat: c.clone(),
+                chat: match &vllm {
+                    Some(v) => v.clone(),
+                    None => c.clone(),
+                },
                 tuner: c.clone(),
                 batch: Some(c),
-                server: None,
+                default_rpm: if vllm.is_some() { None } else { Some(500) },
+                server: vllm.map(|v| v as Arc<dyn ModelServer>),
                 local: None,
                 default_base_model: STUDY_BASE_MODEL,
-                default_rpm: Some(500),
                 default_learning_rate: LearningRate::Multiplier(0.4),
             }
         }
@@ -659,6 +674,9 @@ impl StudyArgs {
         let rel = std::path::PathBuf::from("manifest.json");
         files.push((rel.clone(), std::fs::read_to_string(exp.dir.join(&rel))?));
         let mut fp = self.fingerprint(backend, tune, eval, &exp.manifest, &files)?;
+        if tune.is_none() {
+            keep_provider_of_models(backend, &exp.dir, &mut fp)?;
+        }
         complete_from_recorded(&exp.dir, &mut fp)?;
         xlt::study::check_fingerprint(&exp.dir, &fp, self.fresh, xlt::study::Discard::Results)?;
         Ok(fp)
@@ -707,6 +725,12 @@ pub async fn plan(
     // Refuses LoRA options the provider cannot take before anything is spent.
     tune.lora(backend)?;
     let jobs = exp.training_slices(&tune.slices())?;
+    // Together's endpoints are billed; loading an adapter on a server of one's own (vLLM)
+    // costs nothing.
+    let billed_server = backend
+        .server
+        .as_ref()
+        .filter(|_| backend.name == "together");
     let mut plan = xlt::study::Plan::new(
         exp,
         &xlt::study::PlanInput {
@@ -718,7 +742,7 @@ pub async fn plan(
             grader: eval.map_or(xlt::grade::Protocol::RegexThenLlm, |e| e.grader),
             prices: prices(backend, &base, tune.prices.as_deref())?,
             // About ten minutes to start an endpoint, then the evaluation at the request rate.
-            serving: backend.server.as_ref().map(|_| {
+            serving: billed_server.map(|_| {
                 (
                     10.0,
                     f64::from(
@@ -959,6 +983,39 @@ pub async fn evaluate(
                 bail!("{signal}");
             }
         }
+    }
+    Ok(())
+}
+
+/// Providers whose fine-tuned models `backend` evaluates as they are: a vLLM server
+/// (`--provider openai` with `OPENAI_BASE_URL` set elsewhere than OpenAI) loads the LoRA
+/// adapters a local fine-tune wrote.
+fn evaluates_models_of(backend: &Backend) -> &'static [&'static str] {
+    if backend.name == "openai" && backend.server.is_some() {
+        &["local"]
+    } else {
+        &[]
+    }
+}
+
+/// An evaluation on another engine of the same model files (a local fine-tune's adapters on
+/// vLLM) is the same experiment: the fingerprint keeps the provider that made the models.
+/// Every other change (base model, data, grader, ...) still stops the run.
+fn keep_provider_of_models(
+    backend: &Backend,
+    dir: &Path,
+    fp: &mut xlt::study::Fingerprint,
+) -> anyhow::Result<()> {
+    let path = dir.join(xlt::study::FINGERPRINT_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let recorded: xlt::study::Fingerprint =
+        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    if let Some(made_by) = recorded.settings.get("provider")
+        && evaluates_models_of(backend).contains(&made_by.as_str())
+    {
+        fp.settings.insert("provider".to_owned(), made_by.clone());
     }
     Ok(())
 }

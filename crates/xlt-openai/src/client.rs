@@ -27,7 +27,7 @@ pub struct OpenAiClient {
     config: OpenAiConfig,
 }
 
-enum Body {
+pub(crate) enum Body {
     Empty,
     Json(Value),
     Multipart(reqwest::multipart::Form),
@@ -90,7 +90,7 @@ impl OpenAiClient {
     }
 
     /// Sends one request; returns the response headers and body of a 2xx, or the error.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -98,10 +98,11 @@ impl OpenAiClient {
     ) -> Result<(HeaderMap, String), ProviderError> {
         let request = self.describe(&method, path);
         let method_copy = method.clone();
-        let mut rb = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(self.config.api_key());
+        let mut rb = self.http.request(method, self.url(path));
+        // A server of our own (vLLM) may take no key: then no `Authorization` header.
+        if !self.config.api_key().is_empty() {
+            rb = rb.bearer_auth(self.config.api_key());
+        }
         if let Some(org) = &self.config.organization {
             rb = rb.header("OpenAI-Organization", org);
         }
@@ -361,16 +362,14 @@ fn status_error(
     headers: &HeaderMap,
     body: &str,
 ) -> ProviderError {
-    let detail = serde_json::from_str::<wire::ErrorBody>(body)
-        .map(|b| b.error)
-        .unwrap_or_else(|_| wire::ErrorDetail {
-            message: if body.trim().is_empty() {
-                status.canonical_reason().unwrap_or("error").to_owned()
-            } else {
-                truncate(body.trim())
-            },
-            ..wire::ErrorDetail::default()
-        });
+    let detail = wire::ErrorDetail::parse(body).unwrap_or_else(|| wire::ErrorDetail {
+        message: if body.trim().is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            truncate(body.trim())
+        },
+        ..wire::ErrorDetail::default()
+    });
     let code = detail.code_str();
     let kind = detail.kind.clone();
     let request_id = header(headers, "x-request-id").map(str::to_owned);

@@ -73,27 +73,29 @@ impl OpenAiConfig {
         }
     }
 
-    /// Reads `OPENAI_API_KEY` (required), `OPENAI_BASE_URL` (default
-    /// [`DEFAULT_BASE_URL`]), `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID` and
-    /// `OPENAI_TIMEOUT_SECS` (the whole-request timeout in seconds, default 120; optional).
-    /// This is the only place the environment is read.
+    /// Reads `OPENAI_API_KEY`, `OPENAI_BASE_URL` (default [`DEFAULT_BASE_URL`]),
+    /// `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID` and `OPENAI_TIMEOUT_SECS` (the whole-request
+    /// timeout in seconds, default 120; optional). The key is required for OpenAI itself and
+    /// optional for another server (vLLM, llama.cpp, a gateway: [`OpenAiConfig::is_openai`]
+    /// false), which then gets no `Authorization` header. This is the only place the
+    /// environment is read.
     ///
     /// # Errors
-    /// [`ProviderError::InvalidRequest`] if `OPENAI_API_KEY` is unset or empty, or
-    /// `OPENAI_TIMEOUT_SECS` is not a positive number.
+    /// [`ProviderError::InvalidRequest`] if `OPENAI_API_KEY` is unset or empty for OpenAI's
+    /// own API, or `OPENAI_TIMEOUT_SECS` is not a positive number.
     pub fn from_env() -> Result<OpenAiConfig, ProviderError> {
         let key = std::env::var("OPENAI_API_KEY").unwrap_or_default();
-        if key.trim().is_empty() {
-            return Err(ProviderError::InvalidRequest(
-                "OPENAI_API_KEY is not set; export it, or run offline with the embedded provider"
-                    .to_owned(),
-            ));
-        }
         let base = std::env::var("OPENAI_BASE_URL")
             .ok()
             .filter(|b| !b.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-        let mut c = OpenAiConfig::new(key, base);
+        let mut c = OpenAiConfig::new(key.trim(), base);
+        if c.api_key.is_empty() && c.is_openai() {
+            return Err(ProviderError::InvalidRequest(
+                "OPENAI_API_KEY is not set; export it (a server of your own set in OPENAI_BASE_URL needs none), or run offline with the embedded provider"
+                    .to_owned(),
+            ));
+        }
         if let Some(t) = timeout_from_env("OPENAI_TIMEOUT_SECS")? {
             c.timeout = t;
         }
@@ -108,6 +110,18 @@ impl OpenAiConfig {
 
     pub(crate) fn api_key(&self) -> &str {
         &self.api_key
+    }
+
+    /// Whether [`OpenAiConfig::base_url`] is OpenAI's own API (host `api.openai.com`), as
+    /// opposed to an OpenAI-compatible server such as vLLM.
+    pub fn is_openai(&self) -> bool {
+        reqwest::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| h.eq_ignore_ascii_case("api.openai.com"))
+            })
+            .unwrap_or(false)
     }
 }
 
@@ -138,5 +152,18 @@ mod tests {
         assert!(!d.contains("sk-secret-123"), "{d}");
         assert!(d.contains("[redacted]"));
         assert_eq!(c.base_url, "http://localhost:1/v1");
+    }
+
+    #[test]
+    fn only_openai_itself_is_openai() {
+        for (url, expected) in [
+            (DEFAULT_BASE_URL, true),
+            ("https://API.openai.com/v1/", true),
+            ("http://localhost:8000/v1", false),
+            ("https://api.openai.com.example.org/v1", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(OpenAiConfig::new("", url).is_openai(), expected, "{url}");
+        }
     }
 }

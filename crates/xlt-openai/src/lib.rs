@@ -9,6 +9,11 @@
 //! Retry-After), a 429 `insufficient_quota` is `QuotaExhausted` (never retried), a 404 is
 //! `NotFound` with the API's message.
 //!
+//! [`VllmServer`] evaluates locally fine-tuned models (`<base>+<adapter dir>`, LoRA adapters
+//! in PEFT format) on a vLLM server: a `ModelServer` that loads each adapter before its
+//! evaluation (`POST /v1/load_lora_adapter`) and unloads it after, and a `ChatModel` that
+//! names the adapter in the requests. `OPENAI_API_KEY` is optional for such a server.
+//!
 //! ```no_run
 //! use xlt_openai::OpenAiClient;
 //! use xlt_provider::{ChatMessage, ChatModel, ChatRequest, Role};
@@ -32,7 +37,9 @@ mod client;
 mod config;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod vllm;
 mod wire;
 
 pub use client::{HttpMethod, OpenAiClient, parse_rate_limit, parse_reset, retry_after};
 pub use config::{DEFAULT_BASE_URL, LogprobsDialect, OpenAiConfig, timeout_from_env};
+pub use vllm::{ADAPTER_SEPARATOR, PathMap, VllmConfig, VllmServer, split_adapter_model};

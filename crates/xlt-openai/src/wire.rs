@@ -20,6 +20,30 @@ pub struct ErrorDetail {
 }
 
 impl ErrorDetail {
+    /// The error of a body: OpenAI's `{"error": {...}}`, the flat `{"object": "error",
+    /// "message", "type", "code"}` of vLLM before 0.10, or FastAPI's `{"detail": "..."}`
+    /// (a route the server does not have).
+    pub fn parse(body: &str) -> Option<ErrorDetail> {
+        #[derive(Deserialize)]
+        struct Detail {
+            detail: String,
+        }
+        if let Ok(b) = serde_json::from_str::<ErrorBody>(body) {
+            return Some(b.error);
+        }
+        if let Ok(d) = serde_json::from_str::<ErrorDetail>(body)
+            && !d.message.is_empty()
+        {
+            return Some(d);
+        }
+        serde_json::from_str::<Detail>(body)
+            .ok()
+            .map(|d| ErrorDetail {
+                message: d.detail,
+                ..ErrorDetail::default()
+            })
+    }
+
     pub fn code_str(&self) -> Option<String> {
         match &self.code {
             Some(Value::String(s)) => Some(s.clone()),

@@ -499,7 +499,13 @@ async fn stop_endpoints_except(
     match server.list_running().await {
         Ok(running) => {
             for s in running {
-                let ours = registry.intents.iter().any(|i| i.model == s.model)
+                // Ours: serving a model we asked for, under the name we gave it (a vLLM
+                // adapter's name, which survives a path the server spells differently), or
+                // known started.
+                let ours = registry
+                    .intents
+                    .iter()
+                    .any(|i| i.model == s.model || i.name == s.chat_model)
                     || registry.started.iter().any(|r| r.id == s.id);
                 if ours && !to_stop.iter().any(|t| t.id == s.id) {
                     to_stop.push(s);
