@@ -922,7 +922,7 @@ async fn the_provider_evaluates_base_plus_adapter_model_ids() {
     request.top_logprobs = Some(3);
     let tuned = provider.chat(&request).await.unwrap();
     let prompt = model.encode_chat(&request.messages).unwrap();
-    let by_hand = model.next_token_logprobs(&[prompt.clone()]).unwrap();
+    let by_hand = model.next_token_logprobs(&[prompt]).unwrap();
     let top = &tuned.top_logprobs.unwrap()[0];
     let best = by_hand[0].iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // Same computation, f32: agreement to rounding.
