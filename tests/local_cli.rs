@@ -117,7 +117,7 @@ fn chat_refuses_a_bad_request_line_before_answering_any() {
 }
 
 #[test]
-fn reproduce_with_the_local_provider_evaluates_the_base_model_and_says_so() {
+fn reproduce_with_the_local_provider_fine_tunes_and_evaluates_smollm2() {
     let model = smollm2();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("study");
@@ -141,48 +141,58 @@ fn reproduce_with_the_local_provider_evaluates_the_base_model_and_says_so() {
             // the one option line it starts with.
             "--max-tokens",
             "16",
+            // Two training questions and a small adapter: a CPU trains them in seconds.
+            "--train-fraction",
+            "0.05",
+            "--batch-size",
+            "1",
+            "--lora-rank",
+            "4",
+            "--lora-targets",
+            "q_proj,v_proj",
         ],
     );
     assert!(o.status.success(), "{}", describe(&o));
     let plan: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["provider"], "local");
-    assert_eq!(plan["jobs"].as_array().unwrap().len(), 0);
+    assert_eq!(plan["jobs"], serde_json::json!(["en-medical"]));
     assert!(
-        plan["departures"].as_array().unwrap().iter().any(|d| d
-            .as_str()
+        plan["machine_training"]["tokens_per_second"]
+            .as_f64()
             .unwrap()
-            .contains("evaluates the base model only")),
-        "{plan}"
+            > 0.0
     );
-    // 11 English Medical test questions, each answered and graded.
-    let outcomes = std::fs::read_to_string(out.join("outcomes/base.jsonl")).unwrap();
-    assert_eq!(outcomes.lines().count(), 11);
-    let parsed = outcomes
-        .lines()
-        .filter(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            !v["letter"].is_null()
-        })
-        .count();
+    let models: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("models.json")).unwrap()).unwrap();
+    let tuned = models["fine_tuned"]["en-medical"]["model"]
+        .as_str()
+        .unwrap();
+    let (_, adapter) = tuned.split_once('+').unwrap();
     assert!(
-        parsed >= 9,
-        "only {parsed} of 11 answers had a letter:\n{outcomes}"
+        PathBuf::from(adapter)
+            .join("adapter_model.safetensors")
+            .is_file()
     );
-    // With no fine-tuned model, the analysis reports the base model's accuracy.
-    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("## Base model only"), "{report}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let base = summary["base_accuracy"].as_object().unwrap();
-    assert_eq!(base.len(), 1, "{summary}");
-    let correct = outcomes
+    let tests = std::fs::read_to_string(out.join("eval/en-medical.jsonl"))
+        .unwrap()
         .lines()
-        .filter(|l| l.contains("\"correct\":true"))
         .count();
-    let acc = base.values().next().unwrap().as_f64().unwrap();
-    assert!(
-        (acc - correct as f64 / 11.0).abs() < 1e-12,
-        "{acc} vs {correct}/11"
-    );
+    for label in ["base", "en-medical"] {
+        let outcomes =
+            std::fs::read_to_string(out.join(format!("outcomes/{label}.jsonl"))).unwrap();
+        assert_eq!(outcomes.lines().count(), tests, "{label}");
+        let parsed = outcomes
+            .lines()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                !v["letter"].is_null()
+            })
+            .count();
+        // 27 of 34 for the base model here: SmolLM2-135M sometimes answers with no letter.
+        assert!(
+            parsed * 10 >= tests * 7,
+            "{label}: only {parsed} of {tests} answers had a letter:\n{outcomes}"
+        );
+    }
 }

@@ -334,17 +334,14 @@ impl AdamW {
         })
     }
 
-    fn step(
-        &mut self,
-        grads: &candle_core::backprop::GradStore,
-        lr: f64,
-    ) -> Result<(), LocalError> {
+    /// One AdamW update with `grads[i]`, the gradient of `self.vars[i]` (none: unchanged).
+    fn step(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<(), LocalError> {
         self.state.step += 1;
         let t = self.state.step as i32;
         let scale_m = 1.0 / (1.0 - Self::BETA1.powi(t));
         let scale_v = 1.0 / (1.0 - Self::BETA2.powi(t));
         for (i, var) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else {
+            let Some(g) = &grads[i] else {
                 continue;
             };
             let m = ((&self.state.first_moments[i] * Self::BETA1)? + (g * (1.0 - Self::BETA1))?)?;
@@ -352,9 +349,9 @@ impl AdamW {
                 + (g.sqr()? * (1.0 - Self::BETA2))?)?;
             let update = ((&m * scale_m)? / ((&v * scale_v)?.sqrt()? + Self::EPS)?)?;
             let theta = (var.as_tensor() * (1.0 - lr * self.weight_decay))?;
-            var.set(&(theta - (update * lr)?)?)?;
-            self.state.first_moments[i] = m;
-            self.state.second_moments[i] = v;
+            var.set(&(theta - (update * lr)?)?.detach())?;
+            self.state.first_moments[i] = m.detach();
+            self.state.second_moments[i] = v.detach();
         }
         Ok(())
     }
@@ -466,32 +463,27 @@ fn run_epochs(
                 .iter()
                 .map(|b| b.len() * b.iter().map(|e| e.input_ids.len()).max().unwrap_or(0))
                 .sum();
-            let mut grads: Option<candle_core::backprop::GradStore> = None;
+            // The adapters' gradients only, detached: a whole `GradStore` also holds the
+            // gradient of every activation of its micro-batch, and a gradient's own op graph
+            // reaches back into that micro-batch's activations; neither may outlive it.
+            let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
             let mut loss_sum = 0.0;
             for batch in group {
                 let (nll, _) = assistant_nll(model, batch)?;
                 loss_sum += nll.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 let g = (nll / targets.max(1) as f64)?.backward()?;
-                grads = Some(match grads {
-                    None => g,
-                    Some(mut acc) => {
-                        for v in vars {
-                            if let Some(new) = g.get(v.as_tensor()) {
-                                let sum = match acc.get(v.as_tensor()) {
-                                    Some(old) => (old + new)?,
-                                    None => new.clone(),
-                                };
-                                acc.insert(v.as_tensor(), sum);
-                            }
-                        }
-                        acc
+                for (acc, v) in grads.iter_mut().zip(vars) {
+                    if let Some(new) = g.get(v.as_tensor()) {
+                        let new = new.detach();
+                        *acc = Some(match acc.take() {
+                            Some(old) => (old + new)?,
+                            None => new,
+                        });
                     }
-                });
+                }
             }
             let lr = config.learning_rate_at(step, total);
-            if let Some(g) = grads {
-                opt.step(&g, lr)?;
-            }
+            opt.step(&grads, lr)?;
             step += 1;
             let report = StepReport {
                 step,

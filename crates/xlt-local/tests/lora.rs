@@ -15,8 +15,8 @@ use xlt_local::{
     merge_lora, save_adapter, train, train_resumable,
 };
 use xlt_provider::{
-    ChatMessage, FilePurpose, FineTuneSpec, FineTuner, Hyperparameters, JobStatus, LearningRate,
-    Param, Role,
+    ChatMessage, ChatModel, FilePurpose, FineTuneSpec, FineTuner, Hyperparameters, JobStatus,
+    LearningRate, Param, Role,
 };
 
 fn template() -> ChatTemplate {
@@ -888,4 +888,54 @@ fn training_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_does() {
             );
         }
     }
+}
+
+/// A model id `<base>+<adapter dir>` evaluates the base with the adapter applied, as loading
+/// the adapter by hand does; the base stays itself; a missing adapter names its file.
+#[tokio::test]
+async fn the_provider_evaluates_base_plus_adapter_model_ids() {
+    let cfg = config("llama");
+    let tmp = tempfile::tempdir().unwrap();
+    let base_dir = tmp.path().join("base");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    let (varmap, _) = xlt_local::testing::random_model(&cfg, Ops::Fused);
+    xlt_local::testing::write_hf_dir(&base_dir, &cfg, &varmap, false);
+    let base = base_dir.to_str().unwrap();
+    // An adapter with nonzero lora_B, written in PEFT format.
+    let mut model = LocalModel::load(
+        &xlt_local::ModelSource::Dir(base_dir.clone()),
+        &xlt_local::LoadOptions::default(),
+    )
+    .unwrap();
+    attach_lora(model.model_mut(), &no_dropout(), 1).unwrap();
+    randomize_b(model.model(), 0.5);
+    let adapter = tmp.path().join("adapter");
+    save_adapter(model.model(), &no_dropout(), base, &adapter).unwrap();
+
+    let provider = xlt_local::LocalProvider::new(
+        xlt_local::LoadOptions::default(),
+        xlt_local::ServeOptions::default(),
+    );
+    let id = format!("{base}+{}", adapter.display());
+    let mut request = xlt_provider::ChatRequest::new(&id, vec![user("2 + 2 = ?")]);
+    request.max_tokens = Some(1);
+    request.top_logprobs = Some(3);
+    let tuned = provider.chat(&request).await.unwrap();
+    let prompt = model.encode_chat(&request.messages).unwrap();
+    let by_hand = model.next_token_logprobs(&[prompt]).unwrap();
+    let top = &tuned.top_logprobs.unwrap()[0];
+    let best = by_hand[0].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // Same computation, f32: agreement to rounding.
+    assert!(
+        (f64::from(best) - top.logprob).abs() < 1e-4,
+        "{best} vs {top:?}"
+    );
+    // The base is loaded once, shared, and answers without the adapter.
+    request.model = base.to_owned();
+    let plain = provider.chat(&request).await.unwrap();
+    assert_ne!(plain.top_logprobs.unwrap()[0].logprob, top.logprob);
+    // A missing adapter is an error naming the file.
+    request.model = format!("{base}+{}", tmp.path().join("nowhere").display());
+    let e = provider.chat(&request).await.unwrap_err().to_string();
+    assert!(e.contains("nowhere/adapter_config.json"), "{e}");
 }

@@ -378,8 +378,14 @@ impl Plan {
         );
         let _ = writeln!(
             s,
-            "  training tokens:       {} per epoch x {} epoch(s) (estimate: UTF-8 bytes / 4)",
-            self.training_tokens_per_epoch, self.epochs
+            "  training tokens:       {} per epoch x {} epoch(s) ({})",
+            self.training_tokens_per_epoch,
+            self.epochs,
+            if self.machine_training.is_some() {
+                "counted by the model's tokenizer"
+            } else {
+                "estimate: UTF-8 bytes / 4"
+            }
         );
         let _ = writeln!(s, "  evaluation requests:   {}", self.eval_requests);
         let _ = writeln!(
