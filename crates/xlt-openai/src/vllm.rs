@@ -344,6 +344,8 @@ impl ModelServer for VllmServer {
     /// path (an earlier fine-tune) is unloaded and loaded again. Any other model is served
     /// as it is: nothing is loaded.
     async fn start(&self, model: &str, display_name: &str) -> Result<Served, ProviderError> {
+        // Callers that ask `needs_start` never start another model; one that does gets it
+        // served as it is.
         let Some((base, dir)) = split_adapter_model(model) else {
             return Ok(Served {
                 id: String::new(),
@@ -386,6 +388,11 @@ impl ModelServer for VllmServer {
         tracing::info!(adapter = %display_name, %model, "LoRA adapter loaded");
         self.route(model, display_name);
         Ok(VllmServer::loaded(display_name, model))
+    }
+
+    /// Only a model `<base>+<adapter dir>` has an adapter to load.
+    fn needs_start(&self, model: &str) -> bool {
+        split_adapter_model(model).is_some()
     }
 
     /// The adapters the server lists (`GET /v1/models`, the cards with a `parent`), each as

@@ -306,6 +306,8 @@ async fn a_model_that_is_not_an_adapter_is_served_as_it_is() {
         .mount(&server)
         .await;
     let s = vllm(&server, VllmConfig::default());
+    assert!(!s.needs_start("ft:gpt-4.1-nano:org::abc"));
+    assert!(s.needs_start(&tuned()));
     let served = s.start("ft:gpt-4.1-nano:org::abc", NAME).await.unwrap();
     assert_eq!(s.status(&served).await.unwrap().state, ServeState::Ready);
     s.chat(&question("ft:gpt-4.1-nano:org::abc")).await.unwrap();

@@ -478,6 +478,10 @@ impl<M: ModelServer> ModelServer for Retry<M> {
             .await
     }
 
+    fn needs_start(&self, model: &str) -> bool {
+        self.inner.needs_start(model)
+    }
+
     async fn list_running(&self) -> Result<Vec<Served>, ProviderError> {
         self.policy
             .run(&self.counter, "list_endpoints", || {

@@ -137,6 +137,15 @@ pub trait ModelServer: Send + Sync {
     /// request that never answered can still be found and stopped).
     async fn start(&self, model: &str, display_name: &str) -> Result<Served, ProviderError>;
 
+    /// Whether `model` must be started before it answers (a fine-tuned model on a dedicated
+    /// endpoint, a LoRA adapter to load); `false` for one the provider answers as it is, which
+    /// a study then evaluates without starting, recording or stopping anything. The default
+    /// is `true`.
+    fn needs_start(&self, model: &str) -> bool {
+        let _ = model;
+        true
+    }
+
     /// The account's own endpoints that are not stopped (Together: `GET /endpoints?mine=true`),
     /// so that a run can stop those it started even when it never learnt their ids.
     async fn list_running(&self) -> Result<Vec<Served>, ProviderError> {
@@ -325,6 +334,9 @@ impl<T: BatchRunner + ?Sized> BatchRunner for Arc<T> {
 impl<T: ModelServer + ?Sized> ModelServer for Arc<T> {
     async fn start(&self, model: &str, display_name: &str) -> Result<Served, ProviderError> {
         (**self).start(model, display_name).await
+    }
+    fn needs_start(&self, model: &str) -> bool {
+        (**self).needs_start(model)
     }
     async fn list_running(&self) -> Result<Vec<Served>, ProviderError> {
         (**self).list_running().await

@@ -551,7 +551,8 @@ async fn stop_endpoints_except(
 /// fails the model, and a rerun asks only what the cache does not hold. A model the provider
 /// says does not exist (`model_not_found`) stops at the first such answer.
 ///
-/// With `serving`, each fine-tuned model is served for its evaluation: the endpoint's name
+/// With `serving`, each fine-tuned model that needs it ([`ModelServer::needs_start`]) is
+/// served for its evaluation: the endpoint's name
 /// ([`endpoint_name`]) and model are recorded in `<exp>/endpoints.json` before it is asked
 /// for; an endpoint already serving the model ([`ModelServer::find_started`], one a killed
 /// run started) is reused rather than started and paid for twice; it is stopped when the
@@ -595,7 +596,7 @@ pub async fn evaluate(
             model: &model,
             job,
         };
-        match serving.filter(|_| label != "base") {
+        match serving.filter(|s| label != "base" && s.server.needs_start(&model)) {
             None => evaluate_model(exp, &one, chat.clone(), grader, opts, on_progress).await?,
             Some(s) => {
                 let name = endpoint_name(exp, &label);
