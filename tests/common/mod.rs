@@ -126,3 +126,46 @@ pub fn describe(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// The arguments of the small experiment most tests run: `--out out`, English and Yoruba,
+/// Medical only (11 test questions a language, 22 requests a model), then `extra`.
+pub fn small_experiment<'a>(out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--out",
+        out.to_str().expect("a UTF-8 path"),
+        "--languages",
+        "en,yo",
+        "--domains",
+        "medical",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The JSON file at `p`; panics naming it.
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// How many files are under `dir`, recursively.
+pub fn count_files(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
+/// Asserts that a run stopped because its directory holds the results of other settings,
+/// naming `change` (`seed: 1 -> 2`) and how to discard them.
+pub fn assert_stopped_for_change(o: &Output, change: &str) {
+    assert!(!o.status.success(), "{}", describe(o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("holds the results of a different experiment"),
+        "{err}"
+    );
+    assert!(err.contains(change), "{err}");
+    assert!(err.contains("--fresh"), "{err}");
+}
