@@ -60,16 +60,18 @@ async fn run_in(args: &Args, paid: &std::cell::Cell<bool>) -> anyhow::Result<()>
     // unchanged).
     let prepared = args.data.prepare(study.seed)?;
     let backend = common::backend(study.provider, out)?;
-    let fingerprint = study.fingerprint(
+    let mut fingerprint = study.fingerprint(
         &backend,
         Some(&args.tune),
         Some(&args.eval),
         &prepared.manifest,
         prepared.files(),
     );
-    xlt::study::check_fingerprint(
+    // After `prepare` (or `finetune`) alone, the recorded fingerprint lacks the settings of
+    // the later steps: they are recorded, and the rest compared.
+    common::check_partial_fingerprint(
         out,
-        &fingerprint,
+        &mut fingerprint,
         study.fresh,
         xlt::study::Discard::ResultsAndPreparedFiles,
     )?;

@@ -230,14 +230,16 @@ fn evaluate_before_finetune_says_to_run_finetune_first() {
     let out = dir.path().join("exp");
     let o = run_example("prepare", &small_experiment(&out, &[]));
     assert!(o.status.success(), "{}", describe(&o));
-    let before = count_files(&out);
+    let before = snapshot_dir(&out);
     let o = run_example("evaluate", &["--out", out.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("run `finetune` first"), "{err}");
-    // It fails before writing anything (no fingerprint.json either).
-    assert_eq!(count_files(&out), before);
-    assert!(!out.join("fingerprint.json").exists());
+    // It fails before writing anything (its settings are not added to fingerprint.json).
+    assert!(
+        snapshot_dir(&out) == before,
+        "the refused run changed files"
+    );
 }
 
 #[test]

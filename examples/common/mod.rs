@@ -214,6 +214,26 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     }
 }
 
+/// Stops `prepare` unless `out` is new or its `fingerprint.json` records the same prepared
+/// data (languages, domains, split seed and fraction, the digest of the prepared files),
+/// as `finetune`, `evaluate` and `reproduce` do with their settings: nothing is written
+/// then. With `fresh`, discards the old results and prepared files first (see
+/// [`check_partial_fingerprint`]).
+pub fn check_prepared_fingerprint(
+    out: &Path,
+    prepared: &xlt::data::Prepared,
+    fresh: bool,
+) -> anyhow::Result<()> {
+    let mut fp = xlt::study::Fingerprint::of_prepared(&prepared.manifest, prepared.files());
+    check_partial_fingerprint(
+        out,
+        &mut fp,
+        fresh,
+        xlt::study::Discard::ResultsAndPreparedFiles,
+    )?;
+    Ok(())
+}
+
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (`timeout`, `docker stop`, a cancelled
 /// CI job); says which.
 pub async fn interrupted() -> &'static str {
@@ -562,8 +582,7 @@ impl StudyArgs {
         let rel = std::path::PathBuf::from("manifest.json");
         files.push((rel.clone(), std::fs::read_to_string(exp.dir.join(&rel))?));
         let mut fp = self.fingerprint(backend, tune, eval, &exp.manifest, &files);
-        complete_from_recorded(&exp.dir, &mut fp)?;
-        xlt::study::check_fingerprint(&exp.dir, &fp, self.fresh, xlt::study::Discard::Results)?;
+        check_partial_fingerprint(&exp.dir, &mut fp, self.fresh, xlt::study::Discard::Results)?;
         Ok(fp)
     }
 
@@ -802,16 +821,32 @@ pub async fn evaluate(
     Ok(())
 }
 
-/// Fills the keys a partial command (`finetune`, `evaluate`) does not set from the
-/// fingerprint recorded in `dir`, and records the keys it sets that the recorded one lacks
-/// (an `evaluate` after a `finetune`), so each command compares only what it knows.
-fn complete_from_recorded(dir: &Path, fp: &mut xlt::study::Fingerprint) -> anyhow::Result<()> {
+/// Compares the fingerprint of a command that knows only part of the settings (`prepare`,
+/// `finetune`, `evaluate`; `reproduce` after one of them) with the one recorded in `dir`,
+/// as `xlt::study::check_fingerprint` does, comparing only what both know: the keys `fp`
+/// lacks are taken from the recorded fingerprint, and the keys the recorded one lacks (an
+/// `evaluate` after a `finetune`, a `reproduce` after a `prepare`) are added to it, but
+/// only once the shared keys agree, so that a refused run leaves `dir` as it was. After a
+/// discard (`fresh`), only the command's own keys are recorded, so the next command
+/// records its own.
+///
+/// # Errors
+/// As `xlt::study::check_fingerprint`; an unreadable recorded fingerprint.
+pub fn check_partial_fingerprint(
+    dir: &Path,
+    fp: &mut xlt::study::Fingerprint,
+    fresh: bool,
+    discard: xlt::study::Discard,
+) -> anyhow::Result<xlt::study::FingerprintCheck> {
     let path = dir.join(xlt::study::FINGERPRINT_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(());
+    let recorded: Option<xlt::study::Fingerprint> = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_json::from_str(&text).with_context(|| path.display().to_string())?),
+        Err(_) => None,
     };
-    let mut recorded: xlt::study::Fingerprint =
-        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    let Some(mut recorded) = recorded else {
+        return Ok(xlt::study::check_fingerprint(dir, fp, fresh, discard)?);
+    };
+    let own = fp.clone();
     for (k, v) in &recorded.settings {
         fp.settings.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -821,12 +856,29 @@ fn complete_from_recorded(dir: &Path, fp: &mut xlt::study::Fingerprint) -> anyho
         .filter(|(k, _)| !recorded.settings.contains_key(*k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if !new_keys.is_empty() {
+    let agree = recorded
+        .settings
+        .iter()
+        .all(|(k, v)| fp.settings.get(k) == Some(v));
+    if agree && !new_keys.is_empty() {
         recorded.settings.extend(new_keys);
         xlt::data::write_atomic(
             &path,
             (serde_json::to_string_pretty(&recorded)? + "\n").as_bytes(),
         )?;
+    } else if !agree && !fresh {
+        // Name only what changed, not what was never recorded.
+        for (k, _) in &new_keys {
+            fp.settings.remove(k);
+        }
     }
-    Ok(())
+    let check = xlt::study::check_fingerprint(dir, fp, fresh, discard)?;
+    if check == xlt::study::FingerprintCheck::Discarded {
+        xlt::data::write_atomic(
+            &path,
+            (serde_json::to_string_pretty(&own)? + "\n").as_bytes(),
+        )?;
+        *fp = own;
+    }
+    Ok(check)
 }
