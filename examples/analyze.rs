@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Parser};
 use xlt::stats::{AccuracyMatrix, Analysis, AnalysisConfig, BootstrapConfig, STUDY_FIGURES};
+mod common;
 
 /// Analyze a transfer study.
 #[derive(Parser)]
@@ -40,13 +41,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -81,11 +76,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     for w in &analysis.grid.warnings {
         eprintln!("warning: {w}");
     }
-    println!(
+    common::outln!(
         "{} instances; wrote {} files to {}",
         analysis.grid.rows.len(),
         files.len(),
         args.out.display()
-    );
+    )?;
     Ok(())
 }

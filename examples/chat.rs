@@ -139,7 +139,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }))
     .buffered(args.concurrency.max(1));
-    let stdout = std::io::stdout();
+    // A reader that stops early (`| head`) ends the run quietly (see `common::exit_code`).
+    let mut stdout = common::stdout();
     while let Some((id, answer)) = answers.next().await {
         let answer = answer.with_context(|| format!("request {id}"))?;
         let line = serde_json::to_string(&Response {
@@ -148,9 +149,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             finish_reason: answer.finish_reason,
             top_logprobs: answer.top_logprobs.unwrap_or_default(),
         })?;
-        let mut lock = stdout.lock();
-        writeln!(lock, "{line}")?;
-        lock.flush()?;
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
     }
     Ok(())
 }

@@ -37,6 +37,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     args.check_fingerprint(&backend, None, Some(&eval), &exp)?;
     let bars = common::Bars::new();
     common::evaluate(&args, &eval, &backend, &exp, &models, &bars).await?;
-    println!("outcomes in {}", args.out.join("outcomes").display());
+    common::outln!("outcomes in {}", args.out.join("outcomes").display())?;
     Ok(())
 }

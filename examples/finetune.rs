@@ -37,7 +37,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let bars = common::Bars::new();
     let models = common::finetune(&args, &tune, &backend, &exp, &plan, &bars).await?;
     for (slice, m) in &models.fine_tuned {
-        println!("{slice}\t{}", m.model);
+        common::outln!("{slice}\t{}", m.model)?;
     }
     Ok(())
 }

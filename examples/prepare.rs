@@ -42,11 +42,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let prepared = args.data.prepare(args.seed)?;
     common::check_prepared_fingerprint(&args.out, &prepared, args.fresh)?;
     prepared.write_to(&args.out)?;
-    print!("{}", prepared.summary());
-    println!(
-        "wrote {} files to {}",
+    common::outln!(
+        "{}wrote {} files to {}",
+        prepared.summary(),
         prepared.files().len(),
         args.out.display()
-    );
+    )?;
     Ok(())
 }

@@ -100,12 +100,12 @@ async fn run_in(args: &Args, paid: &std::cell::Cell<bool>) -> anyhow::Result<()>
         &out.join("run.json"),
         (serde_json::to_string_pretty(&run)? + "\n").as_bytes(),
     )?;
-    println!(
+    common::outln!(
         "{} instances analysed; {} in {}; {} retries",
         analysis.grid.rows.len(),
         files.join(", "),
         out.display(),
         backend.retries.total()
-    );
+    )?;
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! What the study examples share: the provider choice (the one place that names providers),
-//! the wrapper stack, progress bars and logging.
+//! What the examples share: the provider choice (the one place that names providers),
+//! the wrapper stack, progress bars, logging, and the exit (a closed stdout is a normal end).
 #![allow(dead_code)] // each example uses a different part
 
 use std::collections::HashMap;
@@ -203,16 +203,91 @@ pub fn retries_record(backend: &Backend) -> serde_json::Value {
     })
 }
 
-/// The exit of a study example: the error on stderr and a failure code, or success.
+/// The exit of an example: the error on stderr and a failure code, or success. A closed
+/// standard output ([`StdoutClosed`]: the reader stopped early, as `| head -1` does) is a
+/// normal end, quiet and successful, as in ripgrep.
 pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.chain().any(is_stdout_closed) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
 }
+
+/// A write to standard output failed because nobody reads it any more (`EPIPE`). It
+/// travels as the payload of an `io::Error` of kind `BrokenPipe`, so that only a broken
+/// stdout, not a broken connection to a provider, ends a program quietly.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+fn is_stdout_closed(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.is::<StdoutClosed>()
+        || e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>())
+}
+
+/// Standard output for an example's results: `print!` panics when the reader has gone,
+/// this returns an error that [`exit_code`] turns into a quiet end. Write through it (or
+/// [`outln!`]) and pass its errors on with `?`.
+pub struct Stdout(std::io::Stdout);
+
+/// Standard output, for results (see [`Stdout`]).
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout())
+}
+
+fn mark_closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        e
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(mark_closed)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(mark_closed)
+    }
+}
+
+/// Writes `args` and a newline to [`stdout`] and flushes.
+///
+/// # Errors
+/// `io::Error` ([`StdoutClosed`] when nobody reads standard output any more).
+pub fn print_line(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = stdout();
+    out.write_fmt(args)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// `println!` for results: `common::outln!("{x}")?`, an error instead of a panic when
+/// standard output is closed (see [`exit_code`]).
+#[allow(unused_macros)] // each example uses a different part
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::common::print_line(format_args!($($arg)*))
+    };
+}
+#[allow(unused_imports)] // each example uses a different part
+pub(crate) use outln;
 
 /// Stops `prepare` unless `out` is new or its `fingerprint.json` records the same prepared
 /// data (languages, domains, split seed and fraction, the digest of the prepared files),

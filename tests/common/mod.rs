@@ -62,6 +62,24 @@ pub fn run_example_with_env(
     envs: &[(&str, &str)],
     stdin: Option<&str>,
 ) -> Output {
+    run_with_stdout(name, args, envs, stdin, std::process::Stdio::piped())
+}
+
+/// As [`run_example_with_stdin`], with standard output a pipe whose reader has already
+/// gone: what `| head -1` leaves once it has its line. Nothing comes back on `stdout`.
+pub fn run_example_into_closed_pipe(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    run_with_stdout(name, args, &[], stdin, writer.into())
+}
+
+fn run_with_stdout(
+    name: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stdin: Option<&str>,
+    stdout: std::process::Stdio,
+) -> Output {
     use std::io::Write;
     use std::process::Stdio;
     let mut cmd = command(name);
@@ -73,16 +91,15 @@ pub fn run_example_with_env(
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("cargo runs");
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        // An example may stop before it has read everything (a closed stdout, a bad line).
+        let written = child.stdin.take().unwrap().write_all(input.as_bytes());
+        if let Err(e) = written {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
     }
     child.wait_with_output().expect("example finishes")
 }
