@@ -32,8 +32,8 @@ struct Args {
     /// A directory of per-question outcomes (`base.jsonl`, `<lang>-<domain>.jsonl`).
     #[arg(long)]
     outcomes: Option<PathBuf>,
-    /// Pigeonhole bootstrap resamples.
-    #[arg(long, default_value_t = BootstrapConfig::default().resamples)]
+    /// Pigeonhole bootstrap resamples (at least 40).
+    #[arg(long, default_value_t = BootstrapConfig::default().resamples, value_parser = resamples)]
     bootstrap: usize,
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 42)]
@@ -42,6 +42,21 @@ struct Args {
 
 fn main() -> ExitCode {
     common::exit_code(run(Args::parse()))
+}
+
+/// The smallest number of bootstrap resamples that gives a 95% percentile interval.
+const MIN_RESAMPLES: usize = 40;
+
+/// `--bootstrap`: at least [`MIN_RESAMPLES`].
+fn resamples(s: &str) -> Result<usize, String> {
+    let n: usize = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if n < MIN_RESAMPLES {
+        return Err(format!(
+            "must be at least {MIN_RESAMPLES}: the 95% interval cuts 2.5% of the resamples from each end, which needs {MIN_RESAMPLES} x 0.025 = 1 resample or more (default {})",
+            BootstrapConfig::default().resamples
+        ));
+    }
+    Ok(n)
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -29,7 +29,7 @@ struct Args {
     #[arg(long)]
     lite: Option<PathBuf>,
     /// Repetitions; the best is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = common::at_least_one::<usize>)]
     repeat: usize,
 }
 
@@ -58,7 +58,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut best = [f64::INFINITY; 4];
     let mut rows = 0;
     let mut files = 0;
-    for _ in 0..args.repeat.max(1) {
+    for _ in 0..args.repeat {
         let t0 = Instant::now();
         let dataset = data::load_paths(&paths)?;
         rows = dataset.len();
@@ -89,7 +89,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     common::outln!(
         "total:   {:8.1} ms (best of {})",
         best[3] * 1e3,
-        args.repeat.max(1)
+        args.repeat
     )?;
     if let Some(kib) = peak_rss_kib() {
         common::outln!("peak RSS: {:.1} MiB", kib as f64 / 1024.0)?;

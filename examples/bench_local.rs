@@ -26,10 +26,10 @@ struct Args {
     #[arg(long)]
     base_model: String,
     /// Questions (the first of the Lite English test file by sample id).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = common::at_least_one::<usize>)]
     questions: usize,
     /// Prompts per batch in the batched run.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = common::at_least_one::<usize>)]
     batch: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]

@@ -25,16 +25,16 @@ mod common;
 #[derive(Parser)]
 struct Args {
     /// Requests to send.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = common::at_least_one::<usize>)]
     requests: usize,
     /// Configured requests-per-minute limit.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = 1200, value_parser = common::at_least_one::<u32>)]
     rpm: u32,
     /// Server latency per request, in milliseconds.
     #[arg(long, default_value_t = 200)]
     latency_ms: u64,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = common::at_least_one::<usize>)]
     concurrency: usize,
 }
 

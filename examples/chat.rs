@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Requests in flight at once (the local provider batches them).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = common::at_least_one::<usize>)]
     concurrency: usize,
     /// State directory of the embedded provider (default: a temporary one).
     #[arg(long)]

@@ -309,6 +309,52 @@ pub fn check_prepared_fingerprint(
     Ok(())
 }
 
+/// A whole number of at least 1, for counts and limits (`--concurrency`, `--epochs`,
+/// `--batch-size`, `--max-requests-per-minute`): 0 would hang, divide by zero or do
+/// nothing. For `value_parser`; clap names the flag in the error.
+pub fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let n: T = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if n < T::from(1) {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(n)
+}
+
+/// A finite number above 0 (`--learning-rate`, `--learning-rate-multiplier`). For
+/// `value_parser`.
+pub fn positive_number(s: &str) -> Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if !(x.is_finite() && x > 0.0) {
+        return Err("must be a finite number above 0".to_owned());
+    }
+    Ok(x)
+}
+
+/// A finite number of seconds, 0 or more (`--poll-interval`). For `value_parser`.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if !(x.is_finite() && x >= 0.0) {
+        return Err("must be a finite number of seconds, 0 or more".to_owned());
+    }
+    Ok(x)
+}
+
+/// A fraction strictly between 0 and 1 (`--train-fraction`): both sides of the split
+/// need questions. For `value_parser`.
+pub fn fraction(s: &str) -> Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if !(x > 0.0 && x < 1.0) {
+        return Err(
+            "must be strictly between 0 and 1 (both sides of the split need questions)".to_owned(),
+        );
+    }
+    Ok(x)
+}
+
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (`timeout`, `docker stop`, a cancelled
 /// CI job); says which.
 pub async fn interrupted() -> &'static str {
@@ -441,7 +487,7 @@ pub struct DataArgs {
     #[arg(long, default_value = "stem,humanities,medical")]
     pub domains: String,
     /// Fraction of each subject on the training side.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = fraction)]
     pub train_fraction: f64,
 }
 
@@ -502,7 +548,7 @@ pub struct StudyArgs {
     pub fresh: bool,
     /// Seconds between polls of a fine-tuning job, batch or endpoint (default: the
     /// provider's pace, 5 s growing to 60 s for jobs).
-    #[arg(long)]
+    #[arg(long, value_parser = seconds)]
     pub poll_interval: Option<f64>,
 }
 
@@ -513,16 +559,16 @@ pub struct TuneArgs {
     #[arg(long)]
     pub train_slices: Option<String>,
     /// Epochs (study: 1).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<u32>)]
     pub epochs: u32,
     /// Batch size (study: 8).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<u32>)]
     pub batch_size: u32,
     /// Learning-rate multiplier (study: 0.4), for providers that take one (OpenAI, embedded).
-    #[arg(long, conflicts_with = "learning_rate")]
+    #[arg(long, conflicts_with = "learning_rate", value_parser = positive_number)]
     pub learning_rate_multiplier: Option<f64>,
     /// Absolute learning rate, for providers that take one (Together; default 1e-5).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_number)]
     pub learning_rate: Option<f64>,
     /// A JSON price table (USD per million tokens: training, base_input, base_output,
     /// tuned_input, tuned_output) overriding the built-in one.
@@ -551,13 +597,13 @@ pub struct EvalArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
     /// Client-side requests-per-minute limit (default: 500 for OpenAI, none offline).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u32>)]
     pub max_requests_per_minute: Option<u32>,
     /// Client-side tokens-per-minute limit.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u32>)]
     pub max_tokens_per_minute: Option<u32>,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
     pub concurrency: usize,
 }
 
