@@ -60,6 +60,7 @@ fn resamples(s: &str) -> Result<usize, String> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    common::check_out_dir(&args.out)?;
     let mut config = AnalysisConfig {
         bootstrap: BootstrapConfig {
             resamples: args.bootstrap,

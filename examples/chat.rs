@@ -87,7 +87,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let temp;
     let out = match &args.out {
-        Some(o) => o.as_path(),
+        Some(o) => {
+            common::check_out_dir(o)?;
+            o.as_path()
+        }
         None => {
             temp = tempfile::tempdir()?;
             temp.path()

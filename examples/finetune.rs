@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let (tune, args) = (args.tune, args.study);
+    common::check_out_dir(&args.out)?;
     let exp = xlt::study::Experiment::open(&args.out)?;
     let backend = common::backend(args.provider, &args.out)?;
     args.check_fingerprint(&backend, Some(&tune), None, &exp)?;

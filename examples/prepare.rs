@@ -39,6 +39,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    common::check_out_dir(&args.out)?;
     let prepared = args.data.prepare(args.seed)?;
     common::check_prepared_fingerprint(&args.out, &prepared, args.fresh)?;
     prepared.write_to(&args.out)?;

@@ -41,6 +41,8 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let study = &args.study;
     let out = &study.out;
+    // Before `was_new`: a file given as `--out` must not be removed below.
+    common::check_out_dir(out)?;
     // Whether `out` is new: a run that fails before its first paid call removes what it
     // wrote there, leaving the directory as it found it.
     let was_new = std::fs::read_dir(out).map_or(true, |mut d| d.next().is_none());

@@ -289,6 +289,43 @@ macro_rules! outln {
 #[allow(unused_imports)] // each example uses a different part
 pub(crate) use outln;
 
+/// Checks `--out` before anything is read or written: it must be a directory or not exist
+/// yet, and the program must be able to write there (or create it in the nearest existing
+/// parent).
+///
+/// # Errors
+/// `--out PATH is a file, not a directory`; a parent that is a file; a directory that
+/// cannot be written.
+pub fn check_out_dir(out: &Path) -> anyhow::Result<()> {
+    let shown = out.display();
+    let writable = |dir: &Path| tempfile::tempfile_in(dir).map(drop);
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => {
+            return writable(out).with_context(|| format!("--out {shown}: cannot write there"));
+        }
+        Ok(_) => bail!("--out {shown} is a file, not a directory"),
+        // Missing, or under a file (`NotADirectory`): look at the parents.
+        Err(_) => {}
+    }
+    let mut parent = out;
+    let existing = loop {
+        parent = match parent.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if parent == Path::new(".") || std::fs::symlink_metadata(parent).is_ok() {
+            break parent;
+        }
+    };
+    let shown_parent = existing.display();
+    match std::fs::metadata(existing) {
+        Ok(m) if m.is_dir() => writable(existing)
+            .with_context(|| format!("--out {shown}: cannot create it in {shown_parent}")),
+        Ok(_) => bail!("--out {shown}: {shown_parent} is a file, not a directory"),
+        Err(e) => bail!("--out {shown}: {shown_parent}: {e}"),
+    }
+}
+
 /// Stops `prepare` unless `out` is new or its `fingerprint.json` records the same prepared
 /// data (languages, domains, split seed and fraction, the digest of the prepared files),
 /// as `finetune`, `evaluate` and `reproduce` do with their settings: nothing is written
