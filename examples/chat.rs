@@ -8,7 +8,10 @@
 //! A request: `{"id", "messages": [{"role", "content"}], "max_tokens"?, "temperature"?,
 //! "top_logprobs"?}`; a response: `{"id", "text", "finish_reason", "top_logprobs":
 //! [{"token", "logprob"}]}` (the first output token's alternatives, empty unless asked).
-//! Every line is read and checked before the first request is sent.
+//! Every line is read and checked before the first request is sent: a bad line stops the
+//! run with its line number and a failure code before anything is asked (or paid for). This
+//! differs from `grade` on purpose: grading is free, so `grade` streams and stops at a bad
+//! line after writing the lines before it.
 
 mod common;
 
@@ -22,7 +25,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use xlt::provider::{ChatMessage, ChatModel, ChatRequest, Retry, RetryPolicy};
 
-/// Chat requests from stdin, responses on stdout.
+/// Chat requests from stdin, responses on stdout, in input order. Every line is checked
+/// before the first request is sent: a bad line stops the run, naming its line number,
+/// before anything is asked (or paid for).
 #[derive(Parser)]
 struct Args {
     /// Which provider answers.

@@ -17,8 +17,9 @@ use xlt::grade::{GradeRequest, RuleExtractor};
 mod common;
 
 /// Grade responses: JSON Lines `{"id", "language", "response", "options"?}` on stdin, one
-/// `{"id", "letter", "method"}` line per input on stdout, in input order. An unparseable
-/// response is not an error (its letter is null); a malformed input line is.
+/// `{"id", "letter", "method"}` line per input on stdout, in input order, as the lines come.
+/// An unparseable response is not an error (its letter is null); a malformed input line is:
+/// the lines before it are written, then the run stops naming its line number.
 #[derive(Parser)]
 #[command(
     after_help = "Example: echo '{\"id\":\"1\",\"language\":\"de\",\"response\":\"Antwort: C\"}' | cargo run --example grade"
