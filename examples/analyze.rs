@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Parser};
 use xlt::stats::{AccuracyMatrix, Analysis, AnalysisConfig, BootstrapConfig, STUDY_FIGURES};
+mod common;
 
 /// Analyze a transfer study.
 #[derive(Parser)]
@@ -31,8 +32,8 @@ struct Args {
     /// A directory of per-question outcomes (`base.jsonl`, `<lang>-<domain>.jsonl`).
     #[arg(long)]
     outcomes: Option<PathBuf>,
-    /// Pigeonhole bootstrap resamples.
-    #[arg(long, default_value_t = BootstrapConfig::default().resamples)]
+    /// Pigeonhole bootstrap resamples (at least 40).
+    #[arg(long, default_value_t = BootstrapConfig::default().resamples, value_parser = resamples)]
     bootstrap: usize,
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 42)]
@@ -40,16 +41,26 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    common::exit_code(run(Args::parse()))
+}
+
+/// The smallest number of bootstrap resamples that gives a 95% percentile interval.
+const MIN_RESAMPLES: usize = 40;
+
+/// `--bootstrap`: at least [`MIN_RESAMPLES`].
+fn resamples(s: &str) -> Result<usize, String> {
+    let n: usize = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if n < MIN_RESAMPLES {
+        return Err(format!(
+            "must be at least {MIN_RESAMPLES}: the 95% interval cuts 2.5% of the resamples from each end, which needs {MIN_RESAMPLES} x 0.025 = 1 resample or more (default {})",
+            BootstrapConfig::default().resamples
+        ));
     }
+    Ok(n)
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    common::check_out_dir(&args.out)?;
     let mut config = AnalysisConfig {
         bootstrap: BootstrapConfig {
             resamples: args.bootstrap,
@@ -81,11 +92,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     for w in &analysis.grid.warnings {
         eprintln!("warning: {w}");
     }
-    println!(
+    common::outln!(
         "{} instances; wrote {} files to {}",
         analysis.grid.rows.len(),
         files.len(),
         args.out.display()
-    );
+    )?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use xlt::data::{self, PrepareConfig};
+mod common;
 
 /// Time the data pipeline: load, select, de-duplicate, align, split, render and write.
 /// With no argument it runs on the shipped Lite files (nine languages).
@@ -28,12 +29,15 @@ struct Args {
     #[arg(long)]
     lite: Option<PathBuf>,
     /// Repetitions; the best is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = common::at_least_one::<usize>)]
     repeat: usize,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    common::exit_code(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let lite = args
         .lite
         .unwrap_or_else(|| xlt::fixtures_dir().join("global-mmlu/lite"));
@@ -54,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let mut best = [f64::INFINITY; 4];
     let mut rows = 0;
     let mut files = 0;
-    for _ in 0..args.repeat.max(1) {
+    for _ in 0..args.repeat {
         let t0 = Instant::now();
         let dataset = data::load_paths(&paths)?;
         rows = dataset.len();
@@ -69,26 +73,26 @@ fn main() -> anyhow::Result<()> {
             *b = b.min(p);
         }
     }
-    println!(
+    common::outln!(
         "inputs: {} files, {rows} rows (full: {})",
         paths.len(),
         args.full
             .as_deref()
             .map_or_else(|| "none".to_owned(), |p| p.display().to_string())
-    );
-    println!("load:    {:8.1} ms", best[0] * 1e3);
-    println!(
+    )?;
+    common::outln!("load:    {:8.1} ms", best[0] * 1e3)?;
+    common::outln!(
         "prepare: {:8.1} ms (select, dedup, align, split, render)",
         best[1] * 1e3
-    );
-    println!("write:   {:8.1} ms ({files} files)", best[2] * 1e3);
-    println!(
+    )?;
+    common::outln!("write:   {:8.1} ms ({files} files)", best[2] * 1e3)?;
+    common::outln!(
         "total:   {:8.1} ms (best of {})",
         best[3] * 1e3,
-        args.repeat.max(1)
-    );
+        args.repeat
+    )?;
     if let Some(kib) = peak_rss_kib() {
-        println!("peak RSS: {:.1} MiB", kib as f64 / 1024.0);
+        common::outln!("peak RSS: {:.1} MiB", kib as f64 / 1024.0)?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use xlt::grade::extract;
+mod common;
 
 /// Time deterministic answer extraction: responses per second on one thread, short and long
 /// (target: one million short responses per second). Build with `--release`.
@@ -58,12 +59,17 @@ fn rate(responses: &[&str], target_secs: f64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let Args {} = Args::parse();
+    common::exit_code(run())
+}
+
+fn run() -> anyhow::Result<()> {
     // Warm the phrase automaton.
     extract("Answer: A", None);
     let short = rate(SHORT, 1.0);
     let long = rate(LONG, 1.0);
-    println!("short responses: {:>12.0} per second (one thread)", short);
-    println!("long responses:  {:>12.0} per second (one thread)", long);
+    common::outln!("short responses: {:>12.0} per second (one thread)", short)?;
+    common::outln!("long responses:  {:>12.0} per second (one thread)", long)?;
+    Ok(())
 }

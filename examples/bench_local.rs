@@ -17,6 +17,7 @@ use clap::Parser;
 use xlt::data::{AnswerLetter, Language, PromptTemplate};
 use xlt::local::{LoadOptions, LocalModel, ModelSource};
 use xlt::provider::{ChatMessage, Role};
+mod common;
 
 /// Benchmark local first-token scoring.
 #[derive(Parser)]
@@ -25,10 +26,10 @@ struct Args {
     #[arg(long)]
     base_model: String,
     /// Questions (the first of the Lite English test file by sample id).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = common::at_least_one::<usize>)]
     questions: usize,
     /// Prompts per batch in the batched run.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = common::at_least_one::<usize>)]
     batch: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -63,8 +64,11 @@ fn peak_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    common::exit_code(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let path = xlt::fixtures_dir().join("global-mmlu/lite/en.test.csv");
     let mut questions = xlt::data::load_file(&path, Some(Language::English))?;
     questions.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
@@ -201,12 +205,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    println!(
+    common::outln!(
         "| engine | mode | questions/s | prompt tokens/s | peak memory (MiB) | letter accuracy |"
-    );
-    println!("|---|---|---:|---:|---:|---:|");
+    )?;
+    common::outln!("|---|---|---:|---:|---:|---:|")?;
     for r in &table {
-        println!(
+        common::outln!(
             "| {} | {} | {:.2} | {:.0} | {:.0} | {} |",
             r.engine,
             r.mode,
@@ -215,7 +219,7 @@ fn main() -> anyhow::Result<()> {
             r.peak_mib,
             r.accuracy
                 .map_or("".to_owned(), |a| format!("{:.0}%", 100.0 * a))
-        );
+        )?;
     }
     Ok(())
 }

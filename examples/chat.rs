@@ -8,7 +8,10 @@
 //! A request: `{"id", "messages": [{"role", "content"}], "max_tokens"?, "temperature"?,
 //! "top_logprobs"?}`; a response: `{"id", "text", "finish_reason", "top_logprobs":
 //! [{"token", "logprob"}]}` (the first output token's alternatives, empty unless asked).
-//! Every line is read and checked before the first request is sent.
+//! Every line is read and checked before the first request is sent: a bad line stops the
+//! run with its line number and a failure code before anything is asked (or paid for). This
+//! differs from `grade` on purpose: grading is free, so `grade` streams and stops at a bad
+//! line after writing the lines before it.
 
 mod common;
 
@@ -22,7 +25,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use xlt::provider::{ChatMessage, ChatModel, ChatRequest, Retry, RetryPolicy};
 
-/// Chat requests from stdin, responses on stdout.
+/// Chat requests from stdin, responses on stdout, in input order. Every line is checked
+/// before the first request is sent: a bad line stops the run, naming its line number,
+/// before anything is asked (or paid for).
 #[derive(Parser)]
 struct Args {
     /// Which provider answers.
@@ -39,7 +44,7 @@ struct Args {
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Requests in flight at once (the local provider batches them).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = common::at_least_one::<usize>)]
     concurrency: usize,
     /// State directory of the embedded provider (default: a temporary one).
     #[arg(long)]
@@ -87,7 +92,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let temp;
     let out = match &args.out {
-        Some(o) => o.as_path(),
+        Some(o) => {
+            common::check_out_dir(o)?;
+            o.as_path()
+        }
         None => {
             temp = tempfile::tempdir()?;
             temp.path()
@@ -139,7 +147,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }))
     .buffered(args.concurrency.max(1));
-    let stdout = std::io::stdout();
+    // A reader that stops early (`| head`) ends the run quietly (see `common::exit_code`).
+    let mut stdout = common::stdout();
     while let Some((id, answer)) = answers.next().await {
         let answer = answer.with_context(|| format!("request {id}"))?;
         let line = serde_json::to_string(&Response {
@@ -148,9 +157,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             finish_reason: answer.finish_reason,
             top_logprobs: answer.top_logprobs.unwrap_or_default(),
         })?;
-        let mut lock = stdout.lock();
-        writeln!(lock, "{line}")?;
-        lock.flush()?;
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
     }
     Ok(())
 }

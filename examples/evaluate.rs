@@ -34,6 +34,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let (eval, args) = (args.eval, args.study);
+    common::check_out_dir(&args.out)?;
     let exp = xlt::study::Experiment::open(&args.out)?;
     let backend = common::backend(args.provider, &args.out)?;
     // models.json first: `evaluate` before `finetune` fails without touching the directory.
@@ -41,6 +42,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     args.check_fingerprint(&backend, None, Some(&eval), &exp)?;
     let bars = common::Bars::new();
     common::evaluate(&args, &eval, &backend, &exp, &models, &bars).await?;
-    println!("outcomes in {}", args.out.join("outcomes").display());
+    common::outln!("outcomes in {}", args.out.join("outcomes").display())?;
     Ok(())
 }

@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let (tune, args) = (args.tune, args.study);
+    common::check_out_dir(&args.out)?;
     let exp = xlt::study::Experiment::open(&args.out)?;
     let backend = common::backend(args.provider, &args.out)?;
     args.check_fingerprint(&backend, Some(&tune), None, &exp)?;
@@ -37,7 +38,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let bars = common::Bars::new();
     let models = common::finetune(&args, &tune, &backend, &exp, &plan, &bars).await?;
     for (slice, m) in &models.fine_tuned {
-        println!("{slice}\t{}", m.model);
+        common::outln!("{slice}\t{}", m.model)?;
     }
     Ok(())
 }

@@ -14,10 +14,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use xlt::grade::{GradeRequest, RuleExtractor};
+mod common;
 
 /// Grade responses: JSON Lines `{"id", "language", "response", "options"?}` on stdin, one
-/// `{"id", "letter", "method"}` line per input on stdout, in input order. An unparseable
-/// response is not an error (its letter is null); a malformed input line is.
+/// `{"id", "letter", "method"}` line per input on stdout, in input order, as the lines come.
+/// An unparseable response is not an error (its letter is null); a malformed input line is:
+/// the lines before it are written, then the run stops naming its line number.
 #[derive(Parser)]
 #[command(
     after_help = "Example: echo '{\"id\":\"1\",\"language\":\"de\",\"response\":\"Antwort: C\"}' | cargo run --example grade"
@@ -26,26 +28,22 @@ struct Args {}
 
 fn main() -> ExitCode {
     let Args {} = Args::parse();
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run())
 }
 
 fn run() -> anyhow::Result<()> {
     let stdin = std::io::stdin().lock();
-    let mut out = BufWriter::new(std::io::stdout().lock());
+    // A reader that stops early (`| head`) ends the run quietly (see `common::exit_code`).
+    let mut out = BufWriter::new(common::stdout());
     for (i, line) in stdin.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
         let request = GradeRequest::parse(&line, "stdin", i + 1)?;
-        serde_json::to_writer(&mut out, &request.grade(&RuleExtractor))?;
-        out.write_all(b"\n")?;
+        // Serialized first: serde_json would hide the closed stdout inside its own error.
+        let graded = serde_json::to_string(&request.grade(&RuleExtractor))?;
+        writeln!(out, "{graded}")?;
     }
     out.flush()?;
     Ok(())

@@ -5,8 +5,11 @@
 //! ```text
 //! cargo run --release --example prepare -- --out <DIR> [--data <PATH|hf:Org/Name[@rev]>...] \
 //!     [--languages en,de,ar] [--domains stem,humanities,medical] \
-//!     [--train-fraction 0.7] [--seed 42]
+//!     [--train-fraction 0.7] [--seed 42] [--fresh]
 //! ```
+//! Into a directory that holds an experiment prepared otherwise (its `fingerprint.json`),
+//! it stops before writing anything and names what changed; `--fresh` discards the old
+//! prepared files and results there first (the response cache is kept).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,27 +28,26 @@ struct Args {
     /// Seed of the split.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Discard an experiment prepared with other settings in `--out` (its prepared files and
+    /// results; the response cache is kept).
+    #[arg(long)]
+    fresh: bool,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code(run(Args::parse()))
 }
 
-fn run(args: Args) -> Result<(), xlt::data::DataError> {
+fn run(args: Args) -> anyhow::Result<()> {
+    common::check_out_dir(&args.out)?;
     let prepared = args.data.prepare(args.seed)?;
+    common::check_prepared_fingerprint(&args.out, &prepared, args.fresh)?;
     prepared.write_to(&args.out)?;
-    print!("{}", prepared.summary());
-    println!(
-        "wrote {} files to {}",
+    common::outln!(
+        "{}wrote {} files to {}",
+        prepared.summary(),
         prepared.files().len(),
         args.out.display()
-    );
+    )?;
     Ok(())
 }

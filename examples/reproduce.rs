@@ -46,6 +46,8 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let study = &args.study;
     let out = &study.out;
+    // Before `was_new`: a file given as `--out` must not be removed below.
+    common::check_out_dir(out)?;
     // Whether `out` is new: a run that fails before its first paid call removes what it
     // wrote there, leaving the directory as it found it.
     let was_new = std::fs::read_dir(out).map_or(true, |mut d| d.next().is_none());
@@ -65,16 +67,18 @@ async fn run_in(args: &Args, paid: &std::cell::Cell<bool>) -> anyhow::Result<()>
     // unchanged).
     let prepared = args.data.prepare(study.seed)?;
     let backend = common::backend(study.provider, out)?;
-    let fingerprint = study.fingerprint(
+    let mut fingerprint = study.fingerprint(
         &backend,
         Some(&args.tune),
         Some(&args.eval),
         &prepared.manifest,
         prepared.files(),
     )?;
-    xlt::study::check_fingerprint(
+    // After `prepare` (or `finetune`) alone, the recorded fingerprint lacks the settings of
+    // the later steps: they are recorded, and the rest compared.
+    common::check_partial_fingerprint(
         out,
-        &fingerprint,
+        &mut fingerprint,
         study.fresh,
         xlt::study::Discard::ResultsAndPreparedFiles,
     )?;
@@ -103,12 +107,12 @@ async fn run_in(args: &Args, paid: &std::cell::Cell<bool>) -> anyhow::Result<()>
         &out.join("run.json"),
         (serde_json::to_string_pretty(&run)? + "\n").as_bytes(),
     )?;
-    println!(
+    common::outln!(
         "{} instances analysed; {} in {}; {} retries",
         analysis.grid.rows.len(),
         files.join(", "),
         out.display(),
         backend.retries.total()
-    );
+    )?;
     Ok(())
 }

@@ -163,3 +163,58 @@ fn language_missing_from_data_is_an_empty_slice() {
     );
     assert!(!target.exists());
 }
+
+#[test]
+fn preparing_over_an_experiment_of_other_settings_stops_and_fresh_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let out_s = out.to_str().unwrap();
+    let prepare = |seed: &str, fresh: bool| {
+        let mut args = small_experiment(&out, &["--seed", seed]);
+        if fresh {
+            args.push("--fresh");
+        }
+        run_example("prepare", &args)
+    };
+    let o = prepare("1", false);
+    assert!(o.status.success(), "{}", describe(&o));
+    let o = run_example("finetune", &["--out", out_s]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(out.join("models.json").exists());
+    let before = snapshot_dir(&out);
+    // The same settings again: the same files, the results kept.
+    let o = prepare("1", false);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(snapshot_dir(&out) == before, "a rerun changed files");
+    // Another seed: stops, names what changed, touches nothing.
+    assert_stopped_for_change(&prepare("2", false), "seed: 1 -> 2");
+    assert!(
+        snapshot_dir(&out) == before,
+        "the refused run changed files"
+    );
+    // With --fresh: the old results go, the new split is written, and the next step
+    // records its own settings without asking for --fresh again.
+    let o = prepare("2", true);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(!out.join("models.json").exists());
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.seed, 2);
+    let o = run_example("finetune", &["--out", out_s, "--seed", "7"]);
+    assert!(o.status.success(), "{}", describe(&o));
+}
+
+#[test]
+fn reproduce_runs_on_what_prepare_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let args = small_experiment(&out, &[]);
+    let o = run_example("prepare", &args);
+    assert!(o.status.success(), "{}", describe(&o));
+    // prepare records only the prepared part of the fingerprint; reproduce adds the rest.
+    let o = run_example("reproduce", &args);
+    assert!(o.status.success(), "{}", describe(&o));
+    let fp = read_json(&out.join("fingerprint.json"));
+    assert_eq!(fp["settings"]["provider"], "embedded");
+    assert_eq!(fp["settings"]["seed"], "42");
+}

@@ -10,11 +10,6 @@ use common::*;
 use wiremock::MockServer;
 use xlt_openai::testing::{TEST_KEY, exchange, mount};
 
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
-
 fn lines(p: &Path) -> usize {
     std::fs::read_to_string(p).unwrap().lines().count()
 }
@@ -23,17 +18,7 @@ fn lines(p: &Path) -> usize {
 fn offline_run_writes_every_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("study");
-    let o = run_example(
-        "reproduce",
-        &[
-            "--out",
-            out.to_str().unwrap(),
-            "--languages",
-            "en,yo",
-            "--domains",
-            "medical",
-        ],
-    );
+    let o = run_example("reproduce", &small_experiment(&out, &[]));
     assert!(o.status.success(), "{}", describe(&o));
     // What prepare writes.
     let manifest = read_json(&out.join("manifest.json"));
@@ -91,16 +76,7 @@ fn unknown_slice_and_bad_language_fail_clearly() {
     let out = dir.path().join("study");
     let o = run_example(
         "reproduce",
-        &[
-            "--out",
-            out.to_str().unwrap(),
-            "--languages",
-            "en,yo",
-            "--domains",
-            "medical",
-            "--train-slices",
-            "ig-medical",
-        ],
+        &small_experiment(&out, &["--train-slices", "ig-medical"]),
     );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("training slice `ig-medical`"));
@@ -133,27 +109,24 @@ async fn runs_against_a_recorded_openai() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("study");
     let base_url = format!("{}/v1", server.uri());
-    let out_s = out.to_str().unwrap().to_owned();
+    let out_c = out.clone();
     let o = tokio::task::spawn_blocking(move || {
         spawn_example(
             "reproduce",
-            &[
-                "--out",
-                &out_s,
-                "--provider",
-                "openai",
-                "--languages",
-                "en,yo",
-                "--domains",
-                "medical",
-                "--train-slices",
-                "en-medical",
-                "--grader",
-                "regex",
-                "--max-requests-per-minute",
-                "60000",
-                "--yes",
-            ],
+            &small_experiment(
+                &out_c,
+                &[
+                    "--provider",
+                    "openai",
+                    "--train-slices",
+                    "en-medical",
+                    "--grader",
+                    "regex",
+                    "--max-requests-per-minute",
+                    "60000",
+                    "--yes",
+                ],
+            ),
             &[("OPENAI_API_KEY", TEST_KEY), ("OPENAI_BASE_URL", &base_url)],
         )
         .wait_with_output()
@@ -189,16 +162,7 @@ fn paid_run_without_yes_is_refused_before_any_call() {
     // with a transport error instead.
     let o = spawn_example(
         "reproduce",
-        &[
-            "--out",
-            out.to_str().unwrap(),
-            "--provider",
-            "openai",
-            "--languages",
-            "en,yo",
-            "--domains",
-            "medical",
-        ],
+        &small_experiment(&out, &["--provider", "openai"]),
         &[
             ("OPENAI_API_KEY", TEST_KEY),
             ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
@@ -219,49 +183,26 @@ fn a_rerun_with_other_settings_stops_and_fresh_starts_over() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("study");
     let clean = dir.path().join("clean");
-    let args = |out: &Path, seed: &str, fresh: bool| {
-        let mut a = vec![
-            "--out".to_owned(),
-            out.to_str().unwrap().to_owned(),
-            "--languages".into(),
-            "en,yo".into(),
-            "--domains".into(),
-            "medical".into(),
-            "--seed".into(),
-            seed.into(),
-        ];
+    let run = |out: &Path, seed: &str, fresh: bool| {
+        let mut a = small_experiment(out, &["--seed", seed]);
         if fresh {
-            a.push("--fresh".into());
+            a.push("--fresh");
         }
-        a
+        run_example("reproduce", &a)
     };
-    let run = |a: Vec<String>| {
-        run_example(
-            "reproduce",
-            &a.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-    };
-    let o = run(args(&out, "1", false));
+    let o = run(&out, "1", false);
     assert!(o.status.success(), "{}", describe(&o));
     let before = snapshot_dir(&out);
     // Seed 2 into the same directory: stops, names what changed, touches nothing.
-    let o = run(args(&out, "2", false));
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("holds the results of a different experiment"),
-        "{err}"
-    );
-    assert!(err.contains("seed: 1 -> 2"), "{err}");
-    assert!(err.contains("--fresh"), "{err}");
+    assert_stopped_for_change(&run(&out, "2", false), "seed: 1 -> 2");
     assert!(
         snapshot_dir(&out) == before,
         "the refused run changed files"
     );
     // With --fresh: exactly the results of a clean seed-2 run.
-    let o = run(args(&out, "2", true));
+    let o = run(&out, "2", true);
     assert!(o.status.success(), "{}", describe(&o));
-    let o = run(args(&clean, "2", false));
+    let o = run(&clean, "2", false);
     assert!(o.status.success(), "{}", describe(&o));
     for f in [
         "models.json",
@@ -287,63 +228,39 @@ fn a_rerun_with_other_settings_stops_and_fresh_starts_over() {
 fn evaluate_before_finetune_says_to_run_finetune_first() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("exp");
-    let o = run_example(
-        "prepare",
-        &[
-            "--out",
-            out.to_str().unwrap(),
-            "--languages",
-            "en,yo",
-            "--domains",
-            "medical",
-        ],
-    );
+    let o = run_example("prepare", &small_experiment(&out, &[]));
     assert!(o.status.success(), "{}", describe(&o));
-    let before = count_files(&out);
+    let before = snapshot_dir(&out);
     let o = run_example("evaluate", &["--out", out.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("run `finetune` first"), "{err}");
-    // It fails before writing anything (no fingerprint.json either).
-    assert_eq!(count_files(&out), before);
-    assert!(!out.join("fingerprint.json").exists());
-}
-
-fn count_files(dir: &Path) -> usize {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .count()
+    // It fails before writing anything (its settings are not added to fingerprint.json).
+    assert!(
+        snapshot_dir(&out) == before,
+        "the refused run changed files"
+    );
 }
 
 #[test]
 fn killed_and_resumed_run_matches_an_uninterrupted_one() {
-    let args = |out: &str| -> Vec<String> {
+    fn args(out: &Path) -> [&str; 6] {
         [
             "--out",
-            out,
+            out.to_str().unwrap(),
             "--languages",
             "en,yo,de,ar",
             "--domains",
             "stem,medical",
         ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
+    }
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
     let b = dir.path().join("b");
-    let a_args = args(a.to_str().unwrap());
-    let o = run_example(
-        "reproduce",
-        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let o = run_example("reproduce", &args(&a));
     assert!(o.status.success(), "{}", describe(&o));
 
-    let b_args = args(b.to_str().unwrap());
-    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    let b_args = args(&b);
     // Kill it once during fine-tuning and once during evaluation.
     let mut killed_mid_run = 0;
     for (what, ready) in [

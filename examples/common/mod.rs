@@ -1,5 +1,5 @@
-//! What the study examples share: the provider choice (the one place that names providers),
-//! the wrapper stack, progress bars and logging.
+//! What the examples share: the provider choice (the one place that names providers),
+//! the wrapper stack, progress bars, logging, and the exit (a closed stdout is a normal end).
 #![allow(dead_code)] // each example uses a different part
 
 use std::collections::HashMap;
@@ -245,15 +245,193 @@ pub fn retries_record(backend: &Backend) -> serde_json::Value {
     })
 }
 
-/// The exit of a study example: the error on stderr and a failure code, or success.
+/// The exit of an example: the error on stderr and a failure code, or success. A closed
+/// standard output ([`StdoutClosed`]: the reader stopped early, as `| head -1` does) is a
+/// normal end, quiet and successful, as in ripgrep.
 pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.chain().any(is_stdout_closed) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A write to standard output failed because nobody reads it any more (`EPIPE`). It
+/// travels as the payload of an `io::Error` of kind `BrokenPipe`, so that only a broken
+/// stdout, not a broken connection to a provider, ends a program quietly.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+fn is_stdout_closed(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.is::<StdoutClosed>()
+        || e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>())
+}
+
+/// Standard output for an example's results: `print!` panics when the reader has gone,
+/// this returns an error that [`exit_code`] turns into a quiet end. Write through it (or
+/// [`outln!`]) and pass its errors on with `?`.
+pub struct Stdout(std::io::Stdout);
+
+/// Standard output, for results (see [`Stdout`]).
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout())
+}
+
+fn mark_closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        e
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(mark_closed)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(mark_closed)
+    }
+}
+
+/// Writes `args` and a newline to [`stdout`] and flushes.
+///
+/// # Errors
+/// `io::Error` ([`StdoutClosed`] when nobody reads standard output any more).
+pub fn print_line(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = stdout();
+    out.write_fmt(args)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// `println!` for results: `common::outln!("{x}")?`, an error instead of a panic when
+/// standard output is closed (see [`exit_code`]).
+#[allow(unused_macros)] // each example uses a different part
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::common::print_line(format_args!($($arg)*))
+    };
+}
+#[allow(unused_imports)] // each example uses a different part
+pub(crate) use outln;
+
+/// Checks `--out` before anything is read or written: it must be a directory or not exist
+/// yet, and the program must be able to write there (or create it in the nearest existing
+/// parent).
+///
+/// # Errors
+/// `--out PATH is a file, not a directory`; a parent that is a file; a directory that
+/// cannot be written.
+pub fn check_out_dir(out: &Path) -> anyhow::Result<()> {
+    let shown = out.display();
+    let writable = |dir: &Path| tempfile::tempfile_in(dir).map(drop);
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => {
+            return writable(out).with_context(|| format!("--out {shown}: cannot write there"));
+        }
+        Ok(_) => bail!("--out {shown} is a file, not a directory"),
+        // Missing, or under a file (`NotADirectory`): look at the parents.
+        Err(_) => {}
+    }
+    let mut parent = out;
+    let existing = loop {
+        parent = match parent.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if parent == Path::new(".") || std::fs::symlink_metadata(parent).is_ok() {
+            break parent;
+        }
+    };
+    let shown_parent = existing.display();
+    match std::fs::metadata(existing) {
+        Ok(m) if m.is_dir() => writable(existing)
+            .with_context(|| format!("--out {shown}: cannot create it in {shown_parent}")),
+        Ok(_) => bail!("--out {shown}: {shown_parent} is a file, not a directory"),
+        Err(e) => bail!("--out {shown}: {shown_parent}: {e}"),
+    }
+}
+
+/// Stops `prepare` unless `out` is new or its `fingerprint.json` records the same prepared
+/// data (languages, domains, split seed and fraction, the digest of the prepared files),
+/// as `finetune`, `evaluate` and `reproduce` do with their settings: nothing is written
+/// then. With `fresh`, discards the old results and prepared files first (see
+/// [`check_partial_fingerprint`]).
+pub fn check_prepared_fingerprint(
+    out: &Path,
+    prepared: &xlt::data::Prepared,
+    fresh: bool,
+) -> anyhow::Result<()> {
+    let mut fp = xlt::study::Fingerprint::of_prepared(&prepared.manifest, prepared.files());
+    check_partial_fingerprint(
+        out,
+        &mut fp,
+        fresh,
+        xlt::study::Discard::ResultsAndPreparedFiles,
+    )?;
+    Ok(())
+}
+
+/// A whole number of at least 1, for counts and limits (`--concurrency`, `--epochs`,
+/// `--batch-size`, `--max-requests-per-minute`): 0 would hang, divide by zero or do
+/// nothing. For `value_parser`; clap names the flag in the error.
+pub fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let n: T = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if n < T::from(1) {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(n)
+}
+
+/// A finite number above 0 (`--learning-rate`, `--learning-rate-multiplier`). For
+/// `value_parser`.
+pub fn positive_number(s: &str) -> Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if !(x.is_finite() && x > 0.0) {
+        return Err("must be a finite number above 0".to_owned());
+    }
+    Ok(x)
+}
+
+/// A finite number of seconds, 0 or more (`--poll-interval`). For `value_parser`.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if !(x.is_finite() && x >= 0.0) {
+        return Err("must be a finite number of seconds, 0 or more".to_owned());
+    }
+    Ok(x)
+}
+
+/// A fraction strictly between 0 and 1 (`--train-fraction`): both sides of the split
+/// need questions. For `value_parser`.
+pub fn fraction(s: &str) -> Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if !(x > 0.0 && x < 1.0) {
+        return Err(
+            "must be strictly between 0 and 1 (both sides of the split need questions)".to_owned(),
+        );
+    }
+    Ok(x)
 }
 
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (`timeout`, `docker stop`, a cancelled
@@ -388,7 +566,7 @@ pub struct DataArgs {
     #[arg(long, default_value = "stem,humanities,medical")]
     pub domains: String,
     /// Fraction of each subject on the training side.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = fraction)]
     pub train_fraction: f64,
 }
 
@@ -449,7 +627,7 @@ pub struct StudyArgs {
     pub fresh: bool,
     /// Seconds between polls of a fine-tuning job, batch or endpoint (default: the
     /// provider's pace, 5 s growing to 60 s for jobs).
-    #[arg(long)]
+    #[arg(long, value_parser = seconds)]
     pub poll_interval: Option<f64>,
 }
 
@@ -460,18 +638,18 @@ pub struct TuneArgs {
     #[arg(long)]
     pub train_slices: Option<String>,
     /// Epochs (study: 1).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<u32>)]
     pub epochs: u32,
     /// Batch size (study: 8).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<u32>)]
     pub batch_size: u32,
     /// Learning-rate multiplier (study: 0.4), for providers that take one (OpenAI, embedded);
     /// refused by those that take an absolute rate (Together, local).
-    #[arg(long, conflicts_with = "learning_rate")]
+    #[arg(long, conflicts_with = "learning_rate", value_parser = positive_number)]
     pub learning_rate_multiplier: Option<f64>,
     /// Absolute learning rate, for providers that take one (Together: default 1e-5; local:
     /// default 2e-4, what LoRA recipes use).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_number)]
     pub learning_rate: Option<f64>,
     /// Fraction of the optimizer steps over which the learning rate warms up linearly before
     /// decaying linearly to zero (local, Together; default: the provider's, 0 for both).
@@ -521,13 +699,13 @@ pub struct EvalArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
     /// Client-side requests-per-minute limit (default: 500 for OpenAI, none offline).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u32>)]
     pub max_requests_per_minute: Option<u32>,
     /// Client-side tokens-per-minute limit.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u32>)]
     pub max_tokens_per_minute: Option<u32>,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
     pub concurrency: usize,
 }
 
@@ -677,8 +855,7 @@ impl StudyArgs {
         if tune.is_none() {
             keep_provider_of_models(backend, &exp.dir, &mut fp)?;
         }
-        complete_from_recorded(&exp.dir, &mut fp)?;
-        xlt::study::check_fingerprint(&exp.dir, &fp, self.fresh, xlt::study::Discard::Results)?;
+        check_partial_fingerprint(&exp.dir, &mut fp, self.fresh, xlt::study::Discard::Results)?;
         Ok(fp)
     }
 
@@ -1020,16 +1197,32 @@ fn keep_provider_of_models(
     Ok(())
 }
 
-/// Fills the keys a partial command (`finetune`, `evaluate`) does not set from the
-/// fingerprint recorded in `dir`, and records the keys it sets that the recorded one lacks
-/// (an `evaluate` after a `finetune`), so each command compares only what it knows.
-fn complete_from_recorded(dir: &Path, fp: &mut xlt::study::Fingerprint) -> anyhow::Result<()> {
+/// Compares the fingerprint of a command that knows only part of the settings (`prepare`,
+/// `finetune`, `evaluate`; `reproduce` after one of them) with the one recorded in `dir`,
+/// as `xlt::study::check_fingerprint` does, comparing only what both know: the keys `fp`
+/// lacks are taken from the recorded fingerprint, and the keys the recorded one lacks (an
+/// `evaluate` after a `finetune`, a `reproduce` after a `prepare`) are added to it, but
+/// only once the shared keys agree, so that a refused run leaves `dir` as it was. After a
+/// discard (`fresh`), only the command's own keys are recorded, so the next command
+/// records its own.
+///
+/// # Errors
+/// As `xlt::study::check_fingerprint`; an unreadable recorded fingerprint.
+pub fn check_partial_fingerprint(
+    dir: &Path,
+    fp: &mut xlt::study::Fingerprint,
+    fresh: bool,
+    discard: xlt::study::Discard,
+) -> anyhow::Result<xlt::study::FingerprintCheck> {
     let path = dir.join(xlt::study::FINGERPRINT_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(());
+    let recorded: Option<xlt::study::Fingerprint> = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_json::from_str(&text).with_context(|| path.display().to_string())?),
+        Err(_) => None,
     };
-    let mut recorded: xlt::study::Fingerprint =
-        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    let Some(mut recorded) = recorded else {
+        return Ok(xlt::study::check_fingerprint(dir, fp, fresh, discard)?);
+    };
+    let own = fp.clone();
     for (k, v) in &recorded.settings {
         fp.settings.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -1039,12 +1232,29 @@ fn complete_from_recorded(dir: &Path, fp: &mut xlt::study::Fingerprint) -> anyho
         .filter(|(k, _)| !recorded.settings.contains_key(*k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if !new_keys.is_empty() {
+    let agree = recorded
+        .settings
+        .iter()
+        .all(|(k, v)| fp.settings.get(k) == Some(v));
+    if agree && !new_keys.is_empty() {
         recorded.settings.extend(new_keys);
         xlt::data::write_atomic(
             &path,
             (serde_json::to_string_pretty(&recorded)? + "\n").as_bytes(),
         )?;
+    } else if !agree && !fresh {
+        // Name only what changed, not what was never recorded.
+        for (k, _) in &new_keys {
+            fp.settings.remove(k);
+        }
     }
-    Ok(())
+    let check = xlt::study::check_fingerprint(dir, fp, fresh, discard)?;
+    if check == xlt::study::FingerprintCheck::Discarded {
+        xlt::data::write_atomic(
+            &path,
+            (serde_json::to_string_pretty(&own)? + "\n").as_bytes(),
+        )?;
+        *fp = own;
+    }
+    Ok(check)
 }

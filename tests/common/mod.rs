@@ -62,6 +62,24 @@ pub fn run_example_with_env(
     envs: &[(&str, &str)],
     stdin: Option<&str>,
 ) -> Output {
+    run_with_stdout(name, args, envs, stdin, std::process::Stdio::piped())
+}
+
+/// As [`run_example_with_stdin`], with standard output a pipe whose reader has already
+/// gone: what `| head -1` leaves once it has its line. Nothing comes back on `stdout`.
+pub fn run_example_into_closed_pipe(name: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    run_with_stdout(name, args, &[], stdin, writer.into())
+}
+
+fn run_with_stdout(
+    name: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    stdin: Option<&str>,
+    stdout: std::process::Stdio,
+) -> Output {
     use std::io::Write;
     use std::process::Stdio;
     let mut cmd = command(name);
@@ -73,16 +91,15 @@ pub fn run_example_with_env(
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("cargo runs");
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        // An example may stop before it has read everything (a closed stdout, a bad line).
+        let written = child.stdin.take().unwrap().write_all(input.as_bytes());
+        if let Err(e) = written {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
     }
     child.wait_with_output().expect("example finishes")
 }
@@ -125,4 +142,47 @@ pub fn describe(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// The arguments of the small experiment most tests run: `--out out`, English and Yoruba,
+/// Medical only (11 test questions a language, 22 requests a model), then `extra`.
+pub fn small_experiment<'a>(out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--out",
+        out.to_str().expect("a UTF-8 path"),
+        "--languages",
+        "en,yo",
+        "--domains",
+        "medical",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The JSON file at `p`; panics naming it.
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// How many files are under `dir`, recursively.
+pub fn count_files(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
+/// Asserts that a run stopped because its directory holds the results of other settings,
+/// naming `change` (`seed: 1 -> 2`) and how to discard them.
+pub fn assert_stopped_for_change(o: &Output, change: &str) {
+    assert!(!o.status.success(), "{}", describe(o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("holds the results of a different experiment"),
+        "{err}"
+    );
+    assert!(err.contains(change), "{err}");
+    assert!(err.contains("--fresh"), "{err}");
 }

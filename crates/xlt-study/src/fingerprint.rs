@@ -76,28 +76,42 @@ impl Fingerprint {
     /// The fingerprint of an experiment prepared as `manifest` with `files` (relative path
     /// and content, as `xlt_data::Prepared::files` gives them), run with `run`.
     pub fn new(manifest: &Manifest, files: &[(PathBuf, String)], run: &RunSettings<'_>) -> Self {
+        let mut slices = run.train_slices.to_vec();
+        slices.sort();
+        let hyper = serde_json::to_string(&run.hyperparameters).expect("serializes");
+        let mut fp = Fingerprint::of_prepared(manifest, files);
+        fp.settings.extend(
+            [
+                ("provider", run.provider.to_owned()),
+                ("base_model", run.base_model.to_owned()),
+                ("hyperparameters", hyper),
+                ("train_slices", slices.join(",")),
+                ("grader", run.grader.to_owned()),
+                ("max_tokens", run.max_tokens.to_string()),
+                ("temperature", run.temperature.to_string()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        fp
+    }
+
+    /// The part of the fingerprint that preparing the experiment determines, alone:
+    /// `languages`, `domains`, `seed`, `train_fraction` and `prepared_files`, for a command
+    /// that only prepares (the `prepare` example), so that it can be compared with the
+    /// same keys of a recorded [`Fingerprint::new`].
+    pub fn of_prepared(manifest: &Manifest, files: &[(PathBuf, String)]) -> Self {
         let mut languages: Vec<&str> = manifest.slices.iter().map(|s| s.language.code()).collect();
         languages.sort_unstable();
         languages.dedup();
         let mut domains: Vec<&str> = manifest.slices.iter().map(|s| s.domain.slug()).collect();
         domains.sort_unstable();
         domains.dedup();
-        let mut slices = run.train_slices.to_vec();
-        slices.sort();
-        let hyper = serde_json::to_string(&run.hyperparameters).expect("serializes");
         let settings = [
             ("languages", languages.join(",")),
             ("domains", domains.join(",")),
             ("seed", manifest.seed.to_string()),
             ("train_fraction", manifest.train_fraction.to_string()),
             ("prepared_files", prepared_digest(files)),
-            ("provider", run.provider.to_owned()),
-            ("base_model", run.base_model.to_owned()),
-            ("hyperparameters", hyper),
-            ("train_slices", slices.join(",")),
-            ("grader", run.grader.to_owned()),
-            ("max_tokens", run.max_tokens.to_string()),
-            ("temperature", run.temperature.to_string()),
         ];
         // One key a LoRA setting, so that a change names the setting.
         let lora = run.lora.into_iter().flat_map(|l| {
@@ -391,6 +405,27 @@ mod tests {
         let changes = c.changes_from(&a);
         assert_eq!(changes.len(), 1);
         assert!(changes[0].starts_with("prepared_files: "), "{changes:?}");
+    }
+
+    #[test]
+    fn the_prepared_part_is_the_full_fingerprints_data_keys() {
+        let full = fingerprint(1, "m", "Q?");
+        let files = vec![(PathBuf::from("eval/en-medical.jsonl"), "Q?".to_owned())];
+        let prepared = Fingerprint::of_prepared(&manifest(1), &files);
+        let keys: Vec<&str> = prepared.settings.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "domains",
+                "languages",
+                "prepared_files",
+                "seed",
+                "train_fraction"
+            ]
+        );
+        for (k, v) in &prepared.settings {
+            assert_eq!(&full.settings[k], v, "{k}");
+        }
     }
 
     #[test]

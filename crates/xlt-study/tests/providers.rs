@@ -81,6 +81,14 @@ struct Batches {
 }
 
 impl Batches {
+    fn new(status: fn(usize) -> &'static str, line: fn(usize, usize, usize) -> Line) -> Arc<Self> {
+        Arc::new(Batches {
+            inputs: Mutex::new(Vec::new()),
+            status,
+            line,
+        })
+    }
+
     fn lines(&self, n: usize, want: Line) -> Vec<String> {
         let inputs = self.inputs.lock().unwrap();
         let ids = &inputs[n - 1];
@@ -233,6 +241,34 @@ async fn batch_server(b: &Arc<Batches>) -> MockServer {
     server
 }
 
+/// A batch server for `b` and the English-Yoruba experiment in a fresh directory.
+async fn batch_study(b: &Arc<Batches>) -> (MockServer, tempfile::TempDir, Experiment) {
+    let server = batch_server(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(dir.path());
+    (server, dir, exp)
+}
+
+/// Evaluates the base model through the batch API of `server`, up to `rounds` batches,
+/// with the response cache under `exp`'s directory.
+async fn evaluate_base_in_batches(
+    exp: &Experiment,
+    server: &MockServer,
+    rounds: u32,
+) -> Result<(), StudyError> {
+    evaluate_batch(
+        exp,
+        &base_only(),
+        &client_for(server),
+        &ResponseCache::new(exp.dir.join("cache")),
+        &Grader::regex(),
+        &EvalOptions::default(),
+        &quick_batches(rounds),
+        &no_progress,
+    )
+    .await
+}
+
 fn outcome_lines(exp: &Experiment, label: &str) -> Vec<Value> {
     std::fs::read_to_string(exp.dir.join("outcomes").join(format!("{label}.jsonl")))
         .unwrap()
@@ -248,34 +284,19 @@ fn pending_batches(exp: &Experiment) -> Value {
 
 #[tokio::test]
 async fn an_expired_batch_keeps_its_answers_and_resubmits_only_the_rest() {
-    let b = Arc::new(Batches {
-        inputs: Mutex::new(Vec::new()),
+    let b = Batches::new(
         // The first batch expires with half its lines done; the second completes.
-        status: |n| if n == 1 { "expired" } else { "completed" },
-        line: |n, i, len| {
+        |n| if n == 1 { "expired" } else { "completed" },
+        |n, i, len| {
             if n == 1 && i >= len / 2 {
                 Line::NeverRan
             } else {
                 Line::Answered
             }
         },
-    });
-    let server = batch_server(&b).await;
-    let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path());
-    let cache = ResponseCache::new(dir.path().join("cache"));
-    evaluate_batch(
-        &exp,
-        &base_only(),
-        &client_for(&server),
-        &cache,
-        &Grader::regex(),
-        &EvalOptions::default(),
-        &quick_batches(3),
-        &no_progress,
-    )
-    .await
-    .unwrap();
+    );
+    let (server, _dir, exp) = batch_study(&b).await;
+    evaluate_base_in_batches(&exp, &server, 3).await.unwrap();
     let inputs = b.inputs.lock().unwrap().clone();
     assert_eq!(inputs.len(), 2, "one resubmission");
     assert_eq!((inputs[0].len(), inputs[1].len()), (22, 11));
@@ -288,38 +309,24 @@ async fn an_expired_batch_keeps_its_answers_and_resubmits_only_the_rest() {
 
 #[tokio::test]
 async fn failed_lines_are_resubmitted_on_a_rerun_and_nothing_is_paid_twice() {
-    let b = Arc::new(Batches {
-        inputs: Mutex::new(Vec::new()),
-        status: |_| "completed",
+    let b = Batches::new(
+        |_| "completed",
         // The first batch completes with half its lines failed (`request_counts.failed`
         // > 0, the lines in the error file); the second answers the rest.
-        line: |n, i, _| {
+        |n, i, _| {
             if n == 1 && i % 2 == 1 {
                 Line::Failed
             } else {
                 Line::Answered
             }
         },
-    });
-    let server = batch_server(&b).await;
-    let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path());
-    let cache = ResponseCache::new(dir.path().join("cache"));
-    let run = || async {
-        evaluate_batch(
-            &exp,
-            &base_only(),
-            &client_for(&server),
-            &cache,
-            &Grader::regex(),
-            &EvalOptions::default(),
-            &quick_batches(1),
-            &no_progress,
-        )
-        .await
-    };
+    );
+    let (server, dir, exp) = batch_study(&b).await;
     // One batch per run: the first run ends with the failed lines reported ...
-    match run().await.unwrap_err() {
+    match evaluate_base_in_batches(&exp, &server, 1)
+        .await
+        .unwrap_err()
+    {
         StudyError::Requests { failed, first, .. } => {
             assert_eq!(failed, 11);
             assert!(first.to_string().contains("500"), "{first}");
@@ -329,7 +336,7 @@ async fn failed_lines_are_resubmitted_on_a_rerun_and_nothing_is_paid_twice() {
     // ... the answered ones cached, and the batch id cleared, so a rerun does not re-read
     // the same batch for ever.
     assert_eq!(pending_batches(&exp), json!({}));
-    run().await.unwrap();
+    evaluate_base_in_batches(&exp, &server, 1).await.unwrap();
     let inputs = b.inputs.lock().unwrap().clone();
     assert_eq!((inputs.len(), inputs[1].len()), (2, 11));
     let failed_first: Vec<&String> = inputs[0].iter().skip(1).step_by(2).collect();
@@ -355,26 +362,11 @@ async fn failed_lines_are_resubmitted_on_a_rerun_and_nothing_is_paid_twice() {
 
 #[tokio::test]
 async fn a_batch_that_failed_as_a_whole_shows_the_apis_reason() {
-    let b = Arc::new(Batches {
-        inputs: Mutex::new(Vec::new()),
-        status: |_| "failed",
-        line: |_, _, _| Line::NeverRan,
-    });
-    let server = batch_server(&b).await;
-    let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path());
-    let e = evaluate_batch(
-        &exp,
-        &base_only(),
-        &client_for(&server),
-        &ResponseCache::new(dir.path().join("cache")),
-        &Grader::regex(),
-        &EvalOptions::default(),
-        &quick_batches(3),
-        &no_progress,
-    )
-    .await
-    .unwrap_err();
+    let b = Batches::new(|_| "failed", |_, _, _| Line::NeverRan);
+    let (server, _dir, exp) = batch_study(&b).await;
+    let e = evaluate_base_in_batches(&exp, &server, 3)
+        .await
+        .unwrap_err();
     assert!(
         e.to_string()
             .contains("This line is not parseable as valid JSON. (invalid_json_line, line 2)"),
