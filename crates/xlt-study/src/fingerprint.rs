@@ -92,6 +92,16 @@ impl Fingerprint {
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
+        // One key a LoRA setting, so that a change names the setting.
+        let lora = run.lora.into_iter().flat_map(|l| {
+            [
+                ("lora_rank", l.rank.to_string()),
+                ("lora_alpha", l.alpha.to_string()),
+                ("lora_dropout", l.dropout.to_string()),
+                ("lora_targets", l.target_modules.join(",")),
+            ]
+        });
+        fp.settings.extend(lora.map(|(k, v)| (k.to_owned(), v)));
         fp
     }
 
@@ -113,19 +123,9 @@ impl Fingerprint {
             ("train_fraction", manifest.train_fraction.to_string()),
             ("prepared_files", prepared_digest(files)),
         ];
-        // One key a LoRA setting, so that a change names the setting.
-        let lora = run.lora.into_iter().flat_map(|l| {
-            [
-                ("lora_rank", l.rank.to_string()),
-                ("lora_alpha", l.alpha.to_string()),
-                ("lora_dropout", l.dropout.to_string()),
-                ("lora_targets", l.target_modules.join(",")),
-            ]
-        });
         Fingerprint {
             settings: settings
                 .into_iter()
-                .chain(lora)
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
         }
