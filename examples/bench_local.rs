@@ -9,6 +9,14 @@
 //! ```
 //! Prints a Markdown table. Accuracy is the share of questions whose most likely letter
 //! token (`A` to `D`) is the answer.
+//!
+//! With `--train`, LoRA training steps instead (`examples/train_bench`), beside Python
+//! `transformers` + `peft` (`scripts/bench_peft.py`) with `--python`:
+//!
+//! ```text
+//! cargo run --release --example bench_local -- --train --base-model <FILE.gguf|DIR|ID> \
+//!     [--train-steps 4] [--train-batch 8] [--train-rank 16] [--device cpu] [--python python3]
+//! ```
 
 use std::time::Instant;
 
@@ -18,6 +26,8 @@ use xlt::data::{AnswerLetter, Language, PromptTemplate};
 use xlt::local::{LoadOptions, LocalModel, ModelSource};
 use xlt::provider::{ChatMessage, Role};
 mod common;
+
+mod train_bench;
 
 /// Benchmark local first-token scoring.
 #[derive(Parser)]
@@ -40,6 +50,8 @@ struct Args {
     /// A Python with torch and transformers: run the same prompts through it too.
     #[arg(long)]
     python: Option<String>,
+    #[command(flatten)]
+    train: train_bench::TrainArgs,
 }
 
 struct Row {
@@ -69,6 +81,15 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if args.train.train {
+        return train_bench::run(
+            &args.base_model,
+            &args.device,
+            &args.train,
+            args.python.as_deref(),
+            peak_mib,
+        );
+    }
     let path = xlt::fixtures_dir().join("global-mmlu/lite/en.test.csv");
     let mut questions = xlt::data::load_file(&path, Some(Language::English))?;
     questions.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));

@@ -271,7 +271,13 @@ impl Module for Linear {
         let (in_dim, lead) = dims.split_last().expect("linear input has a dimension");
         let rows: usize = lead.iter().product();
         let x = x.reshape((rows, *in_dim))?;
-        let y = x.matmul(&self.weight.t()?)?;
+        let y = if x.track_op() && !self.weight.track_op() && x.device().is_cpu() {
+            // Training: the weight is frozen, so only x's gradient is wanted (candle's own
+            // matmul would also compute and keep one for the weight).
+            x.apply_op1(FrozenMatmul(self.weight.clone()))?
+        } else {
+            x.matmul(&self.weight.t()?)?
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -283,6 +289,45 @@ impl Module for Linear {
         let mut out = lead.to_vec();
         out.push(self.weight.dim(0)?);
         y.reshape(out)
+    }
+}
+
+/// `x W^T` for a weight that is not trained: `x` `(rows, in)` to `(rows, out)`, with a
+/// backward pass that gives `x` its gradient `g W` and the weight none. candle's `matmul`
+/// computes the gradient of both factors, so a frozen base weight would cost one more
+/// matrix product per layer in every backward pass and a weight-sized gradient held until
+/// the pass ends (the whole model's size again). CPU only (the one backend built here);
+/// elsewhere [`Linear`] uses candle's `matmul`.
+struct FrozenMatmul(Tensor);
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (rows, k) = x_layout.shape().dims2()?;
+        let (out, k2) = self.0.dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen-matmul: x is ({rows}, {k}), the weight ({out}, {k2})");
+        }
+        let (storage, w_layout) = self.0.storage_and_layout();
+        let candle_core::Storage::Cpu(w) = &*storage else {
+            candle_core::bail!("frozen-matmul: the weight is not on the CPU");
+        };
+        let wt_layout = w_layout.transpose(0, 1)?;
+        let y = x.matmul(w, (1, rows, out, k), x_layout, &wt_layout)?;
+        Ok((y, (rows, out).into()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
+        // (rows, out) x (out, in) -> (rows, in)
+        Ok(Some(grad_y.matmul(&self.0)?))
     }
 }
 

@@ -213,26 +213,41 @@ pub fn attach_lora(
     Ok(out)
 }
 
-/// Wraps the named modules in adapters with the given tensors: `(module, lora_A, lora_B)`,
-/// shapes `(r, in)` and `(out, r)`. Used to load an adapter and to resume training.
+/// One module's adapter tensors as read from a file or a checkpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct ModuleWeights {
+    /// The module's name in the checkpoint (`model.layers.0.self_attn.q_proj`).
+    pub(crate) module: String,
+    /// `lora_A`, `(r, in)`.
+    pub(crate) a: Tensor,
+    /// `lora_B`, `(out, r)`.
+    pub(crate) b: Tensor,
+    /// This module's rank (PEFT's `rank_pattern` may set it per module).
+    pub(crate) r: usize,
+    /// This module's factor on `B A` (from its own alpha and rank).
+    pub(crate) scale: f64,
+}
+
+/// Wraps the named modules in adapters with the given tensors, each with its own rank and
+/// scale. `dropout` is the adapters' dropout probability (off until
+/// [`set_lora_dropout`] turns it on). Used to load an adapter and to resume training.
 ///
 /// # Errors
 /// [`LocalError::Tensor`] naming `source` and the module, for an unknown module or a shape
-/// that does not fit the layer.
+/// that does not fit the layer or the rank.
 pub(crate) fn attach_weights(
     model: &mut Model,
-    tensors: Vec<(String, Tensor, Tensor)>,
-    config: &LoraConfig,
+    tensors: Vec<ModuleWeights>,
+    dropout: f64,
     source: &std::path::Path,
 ) -> Result<Vec<LoraParam>, LocalError> {
-    config.validate()?;
     let dtype = model.dtype();
     let device = model.device().clone();
-    let mut by_name: std::collections::HashMap<String, (Tensor, Tensor)> =
-        tensors.into_iter().map(|(n, a, b)| (n, (a, b))).collect();
+    let mut by_name: std::collections::HashMap<String, ModuleWeights> =
+        tensors.into_iter().map(|w| (w.module.clone(), w)).collect();
     let mut out = Vec::new();
     for (name, lin) in model.linears_mut() {
-        let Some((a, b)) = by_name.remove(&name) else {
+        let Some(w) = by_name.remove(&name) else {
             continue;
         };
         if lin.lora.is_some() {
@@ -241,23 +256,23 @@ pub(crate) fn attach_weights(
             )));
         }
         let (out_dim, in_dim) = lin.weight.dims2()?;
-        if a.dims() != [config.r, in_dim] || b.dims() != [out_dim, config.r] {
+        if w.a.dims() != [w.r, in_dim] || w.b.dims() != [out_dim, w.r] {
             return Err(LocalError::Tensor {
                 path: source.to_path_buf(),
                 tensor: name,
                 message: format!(
                     "lora_A {:?} and lora_B {:?} do not fit a layer of (out, in) = ({out_dim}, {in_dim}) at r = {}",
-                    a.dims(),
-                    b.dims(),
-                    config.r
+                    w.a.dims(),
+                    w.b.dims(),
+                    w.r
                 ),
             });
         }
         let weights = LoraWeights {
-            a: Var::from_tensor(&a.to_dtype(dtype)?.to_device(&device)?)?,
-            b: Var::from_tensor(&b.to_dtype(dtype)?.to_device(&device)?)?,
-            scale: config.scale(),
-            dropout: config.lora_dropout,
+            a: Var::from_tensor(&w.a.to_dtype(dtype)?.to_device(&device)?)?,
+            b: Var::from_tensor(&w.b.to_dtype(dtype)?.to_device(&device)?)?,
+            scale: w.scale,
+            dropout,
             rng: None,
         };
         out.push(LoraParam {

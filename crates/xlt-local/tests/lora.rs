@@ -392,11 +392,11 @@ fn adapters_round_trip_through_peft_format() {
         .unwrap();
     assert_eq!(max_abs(&(&got - &expected).unwrap()), 0.0);
 
-    // PEFT also writes target_modules as a string ("all-linear" or a regular expression):
-    // then the weights say which modules are adapted.
+    // PEFT also writes target_modules as a string ("all-linear" or a regular expression
+    // over full module names; more variants in peft_config.rs).
     let cfg_path = dir.join("adapter_config.json");
     let mut edited = json.clone();
-    edited["target_modules"] = "all-linear".into();
+    edited["target_modules"] = r".*\.(q_proj|down_proj)".into();
     std::fs::write(&cfg_path, edited.to_string()).unwrap();
     let mut loaded = build(&cfg, &weights, Ops::Fused, DType::F32);
     let read = load_adapter(&mut loaded, &dir).unwrap();
