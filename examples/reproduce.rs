@@ -7,6 +7,7 @@
 //!     [--base-model M] [--data PATH|hf:Org/Name[@rev]...] [--languages en,de] [--domains stem,medical]
 //!     [--train-slices en-stem,...] [--grader regex|llm|regex+llm] [--batch]
 //!     [--max-requests-per-minute N] [--concurrency N] [--seed 42] [--yes]
+//!     [--device cpu|cuda:N] [--dtype f32|bf16]
 //! ```
 //! Killing it and running the same command again finishes the study without repeating a
 //! finished fine-tuning job or a cached request, with the same results. Running it into a
@@ -59,7 +60,10 @@ async fn run_in(args: &Args, paid: &std::cell::Cell<bool>) -> anyhow::Result<()>
     // other settings (the same inputs give the same files, so a rerun rewrites them
     // unchanged).
     let prepared = args.data.prepare(study.seed)?;
-    let backend = common::backend(study.provider, out)?;
+    let backend = study.backend()?;
+    // A local model that cannot be loaded stops here, with one error naming it, before
+    // anything is written.
+    common::load_local_model(&backend, &study.base_model(&backend)).await?;
     let fingerprint = study.fingerprint(
         &backend,
         Some(&args.tune),

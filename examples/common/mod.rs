@@ -26,8 +26,8 @@ pub enum ProviderKind {
     Openai,
     /// Together AI, open-weight models (`TOGETHER_API_KEY`, `TOGETHER_BASE_URL`).
     Together,
-    /// Open-weights models on this machine (`--base-model DIR|ID|FILE.gguf`; `XLT_DEVICE`,
-    /// `XLT_DTYPE`). Evaluation only until local fine-tuning lands.
+    /// Open-weights models on this machine (`--base-model DIR|ID|FILE.gguf`, `--device`,
+    /// `--dtype`). Evaluation only until local fine-tuning lands.
     Local,
 }
 
@@ -47,11 +47,52 @@ pub struct Backend {
     /// The learning rate when none is given: the study's multiplier where the provider takes
     /// one, the provider's default absolute rate where it does not.
     pub default_learning_rate: LearningRate,
+    /// The local provider itself, so that its model can be loaded before anything is
+    /// written ([`load_local_model`]).
+    pub local: Option<Arc<xlt::local::LocalProvider>>,
 }
 
-/// Opens the chosen provider; the embedded one keeps its state under `out/embedded`.
+/// Where the local provider runs its model: flags first, then `XLT_DEVICE` / `XLT_DTYPE`,
+/// then the CPU in f32.
+#[derive(Debug, Default, clap::Args)]
+pub struct DeviceArgs {
+    /// Local provider: cpu, cuda or cuda:N (a build with `--features cuda`) [default:
+    /// $XLT_DEVICE, else cpu]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Local provider: weights in f32 or bf16 [default: $XLT_DTYPE, else f32]
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+impl DeviceArgs {
+    pub fn load_options(&self) -> anyhow::Result<xlt::local::LoadOptions> {
+        Ok(xlt::local::LoadOptions::from_env_or(
+            self.device.as_deref(),
+            self.dtype.as_deref(),
+        )?)
+    }
+}
+
+/// With the local provider, loads `model` now (resolving a model id, fetching what the
+/// cache lacks), so that a model that cannot be loaded stops the run with one error naming
+/// it, before anything is written; other providers: nothing to do.
+pub async fn load_local_model(backend: &Backend, model: &str) -> anyhow::Result<()> {
+    if let Some(local) = &backend.local {
+        local.model(model).await?;
+    }
+    Ok(())
+}
+
+/// Opens the chosen provider on the default device (`XLT_DEVICE`, `XLT_DTYPE`, else the
+/// CPU in f32); the embedded one keeps its state under `out/embedded`.
 pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
-    let raw = raw_backend(kind, out)?;
+    backend_on(kind, out, &DeviceArgs::default())
+}
+
+/// [`backend`], the local provider on `device`.
+pub fn backend_on(kind: ProviderKind, out: &Path, device: &DeviceArgs) -> anyhow::Result<Backend> {
+    let raw = raw_backend(kind, out, device)?;
     // One retry mechanism around every provider call, one counter for the whole run.
     let retries = RetryCounter::new();
     let policy = RetryPolicy::default();
@@ -68,7 +109,7 @@ pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
     })
 }
 
-fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
+fn raw_backend(kind: ProviderKind, out: &Path, device: &DeviceArgs) -> anyhow::Result<Backend> {
     let retries = RetryCounter::new();
     Ok(match kind {
         ProviderKind::Embedded => {
@@ -76,6 +117,7 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
             Backend {
                 retries,
                 name: "embedded".into(),
+                local: None,
                 chat: p.clone(),
                 tuner: p,
                 batch: None,
@@ -90,6 +132,7 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
             Backend {
                 retries,
                 name: "openai".into(),
+                local: None,
                 chat: c.clone(),
                 tuner: c.clone(),
                 batch: Some(c),
@@ -104,6 +147,7 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
             Backend {
                 retries,
                 name: "together".into(),
+                local: None,
                 chat: c.clone(),
                 tuner: c.clone(),
                 batch: None,
@@ -115,10 +159,14 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
             }
         }
         ProviderKind::Local => {
-            let p = Arc::new(xlt::local::LocalProvider::from_env()?.with_fetcher(hub_fetcher()));
+            let p = Arc::new(
+                xlt::local::LocalProvider::new(device.load_options()?, Default::default())
+                    .with_fetcher(hub_fetcher()),
+            );
             Backend {
                 retries,
                 name: "local".into(),
+                local: Some(p.clone()),
                 chat: p.clone(),
                 tuner: p,
                 batch: None,
@@ -409,6 +457,8 @@ pub struct StudyArgs {
     /// provider's pace, 5 s growing to 60 s for jobs).
     #[arg(long)]
     pub poll_interval: Option<f64>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// Fine-tuning settings: `finetune` and `reproduce`.
@@ -577,6 +627,11 @@ impl StudyArgs {
             },
             _ => default,
         }
+    }
+
+    /// Opens the chosen provider (the local one on `--device` in `--dtype`).
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        backend_on(self.provider, &self.out, &self.device)
     }
 
     pub fn base_model(&self, backend: &Backend) -> String {
