@@ -222,11 +222,9 @@ fn cuda_in_a_build_without_it_is_one_error_saying_how_to_rebuild() {
         assert!(!o.status.success(), "{example}: {}", describe(&o));
         assert!(o.stdout.is_empty(), "{example}: {}", describe(&o));
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(
-            err.matches("--features cuda").count(),
-            1,
-            "{example}: {err}"
-        );
+        assert!(err.contains("--features cuda"), "{example}: {err}");
+        // Said once: candle's error is not printed again as a cause.
+        assert_eq!(err.matches("error:").count(), 1, "{example}: {err}");
         assert_eq!(
             err.matches("no CUDA support").count(),
             1,
