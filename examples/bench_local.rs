@@ -1,6 +1,7 @@
 //! First-token scoring of Global-MMLU Lite English questions with a local model: questions
 //! per second, prompt tokens per second and peak memory, one prompt at a time and in
-//! left-padded batches; with `--python`, the same prompts through Python `transformers`
+//! left-padded batches (in input order, and sorted by length as the local provider forms
+//! them); with `--python`, the same prompts through Python `transformers`
 //! (`scripts/bench_transformers.py`) in the same run, side by side.
 //!
 //! ```text
@@ -160,20 +161,34 @@ fn run(args: Args) -> anyhow::Result<()> {
         accuracy: Some(accuracy(&rows)),
     });
 
-    let t0 = Instant::now();
-    let mut rows = Vec::new();
-    for chunk in prompts.chunks(args.batch.max(1)) {
-        rows.extend(model.next_token_logprobs(chunk)?);
+    // Batches in input order, then batches of prompts sorted by length (as the local
+    // provider's worker forms them), which pad less.
+    let batch = args.batch.max(1);
+    let mut by_length: Vec<usize> = (0..prompts.len()).collect();
+    by_length.sort_by_key(|&i| prompts[i].len());
+    let input_order: Vec<usize> = (0..prompts.len()).collect();
+    for (mode, order) in [
+        (format!("batch {batch}"), &input_order),
+        (format!("batch {batch}, sorted by length"), &by_length),
+    ] {
+        let t0 = Instant::now();
+        let mut rows = vec![Vec::new(); prompts.len()];
+        for chunk in order.chunks(batch) {
+            let group: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+            for (&i, row) in chunk.iter().zip(model.next_token_logprobs(&group)?) {
+                rows[i] = row;
+            }
+        }
+        let s = t0.elapsed().as_secs_f64();
+        table.push(Row {
+            engine: engine.clone(),
+            mode,
+            questions_per_s: prompts.len() as f64 / s,
+            tokens_per_s: tokens as f64 / s,
+            peak_mib: peak_mib(),
+            accuracy: Some(accuracy(&rows)),
+        });
     }
-    let s = t0.elapsed().as_secs_f64();
-    table.push(Row {
-        engine,
-        mode: format!("batch {}", args.batch),
-        questions_per_s: prompts.len() as f64 / s,
-        tokens_per_s: tokens as f64 / s,
-        peak_mib: peak_mib(),
-        accuracy: Some(accuracy(&rows)),
-    });
     eprintln!(
         "loaded {} in {load_s:.2} s; {} questions, {tokens} prompt tokens",
         model.origin(),

@@ -5,6 +5,7 @@
 //! cargo run --release --example chat -- --provider local --base-model <DIR|ID|FILE.gguf> \
 //!     [--device cpu|cuda:0] [--dtype f32|bf16] [--concurrency 8] < requests.jsonl
 //! ```
+//! `--device` and `--dtype` default to `XLT_DEVICE` and `XLT_DTYPE`, else `cpu` and `f32`.
 //! A request: `{"id", "messages": [{"role", "content"}], "max_tokens"?, "temperature"?,
 //! "top_logprobs"?}`; a response: `{"id", "text", "finish_reason", "top_logprobs":
 //! [{"token", "logprob"}]}` (the first output token's alternatives, empty unless asked).
@@ -37,12 +38,8 @@ struct Args {
     /// missing, or a .gguf file).
     #[arg(long)]
     base_model: Option<String>,
-    /// Local provider: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Local provider: weights in f32 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[command(flatten)]
+    device: common::DeviceArgs,
     /// Requests in flight at once (the local provider batches them).
     #[arg(long, default_value_t = 8, value_parser = common::at_least_one::<usize>)]
     concurrency: usize,
@@ -108,11 +105,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .clone()
                 .context("--base-model is required with --provider local")?;
             let provider = xlt::local::LocalProvider::new(
-                xlt::local::LoadOptions {
-                    device: xlt::local::parse_device(&args.device)?,
-                    dtype: xlt::local::parse_dtype(&args.dtype)?,
-                    ..Default::default()
-                },
+                args.device.load_options()?,
                 xlt::local::ServeOptions {
                     max_batch: args.concurrency.max(1),
                     ..Default::default()

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example evaluate -- --out <DIR> [--provider embedded|openai] \
 //!     [--grader regex|llm|regex+llm] [--batch] [--max-requests-per-minute N] [--concurrency N]
+//!     [--device cpu|cuda:N] [--dtype f32|bf16]
 //! ```
 //!
 //! With `--provider openai` and `OPENAI_BASE_URL` set to a vLLM server, the models a local
@@ -36,9 +37,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (eval, args) = (args.eval, args.study);
     common::check_out_dir(&args.out)?;
     let exp = xlt::study::Experiment::open(&args.out)?;
-    let backend = common::backend(args.provider, &args.out)?;
+    let backend = args.backend()?;
     // models.json first: `evaluate` before `finetune` fails without touching the directory.
     let models = xlt::study::ModelsFile::read(&args.out)?;
+    // A local model that cannot be loaded stops here, before anything is written.
+    common::load_local_model(&backend, &models.base_model).await?;
     args.check_fingerprint(&backend, None, Some(&eval), &exp)?;
     let bars = common::Bars::new();
     common::evaluate(&args, &eval, &backend, &exp, &models, &bars).await?;

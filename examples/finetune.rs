@@ -32,7 +32,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (tune, args) = (args.tune, args.study);
     common::check_out_dir(&args.out)?;
     let exp = xlt::study::Experiment::open(&args.out)?;
-    let backend = common::backend(args.provider, &args.out)?;
+    let backend = args.backend()?;
     args.check_fingerprint(&backend, Some(&tune), None, &exp)?;
     let plan = common::plan(&args, &tune, None, &backend, &exp).await?;
     let bars = common::Bars::new();

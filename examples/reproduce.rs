@@ -9,6 +9,7 @@
 //!     [--max-requests-per-minute N] [--concurrency N] [--seed 42] [--yes]
 //!     [--learning-rate 2e-4] [--lora-rank 16] [--lora-alpha 32] [--lora-dropout 0.05]
 //!     [--lora-targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]
+//!     [--device cpu|cuda:N] [--dtype f32|bf16]
 //! ```
 //! With `--provider local` the base model (`--base-model DIR|Org/Name|FILE.gguf`) is
 //! fine-tuned on this machine with LoRA, one adapter per slice in PEFT format under
@@ -66,7 +67,10 @@ async fn run_in(args: &Args, paid: &std::cell::Cell<bool>) -> anyhow::Result<()>
     // other settings (the same inputs give the same files, so a rerun rewrites them
     // unchanged).
     let prepared = args.data.prepare(study.seed)?;
-    let backend = common::backend(study.provider, out)?;
+    let backend = study.backend()?;
+    // A local model that cannot be loaded stops here, with one error naming it, before
+    // anything is written.
+    common::load_local_model(&backend, &study.base_model(&backend)).await?;
     let mut fingerprint = study.fingerprint(
         &backend,
         Some(&args.tune),

@@ -1,6 +1,7 @@
 """The Python side of `cargo run --release --example bench_local`: the same prompts scored
 the same way (first-token log-probabilities of a chat prompt) with `transformers` in f32 on
-CPU, unbatched and in left-padded batches. Prints one JSON object per mode.
+CPU, unbatched and in left-padded batches (in input order, and sorted by length). Prints one
+JSON object per mode.
 
     pip install torch transformers gguf accelerate
     python scripts/bench_transformers.py --model SmolLM2-135M-Instruct.Q4_1.gguf \
@@ -61,16 +62,18 @@ def main() -> None:
         report("unbatched", time.perf_counter() - t0)
 
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        t0 = time.perf_counter()
-        for start in range(0, len(ids), args.batch):
-            chunk = ids[start:start + args.batch]
-            width = max(len(c) for c in chunk)
-            input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in chunk])
-            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
-            logits = model(input_ids=input_ids, attention_mask=mask).logits[:, -1].float()
-            torch.log_softmax(logits, dim=-1)
-        report(f"batch {args.batch}", time.perf_counter() - t0)
-
+        by_length = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for mode, order in [(f"batch {args.batch}", list(range(len(ids)))),
+                            (f"batch {args.batch}, sorted by length", by_length)]:
+            t0 = time.perf_counter()
+            for start in range(0, len(order), args.batch):
+                chunk = [ids[i] for i in order[start:start + args.batch]]
+                width = max(len(c) for c in chunk)
+                input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in chunk])
+                mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
+                logits = model(input_ids=input_ids, attention_mask=mask).logits[:, -1].float()
+                torch.log_softmax(logits, dim=-1)
+            report(mode, time.perf_counter() - t0)
 
 if __name__ == "__main__":
     main()

@@ -196,3 +196,103 @@ fn reproduce_with_the_local_provider_fine_tunes_and_evaluates_smollm2() {
         );
     }
 }
+
+/// `--device cuda:0` in a build without the `cuda` feature, from the flag or from
+/// `XLT_DEVICE`: one error that names where the value came from and says how to rebuild,
+/// before any model is read; and `--dtype f16` refused by name.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_in_a_build_without_it_is_one_error_saying_how_to_rebuild() {
+    let request = "{\"id\": 1, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let out = out.to_str().unwrap();
+    let local = ["--provider", "local", "--base-model", "missing.gguf"];
+    for (example, args, envs, named) in [
+        (
+            "chat",
+            [&local[..], &["--device", "cuda:0"]].concat(),
+            vec![],
+            "--device",
+        ),
+        (
+            "chat",
+            local.to_vec(),
+            vec![("XLT_DEVICE", "cuda:1")],
+            "XLT_DEVICE",
+        ),
+        (
+            "reproduce",
+            [&local[..], &["--out", out, "--device", "cuda"]].concat(),
+            vec![],
+            "--device",
+        ),
+    ] {
+        let o = run_example_with_env(example, &args, &envs, Some(request));
+        assert!(!o.status.success(), "{example}: {}", describe(&o));
+        assert!(o.stdout.is_empty(), "{example}: {}", describe(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--features cuda"), "{example}: {err}");
+        // Said once: candle's error is not printed again as a cause.
+        assert_eq!(err.matches("error:").count(), 1, "{example}: {err}");
+        assert_eq!(
+            err.matches("no CUDA support").count(),
+            1,
+            "{example}: {err}"
+        );
+        assert!(err.contains(named), "{example}: {err}");
+        // Refused before the model was looked for.
+        assert!(!err.contains("missing.gguf"), "{example}: {err}");
+    }
+    assert!(!dir.path().join("study").exists());
+    let o = run_example_with_stdin(
+        "chat",
+        &[&local[..], &["--dtype", "f16"]].concat(),
+        Some(request),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--dtype \"f16\": expected f32 or bf16"),
+        "{err}"
+    );
+}
+
+/// A local model that cannot be found stops `reproduce` with one error naming it, before
+/// anything is written into the experiment directory (which holds a file of its own here,
+/// so that the run would not remove the directory on failure).
+#[test]
+fn a_local_model_that_cannot_be_loaded_stops_reproduce_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let model = "nowhere-org/no-such-model";
+    let o = run_example_with_env(
+        "reproduce",
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--provider",
+            "local",
+            "--base-model",
+            model,
+            "--languages",
+            "en",
+            "--domains",
+            "medical",
+        ],
+        &hub_env(home.path().to_str().unwrap(), "http://127.0.0.1:9", true),
+        None,
+    );
+    assert!(!o.status.success(), "{}", describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(model), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")], "{err}");
+}

@@ -41,6 +41,8 @@ fn fine_tuned_experiment(tmp: &Path) -> PathBuf {
     std::fs::write(out.join("models.json"), models.to_string()).unwrap();
     let exp = xlt::study::Experiment::open(&out).unwrap();
     let slices = vec!["en-medical".to_owned()];
+    // What a local fine-tune records: PEFT's default adapter settings.
+    let lora = xlt::provider::LoraSpec::default();
     let mut fp = xlt::study::Fingerprint::of_experiment(
         &exp,
         &xlt::study::RunSettings {
@@ -51,6 +53,7 @@ fn fine_tuned_experiment(tmp: &Path) -> PathBuf {
             grader: "",
             max_tokens: 0,
             temperature: 0.0,
+            lora: Some(&lora),
         },
     )
     .unwrap();

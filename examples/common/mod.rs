@@ -27,8 +27,8 @@ pub enum ProviderKind {
     Openai,
     /// Together AI, open-weight models (`TOGETHER_API_KEY`, `TOGETHER_BASE_URL`).
     Together,
-    /// Open-weights models on this machine (`--base-model DIR|ID|FILE.gguf`; `XLT_DEVICE`,
-    /// `XLT_DTYPE`), fine-tuned with LoRA here, adapters in PEFT format under
+    /// Open-weights models on this machine (`--base-model DIR|ID|FILE.gguf`, `--device`,
+    /// `--dtype`), fine-tuned with LoRA here, adapters in PEFT format under
     /// `<out>/local/jobs/`.
     Local,
 }
@@ -44,19 +44,58 @@ pub struct Backend {
     pub batch: Option<Arc<dyn BatchRunner>>,
     /// Serves tuned models on demand (Together's dedicated endpoints).
     pub server: Option<Arc<dyn ModelServer>>,
-    /// The local provider itself, for what only it does (measuring training speed).
-    pub local: Option<Arc<xlt::local::LocalProvider>>,
     pub default_base_model: &'static str,
     pub default_rpm: Option<u32>,
     /// The learning rate when none is given: the study's multiplier where the provider takes
     /// one, the provider's default absolute rate where it does not.
     pub default_learning_rate: LearningRate,
+    /// The local provider itself, for what only it does: loading its model before anything
+    /// is written ([`load_local_model`]), measuring training speed for the plan.
+    pub local: Option<Arc<xlt::local::LocalProvider>>,
 }
 
-/// Opens the chosen provider; the embedded one keeps its state under `out/embedded`, the
-/// local one its fine-tuning jobs under `out/local`.
+/// Where the local provider runs its model: flags first, then `XLT_DEVICE` / `XLT_DTYPE`,
+/// then the CPU in f32.
+#[derive(Debug, Default, clap::Args)]
+pub struct DeviceArgs {
+    /// Local provider: cpu, cuda or cuda:N (a build with `--features cuda`) [default:
+    /// $XLT_DEVICE, else cpu]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Local provider: weights in f32 or bf16 [default: $XLT_DTYPE, else f32]
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+impl DeviceArgs {
+    pub fn load_options(&self) -> anyhow::Result<xlt::local::LoadOptions> {
+        Ok(xlt::local::LoadOptions::from_env_or(
+            self.device.as_deref(),
+            self.dtype.as_deref(),
+        )?)
+    }
+}
+
+/// With the local provider, loads `model` now (resolving a model id, fetching what the
+/// cache lacks), so that a model that cannot be loaded stops the run with one error naming
+/// it, before anything is written; other providers: nothing to do.
+pub async fn load_local_model(backend: &Backend, model: &str) -> anyhow::Result<()> {
+    if let Some(local) = &backend.local {
+        local.model(model).await?;
+    }
+    Ok(())
+}
+
+/// Opens the chosen provider on the default device (`XLT_DEVICE`, `XLT_DTYPE`, else the
+/// CPU in f32); the embedded one keeps its state under `out/embedded`, the local one its
+/// fine-tuning jobs under `out/local`.
 pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
-    let raw = raw_backend(kind, out)?;
+    backend_on(kind, out, &DeviceArgs::default())
+}
+
+/// [`backend`], the local provider on `device`.
+pub fn backend_on(kind: ProviderKind, out: &Path, device: &DeviceArgs) -> anyhow::Result<Backend> {
+    let raw = raw_backend(kind, out, device)?;
     // One retry mechanism around every provider call, one counter for the whole run.
     let retries = RetryCounter::new();
     let policy = RetryPolicy::default();
@@ -73,7 +112,7 @@ pub fn backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
     })
 }
 
-fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
+fn raw_backend(kind: ProviderKind, out: &Path, device: &DeviceArgs) -> anyhow::Result<Backend> {
     let retries = RetryCounter::new();
     Ok(match kind {
         ProviderKind::Embedded => {
@@ -81,11 +120,11 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
             Backend {
                 retries,
                 name: "embedded".into(),
+                local: None,
                 chat: p.clone(),
                 tuner: p,
                 batch: None,
                 server: None,
-                local: None,
                 default_base_model: EMBEDDED_BASE_MODEL,
                 default_rpm: None,
                 default_learning_rate: LearningRate::Multiplier(0.4),
@@ -107,6 +146,7 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
             Backend {
                 retries,
                 name: "openai".into(),
+                local: None,
                 chat: match &vllm {
                     Some(v) => v.clone(),
                     None => c.clone(),
@@ -115,7 +155,6 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
                 batch: Some(c),
                 default_rpm: if vllm.is_some() { None } else { Some(500) },
                 server: vllm.map(|v| v as Arc<dyn ModelServer>),
-                local: None,
                 default_base_model: STUDY_BASE_MODEL,
                 default_learning_rate: LearningRate::Multiplier(0.4),
             }
@@ -125,11 +164,11 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
             Backend {
                 retries,
                 name: "together".into(),
+                local: None,
                 chat: c.clone(),
                 tuner: c.clone(),
                 batch: None,
                 server: Some(c),
-                local: None,
                 default_base_model: "Qwen/Qwen2.5-7B-Instruct",
                 default_rpm: Some(600),
                 // Together's documented default.
@@ -141,18 +180,18 @@ fn raw_backend(kind: ProviderKind, out: &Path) -> anyhow::Result<Backend> {
             // working directory.
             let root = std::path::absolute(out.join("local"))?;
             let p = Arc::new(
-                xlt::local::LocalProvider::from_env()?
+                xlt::local::LocalProvider::new(device.load_options()?, Default::default())
                     .with_fetcher(hub_fetcher())
                     .with_fine_tuning(root, local_checkpoint_steps()?),
             );
             Backend {
                 retries,
                 name: "local".into(),
+                local: Some(p.clone()),
                 chat: p.clone(),
                 tuner: p.clone(),
                 batch: None,
                 server: None,
-                local: Some(p),
                 default_base_model: "HuggingFaceTB/SmolLM2-135M-Instruct",
                 default_rpm: None,
                 // What LoRA recipes use.
@@ -629,6 +668,8 @@ pub struct StudyArgs {
     /// provider's pace, 5 s growing to 60 s for jobs).
     #[arg(long, value_parser = seconds)]
     pub poll_interval: Option<f64>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// Fine-tuning settings: `finetune` and `reproduce`.
@@ -869,6 +910,11 @@ impl StudyArgs {
             },
             _ => default,
         }
+    }
+
+    /// Opens the chosen provider (the local one on `--device` in `--dtype`).
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        backend_on(self.provider, &self.out, &self.device)
     }
 
     pub fn base_model(&self, backend: &Backend) -> String {

@@ -82,7 +82,17 @@ pub enum LocalError {
     /// A tensor operation failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
-    /// A request cannot be served (empty prompt, bad device name).
+    /// A device or dtype setting is not one this build can use.
+    #[error("{setting} {value:?}: {message}")]
+    Setting {
+        /// Where the value came from (`--device`, `XLT_DTYPE`).
+        setting: String,
+        /// The value given.
+        value: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
+    /// A request cannot be served (empty prompt, a token outside the vocabulary).
     #[error("invalid request: {0}")]
     Invalid(String),
 }

@@ -70,6 +70,7 @@ pub use generate::{FinishReason, GenerateParams, Generation, LocalModel, TokenAl
 pub use hub::{hub_cache_dir, resolve_in_cache, resolve_model_id};
 pub use llama::{
     Attention, Cache, Config, DecoderLayer, Linear, Mlp, Model, Ops, RmsNorm, RopeScaling, Rotary,
+    RotaryTables,
 };
 pub use load::{
     LoadOptions, Loaded, ModelSource, expected_tensors, load, load_dir, load_gguf, parse_device,

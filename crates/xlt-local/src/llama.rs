@@ -12,10 +12,11 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::Deserialize;
 
-/// Hugging Face's `rope_scaling` entry, as Llama 3.1+ uses it (`rope_type: "llama3"`).
+/// Hugging Face's `rope_scaling` entry: `rope_type: "llama3"` (Llama 3.1+) or `"linear"`
+/// (position interpolation: every frequency divided by `factor`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RopeScaling {
-    /// `llama3` is the one kind implemented; `default` means none.
+    /// `llama3` or `linear`; `default` means none.
     #[serde(alias = "type")]
     pub rope_type: String,
     /// Frequency divisor for long wavelengths.
@@ -173,10 +174,10 @@ impl Config {
             ));
         }
         if let Some(s) = &self.rope_scaling
-            && !matches!(s.rope_type.as_str(), "llama3" | "default")
+            && !matches!(s.rope_type.as_str(), "llama3" | "linear" | "default")
         {
             return Err(format!(
-                "rope_scaling.rope_type {:?} is not supported (llama3)",
+                "rope_scaling.rope_type {:?} is not supported (llama3, linear)",
                 s.rope_type
             ));
         }
@@ -362,7 +363,7 @@ impl Module for RmsNorm {
 }
 
 /// Rotary position embedding in Hugging Face's "half" layout (the first and second halves
-/// of each head rotate together), with Llama 3 frequency scaling.
+/// of each head rotate together), with Llama 3 or linear frequency scaling.
 #[derive(Debug, Clone)]
 pub struct Rotary {
     /// `(head_dim / 2,)`, f32.
@@ -371,7 +372,9 @@ pub struct Rotary {
 }
 
 impl Rotary {
-    /// The frequencies for `cfg` on `device`.
+    /// The frequencies for `cfg` on `device`: `inv_freq[i] = rope_theta^(-2i / head_dim)`,
+    /// rescaled as `cfg.rope_scaling` says (Llama 3: as `transformers`'
+    /// `_compute_llama3_parameters`; linear: divided by `factor`).
     ///
     /// # Errors
     /// Tensor creation.
@@ -380,25 +383,30 @@ impl Rotary {
         let mut inv: Vec<f64> = (0..dim / 2)
             .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dim as f64))
             .collect();
-        if let Some(s) = cfg
-            .rope_scaling
-            .as_ref()
-            .filter(|s| s.rope_type == "llama3")
-        {
-            let factor = s.factor.unwrap_or(8.0);
-            let low = s.low_freq_factor.unwrap_or(1.0);
-            let high = s.high_freq_factor.unwrap_or(4.0);
-            let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
-            let (low_wavelen, high_wavelen) = (old / low, old / high);
-            for f in &mut inv {
-                let wavelen = 2.0 * std::f64::consts::PI / *f;
-                if wavelen > low_wavelen {
-                    *f /= factor;
-                } else if wavelen >= high_wavelen {
-                    let smooth = (old / wavelen - low) / (high - low);
-                    *f = (1.0 - smooth) * *f / factor + smooth * *f;
+        match cfg.rope_scaling.as_ref() {
+            Some(s) if s.rope_type == "llama3" => {
+                let factor = s.factor.unwrap_or(8.0);
+                let low = s.low_freq_factor.unwrap_or(1.0);
+                let high = s.high_freq_factor.unwrap_or(4.0);
+                let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                for f in &mut inv {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    if wavelen > low_wavelen {
+                        *f /= factor;
+                    } else if wavelen >= high_wavelen {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
                 }
             }
+            Some(s) if s.rope_type == "linear" => {
+                let factor = s.factor.unwrap_or(1.0);
+                for f in &mut inv {
+                    *f /= factor;
+                }
+            }
+            _ => {}
         }
         let inv: Vec<f32> = inv.into_iter().map(|f| f as f32).collect();
         Ok(Rotary {
@@ -407,27 +415,78 @@ impl Rotary {
         })
     }
 
-    /// `(cos, sin)`, each `(seq, head_dim / 2)` in `dtype`, for positions
-    /// `offset..offset + seq`.
-    fn cos_sin(&self, offset: usize, seq: usize, dtype: DType) -> Result<(Tensor, Tensor)> {
+    /// Divides frequency `i` by `factors[i]`, as llama.cpp's rope does with the
+    /// `rope_freqs.weight` tensor of a GGUF file (where its converter stores Llama 3.1
+    /// scaling: 1 for short wavelengths, `factor` for long ones, interpolated between).
+    ///
+    /// # Errors
+    /// `factors` is not `head_dim / 2` long.
+    pub fn with_freq_factors(self, factors: &[f32]) -> Result<Self> {
+        let n = self.inv_freq.dim(0)?;
+        if factors.len() != n {
+            candle_core::bail!(
+                "{} rotary frequency factors for {n} frequencies (head_dim / 2)",
+                factors.len()
+            );
+        }
+        let factors = Tensor::new(factors, self.inv_freq.device())?;
+        Ok(Rotary {
+            inv_freq: self.inv_freq.div(&factors)?,
+            ops: self.ops,
+        })
+    }
+
+    /// The frequencies `(head_dim / 2,)`, f32, in radians per position.
+    pub fn inv_freq(&self) -> &Tensor {
+        &self.inv_freq
+    }
+
+    /// The tables for positions `offset..offset + seq` in `dtype`: computed once per
+    /// forward pass and shared by every layer.
+    ///
+    /// # Errors
+    /// Tensor creation.
+    pub fn tables(&self, offset: usize, seq: usize, dtype: DType) -> Result<RotaryTables> {
         let pos = Tensor::arange(offset as u32, (offset + seq) as u32, self.inv_freq.device())?
             .to_dtype(DType::F32)?
             .reshape((seq, 1))?;
         let freqs = pos.broadcast_mul(&self.inv_freq.reshape((1, ()))?)?;
-        Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
+        Ok(RotaryTables {
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+            ops: self.ops,
+        })
     }
 
-    /// Rotates `x` `(batch, heads, seq, head_dim)` for positions starting at `offset`.
+    /// Rotates `x` `(batch, heads, seq, head_dim)` for positions starting at `offset`
+    /// ([`Rotary::tables`] then [`RotaryTables::apply`]).
     ///
     /// # Errors
     /// Shape errors.
     pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         let (_, _, seq, _) = x.dims4()?;
-        let (cos, sin) = self.cos_sin(offset, seq, x.dtype())?;
+        self.tables(offset, seq, x.dtype())?.apply(x)
+    }
+}
+
+/// Cosines and sines of the rotation for a run of positions, each `(seq, head_dim / 2)`.
+#[derive(Debug, Clone)]
+pub struct RotaryTables {
+    cos: Tensor,
+    sin: Tensor,
+    ops: Ops,
+}
+
+impl RotaryTables {
+    /// Rotates `x` `(batch, heads, seq, head_dim)`; `seq` must be the tables' length.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
         match self.ops {
-            Ops::Fused => candle_nn::rotary_emb::rope(&x, &cos, &sin),
-            Ops::Differentiable => candle_nn::rotary_emb::rope_slow(&x, &cos, &sin),
+            Ops::Fused => candle_nn::rotary_emb::rope(&x, &self.cos, &self.sin),
+            Ops::Differentiable => candle_nn::rotary_emb::rope_slow(&x, &self.cos, &self.sin),
         }
     }
 }
@@ -510,8 +569,9 @@ impl Attention {
         })
     }
 
-    /// `x` `(batch, seq, hidden)` to `(batch, seq, hidden)`. `mask`, when given, is added
-    /// to the scores: `(batch, 1, seq, seen + seq)` with 0 where a query may look and
+    /// `x` `(batch, seq, hidden)` to `(batch, seq, hidden)`. `rope`: the rotation of this
+    /// step's positions (continuing from what `cache` holds). `mask`, when given, is added
+    /// to the scores: `(batch or 1, 1, seq, seen + seq)` with 0 where a query may look and
     /// `-inf` where not. Without a mask, attention is causal with no padding (or `seq` is 1).
     /// Appends this step's keys and values to `cache`.
     ///
@@ -520,7 +580,7 @@ impl Attention {
     pub fn forward(
         &self,
         x: &Tensor,
-        rotary: &Rotary,
+        rope: &RotaryTables,
         mask: Option<&Tensor>,
         cache: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
@@ -539,8 +599,8 @@ impl Attention {
         let q = split(self.q_proj.forward(x)?, self.heads, &self.q_norm)?;
         let k = split(self.k_proj.forward(x)?, self.kv_heads, &self.k_norm)?;
         let v = split(self.v_proj.forward(x)?, self.kv_heads, &None)?;
-        let q = rotary.apply(&q, offset)?;
-        let k = rotary.apply(&k, offset)?;
+        let q = rope.apply(&q)?;
+        let k = rope.apply(&k)?;
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
@@ -673,20 +733,20 @@ impl DecoderLayer {
         })
     }
 
-    /// `(batch, seq, hidden)` to the same; see [`Attention::forward`] for `mask`.
+    /// `(batch, seq, hidden)` to the same; see [`Attention::forward`] for `rope` and `mask`.
     ///
     /// # Errors
     /// Shape errors.
     pub fn forward(
         &self,
         x: &Tensor,
-        rotary: &Rotary,
+        rope: &RotaryTables,
         mask: Option<&Tensor>,
         cache: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let h = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rotary, mask, cache)?;
+            .forward(&self.input_layernorm.forward(x)?, rope, mask, cache)?;
         let x = (x + h)?;
         let h = self
             .mlp
@@ -793,6 +853,21 @@ impl Model {
         out
     }
 
+    /// The rotary embedding.
+    pub fn rotary(&self) -> &Rotary {
+        &self.rotary
+    }
+
+    /// This model with rotary frequency `i` divided by `factors[i]` (see
+    /// [`Rotary::with_freq_factors`]): how a GGUF file's `rope_freqs.weight` applies.
+    ///
+    /// # Errors
+    /// `factors` is not `head_dim / 2` long.
+    pub fn with_rope_freq_factors(mut self, factors: &[f32]) -> Result<Self> {
+        self.rotary = self.rotary.with_freq_factors(factors)?;
+        Ok(self)
+    }
+
     /// Whether the kernels are fused (inference) or differentiable (training).
     pub fn ops(&self) -> Ops {
         self.rotary.ops
@@ -838,8 +913,17 @@ impl Model {
         if cache.layers.len() != self.layers.len() {
             *cache = self.new_cache();
         }
+        // Built once here and shared by every layer: the rotation of this step's positions
+        // and, for an unpadded prompt, the causal mask.
+        let offset = cache.seen();
+        let rope = self.rotary.tables(offset, t, x.dtype())?;
+        let causal = match mask {
+            None if t > 1 => Some(causal_mask(t, offset, x.dtype(), x.device())?),
+            _ => None,
+        };
+        let mask = mask.or(causal.as_ref());
         for (layer, c) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(&x, &self.rotary, mask, c)?;
+            x = layer.forward(&x, &rope, mask, c)?;
         }
         self.norm.forward(&x)
     }

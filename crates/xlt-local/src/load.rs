@@ -79,36 +79,85 @@ impl Default for LoadOptions {
     }
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N`.
-///
-/// # Errors
-/// [`LocalError::Invalid`] for another name; candle's error when CUDA is asked of a build
-/// without the `cuda` feature or a machine without the device.
-pub fn parse_device(s: &str) -> Result<Device, LocalError> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
-        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Ok(Device::new_cuda(n)?),
-            _ => Err(LocalError::Invalid(format!(
-                "device {s:?}: expected cpu, cuda or cuda:N"
-            ))),
-        },
+impl LoadOptions {
+    /// Device and dtype from `device` and `dtype` when given (command-line flags), else from
+    /// the environment (`XLT_DEVICE`, `XLT_DTYPE`), else `cpu` and `f32`; fused kernels.
+    /// The one place these variables are read.
+    ///
+    /// # Errors
+    /// [`LocalError::Setting`] naming the flag or variable that holds a bad value; see
+    /// [`parse_device`] and [`parse_dtype`].
+    pub fn from_env_or(device: Option<&str>, dtype: Option<&str>) -> Result<Self, LocalError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let pick = |flag: Option<&str>, name: &str, env: &str, default: &str| match flag {
+            Some(v) => (v.to_owned(), name.to_owned()),
+            None => match var(env) {
+                Some(v) => (v, env.to_owned()),
+                None => (default.to_owned(), name.to_owned()),
+            },
+        };
+        let (d, d_from) = pick(device, "--device", "XLT_DEVICE", "cpu");
+        let (t, t_from) = pick(dtype, "--dtype", "XLT_DTYPE", "f32");
+        let named = |from: String| {
+            move |e: LocalError| match e {
+                LocalError::Setting { value, message, .. } => LocalError::Setting {
+                    setting: from,
+                    value,
+                    message,
+                },
+                other => other,
+            }
+        };
+        Ok(LoadOptions {
+            device: parse_device(&d).map_err(named(d_from))?,
+            dtype: parse_dtype(&t).map_err(named(t_from))?,
+            ops: Ops::Fused,
+        })
     }
 }
 
-/// Parses `f32`, `bf16`, `f16`.
+/// Parses `cpu`, `cuda`, `cuda:N` (`cuda` is `cuda:0`).
 ///
 /// # Errors
-/// [`LocalError::Invalid`] for another name.
+/// [`LocalError::Setting`] for another name, for CUDA in a build without the `cuda` feature
+/// (saying to rebuild with `--features cuda`), and for a CUDA device that cannot be opened.
+pub fn parse_device(s: &str) -> Result<Device, LocalError> {
+    let bad = |message: String| LocalError::Setting {
+        setting: "device".into(),
+        value: s.to_owned(),
+        message,
+    };
+    let ordinal = match s {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => 0,
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            _ => return Err(bad("expected cpu, cuda or cuda:N".into())),
+        },
+    };
+    if cfg!(not(feature = "cuda")) {
+        return Err(bad(
+            "this build has no CUDA support; rebuild with `--features cuda` (needs the CUDA toolkit), e.g. `cargo run --release --features cuda --example chat -- ...`".into(),
+        ));
+    }
+    // candle's message only, not kept as a source, so that it prints once.
+    Device::new_cuda(ordinal).map_err(|e| bad(format!("cannot be opened: {e}")))
+}
+
+/// Parses `f32` or `bf16`. `f16` is refused: these checkpoints are trained and shipped in
+/// bf16 or f32, and f16 is not tested here.
+///
+/// # Errors
+/// [`LocalError::Setting`] for another name.
 pub fn parse_dtype(s: &str) -> Result<DType, LocalError> {
     match s {
         "f32" => Ok(DType::F32),
         "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        _ => Err(LocalError::Invalid(format!(
-            "dtype {s:?}: expected f32, bf16 or f16"
-        ))),
+        _ => Err(LocalError::Setting {
+            setting: "dtype".into(),
+            value: s.to_owned(),
+            message: "expected f32 or bf16".into(),
+        }),
     }
 }
 
@@ -381,6 +430,9 @@ fn build(
     })
 }
 
+/// The GGUF tensor of Llama 3.1's rotary scaling: one divisor per frequency.
+const ROPE_FREQS: &str = "rope_freqs.weight";
+
 struct Gguf<'a> {
     content: &'a gguf_file::Content,
     path: &'a Path,
@@ -474,7 +526,9 @@ fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
 
 /// Loads a GGUF file: architecture `llama` (SmolLM2, Llama), `qwen2` or `qwen3`, with a
 /// `gpt2` (byte-level BPE) tokenizer. Quantized tensors are dequantized to f32 on load, then
-/// cast to `options.dtype`.
+/// cast to `options.dtype`. Rotary scaling: Llama 3.1's from the tensor `rope_freqs.weight`
+/// (the frequency divisors llama.cpp's converter computes from `rope_scaling`), linear from
+/// `{arch}.rope.scaling.type` and `.factor`; another kind (YaRN) is refused.
 ///
 /// # Errors
 /// A missing metadata key or tensor, named with the file; an unsupported architecture or
@@ -494,13 +548,26 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Loaded, LocalErro
             message: format!("architecture {arch} (llama, qwen2, qwen3)"),
         });
     }
-    if content.tensor_infos.contains_key("rope_freqs.weight") {
-        return Err(LocalError::Unsupported {
-            path: path.to_owned(),
-            message: "tensor rope_freqs.weight (Llama 3.1 rope scaling in GGUF); load the Hugging Face directory instead".into(),
-        });
-    }
     let k = |s: &str| format!("{arch}.{s}");
+    // Rotary scaling as llama.cpp's converter writes it: Llama 3.1's as per-frequency
+    // divisors in the tensor `rope_freqs.weight` (read below), linear scaling as metadata.
+    let scaling_key = k("rope.scaling.type");
+    let rope_scaling = match g.string(&scaling_key).ok().as_deref() {
+        None | Some("none") => None,
+        Some("linear") => Some(crate::llama::RopeScaling {
+            rope_type: "linear".into(),
+            factor: Some(g.f64(&k("rope.scaling.factor"))?),
+            low_freq_factor: None,
+            high_freq_factor: None,
+            original_max_position_embeddings: None,
+        }),
+        Some(other) => {
+            return Err(g.err(
+                &scaling_key,
+                format!("rope scaling {other:?} is not supported (none, linear, or Llama 3.1's rope_freqs.weight)"),
+            ));
+        }
+    };
     let tokens = g
         .value("tokenizer.ggml.tokens")?
         .to_vec()
@@ -533,7 +600,7 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Loaded, LocalErro
         head_dim: Some(head_dim),
         rms_norm_eps: g.f64(&k("attention.layer_norm_rms_epsilon"))?,
         rope_theta: g.f64(&k("rope.freq_base")).unwrap_or(10_000.0),
-        rope_scaling: None,
+        rope_scaling,
         max_position_embeddings: g.usize(&k("context_length")).ok(),
         tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
         // By architecture: bias on q, k and v for qwen2, none for llama and qwen3.
@@ -580,7 +647,20 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Loaded, LocalErro
         };
         tensors.insert(hf, t.to_device(&options.device)?);
     }
-    let model = build(&config, tensors, path, options)?;
+    let mut model = build(&config, tensors, path, options)?;
+    if content.tensor_infos.contains_key(ROPE_FREQS) {
+        let tensor_err = |e: candle_core::Error| LocalError::Tensor {
+            path: path.to_owned(),
+            tensor: ROPE_FREQS.into(),
+            message: e.to_string(),
+        };
+        let factors = content
+            .tensor(&mut reader, ROPE_FREQS, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map_err(tensor_err)?;
+        model = model.with_rope_freq_factors(&factors).map_err(tensor_err)?;
+    }
     Ok(Loaded {
         model,
         tokenizer,

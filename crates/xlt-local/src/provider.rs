@@ -27,7 +27,9 @@ pub const PROVIDER: &str = "local";
 /// How loaded models are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeOptions {
-    /// Prompts run together in one batch at most.
+    /// Prompts run together in one batch at most. The requests waiting when the model's
+    /// worker becomes free are sorted by prompt length and cut into batches of this size,
+    /// so that prompts of similar length share a batch.
     pub max_batch: usize,
     /// Requests admitted at once per model (running or waiting for a batch); more wait.
     pub max_concurrent: usize,
@@ -63,26 +65,18 @@ impl Served {
         std::thread::spawn(move || {
             // Ends when the last sender (the `Served`) is dropped.
             while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(j) => batch.push(j),
-                        Err(_) => break,
-                    }
+                // Everything waiting now (at most `max_concurrent`, the semaphore's bound),
+                // sorted by prompt length and cut into batches of `max_batch`: prompts of
+                // similar length share a batch, so left padding costs little.
+                let mut waiting = vec![first];
+                while let Ok(j) = rx.try_recv() {
+                    waiting.push(j);
                 }
-                let prompts: Vec<Vec<u32>> = batch.iter().map(|j| j.prompt.clone()).collect();
-                let params: Vec<GenerateParams> = batch.iter().map(|j| j.params).collect();
-                match worker.generate(&prompts, &params) {
-                    Ok(gens) => {
-                        for (job, g) in batch.into_iter().zip(gens) {
-                            let _ = job.reply.send(Ok(g));
-                        }
-                    }
-                    Err(e) => {
-                        for job in batch {
-                            let _ = job.reply.send(Err(e.to_string()));
-                        }
-                    }
+                waiting.sort_by_key(|j| j.prompt.len());
+                let mut waiting = waiting.into_iter().peekable();
+                while waiting.peek().is_some() {
+                    let batch: Vec<Job> = waiting.by_ref().take(max_batch).collect();
+                    run_batch(&worker, batch);
                 }
             }
         });
@@ -90,6 +84,24 @@ impl Served {
             model,
             jobs: tx,
             permits: Semaphore::new(options.max_concurrent.max(1)),
+        }
+    }
+}
+
+/// Runs one batch and answers each of its jobs.
+fn run_batch(model: &LocalModel, batch: Vec<Job>) {
+    let prompts: Vec<Vec<u32>> = batch.iter().map(|j| j.prompt.clone()).collect();
+    let params: Vec<GenerateParams> = batch.iter().map(|j| j.params).collect();
+    match model.generate(&prompts, &params) {
+        Ok(gens) => {
+            for (job, g) in batch.into_iter().zip(gens) {
+                let _ = job.reply.send(Ok(g));
+            }
+        }
+        Err(e) => {
+            for job in batch {
+                let _ = job.reply.send(Err(e.to_string()));
+            }
         }
     }
 }
@@ -189,23 +201,16 @@ impl LocalProvider {
         &self.load
     }
 
-    /// A provider configured from the environment, the one place it is read: `XLT_DEVICE`
-    /// (`cpu`, `cuda`, `cuda:N`; default `cpu`) and `XLT_DTYPE` (`f32`, `bf16`; default
-    /// `f32`), with the default [`ServeOptions`].
+    /// A provider configured from the environment, with the default [`ServeOptions`]:
+    /// `XLT_DEVICE` (`cpu`, `cuda`, `cuda:N`; default `cpu`) and `XLT_DTYPE` (`f32`,
+    /// `bf16`; default `f32`), as [`LoadOptions::from_env_or`] reads them.
     ///
     /// # Errors
-    /// [`LocalError::Invalid`] for an unknown device or dtype; candle's error for a CUDA
-    /// device in a build without the `cuda` feature.
+    /// [`LocalError::Setting`] for an unknown device or dtype, or a CUDA device in a build
+    /// without the `cuda` feature.
     pub fn from_env() -> Result<Self, LocalError> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let device = crate::load::parse_device(&var("XLT_DEVICE").unwrap_or_else(|| "cpu".into()))?;
-        let dtype = crate::load::parse_dtype(&var("XLT_DTYPE").unwrap_or_else(|| "f32".into()))?;
         Ok(LocalProvider::new(
-            LoadOptions {
-                device,
-                dtype,
-                ..LoadOptions::default()
-            },
+            LoadOptions::from_env_or(None, None)?,
             ServeOptions::default(),
         ))
     }

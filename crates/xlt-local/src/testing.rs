@@ -199,5 +199,144 @@ fn config_json(cfg: &Config) -> serde_json::Value {
         "rope_theta": cfg.rope_theta,
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "eos_token_id": 258,
+        "rope_scaling": cfg.rope_scaling.as_ref().map(|s| serde_json::json!({
+            "rope_type": s.rope_type,
+            "factor": s.factor,
+            "low_freq_factor": s.low_freq_factor,
+            "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_max_position_embeddings,
+        })),
     })
+}
+
+/// Writes `varmap` (the weights of a `llama` config `cfg`) as a GGUF file the way llama.cpp's
+/// converter lays one out: `llama.*` hyperparameters, the [`tokenizer_json`] vocabulary as
+/// `tokenizer.ggml.*` (plus one spare token to fill the vocabulary), the
+/// [`SMOLLM2_TEMPLATE`], tensors under GGUF names in f32 with the q and k projections
+/// permuted to llama.cpp's interleaved rotary layout; then `extra_tensors` (such as
+/// `rope_freqs.weight`) and `extra_metadata` (such as `llama.rope.scaling.type`).
+pub fn write_gguf(
+    path: &Path,
+    cfg: &Config,
+    varmap: &VarMap,
+    extra_tensors: &[(&str, Tensor)],
+    extra_metadata: &[(&str, candle_core::quantized::gguf_file::Value)],
+) {
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file::Value};
+    assert_eq!(
+        cfg.model_type, "llama",
+        "write_gguf writes the llama architecture"
+    );
+    let mut alphabet: Vec<char> = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
+        .into_iter()
+        .collect();
+    alphabet.sort_unstable();
+    let mut tokens: Vec<String> = alphabet.iter().map(char::to_string).collect();
+    tokens.extend(SPECIALS.iter().map(|s| (*s).to_owned()));
+    while tokens.len() < cfg.vocab_size {
+        tokens.push(format!("<|spare_{}|>", tokens.len()));
+    }
+    let types: Vec<Value> = (0..tokens.len())
+        .map(|i| Value::I32(if i < 256 { 1 } else { 3 }))
+        .collect();
+    let u32v = |n: usize| Value::U32(n as u32);
+    let mut metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.vocab_size", u32v(cfg.vocab_size)),
+        ("llama.embedding_length", u32v(cfg.hidden_size)),
+        ("llama.feed_forward_length", u32v(cfg.intermediate_size)),
+        ("llama.block_count", u32v(cfg.num_hidden_layers)),
+        ("llama.attention.head_count", u32v(cfg.num_attention_heads)),
+        ("llama.attention.head_count_kv", u32v(cfg.kv_heads())),
+        ("llama.rope.dimension_count", u32v(cfg.head_dim())),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
+        ("llama.rope.freq_base", Value::F32(cfg.rope_theta as f32)),
+        ("llama.context_length", u32v(8192)),
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        ("tokenizer.ggml.token_type", Value::Array(types)),
+        ("tokenizer.ggml.merges", Value::Array(Vec::new())),
+        ("tokenizer.ggml.bos_token_id", u32v(257)),
+        ("tokenizer.ggml.eos_token_id", u32v(258)),
+        (
+            "tokenizer.chat_template",
+            Value::String(SMOLLM2_TEMPLATE.into()),
+        ),
+    ];
+    metadata.extend(extra_metadata.iter().cloned());
+    // llama.cpp's `permute`: rows (heads, 2, head_dim / 2) become (heads, head_dim / 2, 2).
+    let permute = |t: &Tensor, heads: usize| -> Tensor {
+        let (rows, cols) = t.dims2().expect("a matrix");
+        t.reshape((heads, 2, rows / heads / 2, cols))
+            .and_then(|t| t.transpose(1, 2))
+            .and_then(|t| t.contiguous())
+            .and_then(|t| t.reshape((rows, cols)))
+            .expect("q/k rows split into heads")
+    };
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    {
+        let data = varmap.data().lock().expect("the VarMap lock");
+        for (name, var) in data.iter() {
+            let t = var.as_tensor().clone();
+            let gguf = match name.as_str() {
+                "model.embed_tokens.weight" => "token_embd.weight".to_owned(),
+                "model.norm.weight" => "output_norm.weight".to_owned(),
+                "lm_head.weight" => "output.weight".to_owned(),
+                other => {
+                    let rest = other
+                        .strip_prefix("model.layers.")
+                        .unwrap_or_else(|| panic!("unexpected tensor {other}"));
+                    let (layer, rest) = rest.split_once('.').expect("layer.rest");
+                    let part = match rest {
+                        "input_layernorm.weight" => "attn_norm.weight",
+                        "post_attention_layernorm.weight" => "ffn_norm.weight",
+                        "self_attn.q_proj.weight" => "attn_q.weight",
+                        "self_attn.k_proj.weight" => "attn_k.weight",
+                        "self_attn.v_proj.weight" => "attn_v.weight",
+                        "self_attn.o_proj.weight" => "attn_output.weight",
+                        "mlp.gate_proj.weight" => "ffn_gate.weight",
+                        "mlp.up_proj.weight" => "ffn_up.weight",
+                        "mlp.down_proj.weight" => "ffn_down.weight",
+                        other => panic!("unexpected tensor {other}"),
+                    };
+                    format!("blk.{layer}.{part}")
+                }
+            };
+            let t = if gguf.ends_with("attn_q.weight") {
+                permute(&t, cfg.num_attention_heads)
+            } else if gguf.ends_with("attn_k.weight") {
+                permute(&t, cfg.kv_heads())
+            } else {
+                t
+            };
+            tensors.push((gguf, t));
+        }
+    }
+    tensors.extend(
+        extra_tensors
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), t.clone())),
+    );
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let q: Vec<(String, QTensor)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                QTensor::quantize(t, GgmlDType::F32).expect("f32"),
+            )
+        })
+        .collect();
+    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = q.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut file =
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    candle_core::quantized::gguf_file::write(&mut file, &meta_refs, &tensor_refs)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
