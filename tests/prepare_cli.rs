@@ -218,3 +218,43 @@ fn reproduce_runs_on_what_prepare_wrote() {
     assert_eq!(fp["settings"]["provider"], "embedded");
     assert_eq!(fp["settings"]["seed"], "42");
 }
+
+/// Found by a new-user trial: `finetune` recorded its settings in `fingerprint.json` before
+/// the provider refused them, so the corrected rerun was taken for another experiment.
+#[test]
+fn a_finetune_refused_before_its_first_job_leaves_the_fingerprint_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let o = run_example(
+        "prepare",
+        &["--out", out, "--languages", "en", "--domains", "stem"],
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+    let before = snapshot_dir(dir.path());
+    // The embedded provider trains no adapters: refused in the plan, before any job.
+    let o = run_example(
+        "finetune",
+        &[
+            "--out",
+            out,
+            "--provider",
+            "embedded",
+            "--yes",
+            "--lora-rank",
+            "8",
+        ],
+    );
+    assert!(!o.status.success(), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("lora"),
+        "{}",
+        describe(&o)
+    );
+    assert_eq!(snapshot_dir(dir.path()), before);
+    // The corrected command runs.
+    let o = run_example(
+        "finetune",
+        &["--out", out, "--provider", "embedded", "--yes"],
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+}

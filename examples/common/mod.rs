@@ -461,6 +461,16 @@ pub fn seconds(s: &str) -> Result<f64, String> {
     Ok(x)
 }
 
+/// A fraction in [0, 1) (`--warmup-ratio`): 1 would never reach the full rate. For
+/// `value_parser`.
+pub fn warmup_ratio(s: &str) -> Result<f64, String> {
+    let x: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if !(0.0..1.0).contains(&x) {
+        return Err("must be in [0, 1)".to_owned());
+    }
+    Ok(x)
+}
+
 /// A fraction strictly between 0 and 1 (`--train-fraction`): both sides of the split
 /// need questions. For `value_parser`.
 pub fn fraction(s: &str) -> Result<f64, String> {
@@ -693,8 +703,9 @@ pub struct TuneArgs {
     #[arg(long, value_parser = positive_number)]
     pub learning_rate: Option<f64>,
     /// Fraction of the optimizer steps over which the learning rate warms up linearly before
-    /// decaying linearly to zero (local, Together; default: the provider's, 0 for both).
-    #[arg(long)]
+    /// decaying linearly to zero, in [0, 1) (local, Together; default: the provider's: 0.03
+    /// for local, Together's own otherwise).
+    #[arg(long, value_parser = warmup_ratio)]
     pub warmup_ratio: Option<f64>,
     /// Batches whose gradients are summed before each optimizer step (local only; default 1).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]

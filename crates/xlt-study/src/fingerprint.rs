@@ -164,17 +164,41 @@ impl Fingerprint {
         keys.into_iter()
             .filter_map(|k| {
                 let (old, new) = (earlier.settings.get(k), self.settings.get(k));
-                (old != new).then(|| {
-                    let show = |v: Option<&String>| match v {
-                        None => "(none)".to_owned(),
-                        Some(v) if v.len() > 40 => format!("{}...", &v[..16.min(v.len())]),
-                        Some(v) => v.clone(),
-                    };
-                    format!("{k}: {} -> {}", show(old), show(new))
-                })
+                (old != new).then(|| describe_change(k, old, new))
             })
             .collect()
     }
+}
+
+/// One changed setting, readable: a JSON object (`hyperparameters`) names each field that
+/// changed (`hyperparameters.warmup_ratio: 0.1 -> 2`), a value up to 200 characters (a
+/// path, a model id) is shown whole, and a longer one (a digest) by its first 16.
+fn describe_change(key: &str, old: Option<&String>, new: Option<&String>) -> String {
+    let object = |v: Option<&String>| {
+        v.and_then(|v| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(v).ok())
+    };
+    if let (Some(a), Some(b)) = (object(old), object(new)) {
+        let mut fields: Vec<&String> = a.keys().chain(b.keys()).collect();
+        fields.sort();
+        fields.dedup();
+        let show = |v: Option<&serde_json::Value>| v.map_or("(none)".to_owned(), |v| v.to_string());
+        let parts: Vec<String> = fields
+            .into_iter()
+            .filter(|f| a.get(*f) != b.get(*f))
+            .map(|f| format!("{key}.{f}: {} -> {}", show(a.get(f)), show(b.get(f))))
+            .collect();
+        if !parts.is_empty() {
+            return parts.join(", ");
+        }
+    }
+    let show = |v: Option<&String>| match v {
+        None => "(none)".to_owned(),
+        Some(v) if v.chars().count() > 200 => {
+            format!("{}...", v.chars().take(16).collect::<String>())
+        }
+        Some(v) => v.clone(),
+    };
+    format!("{key}: {} -> {}", show(old), show(new))
 }
 
 /// SHA-256 over the files sorted by path (path, length and content of each), hex.
@@ -384,7 +408,7 @@ mod tests {
             r8.changes_from(&r16),
             [
                 "lora_rank: 16 -> 8",
-                "lora_targets: q_proj,k_proj,v_... -> q_proj,v_proj"
+                "lora_targets: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj -> q_proj,v_proj"
             ]
         );
     }
@@ -452,5 +476,30 @@ mod tests {
         // The cache (keyed by request) and, for `Discard::Results`, the prepared files stay.
         assert!(d.join("cache/x.json").exists() && d.join("manifest.json").exists());
         assert_eq!(check(&b, false).unwrap(), FingerprintCheck::Resume);
+    }
+
+    #[test]
+    fn a_changed_json_setting_names_its_fields_and_a_path_is_shown_whole() {
+        let fp = |hyper: &str, base: &str| Fingerprint {
+            settings: [
+                ("hyperparameters".to_owned(), hyper.to_owned()),
+                ("base_model".to_owned(), base.to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let long = "/root/.cache/xlt/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+        let a = fp(
+            r#"{"epochs":1,"batch_size":8,"warmup_ratio":0.1}"#,
+            "./typo.gguf",
+        );
+        let b = fp(r#"{"epochs":1,"batch_size":8,"warmup_ratio":2.0}"#, long);
+        assert_eq!(
+            b.changes_from(&a),
+            vec![
+                format!("base_model: ./typo.gguf -> {long}"),
+                "hyperparameters.warmup_ratio: 0.1 -> 2.0".to_owned(),
+            ]
+        );
     }
 }
