@@ -28,6 +28,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def peak_mib() -> float:
+    # VmHWM is this process's own peak. Linux carries ru_maxrss across exec, so under
+    # `bench_local --python` it would report the Rust parent's peak instead.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
