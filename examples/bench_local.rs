@@ -209,27 +209,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             _ => anyhow::bail!("--python compares GGUF files only"),
         };
         let script = xlt::fixtures_dir().join("../scripts/bench_transformers.py");
-        let out = std::process::Command::new(python)
-            .arg(&script)
-            .arg("--model")
-            .arg(&gguf)
-            .arg("--prompts")
-            .arg(&file)
-            .arg("--batch")
-            .arg(args.batch.to_string())
-            .output()
-            .with_context(|| format!("running {python} {}", script.display()))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in String::from_utf8(out.stdout)?
-            .lines()
-            .filter(|l| l.starts_with('{'))
-        {
-            let v: serde_json::Value = serde_json::from_str(line)?;
+        let batch = args.batch.to_string();
+        let script_args = [
+            "--model".as_ref(),
+            gguf.as_os_str(),
+            "--prompts".as_ref(),
+            file.as_os_str(),
+            "--batch".as_ref(),
+            batch.as_ref(),
+        ];
+        for v in python_rows(python, &script, &script_args)? {
             table.push(Row {
                 engine: v["engine"].as_str().unwrap_or("transformers").to_owned(),
                 mode: v["mode"].as_str().unwrap_or("").to_owned(),
@@ -258,4 +247,33 @@ fn run(args: Args) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Runs a Python benchmark `script` (`scripts/bench_*.py`) with `args` and returns the JSON
+/// object of each line of its standard output that starts with `{`: one table row each.
+///
+/// # Errors
+/// The script cannot be started or exits non-zero (its standard error is in the message), or
+/// a row is not JSON.
+pub(crate) fn python_rows(
+    python: &str,
+    script: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {python} {}", script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)?
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
 }

@@ -17,7 +17,6 @@ the assistant's answer. Tokens are the examples' own tokens (no padding).
 import argparse
 import json
 import os
-import resource
 import time
 
 import peft
@@ -26,18 +25,8 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
-def peak_mib() -> float:
-    # VmHWM is this process's own peak. Linux carries ru_maxrss across exec, so under
-    # `bench_local --python` it would report the Rust parent's peak instead.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+# Same directory: the scoring benchmark's peak-memory reader.
+from bench_transformers import peak_mib
 
 
 def main() -> None:

@@ -11,7 +11,6 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use anyhow::Context;
 use xlt::data::{Language, PromptTemplate};
 use xlt::local::{
     LoadOptions, LocalModel, LoraConfig, ModelSource, Ops, TrainConfig, TrainExample, attach_lora,
@@ -146,29 +145,18 @@ pub fn run(
         }
         std::fs::write(&file, text)?;
         let script = xlt::fixtures_dir().join("../scripts/bench_peft.py");
-        let out = std::process::Command::new(python)
-            .arg(&script)
-            .arg("--model")
-            .arg(&gguf)
-            .arg("--examples")
-            .arg(&file)
-            .arg("--batch")
-            .arg(args.train_batch.to_string())
-            .arg("--rank")
-            .arg(args.train_rank.to_string())
-            .output()
-            .with_context(|| format!("running {python} {}", script.display()))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in String::from_utf8(out.stdout)?
-            .lines()
-            .filter(|l| l.starts_with('{'))
-        {
-            let v: serde_json::Value = serde_json::from_str(line)?;
+        let (batch, rank) = (args.train_batch.to_string(), args.train_rank.to_string());
+        let script_args = [
+            "--model".as_ref(),
+            gguf.as_os_str(),
+            "--examples".as_ref(),
+            file.as_os_str(),
+            "--batch".as_ref(),
+            batch.as_ref(),
+            "--rank".as_ref(),
+            rank.as_ref(),
+        ];
+        for v in super::python_rows(python, &script, &script_args)? {
             table.push(Row {
                 engine: v["engine"].as_str().unwrap_or("peft").to_owned(),
                 examples_per_s: v["examples_per_s"].as_f64().unwrap_or(f64::NAN),
