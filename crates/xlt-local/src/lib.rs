@@ -50,13 +50,16 @@
 //! ```
 #![deny(missing_docs)]
 
+mod attention;
 mod error;
 mod finetune;
 mod generate;
 mod hub;
+mod kernels;
 mod llama;
 mod load;
 mod lora;
+mod matmul;
 mod peft;
 mod provider;
 mod template;

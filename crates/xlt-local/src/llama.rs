@@ -189,15 +189,21 @@ impl Config {
 ///
 /// candle 0.11's fused `rms_norm`, `rope` and `softmax_last_dim` have no backward pass
 /// (candle issue #2168): a model built on them computes the right values, but gradients stop
-/// there. Training uses [`Ops::Differentiable`], made of elementary tensor operations that
-/// candle differentiates; inference uses [`Ops::Fused`]. Both compute the same function (a
-/// test checks it to float precision).
+/// there. Training uses [`Ops::Differentiable`]; inference uses [`Ops::Fused`]. Both compute
+/// the same function (a test checks it to float precision).
+///
+/// On the CPU in f32 and f64 both modes use this crate's own operations where they exist
+/// (`src/attention.rs`, `src/kernels.rs`, `src/matmul.rs`: attention, RMS norm, rotary
+/// embedding, `silu(gate) * up`, the frozen and LoRA-wrapped projections), each one pass with
+/// a hand-written backward pass checked against candle's compositions and finite
+/// differences; elsewhere (bf16, CUDA) training composes candle's elementary operations
+/// (`rms_norm_slow`, `rope_slow`, `ops::softmax`), which candle differentiates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Ops {
-    /// Fused kernels: fast, no gradients.
+    /// Fused kernels without backward passes (inference).
     #[default]
     Fused,
-    /// Elementary operations: slower, differentiable.
+    /// Differentiable operations (training).
     Differentiable,
 }
 
@@ -272,10 +278,35 @@ impl Module for Linear {
         let (in_dim, lead) = dims.split_last().expect("linear input has a dimension");
         let rows: usize = lead.iter().product();
         let x = x.reshape((rows, *in_dim))?;
-        let y = if x.track_op() && !self.weight.track_op() && x.device().is_cpu() {
-            // Training: the weight is frozen, so only x's gradient is wanted (candle's own
-            // matmul would also compute and keep one for the weight).
-            x.apply_op1(FrozenMatmul(self.weight.clone()))?
+        if let Some(lora) = &self.lora
+            && crate::kernels::supported(&x)
+            && !self.weight.track_op()
+            && [self.weight.dtype(), lora.a.dtype(), lora.b.dtype()] == [x.dtype(); 3]
+        {
+            // On the CPU: base product and adapter in one operation with its own backward
+            // pass (the dropout mask drawn again there, not kept).
+            let y = x.contiguous()?.apply_op3(
+                lora.a.as_tensor(),
+                lora.b.as_tensor(),
+                crate::matmul::LoraMatmul {
+                    weight: self.weight.clone(),
+                    scale: lora.scale,
+                    dropout: lora.mask_seed(),
+                },
+            )?;
+            let y = match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            };
+            let mut out = lead.to_vec();
+            out.push(self.weight.dim(0)?);
+            return y.reshape(out);
+        }
+        let y = if !self.weight.track_op() && x.device().is_cpu() {
+            // A frozen weight on the CPU: faer's product, and under training only x's
+            // gradient (candle's own matmul would also compute and keep one for the weight).
+            x.contiguous()?
+                .apply_op1(crate::matmul::FrozenMatmul(self.weight.clone()))?
         } else {
             x.matmul(&self.weight.t()?)?
         };
@@ -290,45 +321,6 @@ impl Module for Linear {
         let mut out = lead.to_vec();
         out.push(self.weight.dim(0)?);
         y.reshape(out)
-    }
-}
-
-/// `x W^T` for a weight that is not trained: `x` `(rows, in)` to `(rows, out)`, with a
-/// backward pass that gives `x` its gradient `g W` and the weight none. candle's `matmul`
-/// computes the gradient of both factors, so a frozen base weight would cost one more
-/// matrix product per layer in every backward pass and a weight-sized gradient held until
-/// the pass ends (the whole model's size again). CPU only (the one backend built here);
-/// elsewhere [`Linear`] uses candle's `matmul`.
-struct FrozenMatmul(Tensor);
-
-impl candle_core::CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &candle_core::CpuStorage,
-        x_layout: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (rows, k) = x_layout.shape().dims2()?;
-        let (out, k2) = self.0.dims2()?;
-        if k != k2 {
-            candle_core::bail!("frozen-matmul: x is ({rows}, {k}), the weight ({out}, {k2})");
-        }
-        let (storage, w_layout) = self.0.storage_and_layout();
-        let candle_core::Storage::Cpu(w) = &*storage else {
-            candle_core::bail!("frozen-matmul: the weight is not on the CPU");
-        };
-        let wt_layout = w_layout.transpose(0, 1)?;
-        let y = x.matmul(w, (1, rows, out, k), x_layout, &wt_layout)?;
-        Ok((y, (rows, out).into()))
-    }
-
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
-        // (rows, out) x (out, in) -> (rows, in)
-        Ok(Some(grad_y.matmul(&self.0)?))
     }
 }
 
@@ -357,6 +349,16 @@ impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self.ops {
             Ops::Fused => candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32),
+            Ops::Differentiable
+                if crate::kernels::supported(x)
+                    && !self.weight.track_op()
+                    && self.weight.dtype() == x.dtype() =>
+            {
+                x.contiguous()?.apply_op1(crate::kernels::RmsNorm {
+                    weight: self.weight.clone(),
+                    eps: self.eps,
+                })
+            }
             Ops::Differentiable => candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps as f32),
         }
     }
@@ -486,6 +488,13 @@ impl RotaryTables {
         let x = x.contiguous()?;
         match self.ops {
             Ops::Fused => candle_nn::rotary_emb::rope(&x, &self.cos, &self.sin),
+            Ops::Differentiable if crate::kernels::supported(&x) => {
+                x.apply_op1(crate::kernels::Rope {
+                    cos: self.cos.clone(),
+                    sin: self.sin.clone(),
+                    inverse: false,
+                })
+            }
             Ops::Differentiable => candle_nn::rotary_emb::rope_slow(&x, &self.cos, &self.sin),
         }
     }
@@ -606,10 +615,28 @@ impl Attention {
             None => (k, v),
         };
         *cache = Some((k.clone(), v.clone()));
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        if x.device().is_cpu() && crate::attention::supported(x.dtype()) {
+            // On the CPU: one operation with its own backward pass, (b, t, heads * hd) out.
+            let causal;
+            let mask = match mask {
+                Some(m) => Some(m.contiguous()?),
+                None if t > 1 => {
+                    causal = causal_mask(t, offset, x.dtype(), x.device())?;
+                    Some(causal)
+                }
+                None => None,
+            };
+            let y = q.apply_op3(
+                &k.contiguous()?,
+                &v.contiguous()?,
+                crate::attention::CpuAttention { scale, mask },
+            )?;
+            return self.o_proj.forward(&y);
+        }
         let rep = self.heads / self.kv_heads;
         let k = repeat_kv(&k, rep)?;
         let v = repeat_kv(&v, rep)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
         // (b, heads, t, hd) x (b, heads, hd, s) -> (b, heads, t, s)
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let scores = match mask {
@@ -695,8 +722,15 @@ impl Mlp {
 impl Module for Mlp {
     /// `(..., hidden)` to `(..., hidden)`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        let h = if crate::kernels::supported(&gate) {
+            // One pass, with its own backward pass (the composition keeps three tensors).
+            gate.contiguous()?
+                .apply_op2(&up.contiguous()?, crate::kernels::SiluMul)?
+        } else {
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
+        self.down_proj.forward(&h)
     }
 }
 

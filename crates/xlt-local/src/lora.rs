@@ -119,6 +119,19 @@ pub struct LoraWeights {
 }
 
 impl LoraWeights {
+    /// While training with dropout: the probability and a fresh seed for one call's mask,
+    /// the next number of the step's stream (so a step's masks follow from its seed).
+    pub(crate) fn mask_seed(&self) -> Option<(f64, u64)> {
+        use rand::RngCore;
+        match &self.rng {
+            Some(rng) if self.dropout > 0.0 => {
+                let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+                Some((self.dropout, rng.next_u64()))
+            }
+            _ => None,
+        }
+    }
+
     /// `scale * dropout(x) A^T B^T`: `x` `(rows, in)` to `(rows, out)`.
     pub(crate) fn delta(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let x = match &self.rng {

@@ -1,0 +1,682 @@
+//! The projections' matrix products on the CPU: `x Wᵀ` in the forward pass and `g W` in the
+//! backward pass, for a weight `W` `(out, in)` that is not trained (the base model's, under
+//! LoRA or at inference) ([`FrozenMatmul`]), and a LoRA-wrapped projection as one operation
+//! ([`LoraMatmul`]: base product, dropout and adapter, with the adapter's gradients).
+//!
+//! candle 0.11 multiplies with gemm 0.19, whose kernels run the decoder's projection shapes
+//! (about 120 rows, 576 by 192 to 1536 for SmolLM2-135M) at 40 to 120 GFLOP/s on the 2-core
+//! AVX-512 machine of issue #12's benchmark; faer's x86 kernels (`private-gemm-x86`, which
+//! picks AVX-512 or AVX2 at run time) run the same shapes at 75 to 165 GFLOP/s. f32 and f64
+//! go through faer; other dtypes (bf16) and other devices through candle's own matmul.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use faer::{Accum, MatMut, MatRef, Par};
+
+/// `x Wᵀ` for a frozen `W` `(out, in)`: `x` `(rows, in)` to `(rows, out)`. Its backward pass
+/// gives `x` its gradient `g W` and the weight none: candle's `matmul` would compute a
+/// weight-sized gradient for the base weight too and keep it until the pass ends (the whole
+/// model's size again, and one more matrix product per layer).
+pub(crate) struct FrozenMatmul(pub(crate) Tensor);
+
+/// `g W` for the backward pass of [`FrozenMatmul`]: `g` `(rows, out)` to `(rows, in)`.
+/// Not differentiable itself (second derivatives are out of scope, as in candle).
+struct FrozenMatmulGrad(Tensor);
+
+/// `dst` `(rows, n)` `= alpha lhs rhs`, or `+=` with `add`, all row-major: `lhs` is
+/// `(rows, k)`, or `(k, rows)` when its flag is set (then used transposed); `rhs` is `(k, n)`,
+/// or `(n, k)` when its flag is set.
+pub(crate) fn gemm<T: faer::traits::ComplexField + Copy>(
+    dst: &mut [T],
+    (lhs, lhs_t): (&[T], bool),
+    (rhs, rhs_t): (&[T], bool),
+    (rows, k, n): (usize, usize, usize),
+    alpha: T,
+    add: bool,
+    par: Par,
+) {
+    let a = if lhs_t {
+        MatRef::from_row_major_slice(lhs, k, rows).transpose()
+    } else {
+        MatRef::from_row_major_slice(lhs, rows, k)
+    };
+    let b = if rhs_t {
+        MatRef::from_row_major_slice(rhs, n, k).transpose()
+    } else {
+        MatRef::from_row_major_slice(rhs, k, n)
+    };
+    let beta = if add { Accum::Add } else { Accum::Replace };
+    faer::linalg::matmul::matmul(
+        MatMut::from_row_major_slice_mut(dst, rows, n),
+        beta,
+        a,
+        b,
+        alpha,
+        par,
+    );
+}
+
+/// `(rows, k) · (k, n)` with `rhs` given as `W` `(n, k)` row-major (`transposed`) or as
+/// `(k, n)` row-major.
+fn faer_product<T>(
+    lhs: &[T],
+    rows: usize,
+    k: usize,
+    rhs: &[T],
+    n: usize,
+    transposed: bool,
+) -> Vec<T>
+where
+    T: faer::traits::ComplexField + Copy + Default,
+{
+    let mut out = vec![T::default(); rows * n];
+    gemm(
+        &mut out,
+        (lhs, false),
+        (rhs, transposed),
+        (rows, k, n),
+        T::one_impl(),
+        false,
+        Par::rayon(0),
+    );
+    out
+}
+
+/// The contiguous slice of a CPU tensor's storage, or `None` (strided, or another dtype).
+fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Option<&'a [T]> {
+    let (start, end) = l.contiguous_offsets()?;
+    Some(&T::cpu_storage_as_slice(s).ok()?[start..end])
+}
+
+/// `x` `(rows, k)` times the weight, transposed (`x Wᵀ`, `W` `(n, k)`) or not (`x W`, `W`
+/// `(k, n)`): faer for f32 and f64 with both operands contiguous, candle's matmul otherwise.
+fn product(
+    name: &str,
+    weight: &Tensor,
+    transposed: bool,
+    x: &CpuStorage,
+    x_layout: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let (rows, k) = x_layout.shape().dims2()?;
+    let (w0, w1) = weight.dims2()?;
+    let (wk, n) = if transposed { (w1, w0) } else { (w0, w1) };
+    if k != wk {
+        candle_core::bail!(
+            "{name}: x is ({rows}, {k}), the weight ({w0}, {w1}){}",
+            if transposed { ", transposed" } else { "" }
+        );
+    }
+    let (storage, w_layout) = weight.storage_and_layout();
+    let Storage::Cpu(w) = &*storage else {
+        candle_core::bail!("{name}: the weight is not on the CPU");
+    };
+    if let (Some(a), Some(b)) = (slice::<f32>(x, x_layout), slice::<f32>(w, w_layout)) {
+        let y = faer_product(a, rows, k, b, n, transposed);
+        return Ok((CpuStorage::F32(y), (rows, n).into()));
+    }
+    if let (Some(a), Some(b)) = (slice::<f64>(x, x_layout), slice::<f64>(w, w_layout)) {
+        let y = faer_product(a, rows, k, b, n, transposed);
+        return Ok((CpuStorage::F64(y), (rows, n).into()));
+    }
+    let rhs_layout = if transposed {
+        w_layout.transpose(0, 1)?
+    } else {
+        w_layout.clone()
+    };
+    let y = x.matmul(w, (1, rows, n, k), x_layout, &rhs_layout)?;
+    Ok((y, (rows, n).into()))
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, x_layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        product(self.name(), &self.0, true, x, x_layout)
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            grad_y
+                .contiguous()?
+                .apply_op1_no_bwd(&FrozenMatmulGrad(self.0.clone()))?,
+        ))
+    }
+}
+
+impl CustomOp1 for FrozenMatmulGrad {
+    fn name(&self) -> &'static str {
+        "frozen-matmul-grad"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, g_layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        product(self.name(), &self.0, false, g, g_layout)
+    }
+}
+
+/// A LoRA-wrapped frozen projection in one operation, PEFT's `lora.Linear` without bias:
+/// `y = x Wᵀ + scale (dropout(x) Aᵀ) Bᵀ` for `x` `(rows, in)`, a frozen `W` `(out, in)`, the
+/// trainable `A` `(r, in)` and `B` `(out, r)`; `y` is `(rows, out)`.
+///
+/// The dropout mask is a function of the seed and each element's index ([`keeps`]), so the
+/// same seed gives the same mask on any number of threads, and the backward pass draws it
+/// again instead of keeping it. The backward pass keeps nothing but `x`: with `m` the mask,
+/// `xm = x ⊙ m`, `h = xm Aᵀ`, `gB = g B`: `dx = g W + scale (gB A) ⊙ m`,
+/// `dA = scale gBᵀ xm`, `dB = scale gᵀ h`.
+pub(crate) struct LoraMatmul {
+    pub(crate) weight: Tensor,
+    pub(crate) scale: f64,
+    /// The dropout probability and this call's mask seed; `None`: no dropout (evaluation).
+    pub(crate) dropout: Option<(f64, u64)>,
+}
+
+/// Elements per task when a mask is applied in parallel.
+const MASK_CHUNK: usize = 1 << 14;
+
+/// Whether element `i` of the mask of `seed` is kept: MurmurHash3's 32-bit finalizer
+/// (`fmix32`, Appleby) of the element's index keyed by the seed, compared with
+/// `threshold = (1 - p) 2³²`: a counter-based draw, as PyTorch's Philox dropout is. Each
+/// element's draw depends on nothing but the seed and its index, so the loop vectorizes
+/// (32-bit products only) and any split of it gives the same mask.
+#[inline(always)]
+fn keeps(key: u32, i: u32, threshold: u32) -> bool {
+    let mut h = i.wrapping_mul(0x9e37_79b9) ^ key;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h < threshold
+}
+
+/// Multiplies `buf` by the dropout mask of `seed`: each element kept with probability
+/// `1 - p` and scaled by `1 / (1 - p)`, or zeroed. (A buffer of 2³² elements or more would
+/// repeat its mask; a projection's input is far smaller.)
+fn apply_mask<T: crate::kernels::Float>(buf: &mut [T], p: f64, seed: u64) {
+    use rayon::prelude::*;
+    let keep = 1.0 - p;
+    let threshold = (keep * 4_294_967_296.0).min(4_294_967_295.0) as u32;
+    // Both halves of the seed count: fold them into the key, then mix it once.
+    let key = {
+        let mut k = (seed ^ (seed >> 32)) as u32;
+        k = (k ^ (k >> 16)).wrapping_mul(0x7feb_352d);
+        k ^ (k >> 15)
+    };
+    let inv = T::from_f64(1.0 / keep);
+    buf.par_chunks_mut(MASK_CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let start = (c * MASK_CHUNK) as u32;
+            crate::kernels::vectorized(|| {
+                for (j, x) in chunk.iter_mut().enumerate() {
+                    let kept = keeps(key, start.wrapping_add(j as u32), threshold);
+                    *x = if kept { *x * inv } else { T::default() };
+                }
+            });
+        });
+}
+
+/// The values of a small tensor (an adapter's `A` or `B`) read inside an operation.
+fn tensor_values<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
+    t.flatten_all()?.to_vec1::<T>()
+}
+
+/// Runs `f` on a CPU tensor's contiguous values in place (the frozen weight: no copy).
+fn with_values<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(s) = &*storage else {
+        candle_core::bail!("lora-matmul: the weight is not on the CPU");
+    };
+    match slice::<T>(s, layout) {
+        Some(v) => Ok(f(v)),
+        None => candle_core::bail!("lora-matmul: the weight is strided or of another dtype"),
+    }
+}
+
+trait LoraFloat: crate::kernels::Float + faer::traits::ComplexField + Copy {}
+impl<T: crate::kernels::Float + faer::traits::ComplexField + Copy> LoraFloat for T {}
+
+/// Shapes of a LoRA product: rows, in, out, rank.
+#[derive(Clone, Copy)]
+struct LoraDims {
+    rows: usize,
+    inp: usize,
+    out: usize,
+    r: usize,
+}
+
+impl LoraMatmul {
+    fn dims(&self, x: &Shape, a: &Shape, b: &Shape) -> Result<LoraDims> {
+        let (rows, inp) = x.dims2()?;
+        let (out, w_in) = self.weight.dims2()?;
+        let (r, a_in) = a.dims2()?;
+        let (b_out, b_r) = b.dims2()?;
+        if w_in != inp || a_in != inp || b_out != out || b_r != r {
+            candle_core::bail!(
+                "lora-matmul: x ({rows}, {inp}), weight ({out}, {w_in}), lora_A ({r}, {a_in}), lora_B ({b_out}, {b_r}) do not fit"
+            );
+        }
+        Ok(LoraDims { rows, inp, out, r })
+    }
+
+    /// `x` with the dropout mask applied (a copy), or `x` itself.
+    fn masked<'a, T: LoraFloat>(&self, x: &'a [T]) -> std::borrow::Cow<'a, [T]> {
+        match self.dropout {
+            Some((p, seed)) if p > 0.0 => {
+                let mut xm = x.to_vec();
+                apply_mask(&mut xm, p, seed);
+                std::borrow::Cow::Owned(xm)
+            }
+            _ => std::borrow::Cow::Borrowed(x),
+        }
+    }
+
+    fn forward<T: LoraFloat>(&self, x: &[T], a: &[T], b: &[T], d: LoraDims) -> Result<Vec<T>> {
+        let par = Par::rayon(0);
+        let mut y = vec![T::default(); d.rows * d.out];
+        with_values::<T, _>(&self.weight, |w| {
+            gemm(
+                &mut y,
+                (x, false),
+                (w, true),
+                (d.rows, d.inp, d.out),
+                T::from_f64(1.0),
+                false,
+                par,
+            )
+        })?;
+        let xm = self.masked(x);
+        let mut h = vec![T::default(); d.rows * d.r];
+        gemm(
+            &mut h,
+            (&xm, false),
+            (a, true),
+            (d.rows, d.inp, d.r),
+            T::from_f64(1.0),
+            false,
+            par,
+        );
+        let scale = T::from_f64(self.scale);
+        gemm(
+            &mut y,
+            (&h, false),
+            (b, true),
+            (d.rows, d.r, d.out),
+            scale,
+            true,
+            par,
+        );
+        Ok(y)
+    }
+
+    /// `[dx, dA, dB]`, flattened and concatenated.
+    fn backward<T: LoraFloat>(
+        &self,
+        x: &[T],
+        g: &[T],
+        (a, b): (&[T], &[T]),
+        d: LoraDims,
+    ) -> Result<Vec<T>> {
+        let par = Par::rayon(0);
+        let (one, scale) = (T::from_f64(1.0), T::from_f64(self.scale));
+        let xm = self.masked(x);
+        let mut h = vec![T::default(); d.rows * d.r];
+        gemm(
+            &mut h,
+            (&xm, false),
+            (a, true),
+            (d.rows, d.inp, d.r),
+            one,
+            false,
+            par,
+        );
+        let mut gb = vec![T::default(); d.rows * d.r];
+        gemm(
+            &mut gb,
+            (g, false),
+            (b, false),
+            (d.rows, d.out, d.r),
+            one,
+            false,
+            par,
+        );
+        // dx = g W + scale (gB A) ⊙ m
+        let mut through = vec![T::default(); d.rows * d.inp];
+        gemm(
+            &mut through,
+            (&gb, false),
+            (a, false),
+            (d.rows, d.r, d.inp),
+            scale,
+            false,
+            par,
+        );
+        if let Some((p, seed)) = self.dropout.filter(|(p, _)| *p > 0.0) {
+            apply_mask(&mut through, p, seed);
+        }
+        let mut out = through;
+        with_values::<T, _>(&self.weight, |w| {
+            gemm(
+                &mut out,
+                (g, false),
+                (w, false),
+                (d.rows, d.out, d.inp),
+                one,
+                true,
+                par,
+            )
+        })?;
+        // dA = scale gBᵀ xm  (r, in);  dB = scale gᵀ h  (out, r)
+        let mut da = vec![T::default(); d.r * d.inp];
+        gemm(
+            &mut da,
+            (&gb, true),
+            (&xm, false),
+            (d.r, d.rows, d.inp),
+            scale,
+            false,
+            par,
+        );
+        let mut db = vec![T::default(); d.out * d.r];
+        gemm(
+            &mut db,
+            (g, true),
+            (&h, false),
+            (d.out, d.rows, d.r),
+            scale,
+            false,
+            par,
+        );
+        out.extend_from_slice(&da);
+        out.extend_from_slice(&db);
+        Ok(out)
+    }
+}
+
+impl candle_core::CustomOp3 for LoraMatmul {
+    fn name(&self) -> &'static str {
+        "lora-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        use crate::kernels::contiguous as c;
+        let d = self.dims(xl.shape(), al.shape(), bl.shape())?;
+        let y = match x {
+            CpuStorage::F32(_) => CpuStorage::F32(self.forward::<f32>(
+                c("lora-matmul x", x, xl)?,
+                c("lora_A", a, al)?,
+                c("lora_B", b, bl)?,
+                d,
+            )?),
+            CpuStorage::F64(_) => CpuStorage::F64(self.forward::<f64>(
+                c("lora-matmul x", x, xl)?,
+                c("lora_A", a, al)?,
+                c("lora_B", b, bl)?,
+                d,
+            )?),
+            other => candle_core::bail!("lora-matmul: dtype {:?}", other.dtype()),
+        };
+        Ok((y, (d.rows, d.out).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = self.dims(x.shape(), a.shape(), b.shape())?;
+        let all = x.contiguous()?.apply_op2_no_bwd(
+            &g.contiguous()?,
+            &LoraMatmulGrad {
+                forward: LoraMatmul {
+                    weight: self.weight.clone(),
+                    scale: self.scale,
+                    dropout: self.dropout,
+                },
+                a: a.clone(),
+                b: b.clone(),
+            },
+        )?;
+        let (nx, na) = (d.rows * d.inp, d.r * d.inp);
+        Ok((
+            Some(all.narrow(0, 0, nx)?.reshape(x.shape())?),
+            Some(all.narrow(0, nx, na)?.reshape(a.shape())?),
+            Some(all.narrow(0, nx + na, d.out * d.r)?.reshape(b.shape())?),
+        ))
+    }
+}
+
+/// The gradients of [`LoraMatmul`] from `(x, g)`: `[dx, dA, dB]` flattened and concatenated.
+struct LoraMatmulGrad {
+    forward: LoraMatmul,
+    a: Tensor,
+    b: Tensor,
+}
+
+impl CustomOp2 for LoraMatmulGrad {
+    fn name(&self) -> &'static str {
+        "lora-matmul-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        use crate::kernels::contiguous as c;
+        let d = self
+            .forward
+            .dims(xl.shape(), self.a.shape(), self.b.shape())?;
+        let n = d.rows * d.inp + d.r * d.inp + d.out * d.r;
+        let out = match x {
+            CpuStorage::F32(_) => CpuStorage::F32(self.forward.backward::<f32>(
+                c("lora-matmul x", x, xl)?,
+                c("lora-matmul gradient", g, gl)?,
+                (&tensor_values(&self.a)?, &tensor_values(&self.b)?),
+                d,
+            )?),
+            CpuStorage::F64(_) => CpuStorage::F64(self.forward.backward::<f64>(
+                c("lora-matmul x", x, xl)?,
+                c("lora-matmul gradient", g, gl)?,
+                (&tensor_values(&self.a)?, &tensor_values(&self.b)?),
+                d,
+            )?),
+            other => candle_core::bail!("lora-matmul-grad: dtype {:?}", other.dtype()),
+        };
+        Ok((out, Shape::from(n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// faer's product equals candle's to float precision, forward and backward, in f32 and
+    /// f64, also for a weight that is a view at an offset.
+    #[test]
+    fn frozen_matmul_matches_candle_forward_and_backward() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let big = Tensor::randn(0f32, 1.0, (9, 7), &dev)?.to_dtype(dtype)?;
+            let w = big.narrow(0, 2, 5)?; // (5, 7), offset 14
+            let x = candle_core::Var::from_tensor(
+                &Tensor::randn(0f32, 1.0, (4, 7), &dev)?.to_dtype(dtype)?,
+            )?;
+            let ours = x.apply_op1(FrozenMatmul(w.clone()))?;
+            let theirs = x.matmul(&w.t()?)?;
+            let diff = (&ours - &theirs)?.abs()?.max_all()?.to_dtype(DType::F64)?;
+            assert!(diff.to_scalar::<f64>()? < 1e-5, "{dtype:?} forward: {diff}");
+            let g = Tensor::randn(0f32, 1.0, (4, 5), &dev)?.to_dtype(dtype)?;
+            let ours = (ours * &g)?.sum_all()?.backward()?;
+            let theirs = (theirs * &g)?.sum_all()?.backward()?;
+            let (a, b) = (ours.get(&x).unwrap(), theirs.get(&x).unwrap());
+            let diff = (a - b)?.abs()?.max_all()?.to_dtype(DType::F64)?;
+            assert!(
+                diff.to_scalar::<f64>()? < 1e-5,
+                "{dtype:?} backward: {diff}"
+            );
+            assert_eq!(a.dims(), &[4, 7]);
+        }
+        Ok(())
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .and_then(|d| {
+                d.abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_dtype(DType::F64)?
+                    .to_scalar()
+            })
+            .unwrap()
+    }
+
+    /// Without dropout, the fused LoRA product and its gradients for `x`, `A` and `B` equal
+    /// candle's composition `x Wᵀ + scale x Aᵀ Bᵀ`.
+    #[test]
+    fn lora_matmul_matches_candles_composition() -> Result<()> {
+        let dev = Device::Cpu;
+        let var = |shape: (usize, usize)| -> Result<candle_core::Var> {
+            candle_core::Var::from_tensor(&Tensor::randn(0f64, 1.0, shape, &dev)?)
+        };
+        let (x, a, b) = (var((6, 5))?, var((2, 5))?, var((4, 2))?);
+        let w = Tensor::randn(0f64, 1.0, (4, 5), &dev)?;
+        let ours = x.apply_op3(
+            a.as_tensor(),
+            b.as_tensor(),
+            LoraMatmul {
+                weight: w.clone(),
+                scale: 1.5,
+                dropout: None,
+            },
+        )?;
+        let theirs = (x.matmul(&w.t()?)? + (x.matmul(&a.t()?)?.matmul(&b.t()?)? * 1.5)?)?;
+        assert!(max_diff(&ours, &theirs) < 1e-12);
+        let g = Tensor::randn(0f64, 1.0, (6, 4), &dev)?;
+        let go = (ours * &g)?.sum_all()?.backward()?;
+        let gt = (theirs * &g)?.sum_all()?.backward()?;
+        for v in [&x, &a, &b] {
+            let (o, t) = (
+                go.get(v.as_tensor()).unwrap(),
+                gt.get(v.as_tensor()).unwrap(),
+            );
+            assert_eq!(o.dims(), v.dims());
+            assert!(max_diff(o, t) < 1e-12);
+        }
+        Ok(())
+    }
+
+    /// With dropout, the mask follows from the seed alone (the backward pass draws it
+    /// again), about `p` of the elements are dropped, and the gradients of `x`, `A` and `B`
+    /// match central finite differences in f64.
+    #[test]
+    fn lora_matmul_with_dropout_has_the_gradients_of_its_function() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut ones = vec![1f64; 3 * MASK_CHUNK + 17];
+        apply_mask(&mut ones, 0.25, 7);
+        let mut again = vec![1f64; 3 * MASK_CHUNK + 17];
+        apply_mask(&mut again, 0.25, 7);
+        assert_eq!(ones, again);
+        let dropped = ones.iter().filter(|&&v| v == 0.0).count() as f64 / ones.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.02, "dropped {dropped}");
+        assert!(
+            ones.iter()
+                .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-12)
+        );
+
+        let op = || LoraMatmul {
+            weight: (Tensor::arange(0f64, 12.0, &dev)
+                .unwrap()
+                .reshape((3, 4))
+                .unwrap()
+                * 0.1)
+                .unwrap(),
+            scale: 2.0,
+            dropout: Some((0.3, 11)),
+        };
+        let w = op().weight;
+        let mk = |shape: (usize, usize), seed: f64| -> Result<Vec<f64>> {
+            let n = shape.0 * shape.1;
+            Ok((0..n).map(|i| ((i as f64 + seed) * 0.7).sin()).collect())
+        };
+        let (xv, av, bv) = (mk((5, 4), 1.0)?, mk((2, 4), 2.0)?, mk((3, 2), 3.0)?);
+        let g: Vec<f64> = (0..15).map(|i| ((i as f64) * 0.37).cos()).collect();
+        let loss = |xv: &[f64], av: &[f64], bv: &[f64]| -> Result<f64> {
+            let x = Tensor::from_slice(xv, (5, 4), &dev)?;
+            let a = Tensor::from_slice(av, (2, 4), &dev)?;
+            let b = Tensor::from_slice(bv, (3, 2), &dev)?;
+            let o = LoraMatmul {
+                weight: w.clone(),
+                ..op()
+            };
+            let y = x.apply_op3(&a, &b, o)?;
+            (y * Tensor::from_slice(&g, (5, 3), &dev)?)?
+                .sum_all()?
+                .to_scalar::<f64>()
+        };
+        let x = candle_core::Var::from_slice(&xv, (5, 4), &dev)?;
+        let a = candle_core::Var::from_slice(&av, (2, 4), &dev)?;
+        let b = candle_core::Var::from_slice(&bv, (3, 2), &dev)?;
+        let y = x.apply_op3(
+            a.as_tensor(),
+            b.as_tensor(),
+            LoraMatmul {
+                weight: w.clone(),
+                ..op()
+            },
+        )?;
+        let grads = (y * Tensor::from_slice(&g, (5, 3), &dev)?)?
+            .sum_all()?
+            .backward()?;
+        let h = 1e-6;
+        for (which, var) in [(0, &x), (1, &a), (2, &b)] {
+            let analytic = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            let base = [xv.clone(), av.clone(), bv.clone()];
+            for i in 0..base[which].len() {
+                let (mut plus, mut minus) = (base.clone(), base.clone());
+                plus[which][i] += h;
+                minus[which][i] -= h;
+                let fd = (loss(&plus[0], &plus[1], &plus[2])?
+                    - loss(&minus[0], &minus[1], &minus[2])?)
+                    / (2.0 * h);
+                assert!(
+                    (fd - analytic[i]).abs() < 1e-6,
+                    "input {which}, element {i}: finite difference {fd}, backward {}",
+                    analytic[i]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A shape mismatch is an error naming both shapes, not a panic.
+    #[test]
+    fn mismatched_shapes_are_an_error() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::zeros((5, 7), DType::F32, &dev)?;
+        let x = Tensor::zeros((4, 6), DType::F32, &dev)?;
+        let err = x.apply_op1(FrozenMatmul(w)).unwrap_err().to_string();
+        assert!(err.contains("(4, 6)") && err.contains("(5, 7)"), "{err}");
+        Ok(())
+    }
+}
