@@ -248,6 +248,13 @@ fn local_study_fine_tunes_evaluates_and_analyzes_then_a_rerun_asks_nothing() {
         before == after,
         "the rerun changed jobs, outcomes or the cache"
     );
+    // ... and times no training steps again: the plan's estimate is the first run's.
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("training speed as measured by an earlier run")
+            && !stderr.contains("measuring local training speed"),
+        "{stderr}"
+    );
 
     // Another rank into the same directory stops before anything, naming it.
     let mut other = args(o, m, d);

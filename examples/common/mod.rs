@@ -1014,7 +1014,15 @@ pub async fn plan(
     if let Some(local) = &backend.local
         && !plan.jobs.is_empty()
     {
-        let estimate = local_training_estimate(local, args, tune, backend, exp, &plan.jobs).await?;
+        let estimate = match earlier_machine_training(exp, &plan, &local_device_name(local)) {
+            Some(t) => {
+                eprintln!(
+                    "training speed as measured by an earlier run of this experiment (plan.json)"
+                );
+                t
+            }
+            None => local_training_estimate(local, args, tune, backend, exp, &plan.jobs).await?,
+        };
         plan = plan.with_machine_training(estimate);
     }
     eprint!("{}", plan.to_text());
@@ -1024,6 +1032,32 @@ pub async fn plan(
     )?;
     confirm(tune.yes, plan.is_paid())?;
     Ok(plan)
+}
+
+/// The local provider's device as the plan names it (`cpu`, `cuda(0)`).
+fn local_device_name(local: &xlt::local::LocalProvider) -> String {
+    match &local.load_options().device {
+        xlt::local::Device::Cpu => "cpu".to_owned(),
+        d => format!("{d:?}").to_lowercase(),
+    }
+}
+
+/// The training estimate of this experiment's earlier plan (`plan.json`), when that plan is
+/// this one in every other respect (base model, slices, hyperparameters, tokens) and was
+/// measured on the same device: a rerun then shows it again instead of timing training
+/// steps anew. `None` when there is no such plan.
+fn earlier_machine_training(
+    exp: &xlt::study::Experiment,
+    plan: &xlt::study::Plan,
+    device: &str,
+) -> Option<xlt::study::MachineTraining> {
+    let text = std::fs::read_to_string(exp.dir.join("plan.json")).ok()?;
+    let mut earlier: xlt::study::Plan = serde_json::from_str(&text).ok()?;
+    let training = earlier.machine_training.take()?;
+    // The earlier plan's token count is the tokenizer's (`with_machine_training`); this one's
+    // is still the character-based estimate, the same for the same files.
+    earlier.training_tokens_per_epoch = plan.training_tokens_per_epoch;
+    (earlier == *plan && training.device == device).then_some(training)
 }
 
 /// Optimizer steps timed to estimate local training time.
@@ -1049,10 +1083,7 @@ async fn local_training_estimate(
         lora: tune.lora(backend)?,
     };
     let files: Vec<std::path::PathBuf> = jobs.iter().map(|j| exp.finetune_file(j)).collect();
-    let device = match &local.load_options().device {
-        xlt::local::Device::Cpu => "cpu".to_owned(),
-        d => format!("{d:?}").to_lowercase(),
-    };
+    let device = local_device_name(local);
     eprintln!(
         "measuring local training speed ({CALIBRATION_STEPS} LoRA steps of {} on {device})...",
         spec.base_model

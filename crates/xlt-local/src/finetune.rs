@@ -284,8 +284,7 @@ impl LocalFineTuner {
         if let Some(seed) = spec.seed {
             c.seed = seed;
         }
-        c.validate()
-            .map_err(|e| ProviderError::InvalidRequest(e.to_string()))?;
+        c.validate().map_err(invalid_request)?;
         let lora = match &spec.lora {
             Some(l) => {
                 l.validate()?;
@@ -299,9 +298,17 @@ impl LocalFineTuner {
             }
             None => self.lora.clone(),
         };
-        lora.validate()
-            .map_err(|e| ProviderError::InvalidRequest(e.to_string()))?;
+        lora.validate().map_err(invalid_request)?;
         Ok((c, lora))
+    }
+}
+
+/// A [`LocalError`] as the provider layer's invalid request, its message once
+/// (`LocalError::Invalid` already says "invalid request").
+fn invalid_request(e: LocalError) -> ProviderError {
+    match e {
+        LocalError::Invalid(m) => ProviderError::InvalidRequest(m),
+        other => ProviderError::InvalidRequest(other.to_string()),
     }
 }
 
@@ -344,9 +351,8 @@ impl LocalFineTuner {
         files: &[PathBuf],
         calibration_steps: usize,
     ) -> Result<TrainingEstimate, ProviderError> {
-        let invalid = |e: String| ProviderError::InvalidRequest(e);
         let (mut config, lora) = self.train_config(spec)?;
-        let mut local = (self.loader)(&spec.base_model).map_err(|e| invalid(e.to_string()))?;
+        let mut local = (self.loader)(&spec.base_model).map_err(invalid_request)?;
         let mut tokens_per_epoch = 0u64;
         let mut optimizer_steps = 0u64;
         let mut sample: Vec<TrainExample> = Vec::new();
@@ -361,8 +367,7 @@ impl LocalFineTuner {
                 sample = examples;
             }
         }
-        let params = attach_lora(local.model_mut(), &lora, config.seed)
-            .map_err(|e| invalid(e.to_string()))?;
+        let params = attach_lora(local.model_mut(), &lora, config.seed).map_err(invalid_request)?;
         let elem = local.model().dtype().size_in_bytes() as u64;
         let adapter_bytes = params
             .iter()
@@ -378,7 +383,7 @@ impl LocalFineTuner {
             let reports = crate::train::train(local.model_mut(), &sample, &config, |_| {
                 std::ops::ControlFlow::Continue(())
             })
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(invalid_request)?;
             // The examples' own tokens, padding not counted, so that the rate applies to
             // `tokens_per_epoch` with padding's cost inside it.
             calibration_tokens = sample.iter().map(|e| e.input_ids.len() as u64).sum();

@@ -96,7 +96,8 @@ pub enum StudyError {
     Provider(#[from] ProviderError),
     /// Some evaluation requests failed after retries.
     #[error(
-        "{failed} request(s) for model `{model}` failed (answered ones are cached; rerun to retry the rest); first: {first}"
+        "{failed} request(s) for model `{model}` failed (answered ones are cached; {}); first: {first}",
+        requests_hint(first)
     )]
     Requests {
         /// The model's label.
@@ -238,4 +239,46 @@ pub fn write_analysis(
         xlt_data::write_atomic(&dir.join(name), content.as_bytes())?;
     }
     Ok(files.into_iter().map(|(n, _)| n).collect())
+}
+
+/// What to do about failed evaluation requests: a transient failure (transport, timeout,
+/// rate limit, a 5xx) goes away on a rerun; another (a refused request, a model or adapter
+/// that cannot be loaded) needs its cause fixed first.
+fn requests_hint(first: &ProviderError) -> &'static str {
+    if first.is_retryable() {
+        "rerun to retry the rest"
+    } else {
+        "the first failure is not transient: fix its cause, then rerun for the rest"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Failed requests say "rerun" only when a rerun can help.
+    #[test]
+    fn failed_requests_say_rerun_only_for_transient_failures() {
+        let failed = |first| {
+            StudyError::Requests {
+                model: "en-stem".into(),
+                failed: 3,
+                first,
+            }
+            .to_string()
+        };
+        let transient = failed(ProviderError::Transport {
+            request: "POST /v1/chat/completions".into(),
+            message: "connection reset".into(),
+        });
+        assert!(transient.contains("rerun to retry the rest"), "{transient}");
+        let broken = failed(ProviderError::InvalidRequest(
+            "local model base+adapter: missing tensor".into(),
+        ));
+        assert!(broken.contains("not transient: fix its cause"), "{broken}");
+        assert!(
+            broken.contains("3 request(s) for model `en-stem`"),
+            "{broken}"
+        );
+    }
 }
