@@ -11,6 +11,7 @@
 //! calls. Training keeps the composition of candle operations (`Ops::Differentiable`), which
 //! candle differentiates.
 
+use crate::kernels::contiguous;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use faer::Par;
@@ -29,9 +30,7 @@ pub(crate) fn supported(dtype: candle_core::DType) -> bool {
     matches!(dtype, candle_core::DType::F32 | candle_core::DType::F64)
 }
 
-/// A float the attention computes in: f32 or f64, with faer's products.
-trait Float: crate::kernels::Float + faer::traits::ComplexField + Copy {}
-impl<T: crate::kernels::Float + faer::traits::ComplexField + Copy> Float for T {}
+use crate::matmul::GemmFloat as Float;
 
 /// Shapes of one call.
 #[derive(Clone, Copy)]
@@ -229,17 +228,6 @@ fn attend_grad<T: Float>(x: &Inputs<'_, T>, g: &[T], d: Dims, scale: f64) -> Vec
     out
 }
 
-fn contiguous<'a, T: candle_core::WithDType>(
-    name: &str,
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> Result<&'a [T]> {
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("cpu-attention: {name} is not contiguous");
-    };
-    Ok(&T::cpu_storage_as_slice(s)?[a..b])
-}
-
 impl CpuAttention {
     fn dims(&self, q: &Layout, k: &Layout, v: &Layout) -> Result<Dims> {
         let (b, heads, t, hd) = q.shape().dims4()?;
@@ -288,9 +276,9 @@ impl CpuAttention {
         f: impl FnOnce(&Inputs<'_, T>) -> R,
     ) -> Result<R> {
         let (q, k, v) = (
-            contiguous::<T>("q", q.0, q.1)?,
-            contiguous::<T>("k", k.0, k.1)?,
-            contiguous::<T>("v", v.0, v.1)?,
+            contiguous::<T>("cpu-attention q", q.0, q.1)?,
+            contiguous::<T>("cpu-attention k", k.0, k.1)?,
+            contiguous::<T>("cpu-attention v", v.0, v.1)?,
         );
         match &self.mask {
             None => Ok(f(&Inputs {
@@ -304,7 +292,7 @@ impl CpuAttention {
                 let candle_core::Storage::Cpu(ms) = &*storage else {
                     candle_core::bail!("cpu-attention: the mask is not on the CPU");
                 };
-                let mask = Some(contiguous::<T>("the mask", ms, layout)?);
+                let mask = Some(contiguous::<T>("cpu-attention mask", ms, layout)?);
                 Ok(f(&Inputs { q, k, v, mask }))
             }
         }
@@ -328,15 +316,12 @@ impl CustomOp3 for CpuAttention {
         let d = self.dims(ql, kl, vl)?;
         let shape = Shape::from((d.b, d.t, d.heads * d.hd));
         let (q, k, v) = ((q, ql), (k, kl), (v, vl));
-        let out = match q.0 {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(self.with_inputs(q, k, v, |x| attend::<f32>(x, d, self.scale))?)
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(self.with_inputs(q, k, v, |x| attend::<f64>(x, d, self.scale))?)
-            }
-            other => candle_core::bail!("cpu-attention: dtype {:?}", other.dtype()),
-        };
+        let out = crate::kernels::by_dtype!("cpu-attention", q.0, |T| self.with_inputs(
+            q,
+            k,
+            v,
+            |x| attend::<T>(x, d, self.scale)
+        )?);
         Ok((out, shape))
     }
 
@@ -400,25 +385,12 @@ impl candle_core::CustomOp2 for CpuAttentionGrad {
         );
         let d = self.forward.dims(&ql, &kl, &vl)?;
         let (q, k, v) = ((qkv, &ql), (qkv, &kl), (qkv, &vl));
-        let out = match qkv {
-            CpuStorage::F32(_) => {
-                let g = contiguous::<f32>("the gradient", g, gl)?;
-                let scale = self.forward.scale;
-                CpuStorage::F32(
-                    self.forward
-                        .with_inputs(q, k, v, |x| attend_grad(x, g, d, scale))?,
-                )
-            }
-            CpuStorage::F64(_) => {
-                let g = contiguous::<f64>("the gradient", g, gl)?;
-                let scale = self.forward.scale;
-                CpuStorage::F64(
-                    self.forward
-                        .with_inputs(q, k, v, |x| attend_grad(x, g, d, scale))?,
-                )
-            }
-            other => candle_core::bail!("cpu-attention-grad: dtype {:?}", other.dtype()),
-        };
+        let scale = self.forward.scale;
+        let out = crate::kernels::by_dtype!("cpu-attention-grad", qkv, |T| {
+            let g = contiguous::<T>("cpu-attention gradient", g, gl)?;
+            self.forward
+                .with_inputs(q, k, v, |x| attend_grad(x, g, d, scale))?
+        });
         Ok((out, Shape::from(nq + 2 * nk)))
     }
 }
@@ -426,19 +398,8 @@ impl candle_core::CustomOp2 for CpuAttentionGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::max_diff;
     use candle_core::{D, DType, Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .and_then(|d| {
-                d.abs()?
-                    .flatten_all()?
-                    .max(0)?
-                    .to_dtype(DType::F64)?
-                    .to_scalar()
-            })
-            .unwrap()
-    }
 
     /// candle's composition: repeated key/value heads, scaled scores, additive mask,
     /// softmax, weighted values, `(b, t, heads * hd)`.

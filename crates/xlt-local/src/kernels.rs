@@ -93,6 +93,21 @@ macro_rules! by_dtype {
         }
     };
 }
+pub(crate) use by_dtype;
+
+/// The largest absolute difference between two tensors of one shape, as f64 (tests).
+#[cfg(test)]
+pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .and_then(|d| {
+            d.abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_dtype(DType::F64)?
+                .to_scalar()
+        })
+        .expect("two tensors of one shape")
+}
 
 // ---------------------------------------------------------------------------------------
 // RMS normalization
@@ -391,21 +406,6 @@ impl candle_core::CustomOp3 for SiluMulGrad {
 mod tests {
     use super::*;
     use candle_core::{D, Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     /// Each kernel and its gradient equal candle's composition of elementary operations
     /// (which candle differentiates), in f64 to 1e-10 and in f32 to 1e-4.

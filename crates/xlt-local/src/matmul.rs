@@ -234,8 +234,24 @@ fn with_values<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) ->
     }
 }
 
-trait LoraFloat: crate::kernels::Float + faer::traits::ComplexField + Copy {}
-impl<T: crate::kernels::Float + faer::traits::ComplexField + Copy> LoraFloat for T {}
+/// [`gemm`] across the thread pool.
+fn mm<T: GemmFloat>(
+    dst: &mut [T],
+    lhs: (&[T], bool),
+    rhs: (&[T], bool),
+    dims: (usize, usize, usize),
+    alpha: T,
+    add: bool,
+) {
+    gemm(dst, lhs, rhs, dims, alpha, add, Par::rayon(0));
+}
+
+/// A float the products here compute in: f32 or f64, with faer's kernels.
+pub(crate) trait GemmFloat:
+    crate::kernels::Float + faer::traits::ComplexField + Copy
+{
+}
+impl<T: crate::kernels::Float + faer::traits::ComplexField + Copy> GemmFloat for T {}
 
 /// Shapes of a LoRA product: rows, in, out, rank.
 #[derive(Clone, Copy)]
@@ -261,7 +277,7 @@ impl LoraMatmul {
     }
 
     /// `x` with the dropout mask applied (a copy), or `x` itself.
-    fn masked<'a, T: LoraFloat>(&self, x: &'a [T]) -> std::borrow::Cow<'a, [T]> {
+    fn masked<'a, T: GemmFloat>(&self, x: &'a [T]) -> std::borrow::Cow<'a, [T]> {
         match self.dropout {
             Some((p, seed)) if p > 0.0 => {
                 let mut xm = x.to_vec();
@@ -272,125 +288,118 @@ impl LoraMatmul {
         }
     }
 
-    fn forward<T: LoraFloat>(&self, x: &[T], a: &[T], b: &[T], d: LoraDims) -> Result<Vec<T>> {
-        let par = Par::rayon(0);
-        let mut y = vec![T::default(); d.rows * d.out];
-        with_values::<T, _>(&self.weight, |w| {
-            gemm(
-                &mut y,
-                (x, false),
-                (w, true),
-                (d.rows, d.inp, d.out),
-                T::from_f64(1.0),
-                false,
-                par,
-            )
-        })?;
+    /// The adapter's input and its projection: `xm = dropout(x)` (or `x`) and `h = xm Aᵀ`
+    /// `(rows, r)`; the backward pass computes them again rather than keep them.
+    fn low_rank<'a, T: GemmFloat>(
+        &self,
+        x: &'a [T],
+        a: &[T],
+        d: LoraDims,
+    ) -> (std::borrow::Cow<'a, [T]>, Vec<T>) {
         let xm = self.masked(x);
         let mut h = vec![T::default(); d.rows * d.r];
-        gemm(
+        let one = T::from_f64(1.0);
+        mm(
             &mut h,
             (&xm, false),
             (a, true),
             (d.rows, d.inp, d.r),
-            T::from_f64(1.0),
+            one,
             false,
-            par,
         );
+        (xm, h)
+    }
+
+    fn forward<T: GemmFloat>(&self, x: &[T], a: &[T], b: &[T], d: LoraDims) -> Result<Vec<T>> {
+        let one = T::from_f64(1.0);
+        let mut y = vec![T::default(); d.rows * d.out];
+        with_values::<T, _>(&self.weight, |w| {
+            mm(
+                &mut y,
+                (x, false),
+                (w, true),
+                (d.rows, d.inp, d.out),
+                one,
+                false,
+            );
+        })?;
+        let (_, h) = self.low_rank(x, a, d);
         let scale = T::from_f64(self.scale);
-        gemm(
+        mm(
             &mut y,
             (&h, false),
             (b, true),
             (d.rows, d.r, d.out),
             scale,
             true,
-            par,
         );
         Ok(y)
     }
 
     /// `[dx, dA, dB]`, flattened and concatenated.
-    fn backward<T: LoraFloat>(
+    fn backward<T: GemmFloat>(
         &self,
         x: &[T],
         g: &[T],
         (a, b): (&[T], &[T]),
         d: LoraDims,
     ) -> Result<Vec<T>> {
-        let par = Par::rayon(0);
         let (one, scale) = (T::from_f64(1.0), T::from_f64(self.scale));
-        let xm = self.masked(x);
-        let mut h = vec![T::default(); d.rows * d.r];
-        gemm(
-            &mut h,
-            (&xm, false),
-            (a, true),
-            (d.rows, d.inp, d.r),
-            one,
-            false,
-            par,
-        );
+        let (xm, h) = self.low_rank(x, a, d);
         let mut gb = vec![T::default(); d.rows * d.r];
-        gemm(
+        mm(
             &mut gb,
             (g, false),
             (b, false),
             (d.rows, d.out, d.r),
             one,
             false,
-            par,
         );
         // dx = g W + scale (gB A) ⊙ m
-        let mut through = vec![T::default(); d.rows * d.inp];
-        gemm(
-            &mut through,
+        let mut dx = vec![T::default(); d.rows * d.inp];
+        mm(
+            &mut dx,
             (&gb, false),
             (a, false),
             (d.rows, d.r, d.inp),
             scale,
             false,
-            par,
         );
         if let Some((p, seed)) = self.dropout.filter(|(p, _)| *p > 0.0) {
-            apply_mask(&mut through, p, seed);
+            apply_mask(&mut dx, p, seed);
         }
-        let mut out = through;
         with_values::<T, _>(&self.weight, |w| {
-            gemm(
-                &mut out,
+            mm(
+                &mut dx,
                 (g, false),
                 (w, false),
                 (d.rows, d.out, d.inp),
                 one,
                 true,
-                par,
-            )
+            );
         })?;
         // dA = scale gBᵀ xm  (r, in);  dB = scale gᵀ h  (out, r)
         let mut da = vec![T::default(); d.r * d.inp];
-        gemm(
+        mm(
             &mut da,
             (&gb, true),
             (&xm, false),
             (d.r, d.rows, d.inp),
             scale,
             false,
-            par,
         );
         let mut db = vec![T::default(); d.out * d.r];
-        gemm(
+        mm(
             &mut db,
             (g, true),
             (&h, false),
             (d.out, d.rows, d.r),
             scale,
             false,
-            par,
         );
-        out.extend_from_slice(&da);
-        out.extend_from_slice(&db);
-        Ok(out)
+        dx.extend_from_slice(&da);
+        dx.extend_from_slice(&db);
+        Ok(dx)
     }
 }
 
@@ -410,21 +419,12 @@ impl candle_core::CustomOp3 for LoraMatmul {
     ) -> Result<(CpuStorage, Shape)> {
         use crate::kernels::contiguous as c;
         let d = self.dims(xl.shape(), al.shape(), bl.shape())?;
-        let y = match x {
-            CpuStorage::F32(_) => CpuStorage::F32(self.forward::<f32>(
-                c("lora-matmul x", x, xl)?,
-                c("lora_A", a, al)?,
-                c("lora_B", b, bl)?,
-                d,
-            )?),
-            CpuStorage::F64(_) => CpuStorage::F64(self.forward::<f64>(
-                c("lora-matmul x", x, xl)?,
-                c("lora_A", a, al)?,
-                c("lora_B", b, bl)?,
-                d,
-            )?),
-            other => candle_core::bail!("lora-matmul: dtype {:?}", other.dtype()),
-        };
+        let y = crate::kernels::by_dtype!("lora-matmul", x, |T| self.forward::<T>(
+            c("lora-matmul x", x, xl)?,
+            c("lora_A", a, al)?,
+            c("lora_B", b, bl)?,
+            d,
+        )?);
         Ok((y, (d.rows, d.out).into()))
     }
 
@@ -482,21 +482,13 @@ impl CustomOp2 for LoraMatmulGrad {
             .forward
             .dims(xl.shape(), self.a.shape(), self.b.shape())?;
         let n = d.rows * d.inp + d.r * d.inp + d.out * d.r;
-        let out = match x {
-            CpuStorage::F32(_) => CpuStorage::F32(self.forward.backward::<f32>(
+        let out =
+            crate::kernels::by_dtype!("lora-matmul-grad", x, |T| self.forward.backward::<T>(
                 c("lora-matmul x", x, xl)?,
                 c("lora-matmul gradient", g, gl)?,
                 (&tensor_values(&self.a)?, &tensor_values(&self.b)?),
                 d,
-            )?),
-            CpuStorage::F64(_) => CpuStorage::F64(self.forward.backward::<f64>(
-                c("lora-matmul x", x, xl)?,
-                c("lora-matmul gradient", g, gl)?,
-                (&tensor_values(&self.a)?, &tensor_values(&self.b)?),
-                d,
-            )?),
-            other => candle_core::bail!("lora-matmul-grad: dtype {:?}", other.dtype()),
-        };
+            )?);
         Ok((out, Shape::from(n)))
     }
 }
@@ -504,6 +496,7 @@ impl CustomOp2 for LoraMatmulGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::max_diff;
     use candle_core::{DType, Device};
 
     /// faer's product equals candle's to float precision, forward and backward, in f32 and
@@ -533,18 +526,6 @@ mod tests {
             assert_eq!(a.dims(), &[4, 7]);
         }
         Ok(())
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .and_then(|d| {
-                d.abs()?
-                    .flatten_all()?
-                    .max(0)?
-                    .to_dtype(DType::F64)?
-                    .to_scalar()
-            })
-            .unwrap()
     }
 
     /// Without dropout, the fused LoRA product and its gradients for `x`, `A` and `B` equal
