@@ -10,7 +10,9 @@
 //! "top_logprobs"?}`; a response: `{"id", "text", "finish_reason", "top_logprobs":
 //! [{"token", "logprob"}]}` (the first output token's alternatives, empty unless asked).
 //! Every line is read and checked before the first request is sent: a bad line stops the
-//! run with its line number and a failure code before anything is asked (or paid for). This
+//! run with its line number and a failure code before anything is asked (or paid for):
+//! malformed JSON, no messages, what OpenAI's API refuses (`max_tokens` 0, `temperature`
+//! outside [0, 2], `top_logprobs` above 20), and an `id` used twice. This
 //! differs from `grade` on purpose: grading is free, so `grade` streams and stops at a bad
 //! line after writing the lines before it.
 
@@ -66,6 +68,42 @@ struct Response {
     top_logprobs: Vec<xlt::provider::TokenLogprob>,
 }
 
+/// The most alternatives a response lists: OpenAI's limit for `top_logprobs`.
+const MAX_TOP_LOGPROBS: u8 = 20;
+
+/// Refuses what OpenAI's chat API refuses (`max_tokens` 0, `temperature` outside [0, 2],
+/// `top_logprobs` above 20), a request with no messages, and an `id` already used (the
+/// answers could not be told apart), naming the line.
+fn check_request(
+    r: &Request,
+    line: usize,
+    seen: &std::collections::HashMap<String, usize>,
+) -> anyhow::Result<()> {
+    if r.messages.is_empty() {
+        anyhow::bail!("stdin line {line}: no messages");
+    }
+    if r.max_tokens == Some(0) {
+        anyhow::bail!("stdin line {line}: max_tokens must be at least 1");
+    }
+    if let Some(t) = r.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        anyhow::bail!("stdin line {line}: temperature {t} is outside [0, 2]");
+    }
+    if let Some(n) = r.top_logprobs
+        && n > MAX_TOP_LOGPROBS
+    {
+        anyhow::bail!("stdin line {line}: top_logprobs {n} is above {MAX_TOP_LOGPROBS}");
+    }
+    if let Some(first) = seen.get(&r.id.to_string()) {
+        anyhow::bail!(
+            "stdin line {line}: id {} is already used on line {first}",
+            r.id
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     common::init_logging();
@@ -75,6 +113,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     // Read and check every request first: a bad line costs nothing.
     let mut requests = Vec::new();
+    let mut seen = std::collections::HashMap::new();
     for (i, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.context("reading stdin")?;
         if line.trim().is_empty() {
@@ -82,9 +121,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let r: Request = serde_json::from_str(&line)
             .with_context(|| format!("stdin line {}: not a chat request", i + 1))?;
-        if r.messages.is_empty() {
-            anyhow::bail!("stdin line {}: no messages", i + 1);
-        }
+        check_request(&r, i + 1, &seen)?;
+        seen.insert(r.id.to_string(), i + 1);
         requests.push(r);
     }
     let temp;

@@ -21,7 +21,10 @@ fn a_bad_line_stops_chat_before_any_request_naming_its_line() {
     let dir = tempfile::tempdir().unwrap();
     for (input, message) in [
         (
-            format!("{GOOD}\n\n{GOOD}\n{{\"id\": 4}}\n"),
+            format!(
+                "{GOOD}\n\n{}\n{{\"id\": 4}}\n",
+                GOOD.replace(r#""id": 1"#, r#""id": 3"#)
+            ),
             "stdin line 4: not a chat request",
         ),
         (
@@ -31,6 +34,22 @@ fn a_bad_line_stops_chat_before_any_request_naming_its_line() {
         (
             format!("{GOOD}\nnot json\n"),
             "stdin line 2: not a chat request",
+        ),
+        (
+            GOOD.replace(r#""messages""#, r#""max_tokens": 0, "messages""#),
+            "stdin line 1: max_tokens must be at least 1",
+        ),
+        (
+            GOOD.replace(r#""messages""#, r#""temperature": -1, "messages""#),
+            "stdin line 1: temperature -1 is outside [0, 2]",
+        ),
+        (
+            GOOD.replace(r#""messages""#, r#""top_logprobs": 21, "messages""#),
+            "stdin line 1: top_logprobs 21 is above 20",
+        ),
+        (
+            format!("{GOOD}\n{GOOD}\n"),
+            "stdin line 2: id 1 is already used on line 1",
         ),
     ] {
         let o = chat(dir.path(), &input);

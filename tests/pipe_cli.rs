@@ -58,6 +58,9 @@ fn a_closed_stdout_ends_each_example_quietly() {
     check(
         "chat",
         &["--provider", "embedded", "--out", exp_s],
-        Some(&format!("{request}\n{request}\n")),
+        Some(&format!(
+            "{request}\n{}\n",
+            request.replace(r#""id": 1"#, r#""id": 2"#)
+        )),
     );
 }

@@ -536,7 +536,8 @@ fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
 pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Loaded, LocalError> {
     let mut file = std::fs::File::open(path).map_err(|e| LocalError::io(path, e))?;
     let mut reader = std::io::BufReader::new(&mut file);
-    let content = gguf_file::Content::read(&mut reader).map_err(|e| LocalError::io(path, e))?;
+    let content = gguf_file::Content::read(&mut reader)
+        .map_err(|e| LocalError::io(path, format!("not a readable GGUF file ({e})")))?;
     let g = Gguf {
         content: &content,
         path,
