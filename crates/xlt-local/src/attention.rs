@@ -287,14 +287,14 @@ impl CpuAttention {
                 v,
                 mask: None,
             })),
-            Some(m) => {
-                let (storage, layout) = m.storage_and_layout();
-                let candle_core::Storage::Cpu(ms) = &*storage else {
-                    candle_core::bail!("cpu-attention: the mask is not on the CPU");
-                };
-                let mask = Some(contiguous::<T>("cpu-attention mask", ms, layout)?);
-                Ok(f(&Inputs { q, k, v, mask }))
-            }
+            Some(m) => crate::kernels::with_slice("cpu-attention mask", m, |mask| {
+                f(&Inputs {
+                    q,
+                    k,
+                    v,
+                    mask: Some(mask),
+                })
+            }),
         }
     }
 }

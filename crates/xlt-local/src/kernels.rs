@@ -72,9 +72,27 @@ pub(crate) fn contiguous<'a, T: candle_core::WithDType>(
     Ok(&T::cpu_storage_as_slice(s)?[a..b])
 }
 
-/// A frozen tensor's contiguous values (a weight or a table), copied out.
-fn values<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
+/// A small tensor's values (a norm's scale, a rotary table, an adapter's `A` or `B`),
+/// copied out for use inside an operation.
+pub(crate) fn values<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
     t.contiguous()?.flatten_all()?.to_vec1::<T>()
+}
+
+/// Runs `f` on a CPU tensor's contiguous values in place, without a copy (a frozen weight,
+/// a mask), inside an operation.
+///
+/// # Errors
+/// The tensor is on another device, strided or of another dtype, naming `what`.
+pub(crate) fn with_slice<T: candle_core::WithDType, R>(
+    what: &str,
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> R,
+) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(s) = &*storage else {
+        candle_core::bail!("{what} is not on the CPU");
+    };
+    Ok(f(contiguous(what, s, layout)?))
 }
 
 /// Runs `f` on f32 or f64 storage and wraps the result.

@@ -278,14 +278,16 @@ impl Module for Linear {
         let (in_dim, lead) = dims.split_last().expect("linear input has a dimension");
         let rows: usize = lead.iter().product();
         let x = x.reshape((rows, *in_dim))?;
-        if let Some(lora) = &self.lora
-            && crate::kernels::supported(&x)
-            && !self.weight.track_op()
-            && [self.weight.dtype(), lora.a.dtype(), lora.b.dtype()] == [x.dtype(); 3]
-        {
-            // On the CPU: base product and adapter in one operation with its own backward
-            // pass (the dropout mask drawn again there, not kept).
-            let y = x.contiguous()?.apply_op3(
+        // On the CPU in f32/f64, an adapter runs inside the product: base product and
+        // adapter in one operation with its own backward pass (the dropout mask drawn again
+        // there, not kept).
+        let fused = self.lora.as_ref().filter(|lora| {
+            crate::kernels::supported(&x)
+                && !self.weight.track_op()
+                && [self.weight.dtype(), lora.a.dtype(), lora.b.dtype()] == [x.dtype(); 3]
+        });
+        let y = if let Some(lora) = fused {
+            x.contiguous()?.apply_op3(
                 lora.a.as_tensor(),
                 lora.b.as_tensor(),
                 crate::matmul::LoraMatmul {
@@ -293,16 +295,8 @@ impl Module for Linear {
                     scale: lora.scale,
                     dropout: lora.mask_seed(),
                 },
-            )?;
-            let y = match &self.bias {
-                Some(b) => y.broadcast_add(b)?,
-                None => y,
-            };
-            let mut out = lead.to_vec();
-            out.push(self.weight.dim(0)?);
-            return y.reshape(out);
-        }
-        let y = if !self.weight.track_op() && x.device().is_cpu() {
+            )?
+        } else if !self.weight.track_op() && x.device().is_cpu() {
             // A frozen weight on the CPU: faer's product, and under training only x's
             // gradient (candle's own matmul would also compute and keep one for the weight).
             x.contiguous()?
@@ -314,9 +308,9 @@ impl Module for Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
-        let y = match &self.lora {
-            Some(lora) => (y + lora.delta(&x)?)?,
-            None => y,
+        let y = match (&self.lora, fused) {
+            (Some(lora), None) => (y + lora.delta(&x)?)?,
+            _ => y,
         };
         let mut out = lead.to_vec();
         out.push(self.weight.dim(0)?);
