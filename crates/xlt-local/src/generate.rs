@@ -262,7 +262,7 @@ impl LocalModel {
             let t = hidden.dim(1)?;
             // (b, t, hidden) -> (b, hidden) at the last position -> (b, vocab) f32.
             let last = hidden.i((.., t - 1, ..))?;
-            let logits = self.model.logits(&last)?.to_dtype(DType::F32)?;
+            let logits = self.model.logits_f32(&last)?.to_dtype(DType::F32)?;
             let logprobs = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
             let mut next = vec![pad_id; b];
             for r in 0..b {
@@ -352,7 +352,7 @@ impl LocalModel {
             .model
             .forward_hidden(&input, &mut cache, mask.as_ref())?;
         let last = hidden.i((.., longest - 1, ..))?;
-        let logits = self.model.logits(&last)?.to_dtype(DType::F32)?;
+        let logits = self.model.logits_f32(&last)?.to_dtype(DType::F32)?;
         Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?)
     }
 }

@@ -628,6 +628,25 @@ impl Attention {
             )?;
             return self.o_proj.forward(&y);
         }
+        if x.device().is_cpu() && x.dtype() == DType::BF16 {
+            // bf16 on the CPU: the same operation in f32, the output rounded to
+            // bf16 once. candle's composition below would round the scores to bf16 before
+            // the softmax (8 bits of mantissa: a score near 16 moves by up to 0.06, each
+            // attention weight by up to 6%), which PyTorch's fused attention does not do
+            // (issue #26: bf16 log-probabilities drifted by more than 0.1 nat).
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+            let mask = match mask {
+                Some(m) => Some(f32(m)?.contiguous()?),
+                None if t > 1 => Some(causal_mask(t, offset, DType::F32, x.device())?),
+                None => None,
+            };
+            let y = f32(&q)?.apply_op3(
+                &f32(&k)?.contiguous()?,
+                &f32(&v)?.contiguous()?,
+                crate::attention::CpuAttention { scale, mask },
+            )?;
+            return self.o_proj.forward(&y.to_dtype(DType::BF16)?);
+        }
         let rep = self.heads / self.kv_heads;
         let k = repeat_kv(&k, rep)?;
         let v = repeat_kv(&v, rep)?;
@@ -721,6 +740,13 @@ impl Module for Mlp {
             // One pass, with its own backward pass (the composition keeps three tensors).
             gate.contiguous()?
                 .apply_op2(&up.contiguous()?, crate::kernels::SiluMul)?
+        } else if gate.device().is_cpu() && gate.dtype() == DType::BF16 {
+            // bf16 on the CPU: the same pass in f32, rounded once (candle's bf16 `silu` and
+            // product round after each of their four steps).
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32)?.contiguous();
+            f32(&gate)?
+                .apply_op2(&f32(&up)?, crate::kernels::SiluMul)?
+                .to_dtype(DType::BF16)?
         } else {
             (candle_nn::ops::silu(&gate)? * up)?
         };
@@ -956,12 +982,68 @@ impl Model {
         self.norm.forward(&x)
     }
 
+    /// Token ids `(batch, seq)`, unpadded and without a cache, to the hidden states after
+    /// the embedding and after each decoder layer (`num_hidden_layers + 1` tensors
+    /// `(batch, seq, hidden)`), then the final norm's output: what `transformers` returns
+    /// with `output_hidden_states=True`, except that its last entry is after the norm and
+    /// this list has that one in addition. For numerical diagnostics (one dtype against
+    /// another, layer by layer); inference uses [`Model::forward_hidden`].
+    ///
+    /// # Errors
+    /// Shape errors, ids out of the vocabulary.
+    pub fn hidden_states(&self, input_ids: &Tensor) -> Result<Vec<Tensor>> {
+        let (b, t) = input_ids.dims2()?;
+        let mut x = self
+            .embed_tokens
+            .index_select(&input_ids.flatten_all()?, 0)?
+            .reshape((b, t, self.config.hidden_size))?;
+        let rope = self.rotary.tables(0, t, x.dtype())?;
+        let causal = if t > 1 {
+            Some(causal_mask(t, 0, x.dtype(), x.device())?)
+        } else {
+            None
+        };
+        let mut out = vec![x.clone()];
+        for layer in &self.layers {
+            x = layer.forward(&x, &rope, causal.as_ref(), &mut None)?;
+            out.push(x.clone());
+        }
+        out.push(self.norm.forward(&x)?);
+        Ok(out)
+    }
+
     /// Hidden states `(..., hidden)` to logits `(..., vocab)`, in the model's dtype.
     ///
     /// # Errors
     /// Shape errors.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head.forward(hidden)
+    }
+
+    /// Hidden states `(..., hidden)` to logits `(..., vocab)` in f32 (f64 stays f64), for
+    /// log-probabilities. In bf16 the product is accumulated in f32 either way (candle's CPU
+    /// matmul widens bf16 to f32), but [`Model::logits`] rounds the result back to bf16: 8
+    /// bits of mantissa, so a logit near 20 moves by up to 0.06, and every log-probability
+    /// with it (issue #26). Here the hidden state and the output matrix are widened first
+    /// and the logits are never rounded. Without an adapter on the output projection.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn logits_f32(&self, hidden: &Tensor) -> Result<Tensor> {
+        match hidden.dtype() {
+            DType::F32 | DType::F64 => self.lm_head.forward(hidden),
+            _ => {
+                let head = Linear::from_weights(
+                    self.lm_head.weight.to_dtype(DType::F32)?,
+                    self.lm_head
+                        .bias
+                        .as_ref()
+                        .map(|b| b.to_dtype(DType::F32))
+                        .transpose()?,
+                );
+                head.forward(&hidden.to_dtype(DType::F32)?)
+            }
+        }
     }
 
     /// Token ids `(batch, seq)` to logits `(batch, seq, vocab)`: [`Model::forward_hidden`]

@@ -155,32 +155,122 @@ fn generation_reports_the_reference_top_tokens_and_stops_at_end_of_turn() {
     assert!(!g.text.contains("<|im_end|>"));
 }
 
+/// `‖a − b‖ / ‖b‖` over all elements, in f64.
+fn relative_error(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    let a = a.to_dtype(candle_core::DType::F64).unwrap();
+    let b = b.to_dtype(candle_core::DType::F64).unwrap();
+    let diff = (&a - &b).unwrap().sqr().unwrap().sum_all().unwrap();
+    let norm = b.sqr().unwrap().sum_all().unwrap();
+    (diff.to_scalar::<f64>().unwrap() / norm.to_scalar::<f64>().unwrap()).sqrt()
+}
+
+// bf16 tolerances (issue #26). A bf16 model is a different model from the f32 one: its
+// weights are the f32 weights rounded to 8 bits of mantissa (relative error up to 2^-9), and
+// its residual stream is rounded again after every one of the 30 layers. Our bf16 path
+// accumulates every product in f32 and computes attention, `silu(gate) * up`, the norms and
+// the logits in f32, rounding each result to bf16 once (as PyTorch does); what remains is
+// that rounding. Its effect on a log-probability is a perturbation whose size is set by the
+// rounding, but whose sign and exact value depend on the last bits of every f32 sum: a CPU
+// whose matrix kernel blocks or vectorizes the sums differently (cache sizes read at run
+// time, AVX-512 or AVX2 kernels, AMD or Intel) lands on other sides of bf16 rounding
+// boundaries and draws another realization of the same noise. Before this was understood,
+// one tolerance (0.1 nat on the top token) held on an AMD EPYC and failed on an Intel Xeon
+// with avx512_bf16 (0.12 nat); the logits were then also rounded to bf16 (up to 0.06 nat
+// more at a logit near 20), which `Model::logits_f32` no longer does.
+//
+// Measured on an Intel Xeon (AVX-512, avx512_bf16, avx512_fp16; 2026-12-06), over the
+// reference's 7 prompts and their 5 top tokens each: largest |Δ| 0.15 nat, mean |Δ| 0.03
+// nat, largest relative error of a hidden state 0.038 (the final layer). The bounds below
+// leave about 1.7x of that as headroom for other CPUs; an error of ours (a product
+// accumulated in bf16, a softmax or norm in bf16, a wrong layout) moves the mean by tenths
+// of a nat and the hidden states by tens of percent, and still fails them.
+
+/// The largest |bf16 − f32 reference| of any reference log-probability, in nats.
+const BF16_MAX_NAT: f32 = 0.25;
+/// The mean of that |Δ| over every reference log-probability, in nats.
+const BF16_MEAN_NAT: f32 = 0.07;
+/// The largest relative error `‖h_bf16 − h_f32‖ / ‖h_f32‖` of any layer's hidden state.
+const BF16_HIDDEN_REL: f64 = 0.065;
+
 #[test]
-fn bf16_keeps_the_top_token_where_it_is_clear() {
+fn bf16_hidden_states_track_f32_layer_by_layer() {
+    let (m32, m16) = (load(DType::F32), load(DType::BF16));
+    for (i, case) in reference().cases.iter().enumerate() {
+        let ids = candle_core::Tensor::new(case.prompt_ids.as_slice(), &candle_core::Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let h32 = m32.model().hidden_states(&ids).unwrap();
+        let h16 = m16.model().hidden_states(&ids).unwrap();
+        let errs: Vec<f64> = h32
+            .iter()
+            .zip(&h16)
+            .map(|(a, b)| relative_error(b, a))
+            .collect();
+        // The table a reader compares across CPUs (`cargo test -- --nocapture`): after the
+        // embedding, each layer, and the final norm.
+        eprintln!(
+            "case {i}: relative error per layer {:?}",
+            errs.iter().map(|e| format!("{e:.4}")).collect::<Vec<_>>()
+        );
+        for (layer, e) in errs.iter().enumerate() {
+            assert!(
+                *e < BF16_HIDDEN_REL,
+                "case {i}, hidden state {layer}: relative error {e:.4} >= {BF16_HIDDEN_REL}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_logprobs_stay_near_f32_and_keep_the_top_token_where_it_is_clear() {
     let model = load(DType::BF16);
     let reference = reference();
-    for case in &reference.cases {
-        let gap = case.top_logprobs[0].logprob - case.top_logprobs[1].logprob;
-        // bf16 moves these log-probabilities by a few hundredths of a nat; only where the
-        // first two tokens are further apart than that is the order a fair check.
-        if gap < 0.3 {
-            continue;
-        }
+    let mut deviations = Vec::new();
+    let mut checked = 0;
+    for (i, case) in reference.cases.iter().enumerate() {
         let prompt = model.encode_chat(&case.messages).unwrap();
         let row = &model.next_token_logprobs(&[prompt]).unwrap()[0];
-        let top = row
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap();
-        assert_eq!(top.0 as u32, case.top_logprobs[0].id);
-        assert!((top.1 - case.top_logprobs[0].logprob).abs() < 0.1);
+        for alt in &case.top_logprobs {
+            let (ours, theirs) = (row[alt.id as usize], alt.logprob);
+            eprintln!(
+                "case {i}, token {:?}: bf16 {ours:.4}, f32 reference {theirs:.4}",
+                alt.token
+            );
+            assert!(
+                (ours - theirs).abs() < BF16_MAX_NAT,
+                "case {i}, token {:?}: bf16 {ours}, f32 reference {theirs}, |Δ| >= {BF16_MAX_NAT}",
+                alt.token
+            );
+            deviations.push((ours - theirs).abs());
+        }
+        // Only where the reference's first two tokens are further apart than two worst-case
+        // deviations can bf16 noise not swap them.
+        let gap = case.top_logprobs[0].logprob - case.top_logprobs[1].logprob;
+        if gap >= 2.0 * BF16_MAX_NAT {
+            checked += 1;
+            let top = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap();
+            assert_eq!(
+                top.0 as u32, case.top_logprobs[0].id,
+                "case {i}: bf16's top token (logprob {}) is not the reference's {:?} \
+                 (logprob {}, {gap:.3} ahead of the second)",
+                top.1, case.top_logprobs[0].token, case.top_logprobs[0].logprob
+            );
+        }
     }
+    let mean = deviations.iter().sum::<f32>() / deviations.len() as f32;
+    let max = deviations.iter().fold(0f32, |a, &b| a.max(b));
+    eprintln!(
+        "bf16 against f32: {} log-probabilities, mean |Δ| {mean:.4}, max |Δ| {max:.4}",
+        deviations.len()
+    );
+    assert!(mean < BF16_MEAN_NAT, "mean |Δ| {mean} >= {BF16_MEAN_NAT}");
     assert!(
-        reference
-            .cases
-            .iter()
-            .any(|c| c.top_logprobs[0].logprob - c.top_logprobs[1].logprob >= 0.3),
-        "at least one case is checked"
+        checked >= 1,
+        "no reference case has a clear enough top token to check"
     );
 }
