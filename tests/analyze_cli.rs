@@ -98,6 +98,7 @@ fn rec(id: usize, lang: Language, correct: bool) -> OutcomeRecord {
         },
         correct,
         finish_reason: Some("stop".into()),
+        letters: None,
     }
 }
 

@@ -318,6 +318,20 @@ impl Question {
     pub fn option(&self, letter: AnswerLetter) -> &str {
         &self.options[letter.index()]
     }
+
+    /// The question with its options rotated cyclically by `r` (taken mod 4): the option
+    /// shown as letter `i` is the original option `(i + r) mod 4`, and the answer moves with
+    /// its option. Rotation 0 is the question as it is. Scoring a question under all four
+    /// rotations puts its correct option under every letter once: an option-order control
+    /// for a model's letter prior (issue #22).
+    pub fn rotated(&self, r: usize) -> Question {
+        let r = r % 4;
+        Question {
+            options: std::array::from_fn(|i| self.options[(i + r) % 4].clone()),
+            answer: AnswerLetter::ALL[(self.answer.index() + 4 - r) % 4],
+            ..self.clone()
+        }
+    }
 }
 
 /// Orders sample ids as MMLU does: by subject, then split, then numeric index
@@ -372,5 +386,43 @@ mod tests {
         let mut ids = vec!["a/test/10", "a/test/2", "a/dev/3", "b/test/0"];
         ids.sort_by(|a, b| compare_sample_ids(a, b));
         assert_eq!(ids, vec!["a/dev/3", "a/test/2", "a/test/10", "b/test/0"]);
+    }
+
+    #[test]
+    fn rotation_moves_the_answer_with_its_option() {
+        let q = Question {
+            sample_id: "s/test/0".into(),
+            subject: "s".into(),
+            domain: Domain::Stem,
+            language: "en".parse().unwrap(),
+            question: "?".into(),
+            options: ["w".into(), "x".into(), "y".into(), "z".into()],
+            answer: AnswerLetter::B,
+            cultural_label: CulturalLabel::Unknown,
+        };
+        assert_eq!(q.rotated(0), q);
+        let r = q.rotated(1);
+        assert_eq!(r.options, ["x", "y", "z", "w"].map(String::from));
+        assert_eq!(r.answer, AnswerLetter::A);
+        assert_eq!(r.option(r.answer), "x");
+        // Every rotation shows the correct option under another letter.
+        let letters: Vec<AnswerLetter> = (0..4).map(|k| q.rotated(k).answer).collect();
+        assert_eq!(
+            letters,
+            [
+                AnswerLetter::B,
+                AnswerLetter::A,
+                AnswerLetter::D,
+                AnswerLetter::C
+            ]
+        );
+        for k in 0..8 {
+            assert_eq!(
+                q.rotated(k).option(q.rotated(k).answer),
+                "x",
+                "rotation {k}"
+            );
+        }
+        assert_eq!(q.rotated(5), q.rotated(1));
     }
 }

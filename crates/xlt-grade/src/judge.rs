@@ -243,6 +243,7 @@ mod tests {
                 finish_reason: Some("stop".into()),
                 usage: Usage::default(),
                 top_logprobs: None,
+                letter_logprobs: None,
                 rate_limit: None,
             })
         }

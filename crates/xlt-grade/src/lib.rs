@@ -97,7 +97,7 @@ pub use extract::{Extraction, Extractor, Rule, RuleExtractor, extract, extract_w
 pub use judge::{
     Grader, JUDGE_MAX_TOKENS, JUDGE_PROMPT, LlmJudge, Protocol, Verdict, grade_logprobs,
 };
-pub use outcome::{OutcomeRecord, read_jsonl, to_jsonl};
+pub use outcome::{LetterOutcome, OutcomeRecord, read_jsonl, to_jsonl};
 pub use reasoning::{Reasoning, strip_reasoning};
 
 /// Errors of this crate.

@@ -97,6 +97,8 @@ pub struct LocalModel {
     template: ChatTemplate,
     eos_token_ids: Vec<u32>,
     origin: String,
+    /// The vocabulary's tokens for each answer letter, found on first use.
+    letter_tokens: std::sync::OnceLock<[Vec<u32>; 4]>,
 }
 
 impl LocalModel {
@@ -116,6 +118,7 @@ impl LocalModel {
             template: l.template,
             eos_token_ids: l.eos_token_ids,
             origin: l.origin,
+            letter_tokens: Default::default(),
         }
     }
 
@@ -132,6 +135,7 @@ impl LocalModel {
             template,
             eos_token_ids,
             origin: "in memory".into(),
+            letter_tokens: Default::default(),
         }
     }
 
@@ -152,6 +156,7 @@ impl LocalModel {
             template: self.template.clone(),
             eos_token_ids: self.eos_token_ids.clone(),
             origin: format!("{}+{}", self.origin, dir.display()),
+            letter_tokens: self.letter_tokens.clone(),
         })
     }
 
@@ -354,6 +359,90 @@ impl LocalModel {
         let last = hidden.i((.., longest - 1, ..))?;
         let logits = self.model.logits_f32(&last)?.to_dtype(DType::F32)?;
         Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?)
+    }
+}
+
+impl LocalModel {
+    /// The vocabulary's token ids for each answer letter A-D: every token whose decoded
+    /// text, with surrounding white space removed, is the letter (for SmolLM2: `A` and
+    /// ` A`). Found once per model (a pass over the vocabulary), then kept.
+    pub fn letter_token_ids(&self) -> &[Vec<u32>; 4] {
+        self.letter_tokens.get_or_init(|| {
+            let mut ids: [Vec<u32>; 4] = Default::default();
+            let vocab = self.model.config().vocab_size as u32;
+            for id in 0..vocab {
+                let Ok(text) = self.tokenizer.decode(&[id], false) else {
+                    continue;
+                };
+                let text = text.trim();
+                if let Some(k) = xlt_provider::LETTERS
+                    .iter()
+                    .position(|l| text.len() == 1 && text.starts_with(*l))
+                {
+                    ids[k].push(id);
+                }
+            }
+            ids
+        })
+    }
+
+    /// The log-probability of each answer letter A-D (nats) at the position after each
+    /// prompt: one forward pass over the batch (left-padded, no KV cache kept, no
+    /// decoding), a log-softmax over the full vocabulary in f32 at the last position, and
+    /// for each letter the log-sum-exp over [`LocalModel::letter_token_ids`]. A letter
+    /// with no token in the vocabulary gets `-inf`. Prompts of similar length batch best.
+    ///
+    /// # Errors
+    /// [`LocalError::Invalid`] for an empty prompt; tensor failures.
+    pub fn letter_logprobs(&self, prompts: &[Vec<u32>]) -> Result<Vec<[f64; 4]>, LocalError> {
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if prompts.iter().any(Vec::is_empty) {
+            return Err(LocalError::Invalid("empty prompt".into()));
+        }
+        let letters = self.letter_token_ids();
+        let device = self.model.device().clone();
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+        let flat: Vec<u32> = prompts
+            .iter()
+            .zip(&pads)
+            .flat_map(|(p, &n)| std::iter::repeat_n(0, n).chain(p.iter().copied()))
+            .collect();
+        let input = Tensor::from_vec(flat, (prompts.len(), longest), &device)?;
+        let mut cache = self.model.new_cache();
+        let mask = padding_mask(&pads, longest, 0, self.model.dtype(), &device)?;
+        let hidden = self
+            .model
+            .forward_hidden(&input, &mut cache, mask.as_ref())?;
+        drop(cache);
+        // Only the last position goes through the output projection.
+        let last = hidden.i((.., longest - 1, ..))?.contiguous()?;
+        let logits = self
+            .model
+            .logits_f32(&last)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        Ok(logits
+            .iter()
+            .map(|row| {
+                let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let norm = f64::from(max)
+                    + row
+                        .iter()
+                        .map(|&x| f64::from(x - max).exp())
+                        .sum::<f64>()
+                        .ln();
+                std::array::from_fn(|k| {
+                    let lse = letters[k]
+                        .iter()
+                        .map(|&id| f64::from(row[id as usize]))
+                        .fold(f64::NEG_INFINITY, xlt_provider::log_add_exp);
+                    lse - norm
+                })
+            })
+            .collect())
     }
 }
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, Semaphore, oneshot};
 use xlt_provider::{
     Capabilities, ChatModel, ChatRequest, ChatResponse, FilePurpose, FineTuneJob, FineTuneSpec,
-    FineTuner, JobEvent, ProviderError, TokenLogprob, UploadedFile, Usage,
+    FineTuner, JobEvent, LetterLogprobs, ProviderError, TokenLogprob, UploadedFile, Usage,
 };
 
 use crate::LocalError;
@@ -46,8 +46,15 @@ impl Default for ServeOptions {
 
 struct Job {
     prompt: Vec<u32>,
-    params: GenerateParams,
-    reply: oneshot::Sender<Result<Generation, String>>,
+    /// `None`: score the answer letters ([`LocalModel::letter_logprobs`]) instead.
+    params: Option<GenerateParams>,
+    reply: oneshot::Sender<Result<Answer, String>>,
+}
+
+/// What a job gets back.
+enum Answer {
+    Generated(Generation),
+    Letters([f64; 4]),
 }
 
 /// One loaded model and its batching worker.
@@ -68,14 +75,20 @@ impl Served {
                 // Everything waiting now (at most `max_concurrent`, the semaphore's bound),
                 // sorted by prompt length and cut into batches of `max_batch`: prompts of
                 // similar length share a batch, so left padding costs little.
+                // Letter scoring and generation batch separately.
                 let mut waiting = vec![first];
                 while let Ok(j) = rx.try_recv() {
                     waiting.push(j);
                 }
-                waiting.sort_by_key(|j| j.prompt.len());
+                waiting.sort_by_key(|j| (j.params.is_some(), j.prompt.len()));
                 let mut waiting = waiting.into_iter().peekable();
-                while waiting.peek().is_some() {
-                    let batch: Vec<Job> = waiting.by_ref().take(max_batch).collect();
+                while let Some(kind) = waiting.peek().map(|j| j.params.is_some()) {
+                    let mut batch = Vec::with_capacity(max_batch);
+                    while batch.len() < max_batch
+                        && let Some(j) = waiting.next_if(|j| j.params.is_some() == kind)
+                    {
+                        batch.push(j);
+                    }
                     run_batch(&worker, batch);
                 }
             }
@@ -91,11 +104,19 @@ impl Served {
 /// Runs one batch and answers each of its jobs.
 fn run_batch(model: &LocalModel, batch: Vec<Job>) {
     let prompts: Vec<Vec<u32>> = batch.iter().map(|j| j.prompt.clone()).collect();
-    let params: Vec<GenerateParams> = batch.iter().map(|j| j.params).collect();
-    match model.generate(&prompts, &params) {
-        Ok(gens) => {
-            for (job, g) in batch.into_iter().zip(gens) {
-                let _ = job.reply.send(Ok(g));
+    let params: Option<Vec<GenerateParams>> = batch.iter().map(|j| j.params).collect();
+    let answers = match params {
+        Some(params) => model
+            .generate(&prompts, &params)
+            .map(|g| g.into_iter().map(Answer::Generated).collect::<Vec<_>>()),
+        None => model
+            .letter_logprobs(&prompts)
+            .map(|l| l.into_iter().map(Answer::Letters).collect()),
+    };
+    match answers {
+        Ok(answers) => {
+            for (job, a) in batch.into_iter().zip(answers) {
+                let _ = job.reply.send(Ok(a));
             }
         }
         Err(e) => {
@@ -340,12 +361,13 @@ impl ChatModel for LocalProvider {
             .model
             .encode_chat(&request.messages)
             .map_err(|e| invalid(&request.model, e))?;
-        let params = GenerateParams {
+        let params = (!request.letters).then(|| GenerateParams {
             max_tokens: request.max_tokens.map_or(256, |m| m as usize),
             temperature: request.temperature.unwrap_or(0.0),
             seed: request.seed.unwrap_or(0),
             top_logprobs: request.top_logprobs.map_or(0, usize::from),
-        };
+        });
+        let prompt_tokens = prompt.len() as u32;
         let (tx, rx) = oneshot::channel();
         served
             .jobs
@@ -355,10 +377,28 @@ impl ChatModel for LocalProvider {
                 reply: tx,
             })
             .map_err(|_| invalid(&request.model, "the model's worker has stopped"))?;
-        let g = rx
+        let answer = rx
             .await
             .map_err(|_| invalid(&request.model, "the model's worker has stopped"))?
             .map_err(|e| invalid(&request.model, e))?;
+        let g = match answer {
+            Answer::Generated(g) => g,
+            Answer::Letters(l) => {
+                // No text is generated: one forward pass over the prompt.
+                return Ok(ChatResponse {
+                    model: request.model.clone(),
+                    text: String::new(),
+                    finish_reason: Some("letters".to_owned()),
+                    usage: Usage {
+                        prompt_tokens,
+                        completion_tokens: 0,
+                    },
+                    top_logprobs: None,
+                    letter_logprobs: Some(LetterLogprobs::from_array(l.map(Some))),
+                    rate_limit: None,
+                });
+            }
+        };
         Ok(ChatResponse {
             model: request.model.clone(),
             text: g.text,
@@ -376,6 +416,7 @@ impl ChatModel for LocalProvider {
                     })
                     .collect()
             }),
+            letter_logprobs: None,
             rate_limit: None,
         })
     }

@@ -274,3 +274,82 @@ fn bf16_logprobs_stay_near_f32_and_keep_the_top_token_where_it_is_clear() {
         "no reference case has a clear enough top token to check"
     );
 }
+
+#[derive(Deserialize)]
+struct LetterReference {
+    letter_token_ids: std::collections::BTreeMap<String, Vec<u32>>,
+    cases: Vec<LetterCase>,
+}
+
+#[derive(Deserialize)]
+struct LetterCase {
+    language: String,
+    sample_id: String,
+    messages: Vec<ChatMessage>,
+    prompt_ids: Vec<u32>,
+    letter_logprobs: std::collections::BTreeMap<String, f64>,
+}
+
+/// Letter scoring (issue #22) against `transformers` in f32
+/// (`fixtures/local/make_letter_reference.py`): the study's default prompt for three
+/// Global-MMLU-Lite questions in each of en, de, yo and ar, scored in one padded batch.
+/// The tolerance is the f32 parity's, [`TOL`]: a letter's log-probability is a log-sum-exp of
+/// two first-token log-probabilities, each within 1e-5 nat of the reference.
+#[test]
+fn letter_logprobs_match_transformers_in_f32_in_four_languages() {
+    let model = load(DType::F32);
+    let path = workspace().join("fixtures/local/letter_reference.json");
+    let reference: LetterReference =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let ids = model.letter_token_ids();
+    for (k, letter) in ["A", "B", "C", "D"].iter().enumerate() {
+        assert_eq!(
+            ids[k], reference.letter_token_ids[*letter],
+            "tokens of letter {letter}"
+        );
+    }
+    let languages: std::collections::BTreeSet<&str> = reference
+        .cases
+        .iter()
+        .map(|c| c.language.as_str())
+        .collect();
+    assert!(languages.len() >= 4, "languages {languages:?}");
+    let prompts: Vec<Vec<u32>> = reference
+        .cases
+        .iter()
+        .map(|c| {
+            let ids = model.encode_chat(&c.messages).unwrap();
+            assert_eq!(
+                ids, c.prompt_ids,
+                "prompt of {} ({})",
+                c.sample_id, c.language
+            );
+            ids
+        })
+        .collect();
+    let ours = model.letter_logprobs(&prompts).unwrap();
+    for (case, row) in reference.cases.iter().zip(&ours) {
+        let theirs: Vec<f64> = ["A", "B", "C", "D"]
+            .iter()
+            .map(|l| case.letter_logprobs[*l])
+            .collect();
+        for k in 0..4 {
+            assert!(
+                (row[k] - theirs[k]).abs() < f64::from(TOL),
+                "{} ({}), letter {k}: ours {}, transformers {}",
+                case.sample_id,
+                case.language,
+                row[k],
+                theirs[k]
+            );
+        }
+        let argmax = |v: &[f64]| (0..4).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+        assert_eq!(
+            argmax(row),
+            argmax(&theirs),
+            "{} ({}): ours {row:?}, transformers {theirs:?}",
+            case.sample_id,
+            case.language
+        );
+    }
+}

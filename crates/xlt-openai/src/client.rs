@@ -568,6 +568,7 @@ fn to_chat_response(
             completion_tokens: usage.completion_tokens,
         },
         top_logprobs,
+        letter_logprobs: None,
         rate_limit,
     })
 }

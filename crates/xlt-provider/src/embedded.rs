@@ -350,6 +350,7 @@ impl ChatModel for EmbeddedProvider {
                     completion_tokens: 10,
                 },
                 top_logprobs: None,
+                letter_logprobs: None,
                 rate_limit: None,
             });
         };
@@ -376,6 +377,7 @@ impl ChatModel for EmbeddedProvider {
                 completion_tokens: 1,
             },
             top_logprobs,
+            letter_logprobs: None,
             rate_limit: None,
         })
     }

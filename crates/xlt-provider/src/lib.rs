@@ -36,6 +36,7 @@ mod cache;
 mod embedded;
 mod error;
 mod ledger;
+mod letters;
 mod limit;
 mod retry;
 mod run;
@@ -47,6 +48,10 @@ pub use cache::{Cached, ResponseCache};
 pub use embedded::{EMBEDDED_BASE_MODEL, EmbeddedProvider};
 pub use error::ProviderError;
 pub use ledger::{JobLedger, LedgerJob, SERVER_FAILURE_RESUBMISSIONS};
+pub use letters::{
+    LETTERS, LetterLogprobs, LetterScore, LetterSource, TOP_LOGPROBS_MAX, letter_request,
+    log_add_exp, score_letters,
+};
 pub use limit::{
     LOGGED_PAUSE, Limited, MAX_PROVIDER_PAUSE, RATE_LIMIT_BACKOFF_START, RateLimiter, RateLimits,
     rate_limit_backoff,

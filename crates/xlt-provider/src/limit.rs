@@ -310,6 +310,7 @@ mod tests {
                     finish_reason: Some("stop".into()),
                     usage: crate::types::Usage::default(),
                     top_logprobs: None,
+                    letter_logprobs: None,
                     rate_limit: Some(info),
                 }),
             }

@@ -52,6 +52,13 @@ pub struct ChatRequest {
     pub seed: Option<u64>,
     /// Ask for this many alternatives with log-probabilities for the first output token.
     pub top_logprobs: Option<u8>,
+    /// Score the answer letters A-D at the first reply position instead of generating
+    /// ([`crate::score_letters`]): a backend that computes them over the full vocabulary
+    /// answers with [`ChatResponse::letter_logprobs`]; others answer as to any request
+    /// (one token, its top alternatives). Left out of the serialized request when false,
+    /// so the response cache's keys of generated answers are unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub letters: bool,
 }
 
 impl ChatRequest {
@@ -64,6 +71,7 @@ impl ChatRequest {
             max_tokens: None,
             seed: None,
             top_logprobs: None,
+            letters: false,
         }
     }
 
@@ -124,6 +132,10 @@ pub struct ChatResponse {
     pub usage: Usage,
     /// The first token's alternatives, most likely first, when asked for and offered.
     pub top_logprobs: Option<Vec<TokenLogprob>>,
+    /// The answer letters' log-probabilities over the full vocabulary, from a backend that
+    /// computes them, for a request with [`ChatRequest::letters`] set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub letter_logprobs: Option<crate::LetterLogprobs>,
     /// Rate-limit state after this request, when the provider reports it. Not cached.
     #[serde(skip)]
     pub rate_limit: Option<RateLimitInfo>,

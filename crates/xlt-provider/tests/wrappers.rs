@@ -42,6 +42,7 @@ impl ChatModel for Scripted {
             finish_reason: Some("stop".into()),
             usage: Usage::default(),
             top_logprobs: None,
+            letter_logprobs: None,
             rate_limit: None,
         })
     }

@@ -135,6 +135,7 @@ fn outcome(id: usize, model: &str, correct: bool) -> OutcomeRecord {
         },
         correct,
         finish_reason: Some("stop".into()),
+        letters: None,
     }
 }
 

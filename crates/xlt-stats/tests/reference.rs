@@ -174,6 +174,7 @@ fn record(id: usize, correct: bool) -> OutcomeRecord {
         },
         correct,
         finish_reason: Some("stop".to_owned()),
+        letters: None,
     }
 }
 

@@ -18,6 +18,7 @@ fn outcome(id: usize, model: &str, finish_reason: &str) -> OutcomeRecord {
         answer: AnswerLetter::A,
         correct: !cut,
         finish_reason: Some(finish_reason.to_owned()),
+        letters: None,
     }
 }
 

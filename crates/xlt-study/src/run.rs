@@ -367,6 +367,7 @@ async fn grade_all(
             method: verdict.method,
             answer: r.answer,
             finish_reason: response.finish_reason,
+            letters: None,
         });
     }
     outcomes.sort_by(|a, b| {
