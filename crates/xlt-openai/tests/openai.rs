@@ -897,3 +897,84 @@ async fn transport_errors_name_method_url_and_cause_once() {
         "{msg}"
     );
 }
+
+/// Letter scoring (issue #22) through an OpenAI-compatible server: one request for one
+/// token with `logprobs` and the 20 most likely alternatives; letters read from them.
+#[tokio::test]
+async fn letter_scoring_asks_for_one_token_with_twenty_alternatives() {
+    let server = MockServer::start().await;
+    let x = exchange("chat_completion_logprobs");
+    x.mock()
+        .and(body_partial_json(serde_json::json!({
+            "max_tokens": 1, "logprobs": true, "top_logprobs": 20, "temperature": 0.0
+        })))
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client_for(&server);
+    let s = score_letters(&client, &chat("gpt-4.1-nano-2025-04-14"))
+        .await
+        .unwrap();
+    assert_eq!(s.source, LetterSource::TopLogprobs);
+    let l = s.logprobs;
+    assert_eq!(
+        (l.c, l.b, l.a),
+        (Some(-0.0202), Some(-4.0202), Some(-5.5202))
+    );
+    assert_eq!(l.missing(), 0, "{l:?}");
+    assert_eq!(l.argmax(), Some(2));
+}
+
+#[tokio::test]
+async fn a_letter_outside_the_top_alternatives_is_null_and_counted() {
+    let server = MockServer::start().await;
+    let body = serde_json::json!({
+        "id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "length",
+            "message": {"role": "assistant", "content": "The"},
+            "logprobs": {"content": [{"token": "The", "logprob": -0.5, "top_logprobs": [
+                {"token": "The", "logprob": -0.5},
+                {"token": " B", "logprob": -2.0},
+                {"token": "B", "logprob": -3.0},
+                {"token": "C", "logprob": -4.0}
+            ]}]}}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 1, "total_tokens": 31}
+    });
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let s = score_letters(&client_for(&server), &chat("m"))
+        .await
+        .unwrap();
+    let l = s.logprobs;
+    assert_eq!((l.a, l.d), (None, None));
+    assert_eq!(l.missing(), 2);
+    let b = l.b.unwrap();
+    let expected = log_add_exp(-2.0, -3.0);
+    assert!((b - expected).abs() < 1e-12, "B {b} against {expected}");
+    assert_eq!(l.argmax(), Some(1));
+}
+
+#[tokio::test]
+async fn a_server_answering_without_logprobs_cannot_score_letters() {
+    let server = MockServer::start().await;
+    let x = exchange("chat_completion");
+    x.mock()
+        .respond_with(x.template())
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = score_letters(&client_for(&server), &chat("gpt-4.1-nano-2025-04-14"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Unsupported { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("without log-probabilities") && msg.contains("--scoring generate"),
+        "{msg}"
+    );
+}
