@@ -14,9 +14,38 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+thread_local! {
+    /// Set by [`with_candle_ops`] for the closure it runs.
+    static CANDLE_OPS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this crate's CPU-only kernels switched off on the calling thread: every
+/// operation the model would run through `src/attention.rs`, `src/kernels.rs` or
+/// `src/matmul.rs` (and the f32 widening of bf16 attention and `silu(gate) * up`) runs
+/// through candle's own operations instead, the path every non-CPU device (CUDA) takes.
+/// For tests that compare the two paths on the CPU, forward and backward (issue #25); the
+/// switch is per thread, so tests running beside it are unaffected. Nests; restores the
+/// previous state on return or panic.
+pub fn with_candle_ops<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CANDLE_OPS_ONLY.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CANDLE_OPS_ONLY.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether this crate's CPU-only code paths may run for `t`: on the CPU, outside
+/// [`with_candle_ops`]. Every choice of a CPU-only path goes through this function.
+pub(crate) fn cpu_fast_path(t: &Tensor) -> bool {
+    t.device().is_cpu() && !CANDLE_OPS_ONLY.with(std::cell::Cell::get)
+}
+
 /// Whether these kernels compute on `t`'s device and dtype.
 pub(crate) fn supported(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+    cpu_fast_path(t) && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
 /// A float these kernels compute in (f32, f64), with the arithmetic they need.

@@ -71,6 +71,7 @@ pub use error::LocalError;
 pub use finetune::{LocalFineTuner, ModelLoader, TrainingEstimate};
 pub use generate::{FinishReason, GenerateParams, Generation, LocalModel, TokenAlternative};
 pub use hub::{hub_cache_dir, resolve_in_cache, resolve_model_id};
+pub use kernels::with_candle_ops;
 pub use llama::{
     Attention, Cache, Config, DecoderLayer, Linear, Mlp, Model, Ops, RmsNorm, RopeScaling, Rotary,
     RotaryTables,

@@ -296,7 +296,7 @@ impl Module for Linear {
                     dropout: lora.mask_seed(),
                 },
             )?
-        } else if !self.weight.track_op() && x.device().is_cpu() {
+        } else if !self.weight.track_op() && crate::kernels::cpu_fast_path(&x) {
             // A frozen weight on the CPU: faer's product, and under training only x's
             // gradient (candle's own matmul would also compute and keep one for the weight).
             x.contiguous()?
@@ -610,7 +610,7 @@ impl Attention {
         };
         *cache = Some((k.clone(), v.clone()));
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        if x.device().is_cpu() && crate::attention::supported(x.dtype()) {
+        if crate::kernels::cpu_fast_path(x) && crate::attention::supported(x.dtype()) {
             // On the CPU: one operation with its own backward pass, (b, t, heads * hd) out.
             let causal;
             let mask = match mask {
@@ -628,7 +628,7 @@ impl Attention {
             )?;
             return self.o_proj.forward(&y);
         }
-        if x.device().is_cpu() && x.dtype() == DType::BF16 {
+        if crate::kernels::cpu_fast_path(x) && x.dtype() == DType::BF16 {
             // bf16 on the CPU: the same operation in f32, the output rounded to
             // bf16 once. candle's composition below would round the scores to bf16 before
             // the softmax (8 bits of mantissa: a score near 16 moves by up to 0.06, each
@@ -740,7 +740,7 @@ impl Module for Mlp {
             // One pass, with its own backward pass (the composition keeps three tensors).
             gate.contiguous()?
                 .apply_op2(&up.contiguous()?, crate::kernels::SiluMul)?
-        } else if gate.device().is_cpu() && gate.dtype() == DType::BF16 {
+        } else if crate::kernels::cpu_fast_path(&gate) && gate.dtype() == DType::BF16 {
             // bf16 on the CPU: the same pass in f32, rounded once (candle's bf16 `silu` and
             // product round after each of their four steps).
             let f32 = |t: &Tensor| t.to_dtype(DType::F32)?.contiguous();
