@@ -48,6 +48,10 @@ struct Args {
     /// f32 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Tokens generated at most per question in the generation run (0: no generation run);
+    /// 128 is the study's `--max-tokens` default.
+    #[arg(long, default_value_t = 128)]
+    generate_tokens: usize,
     /// A Python with torch and transformers: run the same prompts through it too.
     #[arg(long)]
     python: Option<String>,
@@ -189,6 +193,67 @@ fn run(args: Args) -> anyhow::Result<()> {
             accuracy: Some(accuracy(&rows)),
         });
     }
+    // Letter scoring (issue #22), as `--scoring letters` evaluates: the letters'
+    // log-probabilities over the full vocabulary, in batches sorted by length. Then
+    // generation as `--scoring generate` evaluates (greedy, up to `--generate-tokens`), its
+    // letter read from the text by the grading rules, on the same questions.
+    let t0 = Instant::now();
+    let mut letter_rows = vec![[0f64; 4]; prompts.len()];
+    for chunk in by_length.chunks(batch) {
+        let group: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+        for (&i, row) in chunk.iter().zip(model.letter_logprobs(&group)?) {
+            letter_rows[i] = row;
+        }
+    }
+    let s = t0.elapsed().as_secs_f64();
+    let right = letter_rows
+        .iter()
+        .zip(&questions)
+        .filter(|(row, q)| {
+            let best = (0..4).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+            AnswerLetter::ALL[best] == q.answer
+        })
+        .count();
+    table.push(Row {
+        engine: engine.clone(),
+        mode: format!("letters, batch {batch}, sorted by length"),
+        questions_per_s: prompts.len() as f64 / s,
+        tokens_per_s: tokens as f64 / s,
+        peak_mib: peak_mib(),
+        accuracy: Some(right as f64 / prompts.len() as f64),
+    });
+    if args.generate_tokens > 0 {
+        let params = xlt::local::GenerateParams {
+            max_tokens: args.generate_tokens,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let mut texts = vec![String::new(); prompts.len()];
+        for chunk in by_length.chunks(batch) {
+            let group: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+            let gens = model.generate(&group, &vec![params; group.len()])?;
+            for (&i, g) in chunk.iter().zip(gens) {
+                texts[i] = g.text;
+            }
+        }
+        let s = t0.elapsed().as_secs_f64();
+        let right = texts
+            .iter()
+            .zip(&questions)
+            .filter(|(t, q)| xlt::grade::extract(t, Some(&q.options)).letter == Some(q.answer))
+            .count();
+        table.push(Row {
+            engine: engine.clone(),
+            mode: format!(
+                "generate (up to {} tokens), batch {batch}, sorted by length",
+                args.generate_tokens
+            ),
+            questions_per_s: prompts.len() as f64 / s,
+            tokens_per_s: tokens as f64 / s,
+            peak_mib: peak_mib(),
+            accuracy: Some(right as f64 / prompts.len() as f64),
+        });
+    }
     eprintln!(
         "loaded {} in {load_s:.2} s; {} questions, {tokens} prompt tokens",
         model.origin(),
@@ -230,6 +295,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    // Figures from different CPUs are not one series: the table says which CPU it ran on.
+    common::outln!("CPU: {}", cpu_description())?;
+    common::outln!("")?;
     common::outln!(
         "| engine | mode | questions/s | prompt tokens/s | peak memory (MiB) | letter accuracy |"
     )?;
@@ -247,6 +315,37 @@ fn run(args: Args) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The CPU's model name and the vector instruction sets the kernels can use (Linux
+/// `/proc/cpuinfo`; faer and pulp pick AVX-512 or AVX2 at run time).
+pub(crate) fn cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let model = field("model name").unwrap_or_else(|| "unknown CPU".to_owned());
+    let flags = field("flags").unwrap_or_default();
+    let sets: Vec<&str> = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_bf16",
+        "avx512_fp16",
+        "avx512_vnni",
+        "amx_bf16",
+    ]
+    .into_iter()
+    .filter(|f| flags.split_whitespace().any(|x| x == *f))
+    .collect();
+    format!(
+        "{model}, {} threads ({})",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        sets.join(", ")
+    )
 }
 
 /// Runs a Python benchmark `script` (`scripts/bench_*.py`) with `args` and returns the JSON

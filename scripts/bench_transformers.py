@@ -84,5 +84,24 @@ def main() -> None:
                 torch.log_softmax(logits, dim=-1)
             report(mode, time.perf_counter() - t0)
 
+        # Letter scoring (xlt's --scoring letters): the same batches sorted by length, and
+        # each letter's log-sum-exp over every token whose text, stripped, is the letter.
+        letter_ids = {l: [] for l in "ABCD"}
+        for i in range(model.config.vocab_size):
+            text = tok.decode([i]).strip()
+            if text in letter_ids:
+                letter_ids[text].append(i)
+        index = [torch.tensor(letter_ids[l]) for l in "ABCD"]
+        t0 = time.perf_counter()
+        for start in range(0, len(by_length), args.batch):
+            chunk = [ids[i] for i in by_length[start:start + args.batch]]
+            width = max(len(c) for c in chunk)
+            input_ids = torch.tensor([[pad] * (width - len(c)) + c for c in chunk])
+            mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
+            logits = model(input_ids=input_ids, attention_mask=mask).logits[:, -1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            torch.stack([torch.logsumexp(logprobs[:, i], dim=-1) for i in index], dim=-1)
+        report(f"letters, batch {args.batch}, sorted by length", time.perf_counter() - t0)
+
 if __name__ == "__main__":
     main()
