@@ -6,6 +6,7 @@
 //! holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{UnicodeNormalization, is_nfkc_quick};
@@ -52,6 +53,49 @@ pub struct ConsistencyReport {
     /// Rows removed, all languages together.
     pub dropped_rows: usize,
 }
+
+/// One subject of one file whose answer keys agree with the other languages' no better than
+/// chance: its rows are not the same questions, in the same order, as theirs (see
+/// [`Dataset::audit_file_alignment`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MisalignedFile {
+    /// The language of the file.
+    pub language: Language,
+    /// The file (`<unknown file>` for rows not loaded from a file).
+    pub file: PathBuf,
+    /// The subject whose rows are misaligned.
+    pub subject: String,
+    /// The fraction, 0 to 1, of its compared ids whose answer letter equals the other
+    /// languages' majority letter.
+    pub agreement: f64,
+    /// The agreement two unrelated answer keys with these letter frequencies would have:
+    /// the sum over letters of the file's share times the others' share.
+    pub chance: f64,
+    /// Ids compared: those for which at least two other languages have the id and agree
+    /// on one most common letter.
+    pub compared: usize,
+    /// Rows removed (every row of the subject in the file).
+    pub dropped_rows: usize,
+}
+
+impl std::fmt::Display for MisalignedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: language {} is misaligned in subject {}: its answer keys agree with the other languages' on {:.1}% of {} ids (chance {:.1}%); its {} rows are excluded",
+            self.file.display(),
+            self.language,
+            self.subject,
+            100.0 * self.agreement,
+            self.compared,
+            100.0 * self.chance,
+            self.dropped_rows
+        )
+    }
+}
+
+/// The fewest compared ids on which [`Dataset::audit_file_alignment`] judges a file.
+pub const MIN_COMPARED_IDS: usize = 10;
 
 /// Text as the audits compare it: trimmed, white space collapsed, NFKC (compatibility forms
 /// such as full-width digits folded). Text already in NFKC, nearly all of it, is not copied
@@ -108,6 +152,109 @@ impl Dataset {
         )
     }
 
+    /// Finds the blocks of rows whose answer keys agree with the other languages' at no
+    /// better than chance, and removes them: a language misaligned as a whole in one
+    /// subject of one file (its rows ordered differently or other questions, as two
+    /// subjects of AfriMMLU's English test split before the Hub's correction), whose ids
+    /// name other questions than the same ids elsewhere. Run it before [`Dataset::align`],
+    /// so that the ids such a block held are then dropped as missing from its language.
+    ///
+    /// A block is a language's rows of one subject loaded from one file
+    /// ([`Dataset::origin`]): the unit in which benchmarks that carry no ids (AfriMMLU)
+    /// are numbered, so the unit a misordering shows in. For each block, each id
+    /// is compared with the most common answer letter of the **other** languages, where at
+    /// least two of them hold the id and one letter is most common. The block is misaligned
+    /// when at least [`MIN_COMPARED_IDS`] ids were compared and its agreement is at most
+    /// halfway between chance ([`MisalignedFile::chance`], about 0.25) and full agreement:
+    /// aligned translations agree on nearly every id, misordered rows on about a quarter.
+    /// With two languages only, no file can be told from the other, and none is judged
+    /// (the id-by-id [`Dataset::audit_consistency`] still applies).
+    pub fn audit_file_alignment(self) -> (Dataset, Vec<MisalignedFile>) {
+        use crate::question::AnswerLetter;
+        let unknown = Path::new("<unknown file>");
+        let mut by_id: HashMap<&str, Vec<(Language, AnswerLetter)>> = HashMap::new();
+        for q in self.questions() {
+            by_id
+                .entry(&q.sample_id)
+                .or_default()
+                .push((q.language, q.answer));
+        }
+        // (language, file) -> [compared, agreed, file letter counts, majority letter counts, rows]
+        type Counts = ([usize; 3], [usize; 4], [usize; 4]);
+        let mut groups: BTreeMap<(Language, &Path, &str), Counts> = BTreeMap::new();
+        for q in self.questions() {
+            let file = self.origin(q).unwrap_or(unknown);
+            let group = groups
+                .entry((q.language, file, q.subject.as_str()))
+                .or_default();
+            group.0[2] += 1;
+            let others: Vec<AnswerLetter> = by_id[q.sample_id.as_str()]
+                .iter()
+                .filter(|(l, _)| *l != q.language)
+                .map(|(_, a)| *a)
+                .collect();
+            if others.len() < 2 {
+                continue;
+            }
+            let mut counts = [0usize; 4];
+            for a in &others {
+                counts[a.index()] += 1;
+            }
+            let top = counts.iter().copied().max().unwrap_or(0);
+            if counts.iter().filter(|&&n| n == top).count() != 1 {
+                continue;
+            }
+            let majority = counts.iter().position(|&n| n == top).expect("a maximum");
+            group.0[0] += 1;
+            group.0[1] += usize::from(q.answer.index() == majority);
+            group.1[q.answer.index()] += 1;
+            group.2[majority] += 1;
+        }
+        let mut misaligned = Vec::new();
+        for ((language, file, subject), ([compared, agreed, rows], mine, theirs)) in groups {
+            if compared < MIN_COMPARED_IDS {
+                continue;
+            }
+            let n = compared as f64;
+            let chance: f64 = (0..4)
+                .map(|k| (mine[k] as f64 / n) * (theirs[k] as f64 / n))
+                .sum();
+            let agreement = agreed as f64 / n;
+            if agreement <= (chance + 1.0) / 2.0 {
+                misaligned.push(MisalignedFile {
+                    language,
+                    file: file.to_owned(),
+                    subject: subject.to_owned(),
+                    agreement,
+                    chance,
+                    compared,
+                    dropped_rows: rows,
+                });
+            }
+        }
+        if misaligned.is_empty() {
+            return (self, misaligned);
+        }
+        let drop: BTreeSet<(Language, &Path, &str)> = misaligned
+            .iter()
+            .map(|m| (m.language, m.file.as_path(), m.subject.as_str()))
+            .collect();
+        let kept: Vec<Question> = self
+            .questions()
+            .iter()
+            .filter(|q| {
+                let block = (
+                    q.language,
+                    self.origin(q).unwrap_or(unknown),
+                    q.subject.as_str(),
+                );
+                !drop.contains(&block)
+            })
+            .cloned()
+            .collect();
+        (self.replaced(kept), misaligned)
+    }
+
     /// Checks that each sample id means the same question in every language, and drops the
     /// ids that do not, in every language. Run it after [`Dataset::align`].
     ///
@@ -159,7 +306,7 @@ impl Dataset {
             .filter(|q| !ids.contains(&q.sample_id))
             .cloned()
             .collect();
-        let dataset = Dataset::new(kept);
+        let dataset = self.replaced(kept);
         let removed = before - dataset.len();
         (dataset, removed)
     }

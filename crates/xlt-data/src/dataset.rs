@@ -1,17 +1,36 @@
 //! A set of questions in several languages: selection, duplicate removal, alignment.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::language::Language;
 use crate::question::{CulturalLabel, Domain, Question, compare_sample_ids};
+use crate::scheme::DomainScheme;
 
 /// Questions in one or more languages. Order is canonical: by language, then sample id.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// A dataset loaded from files ([`crate::load_paths`]) remembers the file of every row, so
+/// that an audit can name it ([`Dataset::origin`]). Two datasets are equal when they hold
+/// the same questions, wherever they were read from.
+#[derive(Debug, Clone, Default)]
 pub struct Dataset {
     questions: Vec<Question>,
+    origins: Origins,
 }
+
+/// The file of each (language, sample id), shared by the datasets selected from one load.
+type Origins = Arc<HashMap<(Language, String), PathBuf>>;
+
+impl PartialEq for Dataset {
+    fn eq(&self, other: &Dataset) -> bool {
+        self.questions == other.questions
+    }
+}
+
+impl Eq for Dataset {}
 
 /// Which questions to keep. An empty list keeps everything on that axis.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +74,39 @@ impl Dataset {
                 .cmp(&b.language)
                 .then_with(|| compare_sample_ids(&a.sample_id, &b.sample_id))
         });
-        Dataset { questions }
+        Dataset {
+            questions,
+            origins: Origins::default(),
+        }
+    }
+
+    /// This dataset, remembering the file of each (language, sample id).
+    pub(crate) fn with_origins(mut self, origins: HashMap<(Language, String), PathBuf>) -> Dataset {
+        self.origins = Arc::new(origins);
+        self
+    }
+
+    /// Keeps `questions` with this dataset's origins.
+    pub(crate) fn replaced(&self, questions: Vec<Question>) -> Dataset {
+        Dataset {
+            questions,
+            origins: Arc::clone(&self.origins),
+        }
+    }
+
+    /// The file a question was loaded from, when the dataset was loaded from files.
+    pub fn origin(&self, question: &Question) -> Option<&Path> {
+        self.origins
+            .get(&(question.language, question.sample_id.clone()))
+            .map(PathBuf::as_path)
+    }
+
+    /// Every question's domain under `scheme` (see [`DomainScheme::domain`]).
+    pub fn with_scheme(mut self, scheme: DomainScheme) -> Dataset {
+        for q in &mut self.questions {
+            q.domain = scheme.domain(&q.subject, q.domain);
+        }
+        self
     }
 
     /// All questions, in canonical order.
@@ -110,9 +161,9 @@ impl Dataset {
                 && (selection.cultural_labels.is_empty()
                     || selection.cultural_labels.contains(&q.cultural_label))
         };
-        Dataset {
-            questions: self.questions.into_iter().filter(keep).collect(),
-        }
+        let origins = Arc::clone(&self.origins);
+        let questions = self.questions.into_iter().filter(|q| keep(q)).collect();
+        Dataset { questions, origins }
     }
 
     /// Drops questions that the source holds twice under different sample ids.
@@ -136,6 +187,7 @@ impl Dataset {
             }
         }
         let before = self.questions.len();
+        let origins = Arc::clone(&self.origins);
         let questions: Vec<Question> = self
             .questions
             .into_iter()
@@ -147,7 +199,7 @@ impl Dataset {
             dropped_rows: before - questions.len(),
             dropped_ids,
         };
-        (Dataset { questions }, report)
+        (Dataset { questions, origins }, report)
     }
 
     /// Keeps only the sample ids present in every language of the dataset, so that each
@@ -165,6 +217,7 @@ impl Dataset {
             .collect();
         let report_ids = seen.len();
         let before = self.questions.len();
+        let origins = Arc::clone(&self.origins);
         let questions: Vec<Question> = self
             .questions
             .into_iter()
@@ -175,7 +228,7 @@ impl Dataset {
             dropped_ids: report_ids - keep.len(),
             dropped_rows: before - questions.len(),
         };
-        (Dataset { questions }, report)
+        (Dataset { questions, origins }, report)
     }
 
     /// The distinct sample ids with their subject and domain, in sample-id order.

@@ -103,7 +103,7 @@ pub enum DataError {
     },
     /// A domain name that is not a Global-MMLU subject category.
     #[error(
-        "unknown domain `{value}` (expected STEM, Humanities, Medical, Social Sciences, Business or Other)"
+        "unknown domain `{value}` (expected STEM, Humanities, Medical, Social Sciences, Business, Other or Reading)"
     )]
     UnknownDomain {
         /// The value as given.

@@ -1,4 +1,5 @@
-//! Languages of Global-MMLU and the resource levels a study assigns to them.
+//! Languages of Global-MMLU, AfriMMLU, Belebele and MMMLU, the codes they are named by, and the
+//! resource levels a study assigns to them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,23 +9,31 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::DataError;
 
-/// The writing system a language is written in, as Global-MMLU writes it.
+/// The writing system a language is written in, as the benchmarks write it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Script {
-    /// Arabic script (ar, fa).
+    /// Arabic script (ar, fa, ur, ps, sd, ckb).
     Arabic,
-    /// Bengali-Assamese script (bn).
+    /// Armenian script (hy).
+    Armenian,
+    /// Bengali-Assamese script (bn, as).
     Bengali,
-    /// Cyrillic script (ky, ru, sr, uk).
+    /// Cyrillic script (ky, ru, sr, uk, bg, kk, mk, mn, tg).
     Cyrillic,
-    /// Devanagari script (hi, ne).
+    /// Devanagari script (hi, ne, mr).
     Devanagari,
-    /// Ge'ez script (am).
+    /// Ge'ez script (am, ti).
     Ethiopic,
+    /// Georgian script (ka).
+    Georgian,
     /// Greek script (el).
     Greek,
-    /// Han characters (zh).
+    /// Gujarati script (gu).
+    Gujarati,
+    /// Gurmukhi script (pa).
+    Gurmukhi,
+    /// Simplified Han characters (zh).
     Han,
     /// Hangul (ko).
     Hangul,
@@ -32,20 +41,77 @@ pub enum Script {
     Hebrew,
     /// Kanji with hiragana and katakana (ja).
     Japanese,
+    /// Kannada script (kn).
+    Kannada,
+    /// Khmer script (km).
+    Khmer,
+    /// Lao script (lo).
+    Lao,
     /// Latin script.
     Latin,
+    /// Malayalam script (ml).
+    Malayalam,
+    /// Myanmar script (my, shn).
+    Myanmar,
+    /// Odia script (or).
+    Odia,
     /// Sinhala script (si).
     Sinhala,
+    /// Tamil script (ta).
+    Tamil,
     /// Telugu script (te).
     Telugu,
+    /// Thai script (th).
+    Thai,
+    /// Tibetan script (bo).
+    Tibetan,
+}
+
+impl Script {
+    /// The ISO 15924 code FLORES-200 and Belebele write after the language (`Latn`, `Ethi`,
+    /// `Hans`).
+    pub fn flores_tag(self) -> &'static str {
+        match self {
+            Script::Arabic => "Arab",
+            Script::Armenian => "Armn",
+            Script::Bengali => "Beng",
+            Script::Cyrillic => "Cyrl",
+            Script::Devanagari => "Deva",
+            Script::Ethiopic => "Ethi",
+            Script::Georgian => "Geor",
+            Script::Greek => "Grek",
+            Script::Gujarati => "Gujr",
+            Script::Gurmukhi => "Guru",
+            Script::Han => "Hans",
+            Script::Hangul => "Hang",
+            Script::Hebrew => "Hebr",
+            Script::Japanese => "Jpan",
+            Script::Kannada => "Knda",
+            Script::Khmer => "Khmr",
+            Script::Lao => "Laoo",
+            Script::Latin => "Latn",
+            Script::Malayalam => "Mlym",
+            Script::Myanmar => "Mymr",
+            Script::Odia => "Orya",
+            Script::Sinhala => "Sinh",
+            Script::Tamil => "Taml",
+            Script::Telugu => "Telu",
+            Script::Thai => "Thai",
+            Script::Tibetan => "Tibt",
+        }
+    }
 }
 
 macro_rules! languages {
-    ($($variant:ident => $code:literal, $name:literal, $script:ident;)*) => {
-        /// One of the 42 languages of Global-MMLU, named by its code.
+    ($($variant:ident => $code:literal, $iso3:literal, [$($alias:literal),*], $name:literal, $script:ident;)*) => {
+        /// A language of Global-MMLU (42), AfriMMLU (17 with English and French) , Belebele
+        /// (115 of its 122 variants: those written in the language's usual script) or MMMLU
+        /// (14), named by its code.
         ///
-        /// Codes are ISO 639-1, except Filipino, which Global-MMLU names `fil` (ISO 639-2),
-        /// there being no ISO 639-1 code for it.
+        /// [`Language::code`] is ISO 639-1 where there is one, else ISO 639-3 (`fil` for
+        /// Filipino, as Global-MMLU writes it; `ceb`, `luo`, `nso`, the Arabic varieties
+        /// Belebele holds). [`Language::from_code`] also reads ISO 639-3 codes (`ibo`),
+        /// FLORES-200 codes (`ibo_Latn`) and MMMLU locales (`YO-NG`, `YO_NG`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[non_exhaustive]
         pub enum Language {
@@ -56,12 +122,26 @@ macro_rules! languages {
         }
 
         impl Language {
-            /// Every language of Global-MMLU, in code order.
+            /// Every language known here, in code order.
             pub const ALL: &'static [Language] = &[$(Language::$variant),*];
 
-            /// The code Global-MMLU uses for this language (`"en"`, `"ig"`, `"fil"`).
+            /// The code this crate names the language by: ISO 639-1 (`"en"`, `"ig"`), or ISO
+            /// 639-3 where there is no ISO 639-1 code (`"fil"`, `"ceb"`).
             pub fn code(self) -> &'static str {
                 match self { $(Language::$variant => $code),* }
+            }
+
+            /// The ISO 639-3 code FLORES-200 and Belebele use (`"ibo"`, `"swh"`, `"pes"`):
+            /// for a macrolanguage, the individual language the benchmarks hold.
+            pub fn iso639_3(self) -> &'static str {
+                match self { $(Language::$variant => $iso3),* }
+            }
+
+            /// Other codes read as this language: the macrolanguage's ISO 639-3 code where
+            /// [`Language::iso639_3`] is an individual language (`swa` for Swahili, as
+            /// AfriMMLU writes it; `orm` for Oromo), and `tgl`/`tl` for Filipino.
+            pub fn aliases(self) -> &'static [&'static str] {
+                match self { $(Language::$variant => &[$($alias),*]),* }
             }
 
             /// The English name of the language.
@@ -69,67 +149,189 @@ macro_rules! languages {
                 match self { $(Language::$variant => $name),* }
             }
 
-            /// The script Global-MMLU writes this language in.
+            /// The script the benchmarks write this language in.
             pub fn script(self) -> Script {
                 match self { $(Language::$variant => Script::$script),* }
             }
 
-            /// Looks a language up by its code, case-insensitively; `None` if Global-MMLU has
-            /// no such language.
-            pub fn from_code(code: &str) -> Option<Language> {
-                let code = code.trim().to_ascii_lowercase();
-                match code.as_str() { $($code => Some(Language::$variant),)* _ => None }
+            fn from_plain_code(code: &str) -> Option<Language> {
+                match code {
+                    $($code => Some(Language::$variant),)*
+                    _ => None,
+                }
+                .or_else(|| match code {
+                    $($iso3 => Some(Language::$variant),)*
+                    _ => None,
+                })
+                .or_else(|| match code {
+                    $($($alias => Some(Language::$variant),)*)*
+                    _ => None,
+                })
             }
         }
     };
 }
 
 languages! {
-    Amharic => "am", "Amharic", Ethiopic;
-    Arabic => "ar", "Arabic", Arabic;
-    Bengali => "bn", "Bengali", Bengali;
-    Czech => "cs", "Czech", Latin;
-    German => "de", "German", Latin;
-    Greek => "el", "Greek", Greek;
-    English => "en", "English", Latin;
-    Spanish => "es", "Spanish", Latin;
-    Persian => "fa", "Persian", Arabic;
-    Filipino => "fil", "Filipino", Latin;
-    French => "fr", "French", Latin;
-    Hausa => "ha", "Hausa", Latin;
-    Hebrew => "he", "Hebrew", Hebrew;
-    Hindi => "hi", "Hindi", Devanagari;
-    Indonesian => "id", "Indonesian", Latin;
-    Igbo => "ig", "Igbo", Latin;
-    Italian => "it", "Italian", Latin;
-    Japanese => "ja", "Japanese", Japanese;
-    Korean => "ko", "Korean", Hangul;
-    Kyrgyz => "ky", "Kyrgyz", Cyrillic;
-    Lithuanian => "lt", "Lithuanian", Latin;
-    Malagasy => "mg", "Malagasy", Latin;
-    Malay => "ms", "Malay", Latin;
-    Nepali => "ne", "Nepali", Devanagari;
-    Dutch => "nl", "Dutch", Latin;
-    Chichewa => "ny", "Chichewa", Latin;
-    Polish => "pl", "Polish", Latin;
-    Portuguese => "pt", "Portuguese", Latin;
-    Romanian => "ro", "Romanian", Latin;
-    Russian => "ru", "Russian", Cyrillic;
-    Sinhala => "si", "Sinhala", Sinhala;
-    Shona => "sn", "Shona", Latin;
-    Somali => "so", "Somali", Latin;
-    Serbian => "sr", "Serbian", Cyrillic;
-    Swedish => "sv", "Swedish", Latin;
-    Swahili => "sw", "Swahili", Latin;
-    Telugu => "te", "Telugu", Telugu;
-    Turkish => "tr", "Turkish", Latin;
-    Ukrainian => "uk", "Ukrainian", Cyrillic;
-    Vietnamese => "vi", "Vietnamese", Latin;
-    Yoruba => "yo", "Yoruba", Latin;
-    Chinese => "zh", "Chinese", Han;
+    MesopotamianArabic => "acm", "acm", [], "Mesopotamian Arabic", Arabic;
+    Afrikaans => "af", "afr", [], "Afrikaans", Latin;
+    Amharic => "am", "amh", [], "Amharic", Ethiopic;
+    LevantineArabic => "apc", "apc", [], "Levantine Arabic", Arabic;
+    Arabic => "ar", "arb", ["ara"], "Arabic", Arabic;
+    NajdiArabic => "ars", "ars", [], "Najdi Arabic", Arabic;
+    MoroccanArabic => "ary", "ary", [], "Moroccan Arabic", Arabic;
+    EgyptianArabic => "arz", "arz", [], "Egyptian Arabic", Arabic;
+    Assamese => "as", "asm", [], "Assamese", Bengali;
+    Azerbaijani => "az", "azj", ["aze"], "Azerbaijani", Latin;
+    Bulgarian => "bg", "bul", [], "Bulgarian", Cyrillic;
+    Bambara => "bm", "bam", [], "Bambara", Latin;
+    Bengali => "bn", "ben", [], "Bengali", Bengali;
+    Tibetan => "bo", "bod", [], "Tibetan", Tibetan;
+    Catalan => "ca", "cat", [], "Catalan", Latin;
+    Cebuano => "ceb", "ceb", [], "Cebuano", Latin;
+    CentralKurdish => "ckb", "ckb", [], "Central Kurdish", Arabic;
+    Czech => "cs", "ces", [], "Czech", Latin;
+    Danish => "da", "dan", [], "Danish", Latin;
+    German => "de", "deu", [], "German", Latin;
+    Ewe => "ee", "ewe", [], "Ewe", Latin;
+    Greek => "el", "ell", [], "Greek", Greek;
+    English => "en", "eng", [], "English", Latin;
+    Spanish => "es", "spa", [], "Spanish", Latin;
+    Estonian => "et", "est", ["ekk"], "Estonian", Latin;
+    Basque => "eu", "eus", [], "Basque", Latin;
+    Persian => "fa", "pes", ["fas"], "Persian", Arabic;
+    Finnish => "fi", "fin", [], "Finnish", Latin;
+    Filipino => "fil", "fil", ["tgl", "tl"], "Filipino", Latin;
+    French => "fr", "fra", [], "French", Latin;
+    NigerianFulfulde => "fuv", "fuv", [], "Nigerian Fulfulde", Latin;
+    Guarani => "gn", "grn", [], "Guarani", Latin;
+    Gujarati => "gu", "guj", [], "Gujarati", Gujarati;
+    Hausa => "ha", "hau", [], "Hausa", Latin;
+    Hebrew => "he", "heb", [], "Hebrew", Hebrew;
+    Hindi => "hi", "hin", [], "Hindi", Devanagari;
+    Croatian => "hr", "hrv", [], "Croatian", Latin;
+    HaitianCreole => "ht", "hat", [], "Haitian Creole", Latin;
+    Hungarian => "hu", "hun", [], "Hungarian", Latin;
+    Armenian => "hy", "hye", [], "Armenian", Armenian;
+    Indonesian => "id", "ind", [], "Indonesian", Latin;
+    Igbo => "ig", "ibo", [], "Igbo", Latin;
+    Ilocano => "ilo", "ilo", [], "Ilocano", Latin;
+    Icelandic => "is", "isl", [], "Icelandic", Latin;
+    Italian => "it", "ita", [], "Italian", Latin;
+    Japanese => "ja", "jpn", [], "Japanese", Japanese;
+    Javanese => "jv", "jav", [], "Javanese", Latin;
+    Georgian => "ka", "kat", [], "Georgian", Georgian;
+    Jingpho => "kac", "kac", [], "Jingpho", Latin;
+    Kabuverdianu => "kea", "kea", [], "Kabuverdianu", Latin;
+    Kazakh => "kk", "kaz", [], "Kazakh", Cyrillic;
+    Khmer => "km", "khm", [], "Khmer", Khmer;
+    Kannada => "kn", "kan", [], "Kannada", Kannada;
+    Korean => "ko", "kor", [], "Korean", Hangul;
+    Kyrgyz => "ky", "kir", [], "Kyrgyz", Cyrillic;
+    Luganda => "lg", "lug", [], "Luganda", Latin;
+    Lingala => "ln", "lin", [], "Lingala", Latin;
+    Lao => "lo", "lao", [], "Lao", Lao;
+    Lithuanian => "lt", "lit", [], "Lithuanian", Latin;
+    Luo => "luo", "luo", [], "Luo", Latin;
+    Latvian => "lv", "lvs", ["lav"], "Latvian", Latin;
+    Malagasy => "mg", "plt", ["mlg"], "Malagasy", Latin;
+    Maori => "mi", "mri", [], "Maori", Latin;
+    Macedonian => "mk", "mkd", [], "Macedonian", Cyrillic;
+    Malayalam => "ml", "mal", [], "Malayalam", Malayalam;
+    Mongolian => "mn", "khk", ["mon"], "Mongolian", Cyrillic;
+    Marathi => "mr", "mar", [], "Marathi", Devanagari;
+    Malay => "ms", "zsm", ["msa"], "Malay", Latin;
+    Maltese => "mt", "mlt", [], "Maltese", Latin;
+    Burmese => "my", "mya", [], "Burmese", Myanmar;
+    NorwegianBokmal => "nb", "nob", [], "Norwegian Bokmål", Latin;
+    Nepali => "ne", "npi", ["nep"], "Nepali", Devanagari;
+    Dutch => "nl", "nld", [], "Dutch", Latin;
+    NorthernSotho => "nso", "nso", [], "Northern Sotho", Latin;
+    Chichewa => "ny", "nya", [], "Chichewa", Latin;
+    Oromo => "om", "gaz", ["orm"], "Oromo", Latin;
+    Odia => "or", "ory", ["ori"], "Odia", Odia;
+    Punjabi => "pa", "pan", [], "Punjabi", Gurmukhi;
+    Polish => "pl", "pol", [], "Polish", Latin;
+    Pashto => "ps", "pbt", ["pus"], "Pashto", Arabic;
+    Portuguese => "pt", "por", [], "Portuguese", Latin;
+    Romanian => "ro", "ron", [], "Romanian", Latin;
+    Russian => "ru", "rus", [], "Russian", Cyrillic;
+    Kinyarwanda => "rw", "kin", [], "Kinyarwanda", Latin;
+    Sindhi => "sd", "snd", [], "Sindhi", Arabic;
+    Shan => "shn", "shn", [], "Shan", Myanmar;
+    Sinhala => "si", "sin", [], "Sinhala", Sinhala;
+    Slovak => "sk", "slk", [], "Slovak", Latin;
+    Slovenian => "sl", "slv", [], "Slovenian", Latin;
+    Shona => "sn", "sna", [], "Shona", Latin;
+    Somali => "so", "som", [], "Somali", Latin;
+    Albanian => "sq", "als", ["sqi"], "Albanian", Latin;
+    Serbian => "sr", "srp", [], "Serbian", Cyrillic;
+    Swati => "ss", "ssw", [], "Swati", Latin;
+    SouthernSotho => "st", "sot", [], "Southern Sotho", Latin;
+    Sundanese => "su", "sun", [], "Sundanese", Latin;
+    Swedish => "sv", "swe", [], "Swedish", Latin;
+    Swahili => "sw", "swh", ["swa"], "Swahili", Latin;
+    Tamil => "ta", "tam", [], "Tamil", Tamil;
+    Telugu => "te", "tel", [], "Telugu", Telugu;
+    Tajik => "tg", "tgk", [], "Tajik", Cyrillic;
+    Thai => "th", "tha", [], "Thai", Thai;
+    Tigrinya => "ti", "tir", [], "Tigrinya", Ethiopic;
+    Tswana => "tn", "tsn", [], "Tswana", Latin;
+    Turkish => "tr", "tur", [], "Turkish", Latin;
+    Tsonga => "ts", "tso", [], "Tsonga", Latin;
+    Twi => "tw", "twi", [], "Twi", Latin;
+    Ukrainian => "uk", "ukr", [], "Ukrainian", Cyrillic;
+    Urdu => "ur", "urd", [], "Urdu", Arabic;
+    Uzbek => "uz", "uzn", ["uzb"], "Uzbek", Latin;
+    Vietnamese => "vi", "vie", [], "Vietnamese", Latin;
+    Waray => "war", "war", [], "Waray", Latin;
+    Wolof => "wo", "wol", [], "Wolof", Latin;
+    Xhosa => "xh", "xho", [], "Xhosa", Latin;
+    Yoruba => "yo", "yor", [], "Yoruba", Latin;
+    Chinese => "zh", "zho", ["cmn"], "Chinese", Han;
+    Zulu => "zu", "zul", [], "Zulu", Latin;
 }
 
 impl Language {
+    /// The 42 languages of Global-MMLU, in code order.
+    pub const GLOBAL_MMLU: [Language; 42] = {
+        use Language::*;
+        [
+            Amharic, Arabic, Bengali, Czech, German, Greek, English, Spanish, Persian, Filipino,
+            French, Hausa, Hebrew, Hindi, Indonesian, Igbo, Italian, Japanese, Korean, Kyrgyz,
+            Lithuanian, Malagasy, Malay, Nepali, Dutch, Chichewa, Polish, Portuguese, Romanian,
+            Russian, Sinhala, Shona, Somali, Serbian, Swedish, Swahili, Telugu, Turkish, Ukrainian,
+            Vietnamese, Yoruba, Chinese,
+        ]
+    };
+
+    /// Looks a language up, case-insensitively, by any code the benchmarks name it by: ISO
+    /// 639-1 (`ig`), ISO 639-3 (`ibo`, and the macrolanguage codes of
+    /// [`Language::aliases`]), FLORES-200 (`ibo_Latn`; the script must be the language's,
+    /// see [`Language::script`]) or an MMMLU locale (`YO-NG`, `YO_NG`). `None` if no
+    /// language known here has that code.
+    pub fn from_code(code: &str) -> Option<Language> {
+        let code = code.trim().to_ascii_lowercase();
+        if let Some(l) = Language::from_plain_code(&code) {
+            return Some(l);
+        }
+        let (head, tail) = code.split_once(['_', '-'])?;
+        match (head.len(), tail.len()) {
+            // FLORES-200: `ibo_latn`.
+            (3, 4) => Language::from_plain_code(head)
+                .filter(|l| l.script().flores_tag().eq_ignore_ascii_case(tail)),
+            // MMMLU locale: `yo-ng`, `ar_xy`.
+            (2, 2) => Language::from_plain_code(head),
+            _ => None,
+        }
+    }
+
+    /// The FLORES-200 code of the language in its script (`ibo_Latn`, `amh_Ethi`,
+    /// `zho_Hans`), as Belebele names its files.
+    pub fn flores_code(self) -> String {
+        format!("{}_{}", self.iso639_3(), self.script().flores_tag())
+    }
+
     /// Parses a comma-separated list of codes (`"en,de, ar"`).
     ///
     /// # Errors
@@ -163,9 +365,25 @@ impl FromStr for Language {
     type Err = DataError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Language::from_code(s).ok_or_else(|| DataError::UnknownLanguage {
-            code: s.to_owned(),
-            context: None,
+        Language::from_code(s).ok_or_else(|| {
+            // A FLORES code in a second script (`hin_Latn`, `zho_Hant`) names a language
+            // known here in another script: say so, rather than "unknown".
+            let context = s
+                .trim()
+                .split_once('_')
+                .and_then(|(head, _)| Language::from_plain_code(&head.to_ascii_lowercase()))
+                .map(|l| {
+                    format!(
+                        "{} is known in its {} script only ({}); variants in a second script are not read",
+                        l.name(),
+                        l.script().flores_tag(),
+                        l.flores_code()
+                    )
+                });
+            DataError::UnknownLanguage {
+                code: s.to_owned(),
+                context,
+            }
         })
     }
 }
@@ -197,6 +415,19 @@ pub enum ResourceLevel {
 }
 
 impl ResourceLevel {
+    /// The level of a class of Joshi et al. (2020): classes 0-2 ("The Left-Behinds",
+    /// "The Scraping-Bys", "The Hopefuls") are low, 3 ("The Rising Stars") mid, 4-5 ("The
+    /// Underdogs", "The Winners") high. With this rule the study's own labels agree with
+    /// Joshi for eight of its nine languages; Arabic is class 5 in Joshi and low in the
+    /// study, which is why the study's map stays the default for its languages.
+    pub fn from_joshi_class(class: u8) -> ResourceLevel {
+        match class {
+            0..=2 => ResourceLevel::Low,
+            3 => ResourceLevel::Mid,
+            _ => ResourceLevel::High,
+        }
+    }
+
     /// Lower-case name: `low`, `mid`, `high`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -228,20 +459,62 @@ impl FromStr for ResourceLevel {
     }
 }
 
+/// Which source classified a language's [`ResourceLevel`] in a [`ResourceMap`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum LevelSource {
+    /// The study's own map ([`ResourceMap::study`]).
+    Study,
+    /// The class, 0 to 5, of Joshi et al. (2020), mapped by
+    /// [`ResourceLevel::from_joshi_class`] (see [`ResourceMap::joshi2020`]).
+    Joshi2020 {
+        /// The class, 0 ("The Left-Behinds") to 5 ("The Winners").
+        class: u8,
+    },
+    /// A file the user gave ([`ResourceMap::from_file`]).
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// Set in code or on the command line ([`ResourceMap::set`], [`ResourceMap::parse`]).
+    Given,
+}
+
+impl fmt::Display for LevelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LevelSource::Study => f.write_str("the study's map"),
+            LevelSource::Joshi2020 { class } => write!(f, "Joshi et al. (2020) class {class}"),
+            LevelSource::File { path } => write!(f, "{}", path.display()),
+            LevelSource::Given => f.write_str("given"),
+        }
+    }
+}
+
+/// The classes of Joshi et al. (2020) for the languages known here: `code,name_in_file,
+/// class,note`, derived from `lang2tax.txt` of microsoft/linguisticdiversity (see
+/// `data/README.md` in this crate for the source and every judgement call).
+const JOSHI_2020: &str = include_str!("../data/joshi2020-classes.csv");
+
 /// Which [`ResourceLevel`] each language has: a study's classification, not a fact about the
-/// language. Languages the map does not name have no level.
+/// language, with the source that classified each language. Languages the map does not
+/// name have no level.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceMap {
     levels: BTreeMap<Language, ResourceLevel>,
+    #[serde(default)]
+    sources: BTreeMap<Language, LevelSource>,
 }
 
 impl ResourceMap {
     /// The map of Slomiany et al., "One Model, Many Worlds": low am, yo, ig, ky, ar; mid he;
-    /// high en, tr, de.
+    /// high en, tr, de. Only these nine languages.
     pub fn study() -> ResourceMap {
         use Language::*;
         use ResourceLevel::*;
-        [
+        let mut map = ResourceMap::default();
+        for (l, r) in [
             (Amharic, Low),
             (Yoruba, Low),
             (Igbo, Low),
@@ -251,9 +524,118 @@ impl ResourceMap {
             (English, High),
             (Turkish, High),
             (German, High),
-        ]
-        .into_iter()
-        .collect()
+        ] {
+            map.insert(l, r, LevelSource::Study);
+        }
+        map
+    }
+
+    /// Every language known here that Joshi et al. (2020) classify (111 of 117; the
+    /// Mesopotamian, Levantine, Najdi and Moroccan Arabic varieties, Kabuverdianu and Luo
+    /// have no entry), at the level [`ResourceLevel::from_joshi_class`] gives its class.
+    ///
+    /// Source: P. Joshi, S. Santy, A. Budhiraja, K. Bali, M. Choudhury, "The State and Fate
+    /// of Linguistic Diversity and Inclusion in the NLP World", ACL 2020,
+    /// doi:10.18653/v1/2020.acl-main.560; the class file `lang2tax.txt` of
+    /// microsoft/linguisticdiversity.
+    pub fn joshi2020() -> ResourceMap {
+        let mut map = ResourceMap::default();
+        for line in JOSHI_2020.lines().skip(1) {
+            let mut cells = line.splitn(4, ',');
+            let (Some(code), Some(_name), Some(class)) = (cells.next(), cells.next(), cells.next())
+            else {
+                continue;
+            };
+            let (Some(language), Ok(class)) = (Language::from_code(code), class.parse::<u8>())
+            else {
+                continue;
+            };
+            map.insert(
+                language,
+                ResourceLevel::from_joshi_class(class),
+                LevelSource::Joshi2020 { class },
+            );
+        }
+        map
+    }
+
+    /// The default classification: the study's map for its nine languages, Joshi et al.
+    /// (2020) for every other language they classify ([`ResourceMap::study`] over
+    /// [`ResourceMap::joshi2020`]).
+    pub fn classified() -> ResourceMap {
+        let mut map = ResourceMap::joshi2020();
+        map.overlay(&ResourceMap::study());
+        map
+    }
+
+    /// Reads a map from a file, one `code,level` or `code=level` per line (`am,low`,
+    /// `ibo_Latn=mid`); blank lines and lines starting with `#` are skipped, and a first
+    /// line `code,level` or `language,level` is a header. Every entry's source is the file.
+    ///
+    /// # Errors
+    /// [`DataError::Io`] if the file cannot be read; [`DataError::InvalidValue`] naming the
+    /// file and the line for an entry that is not `code,level`, an unknown code or an
+    /// unknown level.
+    pub fn from_file(path: &std::path::Path) -> Result<ResourceMap, DataError> {
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+        let mut map = ResourceMap::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let invalid = |column: &'static str, reason: String| DataError::InvalidValue {
+                path: path.to_owned(),
+                row: i + 1,
+                column,
+                reason,
+            };
+            let Some((code, level)) = line.split_once([',', '=']) else {
+                return Err(invalid(
+                    "code",
+                    format!("`{line}` is not of the form code,level"),
+                ));
+            };
+            let (code, level) = (code.trim(), level.trim());
+            if i == 0 && ["code", "language"].contains(&code.to_ascii_lowercase().as_str()) {
+                continue;
+            }
+            let language: Language = code
+                .parse()
+                .map_err(|e: DataError| invalid("code", e.to_string()))?;
+            let level: ResourceLevel = level
+                .parse()
+                .map_err(|e: DataError| invalid("level", e.to_string()))?;
+            map.insert(
+                language,
+                level,
+                LevelSource::File {
+                    path: path.to_owned(),
+                },
+            );
+        }
+        Ok(map)
+    }
+
+    /// The default classification ([`ResourceMap::classified`]) with the entries of
+    /// `file`, when given, over it: what `--resource-map FILE` selects.
+    ///
+    /// # Errors
+    /// As [`ResourceMap::from_file`].
+    pub fn classified_with(file: Option<&std::path::Path>) -> Result<ResourceMap, DataError> {
+        let mut map = ResourceMap::classified();
+        if let Some(file) = file {
+            map.overlay(&ResourceMap::from_file(file)?);
+        }
+        Ok(map)
+    }
+
+    /// Puts every entry of `other` over this map's (level and source).
+    pub fn overlay(&mut self, other: &ResourceMap) {
+        for (l, r) in other.iter() {
+            let source = other.source(l).cloned().unwrap_or(LevelSource::Given);
+            self.insert(l, r, source);
+        }
     }
 
     /// The level of `language`, if the map names it.
@@ -261,14 +643,44 @@ impl ResourceMap {
         self.levels.get(&language).copied()
     }
 
-    /// Sets the level of `language`, replacing any earlier one.
+    /// Which source classified `language`, if the map names it.
+    pub fn source(&self, language: Language) -> Option<&LevelSource> {
+        self.sources.get(&language)
+    }
+
+    /// Sets the level of `language`, replacing any earlier one; its source is
+    /// [`LevelSource::Given`].
     pub fn set(&mut self, language: Language, level: ResourceLevel) {
+        self.insert(language, level, LevelSource::Given);
+    }
+
+    fn insert(&mut self, language: Language, level: ResourceLevel, source: LevelSource) {
         self.levels.insert(language, level);
+        self.sources.insert(language, source);
     }
 
     /// The languages the map names, with their levels, in code order.
     pub fn iter(&self) -> impl Iterator<Item = (Language, ResourceLevel)> + '_ {
         self.levels.iter().map(|(l, r)| (*l, *r))
+    }
+
+    /// One line per language of `languages`: its code, level and source, or that no
+    /// source classifies it (`ig  low   the study's map`). For a report's "classified by
+    /// which source" table.
+    pub fn describe(&self, languages: &[Language]) -> String {
+        let mut s = String::new();
+        for &l in languages {
+            match (self.level(l), self.source(l)) {
+                (Some(r), Some(src)) => {
+                    s.push_str(&format!("{:<4} {:<5} {src}\n", l.code(), r.as_str()))
+                }
+                (Some(r), None) => {
+                    s.push_str(&format!("{:<4} {:<5} given\n", l.code(), r.as_str()))
+                }
+                _ => s.push_str(&format!("{:<4} -     no source classifies it\n", l.code())),
+            }
+        }
+        s
     }
 
     /// Parses `"am=low,he=mid,en=high"`.
@@ -291,9 +703,11 @@ impl ResourceMap {
 
 impl FromIterator<(Language, ResourceLevel)> for ResourceMap {
     fn from_iter<I: IntoIterator<Item = (Language, ResourceLevel)>>(iter: I) -> Self {
-        ResourceMap {
-            levels: iter.into_iter().collect(),
+        let mut map = ResourceMap::default();
+        for (l, r) in iter {
+            map.set(l, r);
         }
+        map
     }
 }
 
@@ -302,13 +716,109 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forty_two_languages_with_unique_codes() {
-        assert_eq!(Language::ALL.len(), 42);
-        let codes: std::collections::BTreeSet<_> = Language::ALL.iter().map(|l| l.code()).collect();
-        assert_eq!(codes.len(), 42);
+    fn every_code_names_one_language() {
+        assert_eq!(Language::GLOBAL_MMLU.len(), 42);
+        assert_eq!(Language::ALL.len(), 117);
+        let mut seen = std::collections::BTreeMap::new();
         for &l in Language::ALL {
-            assert_eq!(Language::from_code(l.code()), Some(l));
+            for code in [l.code(), l.iso639_3()]
+                .into_iter()
+                .chain(l.aliases().iter().copied())
+            {
+                let before = seen.insert(code, l);
+                assert!(
+                    before.is_none() || before == Some(l),
+                    "{code}: {before:?} and {l:?}"
+                );
+                assert_eq!(Language::from_code(code), Some(l), "{code}");
+            }
+            assert_eq!(
+                Language::from_code(&l.flores_code()),
+                Some(l),
+                "{}",
+                l.flores_code()
+            );
         }
+        let mut sorted = Language::ALL.to_vec();
+        sorted.sort_by_key(|l| l.code());
+        assert_eq!(sorted, Language::ALL, "ALL is in code order");
+    }
+
+    #[test]
+    fn benchmark_codes_parse() {
+        let check = |code: &str, l: Language| {
+            assert_eq!(code.parse::<Language>().unwrap(), l, "{code}");
+        };
+        check("ibo_Latn", Language::Igbo);
+        check("amh_Ethi", Language::Amharic);
+        check("swa", Language::Swahili);
+        check("swh_Latn", Language::Swahili);
+        check("gaz_Latn", Language::Oromo);
+        check("zho_Hans", Language::Chinese);
+        check("YO-NG", Language::Yoruba);
+        check("AR_XY", Language::Arabic);
+        check("tgl_Latn", Language::Filipino);
+        check("acm_Arab", Language::MesopotamianArabic);
+        assert_eq!(Language::Oromo.flores_code(), "gaz_Latn");
+        assert_eq!(Language::Burmese.script(), Script::Myanmar);
+        // A FLORES code in a second script is refused, saying why.
+        for code in ["hin_Latn", "zho_Hant", "ibo_Ethi"] {
+            let err = code.parse::<Language>().unwrap_err().to_string();
+            assert!(err.contains("second script"), "{code}: {err}");
+        }
+        assert!("xyz_Latn".parse::<Language>().is_err());
+    }
+
+    #[test]
+    fn joshi_classes_map_by_the_documented_rule() {
+        let m = ResourceMap::joshi2020();
+        assert_eq!(m.iter().count(), 111);
+        let check = |l: Language, class: u8, level: ResourceLevel| {
+            assert_eq!(m.level(l), Some(level), "{l}");
+            assert_eq!(m.source(l), Some(&LevelSource::Joshi2020 { class }), "{l}");
+        };
+        check(Language::Igbo, 1, ResourceLevel::Low);
+        check(Language::Yoruba, 2, ResourceLevel::Low);
+        check(Language::Hebrew, 3, ResourceLevel::Mid);
+        check(Language::Turkish, 4, ResourceLevel::High);
+        check(Language::Arabic, 5, ResourceLevel::High);
+        check(Language::Zulu, 2, ResourceLevel::Low);
+        check(Language::Afrikaans, 3, ResourceLevel::Mid);
+        assert_eq!(m.level(Language::Luo), None);
+        // The study's map wins for its languages; Joshi classifies the rest.
+        let c = ResourceMap::classified();
+        assert_eq!(c.level(Language::Arabic), Some(ResourceLevel::Low));
+        assert_eq!(c.source(Language::Arabic), Some(&LevelSource::Study));
+        assert_eq!(
+            c.source(Language::Wolof),
+            Some(&LevelSource::Joshi2020 { class: 2 })
+        );
+        let table = c.describe(&[Language::Igbo, Language::Wolof, Language::Luo]);
+        assert_eq!(
+            table,
+            "ig   low   the study's map\nwo   low   Joshi et al. (2020) class 2\nluo  -     no source classifies it\n"
+        );
+    }
+
+    #[test]
+    fn a_resource_file_overrides_and_names_its_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("levels.csv");
+        std::fs::write(&path, "code,level\n# mine\nar,high\nwol_Latn=mid\n").unwrap();
+        let m = ResourceMap::classified_with(Some(&path)).unwrap();
+        assert_eq!(m.level(Language::Arabic), Some(ResourceLevel::High));
+        assert_eq!(m.level(Language::Wolof), Some(ResourceLevel::Mid));
+        assert_eq!(
+            m.source(Language::Wolof),
+            Some(&LevelSource::File { path: path.clone() })
+        );
+        assert_eq!(m.source(Language::Igbo), Some(&LevelSource::Study));
+        std::fs::write(&path, "ar,high\nqq,low\n").unwrap();
+        let err = ResourceMap::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("levels.csv: row 2: column `code`"), "{err}");
+        std::fs::write(&path, "ar high\n").unwrap();
+        let err = ResourceMap::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("row 1"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Global-MMLU for cross-lingual transfer experiments: load it, select the languages and
-//! domains an experiment needs, drop duplicates, align languages, split **by sample id** so
-//! that no question is trained on in one language and tested in another, and write the
-//! fine-tuning and evaluation files.
+//! Multiple-choice benchmarks for cross-lingual transfer experiments: load Global-MMLU,
+//! AfriMMLU, Belebele or MMMLU (each [`Benchmark`] read into the same [`Question`]), select the
+//! languages and domains an experiment needs, drop duplicates, audit and align languages, split
+//! **by sample id** so that no question is trained on in one language and tested in another,
+//! and write the fine-tuning and evaluation files. Languages carry a resource level with the
+//! source that classified it ([`ResourceMap`]).
 //!
 //! The core types are [`Question`] (one question in one [`Language`]), [`Dataset`] (many,
 //! with selection, [`Dataset::dedup`] and [`Dataset::align`]), [`Split`] (made by
@@ -30,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod benchmark;
 mod dataset;
 mod error;
 mod export;
@@ -37,23 +40,30 @@ mod language;
 mod load;
 mod prepare;
 mod question;
+mod scheme;
 mod source;
 mod split;
 
-pub use audit::{AmbiguousKey, AnswerKeyReport, ConsistencyReport, Inconsistency};
+pub use audit::{
+    AmbiguousKey, AnswerKeyReport, ConsistencyReport, Inconsistency, MIN_COMPARED_IDS,
+    MisalignedFile,
+};
+pub use benchmark::Benchmark;
 pub use dataset::{AlignReport, Dataset, DedupReport, Item, Selection};
 pub use error::DataError;
 pub use export::{
     EvalRecord, FinetuneRecord, Message, PromptTemplate, estimate_chat_tokens, estimate_tokens,
 };
-pub use language::{Language, ResourceLevel, ResourceMap, Script};
+pub use language::{Language, LevelSource, ResourceLevel, ResourceMap, Script};
 pub use load::{
-    FileFormat, REQUIRED_COLUMNS, data_files, language_from_path, load_file, load_paths,
+    FileFormat, REQUIRED_COLUMNS, data_files, language_from_path, load_file, load_file_as,
+    load_paths, load_paths_as,
 };
 pub use prepare::{
     Manifest, ManifestSlice, PrepareConfig, Prepared, SliceStats, prepare, write_atomic,
 };
 pub use question::{AnswerLetter, CulturalLabel, Domain, Question, compare_sample_ids};
+pub use scheme::{DomainScheme, global_mmlu_category, mmlu_category};
 pub use source::{DataSource, HUB_PREFIX, LoadOptions, SourceRecord, load_sources};
 pub use split::{
     LeakageReport, LeakedId, Split, SplitConfig, leakage_audit, shuffle_key, split_items,

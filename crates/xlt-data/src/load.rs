@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use crate::benchmark::{self, Benchmark};
 use crate::dataset::Dataset;
 use crate::error::DataError;
 use crate::language::Language;
@@ -21,6 +22,8 @@ pub enum FileFormat {
     Parquet,
     /// One JSON object per line (`to_json(lines=True)`); `.json` files are read this way too.
     JsonLines,
+    /// Tab-separated values with a header row (AfriMMLU).
+    Tsv,
 }
 
 impl FileFormat {
@@ -31,6 +34,7 @@ impl FileFormat {
             "csv" => Some(FileFormat::Csv),
             "parquet" => Some(FileFormat::Parquet),
             "jsonl" | "ndjson" | "json" => Some(FileFormat::JsonLines),
+            "tsv" => Some(FileFormat::Tsv),
             _ => None,
         }
     }
@@ -40,6 +44,7 @@ impl FileFormat {
             FileFormat::Csv => "CSV",
             FileFormat::Parquet => "parquet",
             FileFormat::JsonLines => "JSON Lines",
+            FileFormat::Tsv => "TSV",
         }
     }
 }
@@ -63,8 +68,10 @@ const LABEL_COLUMN: &str = "cultural_sensitivity_label";
 /// Tells the language of a data file from its path.
 ///
 /// The rules, in order: a file named `<lang>.<split>.<ext>` or `<lang>.<ext>`
-/// (`de.test.csv`, `yo.csv`); a file in a directory named by the code
-/// (`en/test-00000-of-00001.parquet`, Hugging Face's layout).
+/// (`de.test.csv`, `yo.csv`, `ibo.dev.tsv`, `ibo_Latn.jsonl`), or MMMLU's
+/// `mmlu_<locale>.csv` (`mmlu_YO-NG.csv`); a file in a directory named by the code
+/// (`en/test-00000-of-00001.parquet`, Hugging Face's layout; `data/ibo/test.tsv`,
+/// AfriMMLU's). A code is any [`Language::from_code`] reads.
 ///
 /// # Errors
 /// [`DataError::UnknownLanguage`] when the file name starts with a code-like word that is no
@@ -75,6 +82,7 @@ pub fn language_from_path(path: &Path) -> Result<Language, DataError> {
     let first = name.split('.').next().unwrap_or("");
     if name.contains('.')
         && let Some(lang) = Language::from_code(first)
+            .or_else(|| first.strip_prefix("mmlu_").and_then(Language::from_code))
     {
         return Ok(lang);
     }
@@ -99,7 +107,7 @@ pub fn language_from_path(path: &Path) -> Result<Language, DataError> {
 }
 
 /// Lists the data files under `path`: the path itself if it is a file, else every `.csv`,
-/// `.parquet`, `.jsonl` and `.json` file below it, recursively, in sorted order (hidden
+/// `.tsv`, `.parquet`, `.jsonl` and `.json` file below it, recursively, in sorted order (hidden
 /// files and directories skipped).
 ///
 /// # Errors
@@ -137,6 +145,20 @@ pub fn data_files(path: &Path) -> Result<Vec<PathBuf>, DataError> {
 /// Any of the schema errors of [`DataError`], each naming the file, and for a bad cell the
 /// row and column.
 pub fn load_file(path: &Path, language: Option<Language>) -> Result<Vec<Question>, DataError> {
+    load_file_as(path, None, language)
+}
+
+/// Loads one file of `benchmark`, or of the benchmark [`Benchmark::detect`] recognises when
+/// `None`. The language is `language` if given, else it comes from the path (see
+/// [`language_from_path`]).
+///
+/// # Errors
+/// As [`load_file`].
+pub fn load_file_as(
+    path: &Path,
+    benchmark: Option<Benchmark>,
+    language: Option<Language>,
+) -> Result<Vec<Question>, DataError> {
     let format = FileFormat::from_path(path).ok_or_else(|| DataError::UnsupportedFormat {
         path: path.to_owned(),
     })?;
@@ -144,8 +166,24 @@ pub fn load_file(path: &Path, language: Option<Language>) -> Result<Vec<Question
         Some(l) => l,
         None => language_from_path(path)?,
     };
-    let frame = read_frame(path, format)?;
-    let questions = frame_to_questions(path, language, &frame)?;
+    let benchmark = match benchmark {
+        Some(b) => b,
+        None => Benchmark::detect(path)?,
+    };
+    let questions = match benchmark {
+        Benchmark::AfriMmlu => benchmark::read_afrimmlu(path, language)?,
+        Benchmark::Belebele => benchmark::read_belebele(path, language)?,
+        Benchmark::Mmmlu => benchmark::read_mmmlu(path, language)?,
+        Benchmark::GlobalMmlu => {
+            if format == FileFormat::Tsv {
+                return Err(DataError::UnsupportedFormat {
+                    path: path.to_owned(),
+                });
+            }
+            let frame = read_frame(path, format)?;
+            frame_to_questions(path, language, &frame)?
+        }
+    };
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(questions.len());
     for (i, q) in questions.iter().enumerate() {
         if seen.insert(q.sample_id.as_str(), i).is_some() {
@@ -168,13 +206,24 @@ pub fn load_file(path: &Path, language: Option<Language>) -> Result<Vec<Question
 /// As [`load_file`], and [`DataError::DuplicateSampleId`] when two files give the same
 /// language the same sample_id; [`DataError::EmptySlice`] when the paths hold no data file.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Dataset, DataError> {
+    let paths: Vec<(&Path, Option<Benchmark>)> = paths.iter().map(|p| (p.as_ref(), None)).collect();
+    load_paths_as(&paths)
+}
+
+/// Loads every data file under each path, each read as the benchmark given beside it (or
+/// the one [`Benchmark::detect`] recognises, for `None`), into one [`Dataset`] that
+/// remembers the file of every row (for [`Dataset::audit_file_alignment`]).
+///
+/// # Errors
+/// As [`load_paths`].
+pub fn load_paths_as(paths: &[(&Path, Option<Benchmark>)]) -> Result<Dataset, DataError> {
     let mut questions = Vec::new();
     let mut origin: HashMap<(Language, String), PathBuf> = HashMap::new();
     let mut n_files = 0;
-    for path in paths {
-        for file in data_files(path.as_ref())? {
+    for &(path, benchmark) in paths {
+        for file in data_files(path)? {
             n_files += 1;
-            let loaded = load_file(&file, None)?;
+            let loaded = load_file_as(&file, benchmark, None)?;
             for (i, q) in loaded.iter().enumerate() {
                 let key = (q.language, q.sample_id.clone());
                 if let Some(first) = origin.get(&key) {
@@ -192,15 +241,12 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Dataset, DataError> {
         }
     }
     if n_files == 0 {
-        let names: Vec<String> = paths
-            .iter()
-            .map(|p| p.as_ref().display().to_string())
-            .collect();
+        let names: Vec<String> = paths.iter().map(|(p, _)| p.display().to_string()).collect();
         return Err(DataError::EmptySlice {
             what: format!("no data file under {}", names.join(", ")),
         });
     }
-    Ok(Dataset::new(questions))
+    Ok(Dataset::new(questions).with_origins(origin))
 }
 
 fn malformed(path: &Path, format: FileFormat, message: impl Into<String>) -> DataError {
@@ -222,6 +268,12 @@ fn read_frame(path: &Path, format: FileFormat) -> Result<DataFrame, DataError> {
             .into_reader_with_file_handle(file)
             .finish(),
         FileFormat::Parquet => ParquetReader::new(file).finish(),
+        // TSV is AfriMMLU's, read by its own reader.
+        FileFormat::Tsv => {
+            return Err(DataError::UnsupportedFormat {
+                path: path.to_owned(),
+            });
+        }
         FileFormat::JsonLines => JsonReader::new(file)
             .with_json_format(JsonFormat::JsonLines)
             .infer_schema_len(None)

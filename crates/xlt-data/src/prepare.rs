@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AmbiguousKey, Inconsistency};
+use crate::audit::{AmbiguousKey, Inconsistency, MisalignedFile};
 use crate::dataset::{Dataset, Selection};
 use crate::error::DataError;
 use crate::export::{PromptTemplate, estimate_chat_tokens};
 use crate::language::Language;
 use crate::question::{Domain, compare_sample_ids};
+use crate::scheme::DomainScheme;
 use crate::source::SourceRecord;
 use crate::split::{Split, SplitConfig, leakage_audit, shuffle_key, split_items};
 
@@ -28,6 +29,9 @@ pub struct PrepareConfig {
     /// The Hub sources the dataset came from (see [`crate::load_sources`]), copied into
     /// the manifest.
     pub sources: Vec<SourceRecord>,
+    /// How subjects are grouped into domains; `selection.domains` name domains of this
+    /// scheme. Recorded in the manifest.
+    pub domain_scheme: DomainScheme,
 }
 
 /// One language-domain slice in the manifest.
@@ -44,7 +48,11 @@ pub struct ManifestSlice {
 }
 
 /// `manifest.json`: the split, reproducible from the seed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Fields added after the first release are left out of the file when they hold their
+/// default (the `study` scheme, no misaligned file), so that an experiment prepared from
+/// Global-MMLU before them has the same bytes, and the same fingerprint, as before.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The split's seed.
     pub seed: u64,
@@ -69,6 +77,21 @@ pub struct Manifest {
     /// letter or on the numbers of the question (see [`Dataset::audit_consistency`]).
     #[serde(default)]
     pub dropped_inconsistent: Vec<Inconsistency>,
+    /// The domain scheme the slices' domains belong to (`study` or `mmlu`; absent from the
+    /// file: `study`).
+    #[serde(default, skip_serializing_if = "is_study")]
+    pub domain_scheme: DomainScheme,
+    /// Subjects of files excluded because their language's answer keys agree with the
+    /// others' no better than chance (see [`Dataset::audit_file_alignment`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub misaligned_files: Vec<MisalignedFile>,
+    /// Selected languages left out because every row of theirs was misaligned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_languages: Vec<Language>,
+}
+
+fn is_study(scheme: &DomainScheme) -> bool {
+    *scheme == DomainScheme::Study
 }
 
 impl Manifest {
@@ -161,6 +184,16 @@ impl Prepared {
             m.dropped_ambiguous_key.len(),
             m.dropped_inconsistent.len()
         );
+        for f in &m.misaligned_files {
+            let _ = writeln!(s, "  {f}");
+        }
+        for l in &m.excluded_languages {
+            let _ = writeln!(
+                s,
+                "  language {l} ({}) is excluded: every row of it is misaligned",
+                l.name()
+            );
+        }
         for d in &m.dropped_ambiguous_key {
             let langs: Vec<&str> = d.languages.iter().map(|l| l.code()).collect();
             let _ = writeln!(s, "  ambiguous key: {} ({})", d.sample_id, langs.join(","));
@@ -222,8 +255,18 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
     if selection.languages.is_empty() {
         selection.languages = found;
     }
+    let scheme = config.domain_scheme;
     if selection.domains.is_empty() {
-        selection.domains = Domain::STUDY.to_vec();
+        selection.domains = scheme.default_domains();
+    }
+    if let Some(d) = selection
+        .domains
+        .iter()
+        .find(|d| !scheme.domains().contains(d))
+    {
+        return Err(DataError::InvalidConfig(format!(
+            "domain {d} is not one of the {scheme} scheme's"
+        )));
     }
     // Answer keys are audited in the experiment's languages but in every domain and subject,
     // so that `prepare` reports each flawed key of the data it was given.
@@ -232,6 +275,19 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
         ..Selection::default()
     };
     let (dataset, keys) = dataset.select(&languages_only).audit_answer_keys();
+    // Whole blocks (a subject of a file) whose keys agree with the other languages' at chance are not the same
+    // questions: they go before the id-by-id audits, and a language left with no row is
+    // left out of the experiment.
+    let (dataset, misaligned_files) = dataset.audit_file_alignment();
+    let remaining = dataset.languages();
+    let excluded_languages: Vec<Language> = selection
+        .languages
+        .iter()
+        .copied()
+        .filter(|l| !remaining.contains(l))
+        .collect();
+    selection.languages.retain(|l| remaining.contains(l));
+    let dataset = dataset.with_scheme(scheme);
     let (dataset, dedup) = dataset.select(&selection).dedup();
     let (dataset, align) = dataset.align();
     let (dataset, consistency) = dataset.audit_consistency();
@@ -266,6 +322,9 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
         sources: config.sources.clone(),
         dropped_ambiguous_key: keys.dropped,
         dropped_inconsistent: consistency.dropped,
+        domain_scheme: scheme,
+        misaligned_files,
+        excluded_languages,
     };
     let leaks = manifest.leakage();
     assert!(

@@ -22,19 +22,22 @@ pub enum Domain {
     SocialSciences,
     /// Business ethics, management, marketing, accounting.
     Business,
-    /// Global facts and miscellaneous.
+    /// Global facts and miscellaneous (in MMLU's four categories, also business and health).
     Other,
+    /// Reading comprehension of a passage: Belebele's one domain.
+    Reading,
 }
 
 impl Domain {
     /// Every domain, in Global-MMLU's order of size-independent listing.
-    pub const ALL: [Domain; 6] = [
+    pub const ALL: [Domain; 7] = [
         Domain::Stem,
         Domain::Humanities,
         Domain::Medical,
         Domain::SocialSciences,
         Domain::Business,
         Domain::Other,
+        Domain::Reading,
     ];
 
     /// The three domains of the study: STEM, Humanities, Medical.
@@ -49,6 +52,7 @@ impl Domain {
             Domain::SocialSciences => "Social Sciences",
             Domain::Business => "Business",
             Domain::Other => "Other",
+            Domain::Reading => "Reading",
         }
     }
 
@@ -61,6 +65,7 @@ impl Domain {
             Domain::SocialSciences => "social-sciences",
             Domain::Business => "business",
             Domain::Other => "other",
+            Domain::Reading => "reading",
         }
     }
 
@@ -73,6 +78,7 @@ impl Domain {
             Domain::SocialSciences => "Soc",
             Domain::Business => "Bus",
             Domain::Other => "Oth",
+            Domain::Reading => "Read",
         }
     }
 

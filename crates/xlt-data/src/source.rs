@@ -1,5 +1,6 @@
-//! Where Global-MMLU comes from: local files, or a dataset on the Hugging Face Hub fetched
-//! by name into the shared cache (through `xlt-hub`).
+//! Where the questions come from: local files (of a benchmark recognised from the file, or
+//! named before the path), or a dataset on the Hugging Face Hub fetched by name into the
+//! shared cache (through `xlt-hub`), in its own repository layout.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,18 +9,22 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use xlt_hub::{HubClient, HubConfig, HubRepo};
 
+use crate::benchmark::Benchmark;
 use crate::dataset::Dataset;
 use crate::error::DataError;
 use crate::language::Language;
-use crate::load::load_paths;
+use crate::load::load_paths_as;
 
 /// The prefix of a Hub source: `hf:CohereLabs/Global-MMLU`.
 pub const HUB_PREFIX: &str = "hf:";
 
-/// A source of Global-MMLU rows: a file or directory, or a Hub dataset.
+/// A source of questions: a file or directory, or a Hub dataset.
 ///
 /// Parsed from text (`FromStr`): `hf:Org/Name` or `hf:Org/Name@revision` is a Hub dataset
-/// (a branch, tag or commit hash; `main` when left out), anything else a path.
+/// (a branch, tag or commit hash; `main` when left out); `<benchmark>:<path>` a path read
+/// as that benchmark (`afrimmlu:data/afrimmlu`, `belebele:`, `mmmlu:`, `global-mmlu:`; see
+/// [`Benchmark`]); anything else a path whose files' benchmark is recognised from each
+/// file ([`Benchmark::detect`]). So `--data afrimmlu:dir` needs no other flag.
 ///
 /// ```
 /// use xlt_data::DataSource;
@@ -34,8 +39,18 @@ pub const HUB_PREFIX: &str = "hf:";
 pub enum DataSource {
     /// A data file or a directory of them (see [`crate::load_paths`]).
     Path(PathBuf),
-    /// A dataset repository in the Hugging Face layout, `<lang>/<split>-NNNNN-of-NNNNN.parquet`
-    /// (`CohereLabs/Global-MMLU`, `CohereLabs/Global-MMLU-Lite`).
+    /// A data file or directory read as one benchmark.
+    Named {
+        /// The benchmark its files are read as.
+        benchmark: Benchmark,
+        /// The file or directory.
+        path: PathBuf,
+    },
+    /// A dataset repository on the Hub, read in the layout of its benchmark
+    /// ([`Benchmark::of_hub_repo`]): `<lang>/<split>-NNNNN-of-NNNNN.parquet`
+    /// (`CohereLabs/Global-MMLU`, `CohereLabs/Global-MMLU-Lite`, any other repository),
+    /// `data/<lang3>/<split>.tsv` (`masakhane/afrimmlu`), `data/<flores>.jsonl`
+    /// (`facebook/belebele`), `test/mmlu_<LOCALE>.csv` (`openai/MMMLU`).
     Hub {
         /// `Org/Name`.
         repo: String,
@@ -49,6 +64,14 @@ impl FromStr for DataSource {
 
     fn from_str(s: &str) -> Result<DataSource, DataError> {
         let Some(rest) = s.strip_prefix(HUB_PREFIX) else {
+            if let Some((name, path)) = s.split_once(':')
+                && let Ok(benchmark) = name.parse::<Benchmark>()
+            {
+                return Ok(DataSource::Named {
+                    benchmark,
+                    path: PathBuf::from(path),
+                });
+            }
             return Ok(DataSource::Path(PathBuf::from(s)));
         };
         let (repo, revision) = match rest.split_once('@') {
@@ -68,6 +91,7 @@ impl fmt::Display for DataSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DataSource::Path(p) => write!(f, "{}", p.display()),
+            DataSource::Named { benchmark, path } => write!(f, "{benchmark}:{}", path.display()),
             DataSource::Hub {
                 repo,
                 revision: None,
@@ -101,7 +125,9 @@ pub struct LoadOptions {
     /// Languages to fetch from a Hub source; empty: every language the dataset has. Local
     /// paths are read whole (the selection happens in [`crate::prepare`]).
     pub languages: Vec<Language>,
-    /// The split to fetch from a Hub source: `test` (the default) or `dev`.
+    /// The split to fetch from a Hub source: `test` (the default), or `dev` (Global-MMLU,
+    /// AfriMMLU) or `val` (AfriMMLU). Belebele and MMMLU have `test` only, fetched whatever
+    /// this says.
     pub split: String,
     /// Cache, endpoint, token and offline mode (usually [`HubConfig::from_env`]).
     pub hub: HubConfig,
@@ -118,33 +144,39 @@ impl LoadOptions {
     }
 }
 
-/// Loads every source into one [`Dataset`], fetching Hub sources first: only the parquet
-/// files of the selected languages and split (`<lang>/<split>-*.parquet`), from the cache
-/// when it holds them, else downloaded into it (see `xlt_hub::HubClient::snapshot`).
+/// Loads every source into one [`Dataset`], fetching Hub sources first: only the files of
+/// the selected languages (and split) in the repository's layout (see
+/// [`DataSource::Hub`]), from the cache when it holds them, else downloaded into it (see
+/// `xlt_hub::HubClient::snapshot`).
 /// Returns the dataset and one [`SourceRecord`] per Hub source.
 ///
 /// # Errors
 /// [`DataError::Hub`] when a Hub source cannot be fetched (offline with files missing, a
 /// gated dataset without `HF_TOKEN`, a language the dataset lacks, a network failure);
-/// then the errors of [`load_paths`].
+/// then the errors of [`crate::load_paths`].
 pub fn load_sources(
     sources: &[DataSource],
     options: &LoadOptions,
 ) -> Result<(Dataset, Vec<SourceRecord>), DataError> {
-    let mut paths = Vec::new();
+    let mut paths: Vec<(PathBuf, Option<Benchmark>)> = Vec::new();
     let mut records = Vec::new();
     let mut client = None;
     for source in sources {
         match source {
-            DataSource::Path(p) => paths.push(p.clone()),
-            DataSource::Hub { repo, revision } => {
-                let repo = HubRepo::dataset(repo, revision.as_deref())?;
+            DataSource::Path(p) => paths.push((p.clone(), None)),
+            DataSource::Named { benchmark, path } => paths.push((path.clone(), Some(*benchmark))),
+            DataSource::Hub {
+                repo: name,
+                revision,
+            } => {
+                let repo = HubRepo::dataset(name, revision.as_deref())?;
                 if client.is_none() {
                     client = Some(HubClient::new(options.hub.clone())?);
                 }
                 let client = client.as_ref().expect("set above");
-                let snapshot = xlt_hub::block_on(fetch(client, &repo, options))?;
-                paths.extend(snapshot.paths());
+                let layout = Layout(Benchmark::of_hub_repo(name));
+                let snapshot = xlt_hub::block_on(fetch(client, &repo, layout, options))?;
+                paths.extend(snapshot.paths().into_iter().map(|p| (p, Some(layout.0))));
                 records.push(SourceRecord {
                     source: source.to_string(),
                     revision: repo.revision.clone(),
@@ -154,12 +186,51 @@ pub fn load_sources(
             }
         }
     }
-    Ok((load_paths(&paths)?, records))
+    let paths: Vec<(&std::path::Path, Option<Benchmark>)> =
+        paths.iter().map(|(p, b)| (p.as_path(), *b)).collect();
+    Ok((load_paths_as(&paths)?, records))
+}
+
+/// Where a benchmark's Hub repository keeps each language's files.
+#[derive(Debug, Clone, Copy)]
+struct Layout(Benchmark);
+
+impl Layout {
+    /// The pattern of one language's files of `split`.
+    fn pattern(self, language: Language, split: &str) -> String {
+        match self.0 {
+            Benchmark::GlobalMmlu => format!("{}/{split}-*.parquet", language.code()),
+            Benchmark::AfriMmlu => format!("data/{}/{split}.tsv", afrimmlu_code(language)),
+            Benchmark::Belebele => format!("data/{}.jsonl", language.flores_code()),
+            Benchmark::Mmmlu => format!("test/mmlu_{}-*.csv", language.code().to_ascii_uppercase()),
+        }
+    }
+
+    /// The pattern of every language's files of `split`.
+    fn all(self, split: &str) -> String {
+        match self.0 {
+            Benchmark::GlobalMmlu => format!("*/{split}-*.parquet"),
+            Benchmark::AfriMmlu => format!("data/*/{split}.tsv"),
+            Benchmark::Belebele => "data/*.jsonl".to_owned(),
+            Benchmark::Mmmlu => "test/mmlu_*.csv".to_owned(),
+        }
+    }
+}
+
+/// AfriMMLU's folder name of a language: ISO 639-3, with the macrolanguage codes it uses
+/// for Oromo (`orm`) and Swahili (`swa`).
+fn afrimmlu_code(language: Language) -> &'static str {
+    match language {
+        Language::Oromo => "orm",
+        Language::Swahili => "swa",
+        l => l.iso639_3(),
+    }
 }
 
 async fn fetch(
     client: &HubClient,
     repo: &HubRepo,
+    layout: Layout,
     options: &LoadOptions,
 ) -> Result<xlt_hub::Snapshot, DataError> {
     let split = &options.split;
@@ -167,7 +238,8 @@ async fn fetch(
     if languages.is_empty() {
         // Every language: the cache cannot tell whether it holds them all, so ask the Hub
         // (offline, whatever the cache holds is all there is).
-        let all = format!("*/{split}-*.parquet");
+        let all = layout.all(split);
+        let matcher = all_matcher(&all);
         let files = if client.config().offline {
             client
                 .cached(repo, &[all.as_str()])?
@@ -178,15 +250,8 @@ async fn fetch(
         };
         languages = files
             .iter()
-            .filter(|f| {
-                f.rsplit('/')
-                    .next()
-                    .is_some_and(|n| n.starts_with(&format!("{split}-")) && n.ends_with(".parquet"))
-            })
-            .filter_map(|f| {
-                f.split_once('/')
-                    .and_then(|(dir, _)| Language::from_code(dir))
-            })
+            .filter(|f| matcher(f))
+            .filter_map(|f| crate::load::language_from_path(std::path::Path::new(f)).ok())
             .collect();
         languages.sort();
         languages.dedup();
@@ -197,15 +262,101 @@ async fn fetch(
     }
     let patterns: Vec<String> = languages
         .iter()
-        .map(|l| format!("{}/{split}-*.parquet", l.code()))
+        .map(|l| layout.pattern(*l, split))
         .collect();
     let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
     Ok(client.snapshot(repo, &patterns).await?)
 }
 
+/// Whether a repository path matches an "every language" pattern: the pattern's `*` stands
+/// for one path segment's part, as in the Hub's `allow_patterns`.
+fn all_matcher(pattern: &str) -> impl Fn(&str) -> bool + '_ {
+    move |file: &str| glob_match(pattern.as_bytes(), file.as_bytes())
+}
+
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && glob_match(p, &s[1..]))
+        }
+        (Some(a), Some(b)) if a == b => glob_match(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layouts_name_the_real_repository_paths() {
+        let check = |b: Benchmark, l: Language, split: &str, path: &str| {
+            let pattern = Layout(b).pattern(l, split);
+            assert!(
+                glob_match(pattern.as_bytes(), path.as_bytes()),
+                "{pattern} / {path}"
+            );
+            assert!(
+                glob_match(Layout(b).all(split).as_bytes(), path.as_bytes()),
+                "{path}"
+            );
+            assert_eq!(
+                crate::load::language_from_path(std::path::Path::new(path)).unwrap(),
+                l,
+                "{path}"
+            );
+        };
+        check(
+            Benchmark::GlobalMmlu,
+            Language::Yoruba,
+            "test",
+            "yo/test-00000-of-00001.parquet",
+        );
+        check(
+            Benchmark::AfriMmlu,
+            Language::Igbo,
+            "test",
+            "data/ibo/test.tsv",
+        );
+        check(
+            Benchmark::AfriMmlu,
+            Language::Swahili,
+            "dev",
+            "data/swa/dev.tsv",
+        );
+        check(
+            Benchmark::AfriMmlu,
+            Language::Oromo,
+            "val",
+            "data/orm/val.tsv",
+        );
+        check(
+            Benchmark::Belebele,
+            Language::Amharic,
+            "test",
+            "data/amh_Ethi.jsonl",
+        );
+        check(
+            Benchmark::Belebele,
+            Language::Swahili,
+            "test",
+            "data/swh_Latn.jsonl",
+        );
+        check(
+            Benchmark::Mmmlu,
+            Language::Yoruba,
+            "test",
+            "test/mmlu_YO-NG.csv",
+        );
+        check(
+            Benchmark::Mmmlu,
+            Language::Arabic,
+            "test",
+            "test/mmlu_AR-XY.csv",
+        );
+        assert!(!glob_match(b"data/*.jsonl", b"data/x/y.jsonl"));
+    }
 
     #[test]
     fn sources_parse_and_print_back() {
@@ -232,6 +383,22 @@ mod tests {
             "data/global-mmlu",
             DataSource::Path("data/global-mmlu".into()),
         );
+        check(
+            "afrimmlu:fixtures/afrimmlu",
+            DataSource::Named {
+                benchmark: Benchmark::AfriMmlu,
+                path: "fixtures/afrimmlu".into(),
+            },
+        );
+        check(
+            "mmmlu:x/mmlu_YO-NG.csv",
+            DataSource::Named {
+                benchmark: Benchmark::Mmmlu,
+                path: "x/mmlu_YO-NG.csv".into(),
+            },
+        );
+        // A colon that names no benchmark is part of the path (`C:\data` on Windows).
+        check("C:/data", DataSource::Path("C:/data".into()));
         for bad in ["hf:", "hf:a/b/c", "hf:Org/Name@", "hf:../x"] {
             let err = bad.parse::<DataSource>().unwrap_err();
             assert!(matches!(err, DataError::Hub(_)), "{bad}: {err}");

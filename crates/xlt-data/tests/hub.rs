@@ -189,3 +189,147 @@ async fn a_language_the_dataset_lacks_is_named() {
     assert!(err.to_string().contains("ig/test-*.parquet"), "{err}");
     hub.verify().await;
 }
+
+/// Serves `repo` with `files` (repository path, fixture path); the paths in `fetched` are
+/// expected to be downloaded once, the rest never.
+async fn serve_repo(
+    hub: &HubStandIn,
+    repo: &str,
+    files: &[(&str, std::path::PathBuf)],
+    fetched: &[&str],
+    listings: u64,
+) -> HubRepo {
+    let repo = HubRepo::dataset(repo, None).unwrap();
+    let mut names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    names.push("README.md");
+    hub.serve_listing(&repo, COMMIT, &names, listings).await;
+    for (name, path) in files {
+        let fetches = if fetched.contains(name) {
+            Fetches::Times(1)
+        } else {
+            Fetches::Never
+        };
+        hub.serve_file(&repo, COMMIT, name, &std::fs::read(path).unwrap(), fetches)
+            .await;
+    }
+    hub.serve_file(&repo, COMMIT, "README.md", b"# card", Fetches::Never)
+        .await;
+    repo
+}
+
+/// Repository, its files, the languages asked for, the files fetched, the rows read.
+type Case<'a> = (
+    &'a str,
+    Vec<(&'a str, std::path::PathBuf)>,
+    &'a [Language],
+    &'a [&'a str],
+    usize,
+);
+
+fn borrow(v: &[(String, std::path::PathBuf)]) -> Vec<(&str, std::path::PathBuf)> {
+    v.iter().map(|(n, p)| (n.as_str(), p.clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn benchmarks_by_name_fetch_only_the_selected_languages_in_their_layouts() {
+    let f = common::fixtures();
+    let afrimmlu: Vec<(String, std::path::PathBuf)> = ["ibo", "yor", "amh", "eng"]
+        .iter()
+        .flat_map(|l| {
+            let f = f.clone();
+            ["dev", "val", "test"].map(move |s| {
+                (
+                    format!("data/{l}/{s}.tsv"),
+                    f.join(format!("afrimmlu/{l}.{s}.tsv")),
+                )
+            })
+        })
+        .collect();
+    let belebele: Vec<(String, std::path::PathBuf)> = ["eng_Latn", "amh_Ethi", "ibo_Latn"]
+        .iter()
+        .map(|l| {
+            (
+                format!("data/{l}.jsonl"),
+                f.join(format!("belebele/{l}.jsonl")),
+            )
+        })
+        .collect();
+    let mmmlu: Vec<(String, std::path::PathBuf)> = ["DE-DE", "FR-FR"]
+        .iter()
+        .map(|l| {
+            (
+                format!("test/mmlu_{l}.csv"),
+                f.join(format!("mmmlu/mmlu_{l}.csv")),
+            )
+        })
+        .collect();
+    let cases: [Case<'_>; 3] = [
+        (
+            "masakhane/afrimmlu",
+            borrow(&afrimmlu),
+            &[Language::Igbo, Language::Yoruba],
+            &["data/ibo/test.tsv", "data/yor/test.tsv"],
+            1000,
+        ),
+        (
+            "facebook/belebele",
+            borrow(&belebele),
+            &[Language::Amharic, Language::Igbo],
+            &["data/amh_Ethi.jsonl", "data/ibo_Latn.jsonl"],
+            110,
+        ),
+        (
+            "openai/MMMLU",
+            borrow(&mmmlu),
+            &[Language::German],
+            &["test/mmlu_DE-DE.csv"],
+            12,
+        ),
+    ];
+    for (name, files, languages, fetched, rows) in cases {
+        let hub = HubStandIn::start().await;
+        let cache = tempfile::tempdir().unwrap();
+        serve_repo(&hub, name, &files, fetched, 1).await;
+        let source: DataSource = format!("hf:{name}").parse().unwrap();
+        let (dataset, records) = load_sources(
+            std::slice::from_ref(&source),
+            &options(cache.path(), &hub.endpoint(), languages),
+        )
+        .unwrap();
+        assert_eq!(dataset.languages(), languages, "{name}");
+        assert_eq!(dataset.len(), rows, "{name}");
+        assert_eq!(records[0].files, fetched, "{name}");
+        hub.verify().await;
+        hub.reset().await;
+        // Again, offline: from the cache, no request.
+        let mut offline = options(cache.path(), &hub.endpoint(), languages);
+        offline.hub.offline = true;
+        let (again, _) = load_sources(&[source], &offline).unwrap();
+        assert_eq!(again.len(), rows, "{name}");
+        assert_eq!(hub.requests().await, Vec::<String>::new(), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_belebele_language_when_none_is_selected() {
+    let f = common::fixtures();
+    let files: Vec<(&str, std::path::PathBuf)> = vec![
+        ("data/eng_Latn.jsonl", f.join("belebele/eng_Latn.jsonl")),
+        ("data/ibo_Latn.jsonl", f.join("belebele/ibo_Latn.jsonl")),
+    ];
+    let hub = HubStandIn::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    serve_repo(
+        &hub,
+        "facebook/belebele",
+        &files,
+        &["data/eng_Latn.jsonl", "data/ibo_Latn.jsonl"],
+        2,
+    )
+    .await;
+    let source: DataSource = "hf:facebook/belebele".parse().unwrap();
+    let (dataset, _) =
+        load_sources(&[source], &options(cache.path(), &hub.endpoint(), &[])).unwrap();
+    assert_eq!(dataset.languages(), [Language::English, Language::Igbo]);
+    hub.verify().await;
+}
