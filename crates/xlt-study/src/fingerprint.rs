@@ -356,6 +356,7 @@ mod tests {
             sources: Vec::new(),
             dropped_ambiguous_key: Vec::new(),
             dropped_inconsistent: Vec::new(),
+            ..Manifest::default()
         }
     }
 
