@@ -404,7 +404,7 @@ mod tests {
             question: "?".into(),
             options: ["w".into(), "x".into(), "y".into(), "z".into()],
             answer: AnswerLetter::B,
-            cultural_label: CulturalLabel::Unknown,
+            cultural_label: CulturalLabel::Unannotated,
         };
         assert_eq!(q.rotated(0), q);
         let r = q.rotated(1);
