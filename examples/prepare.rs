@@ -39,10 +39,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    common::check_out_dir(&args.out)?;
+    xlt::study::check_out_dir(&args.out)?;
     let prepared = args.data.prepare(args.seed)?;
-    common::check_prepared_fingerprint(&args.out, &prepared, args.fresh)?;
-    prepared.write_to(&args.out)?;
+    xlt::study::write_prepared(&args.out, &prepared, args.fresh)?;
     common::outln!(
         "{}wrote {} files to {}",
         prepared.summary(),
