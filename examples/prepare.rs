@@ -21,16 +21,16 @@ mod common;
 #[derive(Parser)]
 struct Args {
     /// Output directory.
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     out: PathBuf,
     #[command(flatten)]
     data: common::DataArgs,
     /// Seed of the split.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, help_heading = "Run")]
     seed: u64,
     /// Discard an experiment prepared with other settings in `--out` (its prepared files and
     /// results; the response cache is kept).
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     fresh: bool,
 }
 

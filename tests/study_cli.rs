@@ -17,7 +17,10 @@ fn evaluate_with_another_base_model_leaves_nothing_stale() {
     let d = out.to_str().unwrap();
     let o = run_example("finetune", &["--out", d, "--yes"]);
     assert!(o.status.success(), "{}", describe(&o));
-    let o = run_example("evaluate", &["--out", d, "--base-model", "some-other-model"]);
+    let o = run_example(
+        "evaluate",
+        &["--out", d, "--base-model", "some-other-model"],
+    );
     assert_stopped_for_change(&o, "base_model");
     let o = run_example(
         "evaluate",
@@ -34,7 +37,17 @@ fn evaluate_with_another_base_model_leaves_nothing_stale() {
         );
     }
     // Without --base-model, evaluate takes the recorded one: no model repeated.
-    let o = run_example("finetune", &["--out", d, "--yes", "--base-model", "xlt-embedded-base", "--fresh"]);
+    let o = run_example(
+        "finetune",
+        &[
+            "--out",
+            d,
+            "--yes",
+            "--base-model",
+            "xlt-embedded-base",
+            "--fresh",
+        ],
+    );
     assert!(o.status.success(), "{}", describe(&o));
     let o = run_example("evaluate", &["--out", d, "--grader", "regex"]);
     assert!(o.status.success(), "{}", describe(&o));
@@ -52,6 +65,12 @@ fn analyze_into_an_experiment_checks_what_is_there() {
     let o = run_example("reproduce", &small_experiment(&out, &["--grader", "regex"]));
     assert!(o.status.success(), "{}", describe(&o));
     assert!(!o.stderr.contains(&0x1b), "escape codes:\n{}", describe(&o));
+    // A rerun with nothing left to do says so in one line, without the plan.
+    let again = run_example("reproduce", &small_experiment(&out, &["--grader", "regex"]));
+    assert!(again.status.success(), "{}", describe(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("nothing left to do"), "{err}");
+    assert!(!err.contains("fine-tuning jobs"), "{err}");
     let report = std::fs::read(out.join("report.md")).unwrap();
     let d = out.to_str().unwrap();
     let other = root().join("fixtures/stats/outcomes");
@@ -63,7 +82,11 @@ fn analyze_into_an_experiment_checks_what_is_there() {
     let own = out.join("outcomes");
     let o = run_example("analyze", &["--outcomes", own.to_str().unwrap()]);
     assert!(o.status.success(), "{}", describe(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains(d), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(d),
+        "{}",
+        describe(&o)
+    );
     // Loose outcomes, no --out: refused, nothing written beside them.
     let o = run_example("analyze", &["--outcomes", other]);
     assert!(!o.status.success(), "{}", describe(&o));
@@ -82,7 +105,10 @@ fn the_embedded_provider_refuses_a_device_and_an_absolute_learning_rate() {
     let out = dir.path().join("study");
     for (extra, says) in [
         (&["--device", "cuda:0"][..], "--device cuda:0"),
-        (&["--learning-rate", "1e-4"][..], "takes a learning-rate multiplier"),
+        (
+            &["--learning-rate", "1e-4"][..],
+            "takes a learning-rate multiplier",
+        ),
     ] {
         let o = run_example("reproduce", &small_experiment(&out, extra));
         assert!(!o.status.success(), "{}", describe(&o));

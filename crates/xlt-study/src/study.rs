@@ -227,9 +227,12 @@ async fn cancellable<T>(
     work: impl Future<Output = Result<T, StudyError>>,
     cancel: impl Future<Output = String>,
 ) -> Result<T, StudyError> {
+    // Cancellation first: a cancel that is already there wins over work that would finish
+    // in the same poll.
     tokio::select! {
-        r = work => r,
+        biased;
         why = cancel => Err(StudyError::Interrupted(why)),
+        r = work => r,
     }
 }
 
@@ -846,9 +849,21 @@ impl<'a> Study<'a> {
                 return Err(e);
             }
         };
-        let mut cancel = std::pin::pin!(cancel);
-        let models = cancellable(self.finetune(tune, &exp, &plan), cancel.as_mut()).await?;
-        self.evaluate(eval, &exp, &models, cancel).await?;
+        let models = match finished(&exp, &plan)? {
+            Some(models) => {
+                self.observer.message(&format!(
+                    "nothing left to do: {} holds this study's finished results; the analysis is written again",
+                    out.display()
+                ));
+                models
+            }
+            None => {
+                let mut cancel = std::pin::pin!(cancel);
+                let models = cancellable(self.finetune(tune, &exp, &plan), cancel.as_mut()).await?;
+                self.evaluate(eval, &exp, &models, cancel).await?;
+                models
+            }
+        };
         let analysis = crate::analyze_outcomes(&out.join("outcomes"), &AnalysisConfig::default())?;
         let files = crate::write_analysis(&analysis, out)?;
         let run = serde_json::json!({
@@ -884,7 +899,7 @@ impl<'a> Study<'a> {
         self.load_model(&self.base_model()).await?;
         let mut fingerprint =
             self.fingerprint(Some(tune), Some(eval), &prepared.manifest, prepared.files())?;
-        check_partial_fingerprint(
+        let check = check_partial_fingerprint(
             out,
             &mut fingerprint,
             self.options.fresh,
@@ -892,9 +907,33 @@ impl<'a> Study<'a> {
         )?;
         prepared.write_to(out)?;
         let exp = Experiment::open(out)?;
+        if check == FingerprintCheck::Resume
+            && let Some(plan) = read_json::<Plan>(&exp.dir.join("plan.json"))?
+            && exp.dir.join("run.json").exists()
+            && finished(&exp, &plan)?.is_some()
+        {
+            // A finished study: no plan to show again, nothing to measure or confirm.
+            return Ok((exp, plan, fingerprint));
+        }
         let plan = self.plan(tune, Some(eval), &exp).await?;
         Ok((exp, plan, fingerprint))
     }
+}
+
+/// The models of a finished run of `plan` (every job's model in `models.json`, every
+/// model's outcomes written), or `None` when something is left to do.
+fn finished(exp: &Experiment, plan: &Plan) -> Result<Option<ModelsFile>, StudyError> {
+    let Some(models) = read_json::<ModelsFile>(&exp.dir.join("models.json"))? else {
+        return Ok(None);
+    };
+    let tuned = plan.jobs.iter().all(|j| models.fine_tuned.contains_key(j));
+    let evaluated = crate::labels(&models).iter().all(|(label, _)| {
+        exp.dir
+            .join("outcomes")
+            .join(format!("{label}.jsonl"))
+            .is_file()
+    });
+    Ok((tuned && evaluated && models.base_model == plan.base_model).then_some(models))
 }
 
 /// The response cache of a provider, `<out>/cache/<provider>`: chat and batch share it.

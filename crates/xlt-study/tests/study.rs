@@ -19,13 +19,19 @@ fn backend(out: &Path) -> Backend {
         instant_jobs: true,
         ..Capabilities::new("offline", EMBEDDED_BASE_MODEL)
     };
-    Backend::new(profile, Arc::new(EmbeddedProvider::open(out.join("embedded"))))
+    Backend::new(
+        profile,
+        Arc::new(EmbeddedProvider::open(out.join("embedded"))),
+    )
 }
 
 /// English and Yoruba, medical, prepared into `dir/study`.
 fn prepared(dir: &Path) -> PathBuf {
     let out = dir.join("study");
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/global-mmlu/lite");
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/global-mmlu/lite"
+    );
     let sources = [xlt_data::DataSource::Path(data.into())];
     let p = xlt_study::prepare_data(&sources, Some("en,yo"), "medical", 0.7, 42).unwrap();
     xlt_study::write_prepared(&out, &p, false).unwrap();
@@ -120,7 +126,10 @@ async fn evaluate_takes_the_recorded_base_model() {
         .await
         .unwrap();
     assert_eq!(models.base_model, EMBEDDED_BASE_MODEL);
-    assert_eq!(ModelsFile::read(&out).unwrap().base_model, EMBEDDED_BASE_MODEL);
+    assert_eq!(
+        ModelsFile::read(&out).unwrap().base_model,
+        EMBEDDED_BASE_MODEL
+    );
     let outcomes = std::fs::read_dir(out.join("outcomes")).unwrap().count();
     assert_eq!(outcomes, 3, "base and two tuned models");
 }
@@ -138,7 +147,10 @@ async fn a_cancelled_evaluation_says_why() {
         .run_evaluate(&regex(), async { "interrupted (test)".to_owned() })
         .await
         .unwrap_err();
-    assert!(matches!(&e, StudyError::Interrupted(w) if w == "interrupted (test)"), "{e}");
+    assert!(
+        matches!(&e, StudyError::Interrupted(w) if w == "interrupted (test)"),
+        "{e}"
+    );
 }
 
 /// An analysis goes into an experiment's directory only if it is of that experiment's own
@@ -155,7 +167,10 @@ async fn analysis_of_other_outcomes_is_refused_in_an_experiment() {
     // Another's: refused, naming what it would replace.
     let e = xlt_study::check_analysis_dir(&out, &other, false).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("analyzed") && msg.contains("elsewhere"), "{msg}");
+    assert!(
+        msg.contains("analyzed") && msg.contains("elsewhere"),
+        "{msg}"
+    );
     assert!(msg.contains("--fresh"), "{msg}");
     // With fresh: recorded, and then the same analysis again is no change.
     xlt_study::check_analysis_dir(&out, &other, true).unwrap();
