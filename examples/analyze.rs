@@ -2,7 +2,7 @@
 //! intervals, significance, a Markdown report, a JSON summary, a CSV grid and SVG heatmaps.
 //!
 //! ```text
-//! cargo run --release --example analyze -- --out <DIR> (--table <TSV> | --outcomes <DIR>)
+//! cargo run --release --example analyze -- [--out <DIR>] (--table <TSV> | --outcomes <DIR>) [--fresh]
 //! ```
 //! `--table` reads an accuracy matrix in the published layout (see
 //! `fixtures/paper/table1.tsv`); `--outcomes` reads per-question outcomes, one JSON Lines
@@ -23,9 +23,13 @@ mod common;
 #[derive(Parser)]
 #[command(group(ArgGroup::new("input").required(true).args(["table", "outcomes"])))]
 struct Args {
-    /// Output directory.
+    /// Output directory (default with `--outcomes <EXP>/outcomes`: the experiment <EXP>).
+    /// An experiment directory takes only the analysis of its own outcomes.
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// Replace the results of another experiment in `--out` with this analysis.
+    #[arg(long)]
+    fresh: bool,
     /// An accuracy matrix (tab-separated, published layout).
     #[arg(long)]
     table: Option<PathBuf>,
@@ -60,7 +64,21 @@ fn resamples(s: &str) -> Result<usize, String> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    common::check_out_dir(&args.out)?;
+    let input = args.table.as_deref().or(args.outcomes.as_deref());
+    let input = input.expect("clap requires one input");
+    let out = match (&args.out, &args.outcomes) {
+        (Some(out), _) => out.clone(),
+        (None, Some(dir)) => xlt::study::default_analysis_dir(dir).with_context(|| {
+            format!(
+                "--out is required: {} is not the outcomes/ of an experiment",
+                dir.display()
+            )
+        })?,
+        (None, None) => bail!("--out is required with --table"),
+    };
+    xlt::study::check_out_dir(&out)?;
+    // Before anything is read: an experiment's directory takes only its own analysis.
+    xlt::study::check_analysis_dir(&out, input, args.fresh)?;
     let mut config = AnalysisConfig {
         bootstrap: BootstrapConfig {
             resamples: args.bootstrap,
@@ -88,7 +106,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             "no evaluation instance: no model has both its own and the base model's accuracy on any test set"
         );
     }
-    let files = xlt::study::write_analysis(&analysis, &args.out)?;
+    let files = xlt::study::write_analysis(&analysis, &out)?;
     for w in &analysis.grid.warnings {
         eprintln!("warning: {w}");
     }
@@ -96,7 +114,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         "{} instances; wrote {} files to {}",
         analysis.grid.rows.len(),
         files.len(),
-        args.out.display()
+        out.display()
     )?;
     Ok(())
 }

@@ -20,13 +20,12 @@ mod common;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use xlt::provider::{ChatMessage, ChatModel, ChatRequest, Retry, RetryPolicy};
+use xlt::provider::{ChatMessage, ChatRequest};
 
 /// Chat requests from stdin, responses on stdout, in input order. Every line is checked
 /// before the first request is sent: a bad line stops the run, naming its line number,
@@ -34,8 +33,8 @@ use xlt::provider::{ChatMessage, ChatModel, ChatRequest, Retry, RetryPolicy};
 #[derive(Parser)]
 struct Args {
     /// Which provider answers.
-    #[arg(long, value_enum, default_value = "local")]
-    provider: common::ProviderKind,
+    #[arg(long, default_value = "local", value_parser = common::provider_parser())]
+    provider: xlt::backends::ProviderKind,
     /// The model (local: a model directory, a Hub id, fetched into the Hugging Face cache when
     /// missing, or a .gguf file).
     #[arg(long)]
@@ -128,7 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let temp;
     let out = match &args.out {
         Some(o) => {
-            common::check_out_dir(o)?;
+            xlt::study::check_out_dir(o)?;
             o.as_path()
         }
         None => {
@@ -136,36 +135,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             temp.path()
         }
     };
-    let (chat, model): (Arc<dyn ChatModel>, String) = match args.provider {
-        common::ProviderKind::Local => {
-            let model = args
-                .base_model
-                .clone()
-                .context("--base-model is required with --provider local")?;
-            let provider = xlt::local::LocalProvider::new(
-                args.device.load_options()?,
-                xlt::local::ServeOptions {
-                    max_batch: args.concurrency.max(1),
-                    ..Default::default()
-                },
-            )
-            .with_fetcher(common::hub_fetcher());
-            // Load before the first request, so a bad model fails before any output.
-            provider.model(&model).await?;
-            (Arc::new(provider), model)
-        }
-        kind => {
-            let backend = common::backend(kind, out)?;
-            let model = args
-                .base_model
-                .clone()
-                .unwrap_or_else(|| backend.default_base_model.to_owned());
-            (
-                Arc::new(Retry::new(backend.chat.clone(), RetryPolicy::default())),
-                model,
-            )
-        }
+    let options = xlt::backends::OpenOptions {
+        device: args.device.device.clone(),
+        dtype: args.device.dtype.clone(),
+        max_batch: Some(args.concurrency),
+        ..xlt::backends::OpenOptions::new(out)
     };
+    // A local model is loaded here, so a bad model fails before any output.
+    let (chat, model) =
+        xlt::backends::open_chat(args.provider, &options, args.base_model.as_deref()).await?;
     let mut answers = futures::stream::iter(requests.into_iter().map(|r| {
         let chat = chat.clone();
         let mut req = ChatRequest::new(model.clone(), r.messages);

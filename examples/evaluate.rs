@@ -34,17 +34,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let (eval, args) = (args.eval, args.study);
-    common::check_out_dir(&args.out)?;
-    let exp = xlt::study::Experiment::open(&args.out)?;
-    let backend = args.backend()?;
-    // models.json first: `evaluate` before `finetune` fails without touching the directory.
-    let models = xlt::study::ModelsFile::read(&args.out)?;
-    // A local model that cannot be loaded stops here, before anything is written.
-    common::load_local_model(&backend, &models.base_model).await?;
-    args.check_fingerprint(&backend, None, Some(&eval), &exp)?;
-    let bars = common::Bars::new();
-    common::evaluate(&args, &eval, &backend, &exp, &models, &bars).await?;
-    common::outln!("outcomes in {}", args.out.join("outcomes").display())?;
+    xlt::study::check_out_dir(&args.study.out)?;
+    let backend = args.study.backend()?;
+    let (options, bars) = (args.study.options(), common::Bars::new());
+    let study = xlt::study::Study::new(&backend, &options, &bars);
+    study
+        .run_evaluate(&args.eval.settings(), common::interrupted())
+        .await?;
+    common::outln!("outcomes in {}", args.study.out.join("outcomes").display())?;
     Ok(())
 }

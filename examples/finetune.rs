@@ -29,45 +29,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let (tune, args) = (args.tune, args.study);
-    common::check_out_dir(&args.out)?;
-    let exp = xlt::study::Experiment::open(&args.out)?;
-    let backend = args.backend()?;
-    // A local model that cannot be loaded stops here, before anything is written.
-    common::load_local_model(&backend, &args.base_model(&backend)).await?;
-    // The fingerprint records this run's settings; a run refused before its first job (an
-    // option the provider refuses, a declined plan) puts the recorded one back, so that the
-    // corrected rerun is not taken for another experiment.
-    let recorded = exp.dir.join(xlt::study::FINGERPRINT_FILE);
-    let before = std::fs::read(&recorded).ok();
-    args.check_fingerprint(&backend, Some(&tune), None, &exp)?;
-    let plan = match common::plan(&args, &tune, None, &backend, &exp).await {
-        Ok(plan) => plan,
-        Err(e) => {
-            restore(&recorded, before.as_deref())?;
-            return Err(e);
-        }
-    };
-    let bars = common::Bars::new();
-    let models = common::finetune(&args, &tune, &backend, &exp, &plan, &bars).await?;
+    xlt::study::check_out_dir(&args.study.out)?;
+    let backend = args.study.backend()?;
+    let (options, bars) = (args.study.options(), common::Bars::new());
+    let study = xlt::study::Study::new(&backend, &options, &bars);
+    let models = study
+        .run_finetune(&args.tune.settings(), common::interrupted())
+        .await?;
     for (slice, m) in &models.fine_tuned {
         common::outln!("{slice}\t{}", m.model)?;
-    }
-    Ok(())
-}
-
-/// Puts `path` back as it was: `before`'s bytes (written whole, then renamed), or no file.
-fn restore(path: &std::path::Path, before: Option<&[u8]>) -> anyhow::Result<()> {
-    match before {
-        Some(bytes) => {
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, path)?;
-        }
-        None => match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        },
     }
     Ok(())
 }

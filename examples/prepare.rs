@@ -21,16 +21,16 @@ mod common;
 #[derive(Parser)]
 struct Args {
     /// Output directory.
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     out: PathBuf,
     #[command(flatten)]
     data: common::DataArgs,
     /// Seed of the split.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, help_heading = "Run")]
     seed: u64,
     /// Discard an experiment prepared with other settings in `--out` (its prepared files and
     /// results; the response cache is kept).
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     fresh: bool,
 }
 
@@ -39,10 +39,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    common::check_out_dir(&args.out)?;
+    xlt::study::check_out_dir(&args.out)?;
     let prepared = args.data.prepare(args.seed)?;
-    common::check_prepared_fingerprint(&args.out, &prepared, args.fresh)?;
-    prepared.write_to(&args.out)?;
+    xlt::study::write_prepared(&args.out, &prepared, args.fresh)?;
     common::outln!(
         "{}wrote {} files to {}",
         prepared.summary(),

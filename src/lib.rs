@@ -15,6 +15,8 @@
 //! - [`local`]: open-weights models on this machine, on candle ([`xlt_local`]).
 //! - [`study`]: the whole study over any provider: plan, fine-tune, evaluate, analyze
 //!   ([`xlt_study`]).
+//! - [`backends`]: the provider registry: a provider by name, its capabilities, a retried
+//!   backend ([`xlt_backends`]).
 //!
 //! ```
 //! let dataset = xlt::data::load_paths(&[xlt::fixtures_dir().join("global-mmlu/lite")])?;
@@ -23,6 +25,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub use xlt_backends as backends;
 pub use xlt_data as data;
 pub use xlt_grade as grade;
 pub use xlt_hub as hub;

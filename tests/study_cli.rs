@@ -1,0 +1,119 @@
+//! The study's command-line steps over the library: the stale-results sequence of issue
+//! #21, `analyze` into an experiment (#26), and progress without a terminal.
+
+mod common;
+
+use common::*;
+
+/// `prepare -> finetune -> evaluate --base-model other --fresh` cannot leave outcomes that
+/// disagree with `fingerprint.json` and `models.json`: the fingerprint is checked before
+/// `models.json` is read, so the discarded models are not evaluated.
+#[test]
+fn evaluate_with_another_base_model_leaves_nothing_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d");
+    let o = run_example("prepare", &small_experiment(&out, &[]));
+    assert!(o.status.success(), "{}", describe(&o));
+    let d = out.to_str().unwrap();
+    let o = run_example("finetune", &["--out", d, "--yes"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let o = run_example(
+        "evaluate",
+        &["--out", d, "--base-model", "some-other-model"],
+    );
+    assert_stopped_for_change(&o, "base_model");
+    let o = run_example(
+        "evaluate",
+        &["--out", d, "--base-model", "some-other-model", "--fresh"],
+    );
+    assert!(!o.status.success(), "{}", describe(&o));
+    assert!(!out.join("outcomes").exists(), "{}", describe(&o));
+    let fp = read_json(&out.join("fingerprint.json"));
+    if out.join("models.json").exists() {
+        let models = read_json(&out.join("models.json"));
+        assert_eq!(
+            models["base_model"], fp["settings"]["base_model"],
+            "models.json and fingerprint.json disagree"
+        );
+    }
+    // Without --base-model, evaluate takes the recorded one: no model repeated.
+    let o = run_example(
+        "finetune",
+        &[
+            "--out",
+            d,
+            "--yes",
+            "--base-model",
+            "xlt-embedded-base",
+            "--fresh",
+        ],
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+    let o = run_example("evaluate", &["--out", d, "--grader", "regex"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(count_files(&out.join("outcomes")), 3);
+}
+
+/// `analyze` cannot replace a finished study's analysis with another experiment's:
+/// refused naming what differs, written with `--fresh`; `--outcomes <exp>/outcomes`
+/// without `--out` writes into that experiment; loose outcomes need `--out`. The progress
+/// written to a file (not a terminal) has no escape codes.
+#[test]
+fn analyze_into_an_experiment_checks_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let o = run_example("reproduce", &small_experiment(&out, &["--grader", "regex"]));
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(!o.stderr.contains(&0x1b), "escape codes:\n{}", describe(&o));
+    // A rerun with nothing left to do says so in one line, without the plan.
+    let again = run_example("reproduce", &small_experiment(&out, &["--grader", "regex"]));
+    assert!(again.status.success(), "{}", describe(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("nothing left to do"), "{err}");
+    assert!(!err.contains("fine-tuning jobs"), "{err}");
+    let report = std::fs::read(out.join("report.md")).unwrap();
+    let d = out.to_str().unwrap();
+    let other = root().join("fixtures/stats/outcomes");
+    let other = other.to_str().unwrap();
+    let o = run_example("analyze", &["--out", d, "--outcomes", other]);
+    assert_stopped_for_change(&o, "analyzed");
+    assert_eq!(std::fs::read(out.join("report.md")).unwrap(), report);
+    // Its own outcomes, no --out: into the experiment.
+    let own = out.join("outcomes");
+    let o = run_example("analyze", &["--outcomes", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(d),
+        "{}",
+        describe(&o)
+    );
+    // Loose outcomes, no --out: refused, nothing written beside them.
+    let o = run_example("analyze", &["--outcomes", other]);
+    assert!(!o.status.success(), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--out is required"));
+    assert!(!root().join("fixtures/stats/outcomes/report.md").exists());
+    // --fresh replaces.
+    let o = run_example("analyze", &["--out", d, "--outcomes", other, "--fresh"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_ne!(std::fs::read(out.join("report.md")).unwrap(), report);
+}
+
+/// The embedded provider refuses what it cannot use: a device, an absolute learning rate.
+#[test]
+fn the_embedded_provider_refuses_a_device_and_an_absolute_learning_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    for (extra, says) in [
+        (&["--device", "cuda:0"][..], "--device cuda:0"),
+        (
+            &["--learning-rate", "1e-4"][..],
+            "takes a learning-rate multiplier",
+        ),
+    ] {
+        let o = run_example("reproduce", &small_experiment(&out, extra));
+        assert!(!o.status.success(), "{}", describe(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{err}");
+        assert!(!out.exists(), "{extra:?}: the new directory is removed");
+    }
+}
