@@ -115,7 +115,8 @@ pub struct LoraArgs {
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Fine-tuning")]
 pub struct TuneArgs {
-    /// Comma-separated slices to fine-tune (`en-stem,ig-medical`); default: every slice.
+    /// Comma-separated slices to fine-tune (`en-stem,ig-medical`); `none`: a baseline study
+    /// (the base model alone on every test set); default: every slice.
     #[arg(long)]
     pub train_slices: Option<String>,
     /// Epochs (study: 1).
@@ -214,6 +215,14 @@ pub struct EvalArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
     pub concurrency: usize,
+    /// letters (each answer letter's probability, one forward pass) or generate (decode,
+    /// then read the letter); default: letters on the local provider, generate elsewhere.
+    #[arg(long)]
+    pub scoring: Option<xlt::study::Scoring>,
+    /// Score each question under this many cyclic rotations of its options (1 to 4; 4:
+    /// every rotation, an option-order control). Letter scoring only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub rotations: u32,
 }
 
 impl EvalArgs {
@@ -226,6 +235,8 @@ impl EvalArgs {
             max_requests_per_minute: self.max_requests_per_minute,
             max_tokens_per_minute: self.max_tokens_per_minute,
             concurrency: self.concurrency,
+            scoring: self.scoring,
+            rotations: self.rotations,
         }
     }
 }

@@ -108,6 +108,7 @@ impl ProviderKind {
                 on_device: false,
                 instant_jobs: true,
                 evaluates_models_of: &[],
+                default_scoring: xlt_study::Scoring::Generate,
             },
             ProviderKind::Openai => Capabilities {
                 name: "openai",
@@ -120,6 +121,7 @@ impl ProviderKind {
                 on_device: false,
                 instant_jobs: false,
                 evaluates_models_of: &[],
+                default_scoring: xlt_study::Scoring::Generate,
             },
             ProviderKind::Together => Capabilities {
                 name: "together",
@@ -133,6 +135,7 @@ impl ProviderKind {
                 on_device: false,
                 instant_jobs: false,
                 evaluates_models_of: &[],
+                default_scoring: xlt_study::Scoring::Generate,
             },
             ProviderKind::Local => Capabilities {
                 name: xlt_local::PROVIDER,
@@ -146,6 +149,7 @@ impl ProviderKind {
                 on_device: true,
                 instant_jobs: false,
                 evaluates_models_of: &[],
+                default_scoring: xlt_study::Scoring::Letters,
             },
         }
     }

@@ -137,6 +137,20 @@ pub fn letter_request(request: &ChatRequest) -> ChatRequest {
     }
 }
 
+/// The letters of a response to a [`letter_request`]: the backend's exact
+/// [`ChatResponse::letter_logprobs`], else those among the first token's top alternatives;
+/// `None` when it carries neither.
+pub fn letters_of(response: &ChatResponse) -> Option<(LetterLogprobs, LetterSource)> {
+    match (&response.letter_logprobs, &response.top_logprobs) {
+        (Some(l), _) => Some((*l, LetterSource::FullVocabulary)),
+        (None, Some(top)) if !top.is_empty() => Some((
+            LetterLogprobs::from_top_logprobs(top),
+            LetterSource::TopLogprobs,
+        )),
+        _ => None,
+    }
+}
+
 /// How the letters of a [`LetterScore`] were obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -172,13 +186,9 @@ pub async fn score_letters(
     request: &ChatRequest,
 ) -> Result<LetterScore, ProviderError> {
     let response = model.chat(&letter_request(request)).await?;
-    let (logprobs, source) = match (&response.letter_logprobs, &response.top_logprobs) {
-        (Some(l), _) => (*l, LetterSource::FullVocabulary),
-        (None, Some(top)) if !top.is_empty() => (
-            LetterLogprobs::from_top_logprobs(top),
-            LetterSource::TopLogprobs,
-        ),
-        _ => {
+    let (logprobs, source) = match letters_of(&response) {
+        Some(l) => l,
+        None => {
             return Err(ProviderError::Unsupported {
                 provider: model.provider().to_owned(),
                 what: format!(

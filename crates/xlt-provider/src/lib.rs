@@ -50,7 +50,7 @@ pub use error::ProviderError;
 pub use ledger::{JobLedger, LedgerJob, SERVER_FAILURE_RESUBMISSIONS};
 pub use letters::{
     LETTERS, LetterLogprobs, LetterScore, LetterSource, TOP_LOGPROBS_MAX, letter_request,
-    log_add_exp, score_letters,
+    letters_of, log_add_exp, score_letters,
 };
 pub use limit::{
     LOGGED_PAUSE, Limited, MAX_PROVIDER_PAUSE, RATE_LIMIT_BACKOFF_START, RateLimiter, RateLimits,

@@ -52,6 +52,9 @@ pub struct Capabilities {
     /// Providers whose fine-tuned models this one evaluates as they are (a vLLM server loads
     /// a local fine-tune's adapters): an evaluation here keeps the recorded provider.
     pub evaluates_models_of: &'static [&'static str],
+    /// How answers are read when `--scoring` is not given: the local provider scores
+    /// letters (issue #22), the study's providers generate (its protocol).
+    pub default_scoring: crate::Scoring,
 }
 
 impl Capabilities {
@@ -71,6 +74,7 @@ impl Capabilities {
             on_device: false,
             instant_jobs: false,
             evaluates_models_of: &[],
+            default_scoring: crate::Scoring::Generate,
         }
     }
 }

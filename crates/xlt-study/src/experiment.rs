@@ -72,6 +72,10 @@ impl Experiment {
         if only.is_empty() {
             return Ok(all);
         }
+        // A baseline study: the base model alone, on every test set.
+        if only.len() == 1 && only[0] == "none" {
+            return Ok(Vec::new());
+        }
         for s in only {
             if !all.contains(s) {
                 return Err(StudyError::Invalid {

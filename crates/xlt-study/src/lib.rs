@@ -116,6 +116,7 @@ pub use fingerprint::{
 };
 pub use run::{
     BATCH_ROUNDS, BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile,
+    Scoring,
     Serving, TunedModel, endpoint_name, evaluate, evaluate_batch, finetune, labels,
     provider_training_estimate, stop_started_endpoints,
 };

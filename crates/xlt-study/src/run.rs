@@ -276,11 +276,60 @@ fn spec_for(slice: &str, options: &FinetuneOptions, training_file: String) -> Fi
 /// hundreds or thousands; an answer cut off by the limit is counted in the report.
 pub const DEFAULT_MAX_TOKENS: u32 = 128;
 
+/// How a model's answer is read (issue #22).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scoring {
+    /// Generate up to `max_tokens`, then read the letter from the text (the study's
+    /// protocol): regular expressions, then a judge, by the grader.
+    #[default]
+    Generate,
+    /// Score each answer letter's probability at the first reply position
+    /// ([`xlt_provider::score_letters`]): one forward pass, no decoding, no judge. Needs a
+    /// provider with log-probabilities.
+    Letters,
+}
+
+impl Scoring {
+    /// `generate` or `letters`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scoring::Generate => "generate",
+            Scoring::Letters => "letters",
+        }
+    }
+}
+
+impl std::fmt::Display for Scoring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scoring {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "generate" => Ok(Scoring::Generate),
+            "letters" => Ok(Scoring::Letters),
+            other => Err(format!(
+                "unknown scoring `{other}` (expected letters or generate)"
+            )),
+        }
+    }
+}
+
 /// How to evaluate.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// How answers are read.
+    pub scoring: Scoring,
+    /// Cyclic rotations of the options each question is scored under (1: as in the data;
+    /// 4: every rotation, an option-order control). Letter scoring only.
+    pub rotations: u32,
     /// Output tokens per answer.
     pub max_tokens: u32,
     /// Sampling temperature (0 for the most likely answer).
@@ -295,6 +344,8 @@ impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {
             concurrency: 8,
+            scoring: Scoring::Generate,
+            rotations: 1,
             max_tokens: DEFAULT_MAX_TOKENS,
             temperature: 0.0,
             seed: Some(42),
@@ -320,33 +371,111 @@ fn requests(
     model: &str,
     opts: &EvalOptions,
 ) -> Result<Vec<(String, ChatRequest, Meta)>, StudyError> {
+    let rotations = match opts.scoring {
+        Scoring::Generate => 1,
+        Scoring::Letters => opts.rotations.clamp(1, 4),
+    };
     let mut out = Vec::new();
     for set in exp.test_sets()? {
         for r in set.records {
-            let messages = r
-                .messages
-                .iter()
-                .map(|m| {
-                    let role = match m.role.as_str() {
-                        "system" => Role::System,
-                        "assistant" => Role::Assistant,
-                        _ => Role::User,
-                    };
-                    ChatMessage::new(role, m.content.clone())
-                })
-                .collect();
-            let mut req = ChatRequest::new(model, messages);
-            req.max_tokens = Some(opts.max_tokens);
-            req.temperature = Some(opts.temperature);
-            req.seed = opts.seed;
-            let id = format!("{}/{}", set.name, r.sample_id);
-            out.push((id, req, Meta(r)));
+            for rotation in 0..rotations as u8 {
+                let (messages, answer) = rotated_prompt(&r, rotation).ok_or_else(|| {
+                    StudyError::Invalid {
+                        what: format!("test set {}, question {}", set.name, r.sample_id),
+                        message: "its prompt does not list the options as `A. ..\\nB. ..\\nC. \
+                                  ..\\nD. ..`, so it cannot be shown with its options rotated \
+                                  (use --rotations 1)"
+                            .to_owned(),
+                    }
+                })?;
+                let messages = messages
+                    .iter()
+                    .map(|m| {
+                        let role = match m.role.as_str() {
+                            "system" => Role::System,
+                            "assistant" => Role::Assistant,
+                            _ => Role::User,
+                        };
+                        ChatMessage::new(role, m.content.clone())
+                    })
+                    .collect();
+                let mut req = ChatRequest::new(model, messages);
+                req.max_tokens = Some(opts.max_tokens);
+                req.temperature = Some(opts.temperature);
+                req.seed = opts.seed;
+                if opts.scoring == Scoring::Letters {
+                    req = xlt_provider::letter_request(&req);
+                }
+                let id = if rotations > 1 {
+                    format!("{}/{}#{rotation}", set.name, r.sample_id)
+                } else {
+                    format!("{}/{}", set.name, r.sample_id)
+                };
+                out.push((
+                    id,
+                    req,
+                    Meta {
+                        record: r.clone(),
+                        rotation,
+                        answer,
+                        letters: opts.scoring == Scoring::Letters,
+                    },
+                ));
+            }
         }
     }
     Ok(out)
 }
 
-struct Meta(xlt_data::EvalRecord);
+/// The prompt of `r` with its options rotated by `rotation` ([`xlt_data::Question::rotated`]:
+/// the option shown as letter `i` is option `(i + rotation) mod 4`), and the correct letter
+/// as shown. `None` when a rotation is asked for and no message lists the options in the
+/// default template's layout (`A. <option A>` to `D. <option D>`, one a line).
+fn rotated_prompt(
+    r: &xlt_data::EvalRecord,
+    rotation: u8,
+) -> Option<(Vec<xlt_data::Message>, xlt_data::AnswerLetter)> {
+    if rotation == 0 {
+        return Some((r.messages.clone(), r.answer));
+    }
+    let k = usize::from(rotation) % 4;
+    let block = |opts: &[String; 4]| {
+        format!(
+            "A. {}\nB. {}\nC. {}\nD. {}",
+            opts[0], opts[1], opts[2], opts[3]
+        )
+    };
+    let original = block(&r.options);
+    let shown: [String; 4] = std::array::from_fn(|i| r.options[(i + k) % 4].clone());
+    let mut found = false;
+    let messages = r
+        .messages
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if !found && m.content.contains(&original) {
+                m.content = m.content.replacen(&original, &block(&shown), 1);
+                found = true;
+            }
+            m
+        })
+        .collect();
+    found.then(|| {
+        (
+            messages,
+            xlt_data::AnswerLetter::ALL[(r.answer.index() + 4 - k) % 4],
+        )
+    })
+}
+
+/// What a request was for: the question, the rotation of its options, the correct letter
+/// as shown, and whether its letters are scored.
+struct Meta {
+    record: xlt_data::EvalRecord,
+    rotation: u8,
+    answer: xlt_data::AnswerLetter,
+    letters: bool,
+}
 
 async fn grade_all(
     label: &str,
@@ -354,7 +483,28 @@ async fn grade_all(
     grader: &Grader,
 ) -> Result<Vec<OutcomeRecord>, StudyError> {
     let mut outcomes = Vec::with_capacity(answered.len());
-    for (Meta(r), response) in answered {
+    for (meta, response) in answered {
+        if meta.letters {
+            let r = meta.record;
+            let (logprobs, _) = xlt_provider::letters_of(&response).ok_or_else(|| {
+                StudyError::Refused(format!(
+                    "model {label} answered question {} without log-probabilities, so its \
+                     letters cannot be scored; evaluate with --scoring generate",
+                    r.sample_id
+                ))
+            })?;
+            outcomes.push(OutcomeRecord::from_letters(
+                &r.sample_id,
+                r.language,
+                r.domain,
+                label,
+                meta.answer,
+                logprobs,
+                meta.rotation,
+            ));
+            continue;
+        }
+        let r = meta.record;
         let verdict = grader.grade(&response.text, Some(&r.options)).await?;
         outcomes.push(OutcomeRecord {
             sample_id: r.sample_id,

@@ -157,6 +157,12 @@ pub struct EvalSettings {
     pub max_tokens_per_minute: Option<u32>,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// How answers are read; `None`: the provider's default
+    /// ([`crate::Capabilities::default_scoring`]).
+    pub scoring: Option<crate::Scoring>,
+    /// Cyclic rotations of the options each question is scored under (1 to 4; letter
+    /// scoring only).
+    pub rotations: u32,
 }
 
 impl Default for EvalSettings {
@@ -168,6 +174,8 @@ impl Default for EvalSettings {
             max_requests_per_minute: None,
             max_tokens_per_minute: None,
             concurrency: 8,
+            scoring: None,
+            rotations: 1,
         }
     }
 }
@@ -374,12 +382,64 @@ impl<'a> Study<'a> {
                 fp.settings.remove(k);
             }
         }
+        // Letter scoring and its rotations (issue #22); generation leaves the keys out, so
+        // the fingerprints of generated studies are those of earlier versions.
+        if let Some(e) = eval
+            && self.scoring(e) == crate::Scoring::Letters
+        {
+            fp.settings
+                .insert("scoring".to_owned(), crate::Scoring::Letters.to_string());
+            fp.settings
+                .insert("rotations".to_owned(), e.rotations.clamp(1, 4).to_string());
+        }
         if eval.is_none() {
-            for k in ["grader", "max_tokens", "temperature"] {
+            for k in ["grader", "max_tokens", "temperature", "scoring", "rotations"] {
                 fp.settings.remove(k);
             }
         }
         Ok(fp)
+    }
+
+    /// How `eval` reads answers on this backend: as given, else the provider's default.
+    pub fn scoring(&self, eval: &EvalSettings) -> crate::Scoring {
+        eval.scoring.unwrap_or(self.backend.profile.default_scoring)
+    }
+
+    /// Refuses evaluation settings this backend cannot run, before anything is paid: letter
+    /// scoring without log-probabilities or through a batch API, rotations without letters.
+    ///
+    /// # Errors
+    /// [`StudyError::Refused`] naming the setting.
+    pub fn check_eval(&self, eval: &EvalSettings) -> Result<(), StudyError> {
+        let scoring = self.scoring(eval);
+        if !(1..=4).contains(&eval.rotations) {
+            return Err(StudyError::Refused(format!(
+                "--rotations {} is not 1 to 4 (4: every cyclic rotation of the options)",
+                eval.rotations
+            )));
+        }
+        if scoring == crate::Scoring::Generate && eval.rotations > 1 {
+            return Err(StudyError::Refused(
+                "--rotations needs --scoring letters (a rotation is scored by the letters' probabilities)"
+                    .to_owned(),
+            ));
+        }
+        if scoring == crate::Scoring::Letters {
+            if eval.batch {
+                return Err(StudyError::Refused(
+                    "--scoring letters does not run through --batch; evaluate without --batch"
+                        .to_owned(),
+                ));
+            }
+            if !self.backend.chat.capabilities().logprobs {
+                return Err(StudyError::Refused(format!(
+                    "the {} provider gives no log-probabilities, so it cannot score letters; \
+                     use --scoring generate",
+                    self.backend.name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Composes this step's fingerprint over the prepared experiment `exp` and checks it
@@ -688,8 +748,11 @@ impl<'a> Study<'a> {
         });
         let grader =
             xlt_grade::Grader::new(eval.grader, Arc::new(xlt_grade::RuleExtractor), judge)?;
+        self.check_eval(eval)?;
         let opts = EvalOptions {
             concurrency: eval.concurrency,
+            scoring: self.scoring(eval),
+            rotations: eval.rotations,
             seed: Some(self.options.seed),
             retries: Some(retries),
             max_tokens: eval.max_tokens,
