@@ -229,7 +229,14 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
     for l in &selection.languages {
         if !found.contains(l) {
             return Err(DataError::EmptySlice {
-                what: format!("language {l} was selected but the data has no question in it"),
+                what: format!(
+                    "language {l} was selected but the data has no question in it; the data has {}",
+                    found
+                        .iter()
+                        .map(|l| l.code())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             });
         }
     }
