@@ -481,11 +481,9 @@ async fn a_missing_model_file_says_invalid_request_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing.gguf");
     let name = path.to_str().unwrap();
-    let err = provider
-        .model(name)
-        .await
-        .err()
-        .expect("a missing file fails");
+    let Err(err) = provider.model(name).await else {
+        panic!("{name} does not exist, yet it loaded");
+    };
     let msg = err.to_string();
     assert_eq!(
         msg.matches("invalid request").count(),

@@ -54,7 +54,7 @@ pub use published::{PublishedFigure, STUDY_FIGURES};
 pub use regression::{
     HeadroomRegression, MIN_INSTANCES_PER_TERM, MIN_REGRESSION_CLUSTERS, headroom_regression,
 };
-pub use report::{Analysis, AnalysisConfig};
+pub use report::{Analysis, AnalysisConfig, MIN_HEATMAP_INSTANCES, MIN_INTERVAL_CLUSTERS};
 pub use signif::{RowTest, Significance, benjamini_hochberg, holm, mcnemar_exact, significance};
 pub use summary::{Grouping, Groups, SAME_LANGUAGE, Summary, group, summarize};
 
