@@ -51,6 +51,23 @@ pub enum DataError {
         /// The column.
         column: &'static str,
     },
+    /// A CSV row with fewer fields than the header has columns: the required column is
+    /// missing from the row, not empty.
+    #[error(
+        "{path}: row {row}: {fields} fields for {columns} columns; column `{column}` is missing (a short row)"
+    )]
+    MissingField {
+        /// The file.
+        path: PathBuf,
+        /// 1-based data row.
+        row: usize,
+        /// Fields in the row.
+        fields: usize,
+        /// Columns in the header.
+        columns: usize,
+        /// The first required column the row lacks.
+        column: &'static str,
+    },
     /// A cell holds a value the column does not allow.
     #[error("{path}: row {row}: column `{column}`: {reason}")]
     InvalidValue {
@@ -80,7 +97,7 @@ pub enum DataError {
         first_path: PathBuf,
     },
     /// A language code that Global-MMLU does not have.
-    #[error("unknown language code `{code}`{}", context.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    #[error("unknown language code `{code}`{}; known codes: {}", context.as_ref().map(|c| format!(" ({c})")).unwrap_or_default(), crate::Language::ALL.iter().map(|l| l.code()).collect::<Vec<_>>().join(", "))]
     UnknownLanguage {
         /// The code as given.
         code: String,

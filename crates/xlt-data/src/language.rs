@@ -827,7 +827,13 @@ mod tests {
         assert_eq!(Language::Igbo.script(), Script::Latin);
         assert_eq!(Language::Amharic.script(), Script::Ethiopic);
         let err = "xx".parse::<Language>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown language code `xx`");
+        // The message lists every code, so that a typo can be corrected from it.
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("unknown language code `xx`; known codes: am, ar, ")
+                && msg.ends_with(", yo, zh"),
+            "{msg}"
+        );
         assert_eq!(
             Language::parse_list("en, de,ar").unwrap(),
             vec![Language::English, Language::German, Language::Arabic]

@@ -324,6 +324,80 @@ fn locate_json_error(path: &Path) -> Option<DataError> {
     None
 }
 
+/// When `path` is a CSV file whose data row `row` (1-based) has fewer fields than its header
+/// has columns and lacks `column`, the error that says so: polars reads a short row's missing
+/// trailing fields as empty, which would be reported as an empty cell.
+fn short_row(path: &Path, row: usize, column: &'static str) -> Option<DataError> {
+    if FileFormat::from_path(path) != Some(FileFormat::Csv) {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let records = csv_field_counts(&text);
+    let header = records.first()?;
+    let fields = records.get(row)?.0;
+    let position = header.1.iter().position(|h| h == column)?;
+    (fields <= position).then(|| DataError::MissingField {
+        path: path.to_owned(),
+        row,
+        fields,
+        columns: header.0,
+        column,
+    })
+}
+
+/// The records of a CSV text (RFC 4180 quoting; blank lines skipped, as polars does): each
+/// record's field count, and for the first (the header) its names.
+fn csv_field_counts(text: &str) -> Vec<(usize, Vec<String>)> {
+    let mut records = Vec::new();
+    let (mut fields, mut field, mut quoted, mut blank) = (Vec::new(), String::new(), false, true);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            '"' => {
+                quoted = !quoted;
+                blank = false;
+            }
+            ',' if !quoted => {
+                fields.push(std::mem::take(&mut field));
+                blank = false;
+            }
+            '\n' if !quoted => {
+                if !blank {
+                    fields.push(std::mem::take(&mut field));
+                    records.push(std::mem::take(&mut fields));
+                }
+                field.clear();
+                blank = true;
+            }
+            '\r' if !quoted => {}
+            c => {
+                field.push(c);
+                blank = false;
+            }
+        }
+    }
+    if !blank {
+        fields.push(field);
+        records.push(fields);
+    }
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let names = if i == 0 {
+                r.iter().map(|f| f.trim().to_owned()).collect()
+            } else {
+                Vec::new()
+            };
+            (r.len(), names)
+        })
+        .collect()
+}
+
 fn text_column(path: &Path, frame: &DataFrame, name: &'static str) -> Result<Column, DataError> {
     let column = frame.column(name).map_err(|_| DataError::MissingColumn {
         path: path.to_owned(),
@@ -375,11 +449,15 @@ fn frame_to_questions(
         let cell = |k: usize| -> Result<&str, DataError> {
             match strs[k].get(i) {
                 Some(s) if !s.trim().is_empty() => Ok(s),
-                _ => Err(DataError::EmptyField {
-                    path: path.to_owned(),
-                    row,
-                    column: REQUIRED_COLUMNS[k],
-                }),
+                _ => Err(
+                    short_row(path, row, REQUIRED_COLUMNS[k]).unwrap_or_else(|| {
+                        DataError::EmptyField {
+                            path: path.to_owned(),
+                            row,
+                            column: REQUIRED_COLUMNS[k],
+                        }
+                    }),
+                ),
             }
         };
         let invalid = |column: &'static str, reason: String| DataError::InvalidValue {

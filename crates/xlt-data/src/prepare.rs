@@ -212,8 +212,22 @@ impl Prepared {
     }
 }
 
+/// A temporary file in `dir` created with the mode any new file gets (0o666 less the
+/// process's umask: 0o644 under umask 022), not `tempfile`'s owner-only 0o600, so that the
+/// file it is renamed to is as readable as any tool's output.
+fn tempfile_with_umask(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees half a file. Creates the parent directories.
+/// reader never sees half a file. Creates the parent directories. The file gets the mode of
+/// any new file (the umask's), not a temporary file's 0o600.
 ///
 /// # Errors
 /// [`DataError::Io`] naming `path`.
@@ -223,7 +237,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| DataError::io(path, e))?;
+    let mut tmp = tempfile_with_umask(parent).map_err(|e| DataError::io(path, e))?;
     tmp.write_all(bytes).map_err(|e| DataError::io(path, e))?;
     tmp.as_file()
         .sync_all()
@@ -248,7 +262,14 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
     for l in &selection.languages {
         if !found.contains(l) {
             return Err(DataError::EmptySlice {
-                what: format!("language {l} was selected but the data has no question in it"),
+                what: format!(
+                    "language {l} was selected but the data has no question in it; the data has {}",
+                    found
+                        .iter()
+                        .map(|l| l.code())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             });
         }
     }

@@ -253,3 +253,47 @@ fn directory_without_data_is_an_empty_slice() {
         Err(DataError::EmptySlice { .. })
     ));
 }
+
+#[test]
+fn short_csv_row_reports_the_missing_field() {
+    // Row 3 ends after `option_d`: its `answer` and later fields are missing, not empty.
+    let mut columns = 0;
+    let (_d, p) = corrupted("en.test.csv", |h, rows| {
+        columns = h.len();
+        rows[2].truncate(col(h, "answer"));
+    });
+    let fields = {
+        let (h, _) = rows(&lite("en"), 1);
+        col(&h, "answer")
+    };
+    check_err(
+        &p,
+        &format!(
+            "row 3: {fields} fields for {columns} columns; column `answer` is missing (a short row)"
+        ),
+    );
+    // An empty cell in a full row is still an empty cell.
+    let (_d, p) = corrupted("en.test.csv", |h, rows| {
+        rows[2][col(h, "answer")] = String::new()
+    });
+    check_err(&p, "row 3: column `answer` is empty");
+}
+
+#[test]
+fn a_language_missing_from_the_data_names_the_languages_it_has() {
+    let dataset = load_paths(&[lite("en"), lite("de")]).unwrap();
+    let config = xlt_data::PrepareConfig {
+        selection: xlt_data::Selection {
+            languages: vec![Language::Amharic],
+            ..xlt_data::Selection::default()
+        },
+        ..xlt_data::PrepareConfig::default()
+    };
+    let err = xlt_data::prepare(dataset, &config).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "language am was selected but the data has no question in it; the data has de, en"
+        ),
+        "{err}"
+    );
+}

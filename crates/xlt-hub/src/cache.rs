@@ -149,6 +149,19 @@ pub(crate) fn snapshot_files(dir: &Path) -> Vec<String> {
     files
 }
 
+/// A temporary file in `dir` created with the mode any new file gets (0o666 less the
+/// process's umask: 0o644 under umask 022), not `tempfile`'s owner-only 0o600, so that the
+/// file it is renamed to is as readable as any tool's output.
+fn tempfile_with_umask(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
+}
+
 /// Records that `revision` points at `commit` (`refs/<revision>`), atomically, as Python
 /// does for every revision that is not itself a commit hash.
 pub(crate) fn write_ref(cache_dir: &Path, repo: &HubRepo, commit: &str) -> Result<(), HubError> {
@@ -158,7 +171,7 @@ pub(crate) fn write_ref(cache_dir: &Path, repo: &HubRepo, commit: &str) -> Resul
     let path = repo_dir(cache_dir, repo).join("refs").join(&repo.revision);
     let parent = path.parent().expect("refs/<revision> has a parent");
     std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
-    let tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| HubError::io(&path, e))?;
+    let tmp = tempfile_with_umask(parent).map_err(|e| HubError::io(&path, e))?;
     std::fs::write(tmp.path(), commit).map_err(|e| HubError::io(&path, e))?;
     tmp.persist(&path)
         .map_err(|e| HubError::io(&path, e.error))?;
@@ -168,6 +181,35 @@ pub(crate) fn write_ref(cache_dir: &Path, repo: &HubRepo, commit: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A written file has the mode `File::create` gives a new file in the same directory
+    /// (the process's umask: 0o644 under umask 022), not `tempfile`'s 0o600.
+    #[cfg(unix)]
+    #[test]
+    fn written_files_get_the_umask_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let reference = dir.path().join("reference");
+        std::fs::File::create(&reference).unwrap();
+        let repo = HubRepo::model("Org/Name", Some("main")).unwrap();
+        write_ref(
+            dir.path(),
+            &repo,
+            "0123456789abcdef0123456789abcdef01234567",
+        )
+        .unwrap();
+        let written = repo_dir(dir.path(), &repo)
+            .join("refs")
+            .join(&repo.revision);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&written),
+            mode(&reference),
+            "written {:o}, File::create {:o}",
+            mode(&written),
+            mode(&reference)
+        );
+    }
 
     #[test]
     fn patterns_and_shards() {

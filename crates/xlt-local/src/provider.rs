@@ -290,7 +290,7 @@ impl LocalProvider {
         tokio::task::spawn_blocking(move || load_model(&id, &load, fetch.as_ref()))
             .await
             .map_err(|e| invalid(name, e))?
-            .map_err(|e| invalid(name, e))
+            .map_err(|e| load_error(name, e))
     }
 
     fn tuner(&self) -> Result<&LocalFineTuner, ProviderError> {
@@ -333,6 +333,19 @@ fn load_model(
 
 fn invalid(model: &str, e: impl std::fmt::Display) -> ProviderError {
     ProviderError::InvalidRequest(format!("local model {model}: {e}"))
+}
+
+/// A loading error as an invalid request that says "invalid request:" once: the provider
+/// error adds the prefix, so [`LocalError::Invalid`]'s own is left out, and a message that
+/// already begins with the model's name does not repeat it.
+fn load_error(model: &str, e: LocalError) -> ProviderError {
+    match e {
+        LocalError::Invalid(m) if m.starts_with(model) => {
+            ProviderError::InvalidRequest(format!("local model {m}"))
+        }
+        LocalError::Invalid(m) => invalid(model, m),
+        other => invalid(model, other),
+    }
 }
 
 #[async_trait]

@@ -472,3 +472,28 @@ async fn the_provider_batches_concurrent_requests_and_answers_each_as_alone() {
     assert!(err.contains("local model no/such"), "{err}");
     assert!(!err.is_empty());
 }
+
+/// A model file that does not exist is an invalid request that says so once, naming the
+/// file (issue #26: "invalid request:" appeared twice).
+#[tokio::test]
+async fn a_missing_model_file_says_invalid_request_once() {
+    let provider = LocalProvider::new(LoadOptions::default(), ServeOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.gguf");
+    let name = path.to_str().unwrap();
+    let Err(err) = provider.model(name).await else {
+        panic!("{name} does not exist, yet it loaded");
+    };
+    let msg = err.to_string();
+    assert_eq!(
+        msg.matches("invalid request").count(),
+        1,
+        "\"invalid request\" more than once: {msg}"
+    );
+    assert_eq!(
+        msg.matches(name).count(),
+        1,
+        "the file named other than once: {msg}"
+    );
+    assert!(msg.contains("no such file or directory"), "{msg}");
+}

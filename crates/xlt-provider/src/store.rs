@@ -43,14 +43,61 @@ pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), ProviderErr
     write(path, bytes, true)
 }
 
+/// A temporary file in `dir` created with the mode any new file gets (0o666 less the
+/// process's umask: 0o644 under umask 022), not `tempfile`'s owner-only 0o600, so that the
+/// file it is renamed to is as readable as any tool's output.
+fn tempfile_with_umask(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
+}
+
 fn write(path: &Path, bytes: &[u8], sync: bool) -> Result<(), ProviderError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| storage_err(parent, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| storage_err(path, e))?;
+    let mut tmp = tempfile_with_umask(parent).map_err(|e| storage_err(path, e))?;
     tmp.write_all(bytes).map_err(|e| storage_err(path, e))?;
     if sync {
         tmp.as_file().sync_all().map_err(|e| storage_err(path, e))?;
     }
     tmp.persist(path).map_err(|e| storage_err(path, e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A written file has the mode `File::create` gives a new file in the same directory
+    /// (the process's umask: 0o644 under umask 022), not `tempfile`'s 0o600.
+    #[cfg(unix)]
+    #[test]
+    fn written_files_get_the_umask_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let reference = dir.path().join("reference");
+        std::fs::File::create(&reference).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let written = dir.path().join("written");
+        write_atomic(&written, b"{}").unwrap();
+        let durable = dir.path().join("durable");
+        write_durable(&durable, b"{}").unwrap();
+        assert_eq!(
+            mode(&durable),
+            mode(&reference),
+            "durable {:o}",
+            mode(&durable)
+        );
+        assert_eq!(
+            mode(&written),
+            mode(&reference),
+            "written {:o}, File::create {:o}",
+            mode(&written),
+            mode(&reference)
+        );
+    }
 }

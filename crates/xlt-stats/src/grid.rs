@@ -10,6 +10,7 @@ use xlt_data::{Domain, Language, ResourceLevel, ResourceMap};
 use xlt_grade::OutcomeRecord;
 
 use crate::StatsError;
+use crate::answers::ModelAnswers;
 
 /// A language-domain slice: what a model was fine-tuned on, or a test set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -217,6 +218,9 @@ pub struct Grid {
     /// Per model label, answers cut off by the output-token limit (`finish_reason`
     /// `length`), for models that had any; empty for a published matrix.
     pub truncated: Vec<(String, usize)>,
+    /// How each model answered (the base model first, then in input order): tallies per
+    /// test set, judge share, letters; empty for a published matrix.
+    pub answers: Vec<ModelAnswers>,
 }
 
 fn row(
@@ -392,6 +396,7 @@ impl AccuracyMatrix {
             rows,
             paired: None,
             truncated: Vec::new(),
+            answers: Vec::new(),
             warnings: self.warnings.clone(),
             base: self
                 .test_sets
@@ -515,10 +520,15 @@ impl Grid {
                 "model `{label}`: {n} of {total} answers were cut off by the output-token limit (finish_reason `length`) and are graded as given; rerun with a larger --max-tokens"
             ));
         }
+        let answers = std::iter::once(*base)
+            .chain(models.iter().filter(|m| m.source.is_some()))
+            .map(|m| ModelAnswers::of(&m.label, m.source, &m.outcomes))
+            .collect();
         Ok(Grid {
             rows,
             paired: Some(paired),
             truncated,
+            answers,
             warnings,
             base: base_idx
                 .iter()

@@ -86,6 +86,41 @@ pub struct Heatmap {
     /// What each value rests on (questions, or instances), printed under it as `n=..`;
     /// `counts[row][col]`, like `values`.
     pub counts: Option<Vec<Vec<Option<usize>>>>,
+    /// The smallest count a value needs to be coloured and printed: a cell whose count is
+    /// below it is drawn light grey and says `too few` over its `n=..` (0: every cell).
+    pub min_count: usize,
+}
+
+impl Heatmap {
+    /// The count of cell (`i`, `j`), when counts are given.
+    fn count(&self, i: usize, j: usize) -> Option<usize> {
+        self.counts
+            .as_ref()
+            .and_then(|c| c.get(i))
+            .and_then(|row| row.get(j))
+            .copied()
+            .flatten()
+    }
+
+    /// Whether cell (`i`, `j`) rests on fewer than [`Heatmap::min_count`].
+    pub fn too_few(&self, i: usize, j: usize) -> bool {
+        self.count(i, j).is_some_and(|n| n < self.min_count)
+    }
+
+    /// `values` with every cell that rests on too few set to `None`: what a colour scale
+    /// should cover.
+    pub fn shown_values(&self) -> Vec<Vec<Option<f64>>> {
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                row.iter()
+                    .enumerate()
+                    .map(|(j, v)| v.filter(|_| !self.too_few(i, j)))
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 impl Heatmap {
@@ -150,6 +185,11 @@ impl Heatmap {
                         .copied()
                         .flatten();
                     let (fill, text, tc) = match v {
+                        Some(_) if self.too_few(i, j) => (
+                            RGBColor(238, 238, 238),
+                            "too few".to_owned(),
+                            RGBColor(90, 90, 90),
+                        ),
                         Some(v) => (
                             self.scale.color(v),
                             if self.signed {
@@ -179,13 +219,7 @@ impl Heatmap {
                         .clone()
                         .color(&tc)
                         .pos(Pos::new(HPos::Center, VPos::Center));
-                    let n = self
-                        .counts
-                        .as_ref()
-                        .and_then(|c| c.get(i))
-                        .and_then(|row| row.get(j))
-                        .copied()
-                        .flatten();
+                    let n = self.count(i, j);
                     let text_y = y0 + cell_h as i32 / 2 - if n.is_some() { 6 } else { 0 };
                     root.draw(&Text::new(text, (x0 + cell_w as i32 / 2, text_y), style))
                         .expect("draw");
@@ -203,39 +237,52 @@ impl Heatmap {
                     }
                 }
             }
-            // Legend: a bar of 11 steps with its end values.
+            // Legend: a bar of 11 steps with its end values; none when no cell is coloured.
             let ly = (top + cell_h * self.rows.len() as u32 + 20) as i32;
-            let (lo, hi) = match self.scale {
-                ColorScale::Diverging { max_abs } => (-max_abs, max_abs),
-                ColorScale::Sequential { min, max } => (min, max),
-            };
-            for k in 0..11 {
-                let v = lo + (hi - lo) * k as f64 / 10.0;
-                let x0 = left as i32 + k * 22;
-                root.draw(&Rectangle::new(
-                    [(x0, ly), (x0 + 22, ly + 14)],
-                    self.scale.color(v).filled(),
+            let coloured = self.shown_values().iter().flatten().any(Option::is_some);
+            if coloured {
+                let (lo, hi) = match self.scale {
+                    ColorScale::Diverging { max_abs } => (-max_abs, max_abs),
+                    ColorScale::Sequential { min, max } => (min, max),
+                };
+                for k in 0..11 {
+                    let v = lo + (hi - lo) * k as f64 / 10.0;
+                    let x0 = left as i32 + k * 22;
+                    root.draw(&Rectangle::new(
+                        [(x0, ly), (x0 + 22, ly + 14)],
+                        self.scale.color(v).filled(),
+                    ))
+                    .expect("draw");
+                }
+                let fmt = |v: f64| {
+                    if self.signed {
+                        format!("{v:+.*}", self.decimals)
+                    } else {
+                        format!("{v:.*}", self.decimals)
+                    }
+                };
+                let label = |text: String, x: i32, h: HPos| {
+                    let style = small
+                        .clone()
+                        .into_text_style(&root)
+                        .pos(Pos::new(h, VPos::Top));
+                    root.draw(&Text::new(text, (x, ly + 18), style))
+                        .expect("draw");
+                };
+                label(fmt(lo), left as i32, HPos::Left);
+                label(fmt((lo + hi) / 2.0), left as i32 + 121, HPos::Center);
+                label(fmt(hi), left as i32 + 242, HPos::Right);
+            } else {
+                root.draw(&Text::new(
+                    format!(
+                        "no cell is coloured: each rests on fewer than {}",
+                        self.min_count
+                    ),
+                    (left as i32, ly),
+                    small.clone(),
                 ))
                 .expect("draw");
             }
-            let fmt = |v: f64| {
-                if self.signed {
-                    format!("{v:+.*}", self.decimals)
-                } else {
-                    format!("{v:.*}", self.decimals)
-                }
-            };
-            let label = |text: String, x: i32, h: HPos| {
-                let style = small
-                    .clone()
-                    .into_text_style(&root)
-                    .pos(Pos::new(h, VPos::Top));
-                root.draw(&Text::new(text, (x, ly + 18), style))
-                    .expect("draw");
-            };
-            label(fmt(lo), left as i32, HPos::Left);
-            label(fmt((lo + hi) / 2.0), left as i32 + 121, HPos::Center);
-            label(fmt(hi), left as i32 + 242, HPos::Right);
             root.present().expect("present");
         }
         svg

@@ -25,8 +25,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod answers;
 mod bootstrap;
 mod cluster;
+mod context;
 mod grid;
 mod heatmap;
 mod power;
@@ -36,8 +38,12 @@ mod report;
 mod signif;
 mod summary;
 
+pub use answers::{
+    CHANCE, JUDGE_METHOD, LOPSIDED_EXCESS, MIN_QUESTIONS, ModelAnswers, Tally, binomial_test,
+};
 pub use bootstrap::BootstrapConfig;
 pub use cluster::{Coefficient, TwoWayOls};
+pub use context::ReportContext;
 pub use grid::{
     AccuracyMatrix, Direction, Grid, GridRow, ModelOutcomes, Paired, RAGGED_POLICY, Slice,
     TransferType,
@@ -45,8 +51,10 @@ pub use grid::{
 pub use heatmap::{ColorScale, Heatmap};
 pub use power::{PowerRow, mcnemar_power, min_detectable_gain, power_table};
 pub use published::{PublishedFigure, STUDY_FIGURES};
-pub use regression::{HeadroomRegression, headroom_regression};
-pub use report::{Analysis, AnalysisConfig};
+pub use regression::{
+    HeadroomRegression, MIN_INSTANCES_PER_TERM, MIN_REGRESSION_CLUSTERS, headroom_regression,
+};
+pub use report::{Analysis, AnalysisConfig, MIN_HEATMAP_INSTANCES, MIN_INTERVAL_CLUSTERS};
 pub use signif::{RowTest, Significance, benjamini_hochberg, holm, mcnemar_exact, significance};
 pub use summary::{Grouping, Groups, SAME_LANGUAGE, Summary, group, summarize};
 

@@ -20,6 +20,15 @@ pub struct HeadroomRegression {
     pub left_out: usize,
 }
 
+/// The fewest instances per regression term: with fewer, the residuals that the
+/// cluster-robust variance rests on are nearly zero by construction (4 instances and 4 terms
+/// gave `SE 0.00, CI [+7.1, +7.1]`).
+pub const MIN_INSTANCES_PER_TERM: usize = 2;
+
+/// The fewest models, and test sets, the regression needs: its t reference has
+/// `min(clusters) - 1` degrees of freedom, and with two clusters one.
+pub const MIN_REGRESSION_CLUSTERS: usize = 3;
+
 /// The regressors, in column order: intercept (in-domain cells at the mean base accuracy);
 /// `cross-lingual`, `cross-domain`, `cross-both` (each against in-domain); `downward` and
 /// `upward` (1 on cross-language cells only, against lateral cross-language cells, so
@@ -28,7 +37,9 @@ pub struct HeadroomRegression {
 /// (a grid without cross-domain cells, say) is dropped.
 ///
 /// # Errors
-/// [`StatsError::Model`] when the fit is impossible (see [`TwoWayOls::fit`]).
+/// [`StatsError::Model`] when the fit is impossible (see [`TwoWayOls::fit`]), or "too few
+/// instances": fewer than [`MIN_INSTANCES_PER_TERM`] per term, fewer than
+/// [`MIN_REGRESSION_CLUSTERS`] models or test sets, or a standard error of zero.
 pub fn headroom_regression(grid: &Grid) -> Result<HeadroomRegression, StatsError> {
     let (model, test) = grid.cluster_ids();
     let keep: Vec<usize> = (0..grid.rows.len())
@@ -83,8 +94,29 @@ pub fn headroom_regression(grid: &Grid) -> Result<HeadroomRegression, StatsError
     let y: Vec<f64> = keep.iter().map(|&i| grid.rows[i].gain).collect();
     let first: Vec<usize> = keep.iter().map(|&i| model[i]).collect();
     let second: Vec<usize> = keep.iter().map(|&i| test[i]).collect();
+    let distinct = |v: &[usize]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+    let (models, tests) = (distinct(&first), distinct(&second));
+    let k = names.len();
+    if keep.len() < MIN_INSTANCES_PER_TERM * k || models.min(tests) < MIN_REGRESSION_CLUSTERS {
+        return Err(StatsError::Model(format!(
+            "too few instances: {} instances ({models} models x {tests} test sets) for {k} terms; the fit needs at least {} instances ({MIN_INSTANCES_PER_TERM} per term) and {MIN_REGRESSION_CLUSTERS} models and {MIN_REGRESSION_CLUSTERS} test sets",
+            keep.len(),
+            MIN_INSTANCES_PER_TERM * k
+        )));
+    }
+    let fit = TwoWayOls::fit(&x, &y, &names, &first, &second)?;
+    if let Some(c) = fit
+        .coefficients
+        .iter()
+        .find(|c| !(c.se.is_finite() && c.se > 0.0))
+    {
+        return Err(StatsError::Model(format!(
+            "too few instances: the standard error of `{}` is {} (the instances fit exactly)",
+            c.name, c.se
+        )));
+    }
     Ok(HeadroomRegression {
-        fit: TwoWayOls::fit(&x, &y, &names, &first, &second)?,
+        fit,
         base_accuracy_centre: centre,
         left_out,
     })

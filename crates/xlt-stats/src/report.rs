@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use serde_json::json;
 use xlt_data::ResourceMap;
 
+use crate::answers::{CHANCE, LOPSIDED_EXCESS, MIN_QUESTIONS, ModelAnswers, binomial_test};
 use crate::bootstrap::BootstrapConfig;
+use crate::context::ReportContext;
 use crate::grid::{Grid, RAGGED_POLICY, Slice};
 use crate::heatmap::{ColorScale, Heatmap};
 use crate::power::{PowerRow, power_table};
@@ -32,6 +34,9 @@ pub struct AnalysisConfig {
     /// Published figures to set beside ours (the study's, [`crate::STUDY_FIGURES`], when
     /// the input is its table; see [`crate::AccuracyMatrix::is_study_table`]).
     pub published: Option<Vec<PublishedFigure>>,
+    /// What produced the outcomes (provider, base model, data, scoring, grader, date), for
+    /// the report's head; `None` and the report says it was not given.
+    pub context: Option<ReportContext>,
 }
 
 impl Default for AnalysisConfig {
@@ -41,6 +46,7 @@ impl Default for AnalysisConfig {
             bootstrap: BootstrapConfig::default(),
             alpha: 0.05,
             published: None,
+            context: None,
         }
     }
 }
@@ -77,6 +83,65 @@ fn map_json(m: &BTreeMap<String, Summary>) -> serde_json::Value {
 
 fn fmt_ci(ci: Option<[f64; 2]>) -> String {
     ci.map_or_else(|| "n/a".to_owned(), |[a, b]| format!("[{a:+.1}, {b:+.1}]"))
+}
+
+/// The fewest models, and test sets, a group needs for the report to print its two-way
+/// cluster-robust interval: with two, its t reference has one degree of freedom and the
+/// variance rests on two cluster sums. `summary.json` keeps the interval regardless.
+pub const MIN_INTERVAL_CLUSTERS: usize = 3;
+
+/// The fewest instances a cell of the domain and language heatmaps needs to be coloured.
+pub const MIN_HEATMAP_INSTANCES: usize = 3;
+
+/// An interval as the report prints it: `too few` when what it rests on is not enough (or
+/// it has no width, which only an exact fit gives), `n/a` when it could not be computed.
+fn fmt_interval(ci: Option<[f64; 2]>, enough: bool) -> String {
+    match ci {
+        _ if !enough => "too few".to_owned(),
+        Some([a, b]) if (b - a).abs() < 1e-9 => "too few".to_owned(),
+        ci => fmt_ci(ci),
+    }
+}
+
+/// `p = 0.123` or `p < 0.001`.
+fn p_is(p: f64) -> String {
+    let f = fmt_p(p);
+    if f.starts_with('<') {
+        format!("p {f}")
+    } else {
+        format!("p = {f}")
+    }
+}
+
+/// Whether a group rests on at least [`MIN_QUESTIONS`] questions (always, for a published
+/// table, which gives none).
+fn enough_questions(s: &Summary) -> bool {
+    s.questions.is_none_or(|q| q >= MIN_QUESTIONS)
+}
+
+/// A p-value as the report prints it.
+fn fmt_p(p: f64) -> String {
+    if p.is_nan() {
+        "n/a".to_owned()
+    } else if p < 0.001 {
+        "< 0.001".to_owned()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+/// A 95% interval (percentage points) of a paired gain on `n` questions of which the base
+/// alone got `base_only` right and the model alone `model_only`: the Wald interval of a
+/// difference of paired proportions, `d ± 1.96 · √((b + c) − (c − b)²/n) / n`; `None` below
+/// [`MIN_QUESTIONS`] questions or without a discordant question.
+fn paired_interval(n: usize, base_only: u64, model_only: u64) -> Option<[f64; 2]> {
+    if n < MIN_QUESTIONS || base_only + model_only == 0 {
+        return None;
+    }
+    let (n, b, c) = (n as f64, base_only as f64, model_only as f64);
+    let d = (c - b) / n;
+    let half = 1.96 * ((b + c) - (c - b).powi(2) / n).max(0.0).sqrt() / n;
+    Some([100.0 * (d - half), 100.0 * (d + half)])
 }
 
 fn owned<'a>(v: Vec<(&'static str, Option<&'a Summary>)>) -> Vec<(String, Option<&'a Summary>)> {
@@ -257,6 +322,44 @@ impl Analysis {
             });
             v["pairs"] = json!(s.rows);
         }
+        if let Some(c) = &self.config.context {
+            v["context"] = json!(c);
+        }
+        if !self.grid.answers.is_empty() {
+            v["chance"] = json!({
+                "accuracy": CHANCE,
+                "test": "exact two-sided binomial (minimum likelihood), alpha as in significance",
+            });
+            v["models"] = serde_json::Value::Array(
+                self.answers_ordered()
+                    .into_iter()
+                    .map(|a| {
+                        let (correct, n) = a.total();
+                        json!({
+                            "label": a.label,
+                            "n": n,
+                            "correct": correct,
+                            "p_chance": binomial_test(correct, n, CHANCE),
+                            "judged": a.judged,
+                            "unparsed": a.unparsed,
+                            "chosen": a.chosen,
+                            "key": a.key,
+                            "lopsided": a.lopsided(),
+                            "test_sets": a.by_test_set.iter().map(|t| json!({
+                                "test_set": t.test_set.to_string(),
+                                "n": t.n,
+                                "correct": t.correct,
+                                "p_chance": t.p_chance(),
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+            );
+            if let Some(c) = &self.config.context {
+                v["judge_is_model_under_test"] = json!(c.judge_is_model_under_test());
+            }
+        }
+        v["closing_summary"] = json!(self.closing_summary());
         if let Some(p) = &self.power {
             v["power"] = json!({
                 "test": "exact McNemar, two-sided, alpha as in significance, power 0.8",
@@ -311,8 +414,15 @@ impl Analysis {
                         s.models,
                         s.test_sets,
                         fmt_opt(s.sd),
-                        fmt_ci(s.ci95_cluster),
-                        fmt_ci(s.ci95_bootstrap)
+                        fmt_interval(
+                            s.ci95_cluster,
+                            s.models.min(s.test_sets) >= MIN_INTERVAL_CLUSTERS
+                                && enough_questions(s)
+                        ),
+                        fmt_interval(
+                            s.ci95_bootstrap,
+                            s.ci95_bootstrap.is_some() && enough_questions(s)
+                        )
                     );
                 }
                 None => {
@@ -323,13 +433,19 @@ impl Analysis {
         let _ = writeln!(out);
     }
 
-    /// The Markdown report, one section after another: header, input, intervals, gains,
-    /// headroom regression, published figures (when configured), significance, power.
+    /// The Markdown report, one section after another: header (the [`ReportContext`]),
+    /// input, accuracy per model and test set against chance, grading (the judge's share),
+    /// chosen letters (when lopsided), intervals, gains, headroom regression, published
+    /// figures (when configured), significance, power, and the closing summary
+    /// ([`Analysis::closing_summary`]).
     pub fn report_markdown(&self) -> String {
         let mut out = String::new();
-        let sections: [fn(&Analysis, &mut String); 9] = [
+        let sections: [fn(&Analysis, &mut String); 13] = [
             Analysis::section_header,
             Analysis::section_input,
+            Analysis::section_accuracy,
+            Analysis::section_grading,
+            Analysis::section_letters,
             Analysis::section_base_only,
             Analysis::section_intervals,
             Analysis::section_gains,
@@ -337,6 +453,7 @@ impl Analysis {
             Analysis::section_published,
             Analysis::section_significance,
             Analysis::section_power,
+            Analysis::section_closing,
         ];
         for section in sections {
             section(self, &mut out);
@@ -346,6 +463,65 @@ impl Analysis {
 
     fn section_header(&self, out: &mut String) {
         let _ = writeln!(out, "# Cross-lingual transfer report\n");
+        match &self.config.context {
+            Some(c) => {
+                let list = |v: Vec<String>| {
+                    if v.is_empty() {
+                        "not given".to_owned()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                let or_not_given = |s: &str| {
+                    if s.trim().is_empty() {
+                        "not given".to_owned()
+                    } else {
+                        s.to_owned()
+                    }
+                };
+                let _ = writeln!(out, "| | |\n|---|---|");
+                let _ = writeln!(out, "| provider | {} |", or_not_given(&c.provider));
+                let _ = writeln!(
+                    out,
+                    "| base model | {}{} |",
+                    or_not_given(&c.base_model),
+                    c.base_model_version.as_deref().map_or_else(
+                        || " (no revision or digest)".to_owned(),
+                        |v| format!(" ({v})")
+                    )
+                );
+                let _ = writeln!(out, "| benchmark | {} |", or_not_given(&c.benchmark));
+                let _ = writeln!(
+                    out,
+                    "| languages | {} |",
+                    list(c.languages.iter().map(|l| l.code().to_owned()).collect())
+                );
+                let _ = writeln!(
+                    out,
+                    "| domains | {} |",
+                    list(c.domains.iter().map(|d| d.name().to_owned()).collect())
+                );
+                let _ = writeln!(out, "| scoring | {} |", or_not_given(&c.scoring));
+                let _ = writeln!(
+                    out,
+                    "| grader | {}{} |",
+                    or_not_given(&c.grader),
+                    c.judge_model
+                        .as_deref()
+                        .map_or_else(String::new, |j| format!(" (judge: {j})"))
+                );
+                let _ = writeln!(out, "| date | {} |\n", or_not_given(&c.date));
+                for note in &c.notes {
+                    let _ = writeln!(out, "**Note:** {note}\n");
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "The caller gave no context: the provider, base model, data, scoring, grader and date are not recorded in this report.\n"
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "{} evaluation instances: {} fine-tuned models x {} test sets, gains over the base model in percentage points.\n",
@@ -353,6 +529,365 @@ impl Analysis {
             self.models().len(),
             self.test_sets().len()
         );
+    }
+
+    /// Accuracy of every model on every test set, with question counts and the test
+    /// against chance when the grid has outcomes.
+    fn section_accuracy(&self, out: &mut String) {
+        let sets = self.test_sets();
+        if sets.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "## Accuracy\n");
+        let header = |out: &mut String, extra: &str| {
+            let _ = writeln!(
+                out,
+                "| model | {}{extra} |\n|---|{}{}",
+                sets.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                "---:|".repeat(sets.len()),
+                if extra.is_empty() { "" } else { "---:|" }
+            );
+        };
+        if self.grid.answers.is_empty() {
+            let _ = writeln!(
+                out,
+                "Accuracy (%) of each model on each test set. A published table gives no test-set sizes, so no accuracy can be tested against chance ({:.1}%).\n",
+                100.0 * CHANCE
+            );
+            header(out, "");
+            let mut rows: Vec<(String, Vec<Option<f64>>)> = vec![(
+                "Base".to_owned(),
+                sets.iter()
+                    .map(|t| self.grid.base.iter().find(|(s, _)| s == t).map(|(_, a)| *a))
+                    .collect(),
+            )];
+            for (m, _) in self.models() {
+                rows.push((
+                    m.clone(),
+                    sets.iter()
+                        .map(|t| {
+                            self.grid
+                                .rows
+                                .iter()
+                                .find(|r| r.model == m && r.target == *t)
+                                .map(|r| r.accuracy)
+                        })
+                        .collect(),
+                ));
+            }
+            for (m, cells) in rows {
+                let cells: Vec<String> = cells
+                    .iter()
+                    .map(|a| a.map_or_else(|| "n/a".to_owned(), |a| format!("{:.1}", 100.0 * a)))
+                    .collect();
+                let _ = writeln!(out, "| {m} | {} |", cells.join(" | "));
+            }
+            let _ = writeln!(out);
+            return;
+        }
+        let alpha = self.config.alpha;
+        let _ = writeln!(
+            out,
+            "Accuracy (%) of each model on each test set, with the number of questions; \"all\" pools the model's test sets. Chance is {:.1}% (one of {} options); **†** marks an accuracy that an exact two-sided binomial test at alpha {alpha} cannot tell from chance.\n",
+            100.0 * CHANCE,
+            xlt_data::AnswerLetter::ALL.len()
+        );
+        header(out, " | all");
+        let mut at_chance = Vec::new();
+        for a in self.answers_ordered() {
+            let cell = |correct: usize, n: usize| {
+                if n == 0 {
+                    return "n/a".to_owned();
+                }
+                let mark = if binomial_test(correct, n, CHANCE) >= alpha {
+                    " †"
+                } else {
+                    ""
+                };
+                format!("{:.1} ({n}){mark}", 100.0 * correct as f64 / n as f64)
+            };
+            let cells: Vec<String> = sets
+                .iter()
+                .map(|t| {
+                    a.by_test_set
+                        .iter()
+                        .find(|x| x.test_set == *t)
+                        .map_or_else(|| "n/a".to_owned(), |x| cell(x.correct, x.n))
+                })
+                .collect();
+            let (correct, n) = a.total();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                a.label,
+                cells.join(" | "),
+                cell(correct, n)
+            );
+            if n > 0 && binomial_test(correct, n, CHANCE) >= alpha {
+                at_chance.push(format!(
+                    "{} ({:.1}% of {n}, {})",
+                    a.label,
+                    100.0 * correct as f64 / n as f64,
+                    p_is(binomial_test(correct, n, CHANCE))
+                ));
+            }
+        }
+        let _ = writeln!(out);
+        if !at_chance.is_empty() {
+            let _ = writeln!(
+                out,
+                "**Not distinguishable from chance** over all its test sets: {}.\n",
+                at_chance.join("; ")
+            );
+        }
+    }
+
+    /// The models' answers, the base model first, then the fine-tuned ones in the order of
+    /// [`Analysis::models`].
+    fn answers_ordered(&self) -> Vec<&ModelAnswers> {
+        let mut v: Vec<&ModelAnswers> = self
+            .grid
+            .answers
+            .iter()
+            .filter(|a| a.source.is_none())
+            .collect();
+        for (m, _) in self.models() {
+            v.extend(self.grid.answers.iter().filter(|a| a.label == m));
+        }
+        v
+    }
+
+    /// Who read the letters: the share the judge graded, and whether the judge is the model
+    /// under test.
+    fn section_grading(&self, out: &mut String) {
+        if self.grid.answers.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "## Grading\n");
+        let judged: usize = self.grid.answers.iter().map(|a| a.judged).sum();
+        let total: usize = self.grid.answers.iter().map(|a| a.total().1).sum();
+        let judge = self
+            .config
+            .context
+            .as_ref()
+            .and_then(|c| c.judge_model.clone());
+        let _ = writeln!(
+            out,
+            "{judged} of {total} answers ({:.1}%) were graded by the LLM judge{}; the rest by the extraction rules (or log-probabilities).\n",
+            100.0 * judged as f64 / total.max(1) as f64,
+            judge
+                .as_deref()
+                .map_or_else(String::new, |j| format!(" ({j})"))
+        );
+        if judged > 0 {
+            let _ = writeln!(
+                out,
+                "| model | answers | graded by the judge | no letter |\n|---|---:|---:|---:|"
+            );
+            for a in self.answers_ordered() {
+                let n = a.total().1;
+                let _ = writeln!(
+                    out,
+                    "| {} | {n} | {} ({:.1}%) | {} |",
+                    a.label,
+                    a.judged,
+                    100.0 * a.judged as f64 / n.max(1) as f64,
+                    a.unparsed
+                );
+            }
+            let _ = writeln!(out);
+        }
+        if judged > 0
+            && self
+                .config
+                .context
+                .as_ref()
+                .is_some_and(ReportContext::judge_is_model_under_test)
+        {
+            let _ = writeln!(
+                out,
+                "**Warning:** the judge is the model under test (or the base model it was fine-tuned from): the {judged} answers it graded are graded by the model that gave them.\n"
+            );
+        }
+    }
+
+    /// The letters chosen beside the key's, for every model whose letters are lopsided.
+    fn section_letters(&self, out: &mut String) {
+        if self.grid.answers.is_empty() {
+            return;
+        }
+        let lopsided: Vec<&ModelAnswers> = self
+            .answers_ordered()
+            .into_iter()
+            .filter(|a| a.lopsided())
+            .collect();
+        if lopsided.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "## Chosen letters\n");
+        let _ = writeln!(
+            out,
+            "Models whose most over-chosen letter exceeds its share of the answer key by {:.0} points or more: each cell is chosen / key, over the questions the model answered. An accuracy near its share of one letter may be a model that always answers that letter.\n",
+            100.0 * LOPSIDED_EXCESS
+        );
+        let _ = writeln!(
+            out,
+            "| model | A | B | C | D | no letter |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for a in lopsided {
+            let cells: Vec<String> = (0..4)
+                .map(|i| format!("{} / {}", a.chosen[i], a.key[i]))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                a.label,
+                cells.join(" | "),
+                a.unparsed
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    fn section_closing(&self, out: &mut String) {
+        let _ = writeln!(out, "## Summary\n");
+        for line in self.closing_summary().lines() {
+            let _ = writeln!(out, "- {line}");
+        }
+        let _ = writeln!(out);
+    }
+
+    /// The run's findings in a few lines, for a caller to print at the end of every run (the
+    /// report ends with the same lines): the base model's accuracy and how it compares with
+    /// chance, the mean gain by transfer type with its cluster interval, the largest gains
+    /// with their intervals, and whether any gain survives correction for multiple tests.
+    pub fn closing_summary(&self) -> String {
+        let mut out = String::new();
+        let alpha = self.config.alpha;
+        if let Some(base) = self.grid.answers.iter().find(|a| a.source.is_none()) {
+            let (correct, n) = base.total();
+            let p = binomial_test(correct, n, CHANCE);
+            let _ = writeln!(
+                out,
+                "Base model: {:.1}% correct on {n} questions (chance {:.1}%; {}, exact binomial {}).",
+                100.0 * correct as f64 / n.max(1) as f64,
+                100.0 * CHANCE,
+                if p >= alpha {
+                    "not distinguishable from chance"
+                } else if (correct as f64) < CHANCE * n as f64 {
+                    "below chance"
+                } else {
+                    "above chance"
+                },
+                p_is(p)
+            );
+        } else if !self.grid.base.is_empty() {
+            let mean =
+                self.grid.base.iter().map(|(_, a)| a).sum::<f64>() / self.grid.base.len() as f64;
+            let _ = writeln!(
+                out,
+                "Base model: {:.1}% correct on average over {} test sets (chance {:.1}%; no question counts to test it).",
+                100.0 * mean,
+                self.grid.base.len(),
+                100.0 * CHANCE
+            );
+        }
+        if self.grid.rows.is_empty() {
+            let _ = writeln!(out, "No fine-tuned model was evaluated: no gain to report.");
+            return out;
+        }
+        let types: Vec<String> = self
+            .groups
+            .transfer_types_ordered()
+            .into_iter()
+            .filter_map(|(k, s)| {
+                s.map(|s| {
+                    format!(
+                        "{} {:+.1} (95% CI {})",
+                        k.replace('_', "-"),
+                        s.mean,
+                        fmt_interval(
+                            s.ci95_cluster,
+                            s.models.min(s.test_sets) >= MIN_INTERVAL_CLUSTERS
+                                && enough_questions(s)
+                        )
+                    )
+                })
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "Mean gain (pp) by transfer type: {}.",
+            types.join("; ")
+        );
+        match &self.significance {
+            Some(sig) => {
+                let mut rows: Vec<&RowTest> = sig.rows.iter().collect();
+                rows.sort_by(|a, b| b.gain.total_cmp(&a.gain));
+                let top: Vec<String> = rows
+                    .iter()
+                    .take(3)
+                    .map(|r| {
+                        let ci = paired_interval(r.n, r.base_only, r.model_only).map_or_else(
+                            || format!("too few questions for an interval, n = {}", r.n),
+                            |ci| format!("95% CI {}, n = {}", fmt_ci(Some(ci)), r.n),
+                        );
+                        format!("{} on {} {:+.1} ({ci})", r.model, r.test_set, r.gain)
+                    })
+                    .collect();
+                let _ = writeln!(out, "Largest gains (pp): {}.", top.join("; "));
+                let survivors = sig.gains_surviving_holm.max(sig.gains_surviving_bh);
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    if survivors == 0 {
+                        format!(
+                            "No gain survives correction for {} tests (Holm, Benjamini-Hochberg, alpha {alpha}); {} losses do.",
+                            sig.tests,
+                            sig.losses_surviving_bh.max(sig.losses_surviving_holm)
+                        )
+                    } else {
+                        format!(
+                            "{} gains survive Holm and {} Benjamini-Hochberg correction for {} tests (alpha {alpha}); {} and {} losses do.",
+                            sig.gains_surviving_holm,
+                            sig.gains_surviving_bh,
+                            sig.tests,
+                            sig.losses_surviving_holm,
+                            sig.losses_surviving_bh
+                        )
+                    }
+                );
+            }
+            None => {
+                let mut rows: Vec<&crate::grid::GridRow> = self.grid.rows.iter().collect();
+                rows.sort_by(|a, b| b.gain.total_cmp(&a.gain));
+                let top: Vec<String> = rows
+                    .iter()
+                    .take(3)
+                    .map(|r| format!("{} on {} {:+.1}", r.model, r.target, r.gain))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "Largest gains (pp): {} (a published table has no questions: no interval or test per pair).",
+                    top.join("; ")
+                );
+            }
+        }
+        if let Some(c) = &self.config.context
+            && c.judge_is_model_under_test()
+        {
+            let judged: usize = self.grid.answers.iter().map(|a| a.judged).sum();
+            if judged > 0 {
+                let _ = writeln!(
+                    out,
+                    "Warning: {judged} answers were graded by a judge that is the model under test."
+                );
+            }
+        }
+        out
     }
 
     fn section_input(&self, out: &mut String) {
@@ -437,11 +972,11 @@ impl Analysis {
         );
         let _ = writeln!(
             out,
-            "- **95% CI (cluster)** is {CLUSTER_METHOD}; n/a with fewer than two models or two test sets, or when the two-way variance comes out negative."
+            "- **95% CI (cluster)** is {CLUSTER_METHOD}; \"too few\" with fewer than {MIN_INTERVAL_CLUSTERS} models or {MIN_INTERVAL_CLUSTERS} test sets, or fewer than {MIN_QUESTIONS} questions (`summary.json` keeps it); n/a when the two-way variance comes out negative."
         );
         let _ = writeln!(
             out,
-            "- **95% CI (bootstrap)** is {}.",
+            "- **95% CI (bootstrap)** is {}; \"too few\" when the group is empty in most resamples, rests on fewer than {MIN_QUESTIONS} questions, or (without questions) has a single model or test set.",
             self.bootstrap_method()
         );
         let _ = writeln!(
@@ -533,13 +1068,7 @@ impl Analysis {
                         c.estimate,
                         c.se,
                         fmt_ci(Some(c.ci95)),
-                        if c.p.is_nan() {
-                            "n/a".to_owned()
-                        } else if c.p < 0.001 {
-                            "< 0.001".to_owned()
-                        } else {
-                            format!("{:.3}", c.p)
-                        }
+                        fmt_p(c.p)
                     );
                 }
                 if f.psd_adjusted {
@@ -677,7 +1206,9 @@ impl Analysis {
     /// `language_transfer.svg`. Rows (models, by training slice) and columns (test sets) are
     /// in the same (language, domain) order, so that with a model for every test set the
     /// diagonal is in-domain. Each cell is annotated with what it rests on: questions
-    /// (outcomes) in the first two, instances in the last two.
+    /// (outcomes) in the first two, instances in the last two; a cell resting on fewer than
+    /// [`MIN_QUESTIONS`] questions, or [`MIN_HEATMAP_INSTANCES`] instances, is grey and says
+    /// `too few`, and the colour scale covers only the other cells.
     pub fn heatmaps(&self) -> Vec<(String, String)> {
         let models = self.models();
         let sets = self.test_sets();
@@ -733,8 +1264,9 @@ impl Analysis {
             decimals: 2,
             signed: false,
             counts: with_counts.then(|| n_vals.clone()),
+            min_count: MIN_QUESTIONS,
         };
-        let gain = Heatmap {
+        let mut gain = Heatmap {
             title: "Gain over the base model (percentage points)".to_owned(),
             row_axis: "model (fine-tuning slice)".to_owned(),
             col_axis: "test set".to_owned(),
@@ -745,7 +1277,11 @@ impl Analysis {
             decimals: 0,
             signed: true,
             counts: with_counts.then(|| n_vals[1..].to_vec()),
+            min_count: MIN_QUESTIONS,
         };
+        // The scale covers only the cells that are coloured, so that a cell resting on too
+        // few questions cannot saturate it.
+        gain.scale = ColorScale::diverging_for(&gain.shown_values());
         let pair_map = |groups: &BTreeMap<String, Summary>, title: &str, axis: &str| {
             let mut src: Vec<String> = Vec::new();
             let mut dst: Vec<String> = Vec::new();
@@ -773,7 +1309,7 @@ impl Analysis {
                 .iter()
                 .map(|a| dst.iter().map(|b| cell(a, b).map(|s| s.n)).collect())
                 .collect();
-            Heatmap {
+            let mut map = Heatmap {
                 title: title.to_owned(),
                 row_axis: format!("source {axis}"),
                 col_axis: format!("target {axis}"),
@@ -784,7 +1320,10 @@ impl Analysis {
                 decimals: 1,
                 signed: true,
                 counts: Some(counts),
-            }
+                min_count: MIN_HEATMAP_INSTANCES,
+            };
+            map.scale = ColorScale::diverging_for(&map.shown_values());
+            map
         };
         let domain = pair_map(
             &self.groups.domain_matrix,

@@ -34,6 +34,11 @@ pub struct Summary {
     /// `mean ± t(0.975, n-1) · sd / √n`: treats instances as independent, which they are
     /// not; kept in `summary.json` for comparison only. `null` for n < 2.
     pub ci95_independent_t: Option<[f64; 2]>,
+    /// Questions behind the group's instances, summed (with outcomes; `null` for a
+    /// published table): a report prints no interval resting on fewer than
+    /// [`crate::MIN_QUESTIONS`].
+    #[serde(default)]
+    pub questions: Option<usize>,
 }
 
 /// Summarizes `values` as independent observations: mean, sd and the independent t
@@ -65,6 +70,7 @@ pub fn summarize(values: &[f64]) -> Summary {
         ci95_cluster: None,
         ci95_bootstrap: None,
         ci95_independent_t: ci95,
+        questions: None,
     }
 }
 
@@ -134,6 +140,9 @@ fn describe(grid: &Grid, idx: &[usize], model: &[usize], test: &[usize]) -> Summ
     let count = |v: &[usize]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
     s.models = count(&m);
     s.test_sets = count(&t);
+    s.questions = grid
+        .question_counts()
+        .map(|c| idx.iter().map(|&i| c[i]).sum());
     // A negative two-way variance (the model and test-set terms smaller than their
     // intersection's) gives no interval rather than a zero-width one.
     s.ci95_cluster = TwoWayOls::mean(&gains, &m, &t)
