@@ -29,6 +29,7 @@ mod bootstrap;
 mod cluster;
 mod grid;
 mod heatmap;
+mod pcorrect;
 mod power;
 mod published;
 mod regression;
@@ -39,10 +40,14 @@ mod summary;
 pub use bootstrap::BootstrapConfig;
 pub use cluster::{Coefficient, TwoWayOls};
 pub use grid::{
-    AccuracyMatrix, Direction, Grid, GridRow, ModelOutcomes, Paired, RAGGED_POLICY, Slice,
+    AccuracyMatrix, Direction, Grid, GridRow, Measure, ModelOutcomes, Paired, RAGGED_POLICY, Slice,
     TransferType,
 };
 pub use heatmap::{ColorScale, Heatmap};
+pub use pcorrect::{
+    PCorrectAnalysis, PCorrectPowerRow, PCorrectTest, Wilcoxon, WilcoxonMethod,
+    min_detectable_effect, paired_t_power, wilcoxon_signed_rank,
+};
 pub use power::{PowerRow, mcnemar_power, min_detectable_gain, power_table};
 pub use published::{PublishedFigure, STUDY_FIGURES};
 pub use regression::{HeadroomRegression, headroom_regression};
