@@ -8,6 +8,9 @@
 //! [`Analysis`] (summaries with two-way cluster-robust and pigeonhole-bootstrap intervals,
 //! a headroom regression, exact McNemar tests with Holm and Benjamini-Hochberg corrections
 //! and their power, a Markdown report, a JSON summary and SVG heatmaps).
+//! Outcomes scored by letters also give the continuous outcome `p_correct`
+//! ([`Grid::p_correct_grid`], [`PCorrectAnalysis`]: the same intervals, Wilcoxon
+//! signed-rank tests and paired t-test power).
 //!
 //! ```
 //! use xlt_stats::{AccuracyMatrix, Analysis, AnalysisConfig};
