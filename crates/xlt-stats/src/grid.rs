@@ -472,9 +472,12 @@ impl Grid {
     /// question only one of the two models answered is left out of that pair (with a
     /// warning).
     ///
+    /// Letter-scored outcomes also give each pair's `p_correct` ([`Paired::p_base`]).
+    ///
     /// # Errors
-    /// [`StatsError::Input`] if there is not exactly one base model, or a model has no
-    /// outcome at all.
+    /// [`StatsError::Input`] if there is not exactly one base model, a model has no
+    /// outcome at all, or a `p_correct` is not in [0, 1] (naming the model, test set and
+    /// sample id).
     pub fn from_outcomes(models: &[ModelOutcomes], map: &ResourceMap) -> Result<Grid, StatsError> {
         let bases: Vec<&ModelOutcomes> = models.iter().filter(|m| m.source.is_none()).collect();
         let [base] = bases.as_slice() else {
@@ -496,7 +499,7 @@ impl Grid {
             by
         };
         let base_idx = index(base);
-        let base_p = p_index(base);
+        let base_p = p_index(base)?;
         let mut warnings = Vec::new();
         let mut rows = Vec::new();
         let mut paired = Vec::new();
@@ -508,7 +511,7 @@ impl Grid {
                 )));
             }
             let source = m.source.expect("filtered");
-            let model_p = p_index(m);
+            let model_p = p_index(m)?;
             for (target, answers) in index(m) {
                 let Some(base_answers) = base_idx.get(&target) else {
                     warnings.push(format!(
@@ -720,7 +723,11 @@ fn csv_field(s: &str) -> String {
 
 /// Per (test set, sample id), the sum and count of `p_correct` over a model's letter-scored
 /// outcomes (several when the question was scored under several option rotations).
-fn p_index(m: &ModelOutcomes) -> BTreeMap<(Slice, String), (f64, usize)> {
+///
+/// # Errors
+/// [`StatsError::Input`] naming the model, test set and sample id of a `p_correct` that is
+/// not a probability.
+fn p_index(m: &ModelOutcomes) -> Result<BTreeMap<(Slice, String), (f64, usize)>, StatsError> {
     let mut by: BTreeMap<(Slice, String), (f64, usize)> = BTreeMap::new();
     for o in &m.outcomes {
         if let Some(p) = o.p_correct() {
@@ -728,12 +735,18 @@ fn p_index(m: &ModelOutcomes) -> BTreeMap<(Slice, String), (f64, usize)> {
                 domain: o.domain,
                 language: o.language,
             };
+            if !(0.0..=1.0).contains(&p) {
+                return Err(StatsError::Input(format!(
+                    "model `{}`, test set {slice}, sample `{}`: p_correct {p} is not a probability in [0, 1]",
+                    m.label, o.sample_id
+                )));
+            }
             let e = by.entry((slice, o.sample_id.clone())).or_insert((0.0, 0));
             e.0 += p;
             e.1 += 1;
         }
     }
-    by
+    Ok(by)
 }
 
 fn mean(v: &[f64]) -> f64 {

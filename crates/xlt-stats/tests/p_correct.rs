@@ -318,3 +318,47 @@ fn p_correct_section_snapshot() {
         .expect("a p_correct section");
     insta::assert_snapshot!(&report[start..]);
 }
+
+/// A model whose outcomes were generated (no letters) is left out of the p_correct tables
+/// with a warning counting its pairs; a p_correct outside [0, 1] is an error naming where.
+#[test]
+fn pairs_without_letters_are_left_out_and_bad_probabilities_refused() {
+    let mut models = load("stats/letters");
+    let he = models
+        .iter_mut()
+        .find(|m| m.label == "STEM he")
+        .expect("STEM he in the fixture");
+    for o in &mut he.outcomes {
+        o.letters = None;
+        o.method = "bare".to_owned();
+    }
+    let grid = Grid::from_outcomes(&models, &ResourceMap::study()).unwrap();
+    let p = grid.p_correct_grid().unwrap();
+    println!(
+        "{} of {} rows, warnings {:?}",
+        p.rows.len(),
+        grid.rows.len(),
+        p.warnings
+    );
+    assert_eq!((grid.rows.len(), p.rows.len()), (32, 24));
+    assert!(p.rows.iter().all(|r| r.model != "STEM he"));
+    assert_eq!(p.warnings.len(), 1);
+    assert!(
+        p.warnings[0].starts_with("8 of 32 (model, test set) pairs"),
+        "{:?}",
+        p.warnings
+    );
+
+    let mut models = load("stats/letters");
+    let o = &mut models[1].outcomes[3];
+    o.letters.as_mut().unwrap().p_correct = 1.5;
+    let e = Grid::from_outcomes(&models, &ResourceMap::study()).unwrap_err();
+    println!("{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("p_correct 1.5 is not a probability")
+            && msg.contains("abstract_algebra/test/3")
+            && msg.contains("model `STEM en`"),
+        "{msg}"
+    );
+}
