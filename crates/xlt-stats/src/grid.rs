@@ -547,7 +547,7 @@ impl Grid {
                 if p.model.is_empty() {
                     continue;
                 }
-                let lookup = |idx: &BTreeMap<(Slice, String), (f64, usize)>| -> Option<Vec<f64>> {
+                let lookup = |idx: &PIndex| -> Option<Vec<f64>> {
                     p.ids
                         .iter()
                         .map(|id| {
@@ -721,14 +721,17 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// (test set, sample id) -> (sum of `p_correct`, outcomes summed).
+type PIndex = BTreeMap<(Slice, String), (f64, usize)>;
+
 /// Per (test set, sample id), the sum and count of `p_correct` over a model's letter-scored
 /// outcomes (several when the question was scored under several option rotations).
 ///
 /// # Errors
 /// [`StatsError::Input`] naming the model, test set and sample id of a `p_correct` that is
 /// not a probability.
-fn p_index(m: &ModelOutcomes) -> Result<BTreeMap<(Slice, String), (f64, usize)>, StatsError> {
-    let mut by: BTreeMap<(Slice, String), (f64, usize)> = BTreeMap::new();
+fn p_index(m: &ModelOutcomes) -> Result<PIndex, StatsError> {
+    let mut by = PIndex::new();
     for o in &m.outcomes {
         if let Some(p) = o.p_correct() {
             let slice = Slice {
