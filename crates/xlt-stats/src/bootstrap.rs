@@ -33,9 +33,9 @@ impl Default for BootstrapConfig {
     }
 }
 
-/// Per-question differences of one instance: (sample-id index, model correct − base
-/// correct).
-type Questions = Vec<(usize, i8)>;
+/// Per-question differences of one instance: (sample-id index, model − base in the grid's
+/// [`crate::Measure`]: correctness, or the probability of the correct letter).
+type Questions = Vec<(usize, f64)>;
 
 /// The grid's design, ready to resample.
 pub(crate) struct Pigeonhole<'a> {
@@ -61,17 +61,20 @@ impl<'a> Pigeonhole<'a> {
                 .iter()
                 .zip(paired)
                 .map(|(r, p)| {
+                    let diffs = p
+                        .differences(grid.measure)
+                        .expect("a grid's pairs have its measure");
                     p.ids
                         .iter()
-                        .zip(p.model.iter().zip(&p.base))
-                        .map(|(id, (m, b))| {
+                        .zip(diffs)
+                        .map(|(id, d)| {
                             let key = (r.target.domain, id.as_str());
                             let next = ids.len();
                             let k = *ids.entry(key).or_insert_with(|| {
                                 strata.entry(r.target.domain).or_default().push(next);
                                 next
                             });
-                            (k, i8::from(*m) - i8::from(*b))
+                            (k, d)
                         })
                         .collect()
                 })
@@ -120,12 +123,13 @@ impl<'a> Pigeonhole<'a> {
                         }
                     }
                     for (g, qs) in gains.iter_mut().zip(rows) {
-                        let (mut num, mut den) = (0i64, 0i64);
+                        // Sums of integers (accuracy) stay exact in f64 below 2^53.
+                        let (mut num, mut den) = (0.0f64, 0u64);
                         for &(id, d) in qs {
-                            num += i64::from(u[id]) * i64::from(d);
-                            den += i64::from(u[id]);
+                            num += f64::from(u[id]) * d;
+                            den += u64::from(u[id]);
                         }
-                        *g = (den > 0).then(|| num as f64 / den as f64 * 100.0);
+                        *g = (den > 0).then(|| num / den as f64 * 100.0);
                     }
                 }
                 None => {

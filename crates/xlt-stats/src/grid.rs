@@ -202,6 +202,55 @@ pub struct Paired {
     pub base: Vec<bool>,
     /// Fine-tuned model correct, by question.
     pub model: Vec<bool>,
+    /// The base model's probability of the correct letter (renormalized over A-D, a
+    /// fraction), by question, when every question of the pair was scored by letters on
+    /// both sides; empty otherwise. A question scored under several option rotations has the
+    /// mean over its rotations.
+    pub p_base: Vec<f64>,
+    /// The fine-tuned model's probability of the correct letter, as `p_base`.
+    pub p_model: Vec<f64>,
+}
+
+impl Paired {
+    /// Whether the pair has the continuous outcome (`p_base` and `p_model` filled).
+    pub fn has_p_correct(&self) -> bool {
+        !self.p_model.is_empty() && self.p_model.len() == self.ids.len()
+    }
+
+    /// Per-question differences of the grid's outcome, model minus base: correctness
+    /// (-1, 0, 1) for [`Measure::Accuracy`], the probability of the correct letter (a
+    /// fraction in [-1, 1]) for [`Measure::PCorrect`]; `None` when the pair lacks that
+    /// outcome.
+    pub fn differences(&self, measure: Measure) -> Option<Vec<f64>> {
+        match measure {
+            Measure::Accuracy => Some(
+                self.model
+                    .iter()
+                    .zip(&self.base)
+                    .map(|(m, b)| f64::from(i8::from(*m) - i8::from(*b)))
+                    .collect(),
+            ),
+            Measure::PCorrect => self.has_p_correct().then(|| {
+                self.p_model
+                    .iter()
+                    .zip(&self.p_base)
+                    .map(|(m, b)| m - b)
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// What a grid's accuracies and gains measure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// Share of questions answered correctly (0/1 per question).
+    #[default]
+    Accuracy,
+    /// Mean probability of the correct letter, renormalized over A-D (letter scoring,
+    /// [`xlt_grade::LetterOutcome::p_correct`]): a continuous outcome per question.
+    PCorrect,
 }
 
 /// The grid, with per-question data when it was built from outcomes.
@@ -221,6 +270,8 @@ pub struct Grid {
     /// How each model answered (the base model first, then in input order): tallies per
     /// test set, judge share, letters; empty for a published matrix.
     pub answers: Vec<ModelAnswers>,
+    /// What `accuracy`, `base_accuracy` and `gain` of the rows measure.
+    pub measure: Measure,
 }
 
 fn row(
@@ -397,6 +448,7 @@ impl AccuracyMatrix {
             paired: None,
             truncated: Vec::new(),
             answers: Vec::new(),
+            measure: Measure::Accuracy,
             warnings: self.warnings.clone(),
             base: self
                 .test_sets
@@ -425,9 +477,12 @@ impl Grid {
     /// question only one of the two models answered is left out of that pair (with a
     /// warning).
     ///
+    /// Letter-scored outcomes also give each pair's `p_correct` ([`Paired::p_base`]).
+    ///
     /// # Errors
-    /// [`StatsError::Input`] if there is not exactly one base model, or a model has no
-    /// outcome at all.
+    /// [`StatsError::Input`] if there is not exactly one base model, a model has no
+    /// outcome at all, or a `p_correct` is not in [0, 1] (naming the model, test set and
+    /// sample id).
     pub fn from_outcomes(models: &[ModelOutcomes], map: &ResourceMap) -> Result<Grid, StatsError> {
         let bases: Vec<&ModelOutcomes> = models.iter().filter(|m| m.source.is_none()).collect();
         let [base] = bases.as_slice() else {
@@ -438,7 +493,14 @@ impl Grid {
         };
         let index = |m: &ModelOutcomes| -> BTreeMap<Slice, BTreeMap<String, bool>> {
             let mut by: BTreeMap<Slice, BTreeMap<String, bool>> = BTreeMap::new();
-            for o in &m.outcomes {
+            // Under option rotations (letter scoring), the 0/1 outcome of a question is
+            // its answer with the options as in the data (rotation 0); the rotations enter
+            // through p_correct's mean and the report's rotation-controlled accuracy.
+            for o in m
+                .outcomes
+                .iter()
+                .filter(|o| o.letters.is_none_or(|l| l.rotation == 0))
+            {
                 by.entry(Slice {
                     domain: o.domain,
                     language: o.language,
@@ -449,6 +511,7 @@ impl Grid {
             by
         };
         let base_idx = index(base);
+        let base_p = p_index(base)?;
         let mut warnings = Vec::new();
         let mut rows = Vec::new();
         let mut paired = Vec::new();
@@ -460,6 +523,7 @@ impl Grid {
                 )));
             }
             let source = m.source.expect("filtered");
+            let model_p = p_index(m)?;
             for (target, answers) in index(m) {
                 let Some(base_answers) = base_idx.get(&target) else {
                     warnings.push(format!(
@@ -472,6 +536,8 @@ impl Grid {
                     ids: Vec::new(),
                     base: Vec::new(),
                     model: Vec::new(),
+                    p_base: Vec::new(),
+                    p_model: Vec::new(),
                 };
                 let mut unpaired = 0;
                 for (id, correct) in &answers {
@@ -492,6 +558,19 @@ impl Grid {
                 }
                 if p.model.is_empty() {
                     continue;
+                }
+                let lookup = |idx: &PIndex| -> Option<Vec<f64>> {
+                    p.ids
+                        .iter()
+                        .map(|id| {
+                            idx.get(&(target, id.clone()))
+                                .map(|(sum, n)| sum / *n as f64)
+                        })
+                        .collect()
+                };
+                if let (Some(pb), Some(pm)) = (lookup(&base_p), lookup(&model_p)) {
+                    p.p_base = pb;
+                    p.p_model = pm;
                 }
                 let acc = mean_bool(&p.model);
                 let base_acc = mean_bool(&p.base);
@@ -529,6 +608,7 @@ impl Grid {
             paired: Some(paired),
             truncated,
             answers,
+            measure: Measure::Accuracy,
             warnings,
             base: base_idx
                 .iter()
@@ -539,6 +619,66 @@ impl Grid {
                     )
                 })
                 .collect(),
+        })
+    }
+
+    /// The grid of the continuous outcome ([`Measure::PCorrect`]): the rows whose pair has
+    /// `p_correct` on both sides ([`Paired::has_p_correct`]), with `accuracy` and
+    /// `base_accuracy` the mean probability of the correct letter over the pair's questions
+    /// and `gain` their difference in percentage points. The pairs are kept, so that
+    /// [`crate::Groups::of`] gives the same two-way clustered intervals and the pigeonhole
+    /// bootstrap resamples the per-question differences of `p_correct`. `base` is the base
+    /// model's mean `p_correct` on the test sets the rows cover. Rows without letters are
+    /// left out, each counted in one warning.
+    ///
+    /// `None` for a published matrix, a [`Measure::PCorrect`] grid, or when no pair has
+    /// `p_correct`.
+    pub fn p_correct_grid(&self) -> Option<Grid> {
+        if self.measure != Measure::Accuracy {
+            return None;
+        }
+        let paired = self.paired.as_ref()?;
+        let mut rows = Vec::new();
+        let mut pairs = Vec::new();
+        // Per test set, the base's mean over the largest pair on it (that with the most of
+        // the questions the base answered there): (questions, mean).
+        let mut base: BTreeMap<Slice, (usize, f64)> = BTreeMap::new();
+        for (r, p) in self.rows.iter().zip(paired) {
+            if !p.has_p_correct() {
+                continue;
+            }
+            let (pm, pb) = (mean(&p.p_model), mean(&p.p_base));
+            let mut row = r.clone();
+            row.accuracy = pm;
+            row.base_accuracy = pb;
+            row.gain = (pm - pb) * 100.0;
+            rows.push(row);
+            pairs.push(p.clone());
+            let e = base.entry(r.target).or_insert((0, pb));
+            if p.p_base.len() > e.0 {
+                *e = (p.p_base.len(), pb);
+            }
+        }
+        if rows.is_empty() {
+            return None;
+        }
+        let left_out = self.rows.len() - rows.len();
+        let warnings = if left_out > 0 {
+            vec![format!(
+                "{left_out} of {} (model, test set) pairs have outcomes without letter probabilities on one side; left out of the p(correct) tables",
+                self.rows.len()
+            )]
+        } else {
+            Vec::new()
+        };
+        Some(Grid {
+            rows,
+            paired: Some(pairs),
+            warnings,
+            base: base.into_iter().map(|(t, (_, b))| (t, b)).collect(),
+            truncated: Vec::new(),
+            answers: Vec::new(),
+            measure: Measure::PCorrect,
         })
     }
 
@@ -597,6 +737,41 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_owned()
     }
+}
+
+/// (test set, sample id) -> (sum of `p_correct`, outcomes summed).
+type PIndex = BTreeMap<(Slice, String), (f64, usize)>;
+
+/// Per (test set, sample id), the sum and count of `p_correct` over a model's letter-scored
+/// outcomes (several when the question was scored under several option rotations).
+///
+/// # Errors
+/// [`StatsError::Input`] naming the model, test set and sample id of a `p_correct` that is
+/// not a probability.
+fn p_index(m: &ModelOutcomes) -> Result<PIndex, StatsError> {
+    let mut by = PIndex::new();
+    for o in &m.outcomes {
+        if let Some(p) = o.p_correct() {
+            let slice = Slice {
+                domain: o.domain,
+                language: o.language,
+            };
+            if !(0.0..=1.0).contains(&p) {
+                return Err(StatsError::Input(format!(
+                    "model `{}`, test set {slice}, sample `{}`: p_correct {p} is not a probability in [0, 1]",
+                    m.label, o.sample_id
+                )));
+            }
+            let e = by.entry((slice, o.sample_id.clone())).or_insert((0.0, 0));
+            e.0 += p;
+            e.1 += 1;
+        }
+    }
+    Ok(by)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
 }
 
 pub(crate) fn mean_bool(v: &[bool]) -> f64 {

@@ -8,6 +8,9 @@
 //! [`Analysis`] (summaries with two-way cluster-robust and pigeonhole-bootstrap intervals,
 //! a headroom regression, exact McNemar tests with Holm and Benjamini-Hochberg corrections
 //! and their power, a Markdown report, a JSON summary and SVG heatmaps).
+//! Outcomes scored by letters also give the continuous outcome `p_correct`
+//! ([`Grid::p_correct_grid`], [`PCorrectAnalysis`]: the same intervals, Wilcoxon
+//! signed-rank tests and paired t-test power).
 //!
 //! ```
 //! use xlt_stats::{AccuracyMatrix, Analysis, AnalysisConfig};
@@ -31,6 +34,7 @@ mod cluster;
 mod context;
 mod grid;
 mod heatmap;
+mod pcorrect;
 mod power;
 mod published;
 mod regression;
@@ -45,10 +49,14 @@ pub use bootstrap::BootstrapConfig;
 pub use cluster::{Coefficient, TwoWayOls};
 pub use context::ReportContext;
 pub use grid::{
-    AccuracyMatrix, Direction, Grid, GridRow, ModelOutcomes, Paired, RAGGED_POLICY, Slice,
+    AccuracyMatrix, Direction, Grid, GridRow, Measure, ModelOutcomes, Paired, RAGGED_POLICY, Slice,
     TransferType,
 };
 pub use heatmap::{ColorScale, Heatmap};
+pub use pcorrect::{
+    PCorrectAnalysis, PCorrectPowerRow, PCorrectTest, Wilcoxon, WilcoxonMethod,
+    min_detectable_effect, paired_t_power, wilcoxon_signed_rank,
+};
 pub use power::{PowerRow, mcnemar_power, min_detectable_gain, power_table};
 pub use published::{PublishedFigure, STUDY_FIGURES};
 pub use regression::{

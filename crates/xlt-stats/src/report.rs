@@ -11,6 +11,7 @@ use crate::bootstrap::BootstrapConfig;
 use crate::context::ReportContext;
 use crate::grid::{Grid, RAGGED_POLICY, Slice};
 use crate::heatmap::{ColorScale, Heatmap};
+use crate::pcorrect::PCorrectAnalysis;
 use crate::power::{PowerRow, power_table};
 use crate::published::PublishedFigure;
 use crate::regression::{HeadroomRegression, headroom_regression};
@@ -67,6 +68,9 @@ pub struct Analysis {
     pub power: Option<Vec<PowerRow>>,
     /// The settings it was computed with.
     pub config: AnalysisConfig,
+    /// Statistics on the probability of the correct letter, when outcomes were scored by
+    /// letters (issue #22); `None` for generated answers and published tables.
+    pub p_correct: Option<PCorrectAnalysis>,
 }
 
 fn summary_json(s: &Summary) -> serde_json::Value {
@@ -176,6 +180,7 @@ impl Analysis {
                 .collect();
             power_table(&pairs, config.alpha)
         });
+        let p_correct = PCorrectAnalysis::new(&grid, &config.bootstrap, config.alpha);
         Analysis {
             grid,
             groups,
@@ -183,6 +188,7 @@ impl Analysis {
             significance,
             power,
             config: config.clone(),
+            p_correct,
         }
     }
 
@@ -366,6 +372,9 @@ impl Analysis {
                 "by_test_set_size": p,
             });
         }
+        if let Some(p) = &self.p_correct {
+            v["p_correct"] = Self::p_correct_json(p);
+        }
         v
     }
 
@@ -458,7 +467,96 @@ impl Analysis {
         for section in sections {
             section(self, &mut out);
         }
+        self.section_p_correct(&mut out);
         out
+    }
+
+    /// `summary.json`'s `p_correct`: what it measures, warnings, the base model's mean
+    /// `p_correct` per test set, every grouping (each a [`Summary`] of gains in mean
+    /// `p_correct`, percentage points, with the accuracy gains' intervals), and the paired
+    /// tests and power table.
+    fn p_correct_json(p: &PCorrectAnalysis) -> serde_json::Value {
+        let mut v = json!({
+            "measure": "mean probability of the correct letter, renormalized over A-D; gains in percentage points",
+            "n_instances": p.grid.rows.len(),
+            "warnings": p.grid.warnings,
+            "base_p_correct": p.grid.base.iter().map(|(t, a)| (t.to_string(), json!(a))).collect::<serde_json::Map<_, _>>(),
+            "transfer_types": map_json(&p.groups.transfer_types),
+            "resource_directions": map_json(&p.groups.resource_directions),
+            "resource_levels": map_json(&p.groups.resource_levels),
+            "domain_matrix": map_json(&p.groups.domain_matrix),
+            "language_matrix": map_json(&p.groups.language_matrix),
+        });
+        if let (Some(obj), serde_json::Value::Object(tests)) = (v.as_object_mut(), p.tests_json()) {
+            obj.extend(tests);
+        }
+        v
+    }
+
+    /// The report's section on letter scoring's continuous outcome (after everything
+    /// else): the gain tables of the accuracy section in mean `p_correct`, the Wilcoxon
+    /// tests and the power table. Nothing for generated answers or a published table.
+    fn section_p_correct(&self, out: &mut String) {
+        let Some(p) = &self.p_correct else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "## Probability of the correct letter
+"
+        );
+        let _ = writeln!(
+            out,
+            "Letter scoring gives every question a continuous outcome, p(correct): the probability of the correct letter renormalized over A-D (the mean over option rotations when there were several). A model that only moves its letter prior changes accuracy more than p(correct). The tables below are those of the gains section with the gain in mean p(correct), in percentage points, over {} instances; the intervals are those of the intervals section, the bootstrap resampling per-question differences in p(correct).\n",
+            p.grid.rows.len()
+        );
+        for w in &p.grid.warnings {
+            let _ = writeln!(out, "Warning: {w}.\n");
+        }
+        let g = &p.groups;
+        fn all(m: &BTreeMap<String, Summary>) -> Vec<(String, Option<&Summary>)> {
+            m.iter().map(|(k, s)| (k.clone(), Some(s))).collect()
+        }
+        let levels: Vec<(String, Option<&Summary>)> = all(&g.resource_levels)
+            .into_iter()
+            .filter(|(k, _)| k.contains("->"))
+            .chain(
+                all(&g.resource_levels)
+                    .into_iter()
+                    .filter(|(k, _)| !k.contains("->")),
+            )
+            .collect();
+        Self::summary_table(
+            out,
+            "p(correct) by transfer type",
+            "",
+            &owned(g.transfer_types_ordered()),
+        );
+        Self::summary_table(
+            out,
+            "p(correct) by resource direction",
+            "",
+            &owned(g.directions_ordered()),
+        );
+        Self::summary_table(
+            out,
+            "p(correct) by resource levels (source->target)",
+            "",
+            &levels,
+        );
+        Self::summary_table(
+            out,
+            "p(correct) by domain (source->target)",
+            "",
+            &all(&g.domain_matrix),
+        );
+        Self::summary_table(
+            out,
+            "p(correct) by language (source->target)",
+            "",
+            &all(&g.language_matrix),
+        );
+        p.tests_markdown(out);
     }
 
     fn section_header(&self, out: &mut String) {

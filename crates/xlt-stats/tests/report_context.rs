@@ -47,6 +47,7 @@ fn outcome(
         answer: key(i),
         correct: letter == Some(key(i)),
         finish_reason: Some("stop".to_owned()),
+        letters: None,
     }
 }
 
