@@ -98,10 +98,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             Analysis::new(matrix.grid(&config.resource_map), &config)
         }
-        (None, Some(dir)) => xlt::study::analyze_outcomes(dir, &config)?,
+        (None, Some(dir)) => {
+            // Outcomes inside an experiment: its fingerprint and manifest head the report.
+            config.context = dir.parent().and_then(xlt::study::report_context);
+            xlt::study::analyze_outcomes(dir, &config)?
+        }
         (None, None) => unreachable!("clap requires one input"),
     };
-    if analysis.grid.rows.is_empty() {
+    if analysis.grid.rows.is_empty() && analysis.grid.answers.is_empty() {
         bail!(
             "no evaluation instance: no model has both its own and the base model's accuracy on any test set"
         );
@@ -116,5 +120,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         files.len(),
         out.display()
     )?;
+    common::outln!("{}", analysis.closing_summary())?;
     Ok(())
 }

@@ -67,5 +67,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         out.display(),
         backend.retries.total()
     )?;
+    common::outln!("{}", done.analysis.closing_summary())?;
     Ok(())
 }

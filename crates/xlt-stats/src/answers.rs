@@ -91,6 +91,9 @@ pub struct ModelAnswers {
     pub chosen: [usize; 4],
     /// The answer key's letters over the same questions, indexed likewise.
     pub key: [usize; 4],
+    /// Letter scoring under option rotations (issue #22): (correct, answered) per rotation,
+    /// indexed by rotation (0: the options as in the data). One entry without rotations.
+    pub by_rotation: Vec<(usize, usize)>,
 }
 
 impl ModelAnswers {
@@ -106,6 +109,7 @@ impl ModelAnswers {
             unparsed: 0,
             chosen: [0; 4],
             key: [0; 4],
+            by_rotation: Vec::new(),
         };
         for o in outcomes {
             let test_set = Slice {
@@ -127,9 +131,29 @@ impl ModelAnswers {
                 None => a.unparsed += 1,
             }
             a.key[o.answer.index()] += 1;
+            let r = usize::from(o.letters.map_or(0, |l| l.rotation));
+            if a.by_rotation.len() <= r {
+                a.by_rotation.resize(r + 1, (0, 0));
+            }
+            a.by_rotation[r].0 += usize::from(o.correct);
+            a.by_rotation[r].1 += 1;
         }
         a.by_test_set = by.into_values().collect();
         a
+    }
+
+    /// Accuracy with the options as in the data (rotation 0) and over every rotation
+    /// scored, as fractions; `None` without rotations.
+    pub fn rotation_accuracies(&self) -> Option<(f64, f64)> {
+        if self.by_rotation.len() < 2 {
+            return None;
+        }
+        let frac = |(c, n): (usize, usize)| if n == 0 { 0.0 } else { c as f64 / n as f64 };
+        let all = self
+            .by_rotation
+            .iter()
+            .fold((0, 0), |(c, n), (c2, n2)| (c + c2, n + n2));
+        Some((frac(self.by_rotation[0]), frac(all)))
     }
 
     /// Every answer over all test sets: (correct, answered).

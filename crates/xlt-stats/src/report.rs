@@ -449,12 +449,13 @@ impl Analysis {
     /// ([`Analysis::closing_summary`]).
     pub fn report_markdown(&self) -> String {
         let mut out = String::new();
-        let sections: [fn(&Analysis, &mut String); 13] = [
+        let sections: [fn(&Analysis, &mut String); 14] = [
             Analysis::section_header,
             Analysis::section_input,
             Analysis::section_accuracy,
             Analysis::section_grading,
             Analysis::section_letters,
+            Analysis::section_rotations,
             Analysis::section_base_only,
             Analysis::section_intervals,
             Analysis::section_gains,
@@ -813,6 +814,64 @@ impl Analysis {
     }
 
     /// The letters chosen beside the key's, for every model whose letters are lopsided.
+    /// Letter scoring under option rotations: each model's accuracy with the options as in
+    /// the data and over every rotation, and its gain over the base model by both. A gain
+    /// that shrinks under rotations came from moving the model's letter prior toward the
+    /// key's most frequent letter, not from knowing more.
+    fn section_rotations(&self, out: &mut String) {
+        let ordered = self.answers_ordered();
+        let Some(base) = ordered
+            .iter()
+            .find(|a| a.source.is_none())
+            .and_then(|a| a.rotation_accuracies())
+        else {
+            return;
+        };
+        let rotations = ordered
+            .iter()
+            .map(|a| a.by_rotation.len())
+            .max()
+            .unwrap_or(1);
+        let _ = writeln!(
+            out,
+            "## Option-order control ({rotations} rotations)
+"
+        );
+        let _ = writeln!(
+            out,
+            "Every question was scored with its options in {rotations} cyclic rotations, so that the correct option stood under {} letters. Accuracy is shown with the options as in the data (the gain tables below use these) and over every rotation (rotation-controlled); a gain that shrinks under rotations is a shift of the model's letter prior, not transfer.
+",
+            rotations
+        );
+        let _ = writeln!(
+            out,
+            "| model | accuracy, options as in the data | accuracy over rotations | gain over base, as in the data (pp) | gain over base, over rotations (pp) |
+|---|---:|---:|---:|---:|"
+        );
+        for a in ordered {
+            let Some((first, all)) = a.rotation_accuracies() else {
+                continue;
+            };
+            let gains = if a.source.is_none() {
+                "| — | — |".to_owned()
+            } else {
+                format!(
+                    "| {:+.1} | {:+.1} |",
+                    100.0 * (first - base.0),
+                    100.0 * (all - base.1)
+                )
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {:.1}% | {:.1}% {gains}",
+                a.label,
+                100.0 * first,
+                100.0 * all
+            );
+        }
+        let _ = writeln!(out);
+    }
+
     fn section_letters(&self, out: &mut String) {
         if self.grid.answers.is_empty() {
             return;

@@ -264,6 +264,10 @@ pub struct PlanInput<'a> {
     pub max_tokens: u32,
     /// How answers are graded (which decides the judge requests and a departure).
     pub grader: Protocol,
+    /// How answers are read.
+    pub scoring: crate::Scoring,
+    /// Rotations of the options per question (letter scoring).
+    pub rotations: u32,
     /// Prices, if known.
     pub prices: Option<PriceTable>,
     /// For providers that serve tuned models on demand: (startup minutes per model, requests
@@ -516,6 +520,13 @@ fn departures(exp: &Experiment, input: &PlanInput<'_>) -> Vec<String> {
         "train/test split by sample id shared by every language (seed {}, train fraction {}); the study split each language separately",
         exp.manifest.seed, exp.manifest.train_fraction
     ));
+    if input.scoring == crate::Scoring::Letters {
+        d.push(format!(
+            "answers scored by each letter's probability at the first reply position, {} rotation(s) of the options (the study generated answers and graded their text)",
+            input.rotations.max(1)
+        ));
+        return d;
+    }
     match input.grader {
         Protocol::Llm => {}
         Protocol::RegexThenLlm => d.push(

@@ -87,6 +87,8 @@
 //!     hyperparameters: Hyperparameters::study(),
 //!     max_tokens: 16,
 //!     grader: xlt_grade::Protocol::RegexThenLlm,
+//!     scoring: xlt_study::Scoring::Generate,
+//!     rotations: 1,
 //!     prices: PriceTable::known("gpt-4.1-nano-2025-04-14"),
 //!     serving: None,
 //! })?;
@@ -116,14 +118,13 @@ pub use fingerprint::{
 };
 pub use run::{
     BATCH_ROUNDS, BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile,
-    Scoring,
-    Serving, TunedModel, endpoint_name, evaluate, evaluate_batch, finetune, labels,
+    Scoring, Serving, TunedModel, endpoint_name, evaluate, evaluate_batch, finetune, labels,
     provider_training_estimate, stop_started_endpoints,
 };
 pub use study::{
     ANALYZED_KEY, EvalSettings, LoraOptions, Observer, Quiet, Reproduced, Study, StudyOptions,
     TuneSettings, analyze_experiment, cache_dir, check_analysis_dir, check_out_dir,
-    check_partial_fingerprint, default_analysis_dir, prepare_data, write_prepared,
+    check_partial_fingerprint, default_analysis_dir, prepare_data, report_context, write_prepared,
 };
 
 use xlt_provider::ProviderError;

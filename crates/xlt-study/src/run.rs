@@ -379,15 +379,14 @@ fn requests(
     for set in exp.test_sets()? {
         for r in set.records {
             for rotation in 0..rotations as u8 {
-                let (messages, answer) = rotated_prompt(&r, rotation).ok_or_else(|| {
-                    StudyError::Invalid {
+                let (messages, answer) =
+                    rotated_prompt(&r, rotation).ok_or_else(|| StudyError::Invalid {
                         what: format!("test set {}, question {}", set.name, r.sample_id),
                         message: "its prompt does not list the options as `A. ..\\nB. ..\\nC. \
                                   ..\\nD. ..`, so it cannot be shown with its options rotated \
                                   (use --rotations 1)"
                             .to_owned(),
-                    }
-                })?;
+                    })?;
                 let messages = messages
                     .iter()
                     .map(|m| {

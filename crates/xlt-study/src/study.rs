@@ -393,7 +393,13 @@ impl<'a> Study<'a> {
                 .insert("rotations".to_owned(), e.rotations.clamp(1, 4).to_string());
         }
         if eval.is_none() {
-            for k in ["grader", "max_tokens", "temperature", "scoring", "rotations"] {
+            for k in [
+                "grader",
+                "max_tokens",
+                "temperature",
+                "scoring",
+                "rotations",
+            ] {
                 fp.settings.remove(k);
             }
         }
@@ -586,8 +592,12 @@ impl<'a> Study<'a> {
         let base = self.base_model();
         self.check_learning_rate(tune)?;
         let hyperparameters = self.hyperparameters(tune);
-        // Refuses LoRA options the provider cannot take before anything is spent.
+        // Refuses LoRA options and evaluation settings the provider cannot take before
+        // anything is spent.
         self.lora(tune)?;
+        if let Some(e) = eval {
+            self.check_eval(e)?;
+        }
         let jobs = exp.training_slices(&tune.train_slices)?;
         let billed_server = backend
             .server
@@ -602,6 +612,8 @@ impl<'a> Study<'a> {
                 hyperparameters,
                 max_tokens: eval.map_or(DEFAULT_MAX_TOKENS, |e| e.max_tokens),
                 grader: eval.map_or(Protocol::RegexThenLlm, |e| e.grader),
+                scoring: eval.map_or(self.backend.profile.default_scoring, |e| self.scoring(e)),
+                rotations: eval.map_or(1, |e| e.rotations),
                 prices: self.prices(tune, &base)?,
                 // About ten minutes to start an endpoint, then the evaluation at the rate.
                 serving: billed_server.map(|_| {
@@ -927,13 +939,19 @@ impl<'a> Study<'a> {
                 models
             }
         };
-        let analysis = crate::analyze_outcomes(&out.join("outcomes"), &AnalysisConfig::default())?;
+        let config = AnalysisConfig {
+            context: report_context(out),
+            ..AnalysisConfig::default()
+        };
+        let analysis = crate::analyze_outcomes(&out.join("outcomes"), &config)?;
         let files = crate::write_analysis(&analysis, out)?;
         let run = serde_json::json!({
             "provider": self.backend.name(),
             "base_model": plan.base_model,
             "fine_tuned": models.fine_tuned.len(),
             "grader": eval.grader,
+            "scoring": self.scoring(eval),
+            "rotations": eval.rotations,
             "departures_from_study": plan.departures,
             "retries": {
                 "total": self.backend.retries.total(),
@@ -1165,7 +1183,11 @@ pub fn check_analysis_dir(out: &Path, input: &Path, fresh: bool) -> Result<(), S
 /// # Errors
 /// As [`crate::analyze_outcomes`] and [`crate::write_analysis`].
 pub fn analyze_experiment(out: &Path) -> Result<(Analysis, Vec<String>), StudyError> {
-    let analysis = crate::analyze_outcomes(&out.join("outcomes"), &AnalysisConfig::default())?;
+    let config = AnalysisConfig {
+        context: report_context(out),
+        ..AnalysisConfig::default()
+    };
+    let analysis = crate::analyze_outcomes(&out.join("outcomes"), &config)?;
     let files = crate::write_analysis(&analysis, out)?;
     Ok((analysis, files))
 }
@@ -1249,4 +1271,124 @@ pub fn check_out_dir(out: &Path) -> Result<(), StudyError> {
         )),
         Err(e) => refused(format!("--out {shown}: {shown_parent}: {e}")),
     }
+}
+
+/// What the report of the experiment in `out` says about itself ([`xlt_stats::ReportContext`]),
+/// read from its `fingerprint.json` (provider, base model, grader, scoring) and
+/// `manifest.json` (languages, domains, data sources); the base model's version is the
+/// SHA-256 of its file when it is one (a GGUF file), the date is now (UTC). `None` when the
+/// directory holds no fingerprint (outcomes analysed on their own).
+pub fn report_context(out: &Path) -> Option<xlt_stats::ReportContext> {
+    let text = std::fs::read_to_string(out.join(crate::FINGERPRINT_FILE)).ok()?;
+    let fp: crate::Fingerprint = serde_json::from_str(&text).ok()?;
+    let get = |k: &str| fp.settings.get(k).cloned();
+    let manifest: Option<xlt_data::Manifest> = std::fs::read_to_string(out.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let (mut languages, mut domains) = (Vec::new(), Vec::new());
+    let mut benchmark = "Global-MMLU".to_owned();
+    if let Some(m) = &manifest {
+        for s in &m.slices {
+            if !languages.contains(&s.language) {
+                languages.push(s.language);
+            }
+            if !domains.contains(&s.domain) {
+                domains.push(s.domain);
+            }
+        }
+        let sources: Vec<String> = m
+            .sources
+            .iter()
+            .map(|s| {
+                if s.commit.is_empty() {
+                    s.source.clone()
+                } else {
+                    format!("{}@{}", s.source, &s.commit[..s.commit.len().min(12)])
+                }
+            })
+            .collect();
+        if !sources.is_empty() {
+            benchmark = sources.join(", ");
+        }
+    }
+    let provider = get("provider").unwrap_or_default();
+    let base_model = get("base_model").unwrap_or_default();
+    let base_model_version = file_digest(Path::new(&base_model));
+    let scoring = match get("scoring").as_deref() {
+        Some("letters") => format!(
+            "letters: each answer letter's probability at the first reply position (one \
+             forward pass, no decoding), {} rotation(s) of the options",
+            get("rotations").unwrap_or_else(|| "1".to_owned())
+        ),
+        _ => format!(
+            "generation, at most {} tokens, temperature {}",
+            get("max_tokens").unwrap_or_default(),
+            get("temperature").unwrap_or_default()
+        ),
+    };
+    let letters = get("scoring").as_deref() == Some("letters");
+    let grader = if letters {
+        "none needed: the most probable letter".to_owned()
+    } else {
+        get("grader").unwrap_or_default()
+    };
+    let judge_model = (!letters && grader.contains("llm")).then(|| base_model.clone());
+    let mut notes = Vec::new();
+    if provider == "embedded" {
+        notes.push(
+            "The embedded provider is an in-process linear scorer over hashed features, a \
+             baseline for the pipeline, not a language model: its accuracies say nothing about \
+             transfer in language models."
+                .to_owned(),
+        );
+    }
+    Some(xlt_stats::ReportContext {
+        provider,
+        base_model,
+        base_model_version,
+        benchmark,
+        languages,
+        domains,
+        scoring,
+        grader,
+        judge_model,
+        date: utc_now(),
+        notes,
+    })
+}
+
+/// `sha256:<hex>` of a file, `None` when `path` is not a readable file.
+fn file_digest(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    if !path.is_file() {
+        return None;
+    }
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(format!("sha256:{:x}", hasher.finalize()))
+}
+
+/// Now, UTC, as RFC 3339 to the second (`2026-12-06T21:35:00Z`).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
