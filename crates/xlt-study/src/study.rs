@@ -1276,7 +1276,9 @@ pub fn check_out_dir(out: &Path) -> Result<(), StudyError> {
 /// What the report of the experiment in `out` says about itself ([`xlt_stats::ReportContext`]),
 /// read from its `fingerprint.json` (provider, base model, grader, scoring) and
 /// `manifest.json` (languages, domains, data sources); the base model's version is the
-/// SHA-256 of its file when it is one (a GGUF file), the date is now (UTC). `None` when the
+/// SHA-256 of its file when it is one (a GGUF file); the date is the day (UTC) the last
+/// outcome file was written, so that analysing the same outcomes again, or a resumed run
+/// beside an uninterrupted one, gives the same report byte for byte. `None` when the
 /// directory holds no fingerprint (outcomes analysed on their own).
 pub fn report_context(out: &Path) -> Option<xlt_stats::ReportContext> {
     let text = std::fs::read_to_string(out.join(crate::FINGERPRINT_FILE)).ok()?;
@@ -1352,7 +1354,7 @@ pub fn report_context(out: &Path) -> Option<xlt_stats::ReportContext> {
         scoring,
         grader,
         judge_model,
-        date: utc_now(),
+        date: outcomes_day(&out.join("outcomes")),
         notes,
     })
 }
@@ -1369,14 +1371,21 @@ fn file_digest(path: &Path) -> Option<String> {
     Some(format!("sha256:{:x}", hasher.finalize()))
 }
 
-/// Now, UTC, as RFC 3339 to the second (`2026-12-06T21:35:00Z`).
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
+/// The day (UTC, `2026-12-06`) the newest file in `dir` was modified; today when there is
+/// none.
+fn outcomes_day(dir: &Path) -> String {
+    let newest = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .max()
+        .unwrap_or_else(std::time::SystemTime::now);
+    let secs = newest
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's days-to-civil.
-    let z = days as i64 + 719_468;
+    let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -1385,10 +1394,5 @@ fn utc_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}")
 }
