@@ -83,15 +83,8 @@ impl Served {
                 waiting.sort_by_key(|j| (j.params.is_some(), j.prompt.len()));
                 let mut waiting = waiting.into_iter().peekable();
                 while let Some(kind) = waiting.peek().map(|j| j.params.is_some()) {
-                    // Letter requests run one prompt a pass: their log-probabilities are
-                    // recorded as numbers, and a batch's composition (which requests
-                    // happened to be waiting) moves them in the last bits (the projections'
-                    // matrix kernels block by the batch's row count), so a resumed study
-                    // would not reproduce an uninterrupted one byte for byte.
-                    // `LocalModel::letter_logprobs` batches for callers that do not need it.
-                    let limit = if kind { max_batch } else { 1 };
-                    let mut batch = Vec::with_capacity(limit);
-                    while batch.len() < limit
+                    let mut batch = Vec::with_capacity(max_batch);
+                    while batch.len() < max_batch
                         && let Some(j) = waiting.next_if(|j| j.params.is_some() == kind)
                     {
                         batch.push(j);
