@@ -112,6 +112,17 @@ impl ModelAnswers {
             by_rotation: Vec::new(),
         };
         for o in outcomes {
+            let r = usize::from(o.letters.map_or(0, |l| l.rotation));
+            if a.by_rotation.len() <= r {
+                a.by_rotation.resize(r + 1, (0, 0));
+            }
+            a.by_rotation[r].0 += usize::from(o.correct);
+            a.by_rotation[r].1 += 1;
+            // Under option rotations, a question counts once, as shown in the data
+            // (rotation 0), as in the grid; the rotations are tallied in `by_rotation`.
+            if r != 0 {
+                continue;
+            }
             let test_set = Slice {
                 domain: o.domain,
                 language: o.language,
@@ -131,12 +142,6 @@ impl ModelAnswers {
                 None => a.unparsed += 1,
             }
             a.key[o.answer.index()] += 1;
-            let r = usize::from(o.letters.map_or(0, |l| l.rotation));
-            if a.by_rotation.len() <= r {
-                a.by_rotation.resize(r + 1, (0, 0));
-            }
-            a.by_rotation[r].0 += usize::from(o.correct);
-            a.by_rotation[r].1 += 1;
         }
         a.by_test_set = by.into_values().collect();
         a

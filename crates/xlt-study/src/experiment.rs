@@ -307,8 +307,17 @@ impl Plan {
             Param::Value(e) => e,
             Param::Auto => 1,
         };
+        // Letter scoring: one request per question and rotation, one token out (a server's
+        // top alternatives; the local model decodes nothing).
+        let (per_model_requests, out_per_answer) = match input.scoring {
+            crate::Scoring::Letters => (
+                per_model_requests * u64::from(input.rotations.clamp(1, 4)),
+                1,
+            ),
+            crate::Scoring::Generate => (per_model_requests, u64::from(input.max_tokens)),
+        };
         let eval_requests = per_model_requests * models;
-        let eval_output_tokens = eval_requests * u64::from(input.max_tokens);
+        let eval_output_tokens = eval_requests * out_per_answer;
         let endpoint_minutes = input.serving.map_or(0.0, |(startup, rpm)| {
             input.jobs.len() as f64 * (startup + per_model_requests as f64 / rpm.max(1.0))
         });
@@ -320,7 +329,7 @@ impl Plan {
             let tuned = input.jobs.len() as f64;
             training_usd.unwrap_or(0.0)
                 + per_model_tokens as f64 * (p.base_input + tuned * p.tuned_input) * m
-                + (per_model_requests * u64::from(input.max_tokens)) as f64
+                + (per_model_requests * out_per_answer) as f64
                     * (p.base_output + tuned * p.tuned_output)
                     * m
                 + endpoint_minutes * p.endpoint_per_minute

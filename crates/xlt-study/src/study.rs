@@ -1288,7 +1288,9 @@ pub fn report_context(out: &Path) -> Option<xlt_stats::ReportContext> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let (mut languages, mut domains) = (Vec::new(), Vec::new());
-    let mut benchmark = "Global-MMLU".to_owned();
+    // Sources are recorded for data fetched by name; files given by path are named in
+    // manifest.json's slices and the prepared files.
+    let mut benchmark = "files given by path (see manifest.json)".to_owned();
     if let Some(m) = &manifest {
         for s in &m.slices {
             if !languages.contains(&s.language) {
