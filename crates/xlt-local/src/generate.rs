@@ -339,6 +339,14 @@ impl LocalModel {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }
+        let logits = self.last_logits(prompts)?;
+        Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?)
+    }
+
+    /// The logits `(batch, vocab)`, f32, at the position after each prompt: one forward
+    /// pass over the left-padded batch, no KV cache kept, the output projection at the last
+    /// position only.
+    fn last_logits(&self, prompts: &[Vec<u32>]) -> Result<Tensor, LocalError> {
         if prompts.iter().any(Vec::is_empty) {
             return Err(LocalError::Invalid("empty prompt".into()));
         }
@@ -356,9 +364,9 @@ impl LocalModel {
         let hidden = self
             .model
             .forward_hidden(&input, &mut cache, mask.as_ref())?;
-        let last = hidden.i((.., longest - 1, ..))?;
-        let logits = self.model.logits_f32(&last)?.to_dtype(DType::F32)?;
-        Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?)
+        drop(cache);
+        let last = hidden.i((.., longest - 1, ..))?.contiguous()?;
+        Ok(self.model.logits_f32(&last)?.to_dtype(DType::F32)?)
     }
 }
 
@@ -398,32 +406,8 @@ impl LocalModel {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }
-        if prompts.iter().any(Vec::is_empty) {
-            return Err(LocalError::Invalid("empty prompt".into()));
-        }
         let letters = self.letter_token_ids();
-        let device = self.model.device().clone();
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-        let flat: Vec<u32> = prompts
-            .iter()
-            .zip(&pads)
-            .flat_map(|(p, &n)| std::iter::repeat_n(0, n).chain(p.iter().copied()))
-            .collect();
-        let input = Tensor::from_vec(flat, (prompts.len(), longest), &device)?;
-        let mut cache = self.model.new_cache();
-        let mask = padding_mask(&pads, longest, 0, self.model.dtype(), &device)?;
-        let hidden = self
-            .model
-            .forward_hidden(&input, &mut cache, mask.as_ref())?;
-        drop(cache);
-        // Only the last position goes through the output projection.
-        let last = hidden.i((.., longest - 1, ..))?.contiguous()?;
-        let logits = self
-            .model
-            .logits_f32(&last)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
+        let logits = self.last_logits(prompts)?.to_vec2::<f32>()?;
         Ok(logits
             .iter()
             .map(|row| {
