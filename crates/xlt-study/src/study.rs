@@ -54,7 +54,7 @@ impl Observer for Quiet {}
 pub struct StudyOptions {
     /// The experiment directory.
     pub out: PathBuf,
-    /// The base model; `None`: the provider's default, or for [`evaluate`] the one the
+    /// The base model; `None`: the provider's default, or for [`Study::evaluate`] the one the
     /// experiment records.
     pub base_model: Option<String>,
     /// Seed of the split, the training runs and sampling.
