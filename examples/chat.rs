@@ -67,42 +67,6 @@ struct Response {
     top_logprobs: Vec<xlt::provider::TokenLogprob>,
 }
 
-/// The most alternatives a response lists: OpenAI's limit for `top_logprobs`.
-const MAX_TOP_LOGPROBS: u8 = 20;
-
-/// Refuses what OpenAI's chat API refuses (`max_tokens` 0, `temperature` outside [0, 2],
-/// `top_logprobs` above 20), a request with no messages, and an `id` already used (the
-/// answers could not be told apart), naming the line.
-fn check_request(
-    r: &Request,
-    line: usize,
-    seen: &std::collections::HashMap<String, usize>,
-) -> anyhow::Result<()> {
-    if r.messages.is_empty() {
-        anyhow::bail!("stdin line {line}: no messages");
-    }
-    if r.max_tokens == Some(0) {
-        anyhow::bail!("stdin line {line}: max_tokens must be at least 1");
-    }
-    if let Some(t) = r.temperature
-        && !(0.0..=2.0).contains(&t)
-    {
-        anyhow::bail!("stdin line {line}: temperature {t} is outside [0, 2]");
-    }
-    if let Some(n) = r.top_logprobs
-        && n > MAX_TOP_LOGPROBS
-    {
-        anyhow::bail!("stdin line {line}: top_logprobs {n} is above {MAX_TOP_LOGPROBS}");
-    }
-    if let Some(first) = seen.get(&r.id.to_string()) {
-        anyhow::bail!(
-            "stdin line {line}: id {} is already used on line {first}",
-            r.id
-        );
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     common::init_logging();
@@ -118,11 +82,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
+        let line_no = i + 1;
         let r: Request = serde_json::from_str(&line)
-            .with_context(|| format!("stdin line {}: not a chat request", i + 1))?;
-        check_request(&r, i + 1, &seen)?;
-        seen.insert(r.id.to_string(), i + 1);
-        requests.push(r);
+            .with_context(|| format!("stdin line {line_no}: not a chat request"))?;
+        let mut req = ChatRequest::new(String::new(), r.messages);
+        (req.max_tokens, req.temperature) = (r.max_tokens, r.temperature);
+        req.top_logprobs = r.top_logprobs;
+        if let Err(xlt::provider::ProviderError::InvalidRequest(why)) = req.check() {
+            anyhow::bail!("stdin line {line_no}: {why}");
+        }
+        if let Some(first) = seen.insert(r.id.to_string(), line_no) {
+            anyhow::bail!(
+                "stdin line {line_no}: id {} is already used on line {first}",
+                r.id
+            );
+        }
+        requests.push((r.id, req));
     }
     let temp;
     let out = match &args.out {
@@ -144,16 +119,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // A local model is loaded here, so a bad model fails before any output.
     let (chat, model) =
         xlt::backends::open_chat(args.provider, &options, args.base_model.as_deref()).await?;
-    let mut answers = futures::stream::iter(requests.into_iter().map(|r| {
+    let mut answers = futures::stream::iter(requests.into_iter().map(|(id, mut req)| {
         let chat = chat.clone();
-        let mut req = ChatRequest::new(model.clone(), r.messages);
-        req.max_tokens = r.max_tokens;
-        req.temperature = r.temperature;
-        req.top_logprobs = r.top_logprobs;
-        async move {
-            let answer = chat.chat(&req).await;
-            (r.id, answer)
-        }
+        req.model = model.clone();
+        async move { (id, chat.chat(&req).await) }
     }))
     .buffered(args.concurrency.max(1));
     // A reader that stops early (`| head`) ends the run quietly (see `common::exit_code`).

@@ -101,7 +101,7 @@ impl OpenAiClient {
         let mut rb = self.http.request(method, self.url(path));
         // A server of our own (vLLM) may take no key: then no `Authorization` header.
         if !self.config.api_key().is_empty() {
-            rb = rb.bearer_auth(self.config.api_key());
+            rb = rb.bearer_auth(self.config.api_key().expose());
         }
         if let Some(org) = &self.config.organization {
             rb = rb.header("OpenAI-Organization", org);

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use xlt_provider::ProviderError;
+use xlt_provider::{ProviderError, Secret};
 
 /// OpenAI's API root.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -25,7 +25,7 @@ pub enum LogprobsDialect {
 /// errors.
 #[derive(Clone)]
 pub struct OpenAiConfig {
-    api_key: String,
+    api_key: Secret,
     /// The API root, including `/v1` (`https://api.openai.com/v1`, `http://localhost:8000/v1`).
     pub base_url: String,
     /// `OpenAI-Organization` header.
@@ -45,7 +45,7 @@ pub struct OpenAiConfig {
 impl fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiConfig")
-            .field("api_key", &"[redacted]")
+            .field("api_key", &self.api_key)
             .field("base_url", &self.base_url)
             .field("organization", &self.organization)
             .field("project", &self.project)
@@ -60,7 +60,7 @@ impl fmt::Debug for OpenAiConfig {
 impl OpenAiConfig {
     /// A configuration with `api_key` against `base_url` and default timeouts (120 s for a
     /// request, 10 s to connect).
-    pub fn new(api_key: impl Into<String>, base_url: impl Into<String>) -> OpenAiConfig {
+    pub fn new(api_key: impl Into<Secret>, base_url: impl Into<String>) -> OpenAiConfig {
         OpenAiConfig {
             api_key: api_key.into(),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
@@ -108,7 +108,7 @@ impl OpenAiConfig {
         Ok(c)
     }
 
-    pub(crate) fn api_key(&self) -> &str {
+    pub(crate) fn api_key(&self) -> &Secret {
         &self.api_key
     }
 

@@ -17,9 +17,7 @@
 //!
 //! A chat request names an adapter by its `lora_name`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use reqwest::Method;
@@ -27,7 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 use xlt_provider::{
     Capabilities, ChatModel, ChatRequest, ChatResponse, ModelServer, ProviderError, ServeState,
-    Served,
+    Served, ServedRoutes,
 };
 
 use crate::client::{Body, OpenAiClient};
@@ -132,7 +130,7 @@ pub struct VllmServer {
     http: OpenAiClient,
     config: VllmConfig,
     /// Fine-tuned model -> the adapter name to send as `model`.
-    routes: Arc<Mutex<HashMap<String, String>>>,
+    routes: ServedRoutes,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,7 +154,7 @@ impl VllmServer {
         VllmServer {
             http,
             config,
-            routes: Arc::new(Mutex::new(HashMap::new())),
+            routes: ServedRoutes::default(),
         }
     }
 
@@ -206,10 +204,7 @@ impl VllmServer {
     }
 
     fn route(&self, model: &str, name: &str) {
-        self.routes
-            .lock()
-            .expect("routes lock")
-            .insert(model.to_owned(), name.to_owned());
+        self.routes.set(model, name);
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> Result<String, ProviderError> {
@@ -301,19 +296,9 @@ impl ChatModel for VllmServer {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let route = self
-            .routes
-            .lock()
-            .expect("routes lock")
-            .get(&request.model)
-            .cloned();
-        match route {
-            Some(name) => {
-                let mut routed = request.clone();
-                routed.model = name;
-                self.http.chat(&routed).await
-            }
-            None => self.http.chat(request).await.map_err(|e| match e {
+        match self.routes.route(request) {
+            std::borrow::Cow::Owned(routed) => self.http.chat(&routed).await,
+            std::borrow::Cow::Borrowed(_) => self.http.chat(request).await.map_err(|e| match e {
                 ProviderError::ModelNotFound { request: r, message } => {
                     let hint = match split_adapter_model(&request.model) {
                         Some(_) => "a LoRA adapter model (`<base>+<adapter dir>`) is loaded by `evaluate` itself, through the server's POST /v1/load_lora_adapter".to_owned(),
@@ -446,10 +431,7 @@ impl ModelServer for VllmServer {
 
     /// Unloads the adapter; an adapter the server does not know is fine.
     async fn stop(&self, served: &Served) -> Result<(), ProviderError> {
-        self.routes
-            .lock()
-            .expect("routes lock")
-            .remove(&served.model);
+        self.routes.clear(&served.model);
         if served.provider_state == SERVED_AS_IS || served.id.is_empty() {
             return Ok(());
         }

@@ -39,7 +39,9 @@ mod ledger;
 mod letters;
 mod limit;
 mod retry;
+mod routes;
 mod run;
+mod secret;
 mod store;
 mod traits;
 mod types;
@@ -57,7 +59,9 @@ pub use limit::{
     rate_limit_backoff,
 };
 pub use retry::{Retry, RetryCounter, RetryPolicy};
+pub use routes::ServedRoutes;
 pub use run::{Progress, RunOptions, run_chat};
+pub use secret::Secret;
 pub use store::{bytes_hash, stable_hash};
 pub use traits::{
     BatchRunner, ChatModel, FineTuner, ModelServer, ServeState, Served, WaitOptions, wait_for_job,

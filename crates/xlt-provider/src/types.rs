@@ -85,6 +85,27 @@ impl ChatRequest {
             .sum();
         (prompt as u32).saturating_add(self.max_tokens.unwrap_or(16))
     }
+
+    /// Refuses, before anything is sent (or paid for), what OpenAI's chat API refuses: no
+    /// messages, `max_tokens` 0, `temperature` outside [0, 2], `top_logprobs` above
+    /// [`TOP_LOGPROBS_MAX`](crate::TOP_LOGPROBS_MAX) (OpenAPI spec, `CreateChatCompletionRequest`).
+    ///
+    /// # Errors
+    /// [`ProviderError::InvalidRequest`](crate::ProviderError::InvalidRequest) naming the
+    /// field and its value.
+    pub fn check(&self) -> Result<(), crate::ProviderError> {
+        let refuse = |m: String| Err(crate::ProviderError::InvalidRequest(m));
+        let max = crate::TOP_LOGPROBS_MAX;
+        match (self.max_tokens, self.temperature, self.top_logprobs) {
+            _ if self.messages.is_empty() => refuse("no messages".to_owned()),
+            (Some(0), _, _) => refuse("max_tokens must be at least 1".to_owned()),
+            (_, Some(t), _) if !(0.0..=2.0).contains(&t) => {
+                refuse(format!("temperature {t} is outside [0, 2]"))
+            }
+            (_, _, Some(n)) if n > max => refuse(format!("top_logprobs {n} is above {max}")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Tokens a request used.
@@ -526,6 +547,27 @@ pub struct Capabilities {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn check_refuses_what_openai_refuses() {
+        let ok = ChatRequest::new("m", vec![ChatMessage::new(Role::User, "q")]);
+        assert!(ok.check().is_ok());
+        let cases: [(fn(&mut ChatRequest), &str); 4] = [
+            (|r| r.messages.clear(), "no messages"),
+            (|r| r.max_tokens = Some(0), "max_tokens must be at least 1"),
+            (
+                |r| r.temperature = Some(2.5),
+                "temperature 2.5 is outside [0, 2]",
+            ),
+            (|r| r.top_logprobs = Some(21), "top_logprobs 21 is above 20"),
+        ];
+        for (change, message) in cases {
+            let mut r = ok.clone();
+            change(&mut r);
+            let e = r.check().unwrap_err().to_string();
+            assert!(e.contains(message), "{e:?} should say {message:?}");
+        }
+    }
     use super::*;
 
     #[test]

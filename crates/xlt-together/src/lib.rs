@@ -51,9 +51,8 @@
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -62,8 +61,8 @@ use serde_json::{Value, json};
 use xlt_openai::{HttpMethod, LogprobsDialect, OpenAiClient, OpenAiConfig};
 use xlt_provider::{
     Capabilities, ChatModel, ChatRequest, ChatResponse, FilePurpose, FineTuneJob, FineTuneSpec,
-    FineTuner, JobEvent, JobStatus, LearningRate, ModelServer, Param, ProviderError, ServeState,
-    Served, UploadedFile,
+    FineTuner, JobEvent, JobStatus, LearningRate, ModelServer, Param, ProviderError, Secret,
+    ServeState, Served, ServedRoutes, UploadedFile,
 };
 
 /// Together's API root.
@@ -101,7 +100,7 @@ impl Default for TrainingType {
 /// How to reach Together. The key never appears in `Debug`, logs or errors.
 #[derive(Clone)]
 pub struct TogetherConfig {
-    api_key: String,
+    api_key: Secret,
     /// The API root (`https://api.together.xyz/v1`).
     pub base_url: String,
     /// Whole-request timeout.
@@ -120,7 +119,7 @@ pub struct TogetherConfig {
 impl fmt::Debug for TogetherConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TogetherConfig")
-            .field("api_key", &"[redacted]")
+            .field("api_key", &self.api_key)
             .field("base_url", &self.base_url)
             .field("timeout", &self.timeout)
             .field("training", &self.training)
@@ -132,7 +131,7 @@ impl fmt::Debug for TogetherConfig {
 
 impl TogetherConfig {
     /// A configuration with `api_key` against `base_url`.
-    pub fn new(api_key: impl Into<String>, base_url: impl Into<String>) -> TogetherConfig {
+    pub fn new(api_key: impl Into<Secret>, base_url: impl Into<String>) -> TogetherConfig {
         TogetherConfig {
             api_key: api_key.into(),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
@@ -182,7 +181,7 @@ pub struct TogetherClient {
     http: OpenAiClient,
     config: TogetherConfig,
     /// Fine-tuned model -> the endpoint name to send as `model`.
-    routes: Arc<Mutex<HashMap<String, String>>>,
+    routes: ServedRoutes,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,7 +327,7 @@ impl TogetherClient {
         Ok(TogetherClient {
             http: OpenAiClient::new(c)?,
             config,
-            routes: Arc::new(Mutex::new(HashMap::new())),
+            routes: ServedRoutes::default(),
         })
     }
 
@@ -628,20 +627,7 @@ impl ChatModel for TogetherClient {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let route = self
-            .routes
-            .lock()
-            .expect("routes lock")
-            .get(&request.model)
-            .cloned();
-        match route {
-            Some(endpoint) => {
-                let mut routed = request.clone();
-                routed.model = endpoint;
-                self.http.chat(&routed).await
-            }
-            None => self.http.chat(request).await,
-        }
+        self.http.chat(&self.routes.route(request)).await
     }
 }
 
@@ -692,10 +678,7 @@ impl ModelServer for TogetherClient {
             .await?;
         let s = to_served(e);
         if s.state == ServeState::Ready {
-            self.routes
-                .lock()
-                .expect("routes lock")
-                .insert(s.model.clone(), s.chat_model.clone());
+            self.routes.set(&s.model, &s.chat_model);
         }
         Ok(s)
     }
@@ -720,10 +703,7 @@ impl ModelServer for TogetherClient {
     }
 
     async fn stop(&self, served: &Served) -> Result<(), ProviderError> {
-        self.routes
-            .lock()
-            .expect("routes lock")
-            .remove(&served.model);
+        self.routes.clear(&served.model);
         let result: Result<Endpoint, _> = self
             .http
             .json(
