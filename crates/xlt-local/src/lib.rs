@@ -51,6 +51,7 @@
 #![deny(missing_docs)]
 
 mod attention;
+pub mod bench;
 mod error;
 mod finetune;
 mod generate;
