@@ -42,6 +42,11 @@ struct Args {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// A file of resource levels, `code,level` per line, over the default classification
+    /// (the study's map for its nine languages, Joshi et al. 2020 for the others) or the
+    /// one the experiment keeps.
+    #[arg(long)]
+    resource_map: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -79,13 +84,22 @@ fn run(args: Args) -> anyhow::Result<()> {
     xlt::study::check_out_dir(&out)?;
     // Before anything is read: an experiment's directory takes only its own analysis.
     xlt::study::check_analysis_dir(&out, input, args.fresh)?;
-    let mut config = AnalysisConfig {
-        bootstrap: BootstrapConfig {
-            resamples: args.bootstrap,
-            seed: args.seed,
-        },
-        ..AnalysisConfig::default()
+    // Outcomes inside an experiment: its fingerprint and manifest head the report, and its
+    // kept resource map classifies the languages.
+    let experiment = args.outcomes.as_deref().and_then(|d| d.parent());
+    let mut config = match experiment {
+        Some(dir) => xlt::study::analysis_config(dir)?,
+        None => AnalysisConfig::default(),
     };
+    config.bootstrap = BootstrapConfig {
+        resamples: args.bootstrap,
+        seed: args.seed,
+    };
+    if let Some(file) = &args.resource_map {
+        config
+            .resource_map
+            .overlay(&xlt::data::ResourceMap::from_file(file)?);
+    }
     let analysis = match (&args.table, &args.outcomes) {
         (Some(table), _) => {
             let text =
@@ -98,11 +112,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             Analysis::new(matrix.grid(&config.resource_map), &config)
         }
-        (None, Some(dir)) => {
-            // Outcomes inside an experiment: its fingerprint and manifest head the report.
-            config.context = dir.parent().and_then(xlt::study::report_context);
-            xlt::study::analyze_outcomes(dir, &config)?
-        }
+        (None, Some(dir)) => xlt::study::analyze_outcomes(dir, &config)?,
         (None, None) => unreachable!("clap requires one input"),
     };
     if analysis.grid.rows.is_empty() && analysis.grid.answers.is_empty() {

@@ -41,7 +41,11 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     xlt::study::check_out_dir(&args.out)?;
     let prepared = args.data.prepare(args.seed)?;
+    let resource_map = args.data.resource_map()?;
     xlt::study::write_prepared(&args.out, &prepared, args.fresh)?;
+    if let Some(map) = resource_map {
+        xlt::study::save_resource_map(&args.out, &map)?;
+    }
     common::outln!(
         "{}wrote {} files to {}",
         prepared.summary(),

@@ -49,6 +49,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     xlt::study::check_out_dir(out)?;
     // Prepared in memory first: nothing is written if the data or the directory refuses.
     let prepared = args.data.prepare(args.study.seed)?;
+    let resource_map = args.data.resource_map()?;
+    eprint!("{}", prepared.summary());
     let backend = args.study.backend()?;
     let (options, bars) = (args.study.options(), common::Bars::new());
     let study = xlt::study::Study::new(&backend, &options, &bars);
@@ -60,6 +62,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             common::interrupted(),
         )
         .await?;
+    let done = match resource_map {
+        // Kept in the experiment, so that every later analysis classifies the same way.
+        Some(map) => {
+            xlt::study::save_resource_map(out, &map)?;
+            let (analysis, files) = xlt::study::analyze_experiment(out)?;
+            xlt::study::Reproduced {
+                analysis,
+                files,
+                ..done
+            }
+        }
+        None => done,
+    };
     common::outln!(
         "{} instances analysed; {} in {}; {} retries",
         done.analysis.grid.rows.len(),

@@ -26,7 +26,9 @@ fn slice_order(s: Slice) -> (&'static str, xlt_data::Domain) {
 /// Settings of an analysis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalysisConfig {
-    /// Resource levels of the languages (the study's by default).
+    /// Resource levels of the languages and who classified them (by default
+    /// [`ResourceMap::classified`]: the study's map for its nine languages, Joshi et al.
+    /// 2020 for the others).
     pub resource_map: ResourceMap,
     /// Bootstrap resamples and seed.
     pub bootstrap: BootstrapConfig,
@@ -43,7 +45,7 @@ pub struct AnalysisConfig {
 impl Default for AnalysisConfig {
     fn default() -> Self {
         AnalysisConfig {
-            resource_map: ResourceMap::study(),
+            resource_map: ResourceMap::classified(),
             bootstrap: BootstrapConfig::default(),
             alpha: 0.05,
             published: None,
@@ -1102,6 +1104,39 @@ impl Analysis {
                 unmapped.into_iter().collect::<Vec<_>>().join(", ")
             );
         }
+        self.section_resource_levels(out);
+    }
+
+    /// Each language of the grid with its resource level and the source that classified
+    /// it (the study's map, Joshi et al. 2020's class, a file, or given).
+    fn section_resource_levels(&self, out: &mut String) {
+        let mut languages: Vec<xlt_data::Language> = self
+            .grid
+            .rows
+            .iter()
+            .flat_map(|r| [r.source.language, r.target.language])
+            .chain(self.grid.base.iter().map(|(s, _)| s.language))
+            .collect();
+        languages.sort_by_key(|l| l.code());
+        languages.dedup();
+        if languages.is_empty() {
+            return;
+        }
+        let map = &self.config.resource_map;
+        let _ = writeln!(
+            out,
+            "Resource levels, and which source classified each language (the study's map for its nine languages, else the class of Joshi et al. 2020, ACL, doi:10.18653/v1/2020.acl-main.560: 0-2 low, 3 mid, 4-5 high, unless a `--resource-map` file says otherwise):\n"
+        );
+        let _ = writeln!(out, "| language | level | classified by |\n|---|---|---|");
+        for l in languages {
+            let (level, source) = match (map.level(l), map.source(l)) {
+                (Some(r), Some(src)) => (r.as_str().to_owned(), src.to_string()),
+                (Some(r), None) => (r.as_str().to_owned(), "given".to_owned()),
+                (None, _) => ("-".to_owned(), "no source classifies it".to_owned()),
+            };
+            let _ = writeln!(out, "| {} ({}) | {level} | {source} |", l.code(), l.name());
+        }
+        let _ = writeln!(out);
     }
 
     /// Outcomes of the base model alone (a study that evaluated but fine-tuned nothing, as

@@ -939,10 +939,7 @@ impl<'a> Study<'a> {
                 models
             }
         };
-        let config = AnalysisConfig {
-            context: report_context(out),
-            ..AnalysisConfig::default()
-        };
+        let config = analysis_config(out)?;
         let analysis = crate::analyze_outcomes(&out.join("outcomes"), &config)?;
         let files = crate::write_analysis(&analysis, out)?;
         let run = serde_json::json!({
@@ -1183,18 +1180,16 @@ pub fn check_analysis_dir(out: &Path, input: &Path, fresh: bool) -> Result<(), S
 /// # Errors
 /// As [`crate::analyze_outcomes`] and [`crate::write_analysis`].
 pub fn analyze_experiment(out: &Path) -> Result<(Analysis, Vec<String>), StudyError> {
-    let config = AnalysisConfig {
-        context: report_context(out),
-        ..AnalysisConfig::default()
-    };
+    let config = analysis_config(out)?;
     let analysis = crate::analyze_outcomes(&out.join("outcomes"), &config)?;
     let files = crate::write_analysis(&analysis, out)?;
     Ok((analysis, files))
 }
 
-/// Loads `sources` and prepares an experiment: the languages (comma-separated codes;
-/// `None`: every language found) and domains (comma-separated) parsed first, so that a
-/// typo fails before any file is read; the split with `train_fraction` and `seed`.
+/// Loads `sources` and prepares an experiment in the study's domain scheme: the languages
+/// (comma-separated codes; `None`: every language found) and domains (comma-separated)
+/// parsed first, so that a typo fails before any file is read; the split with
+/// `train_fraction` and `seed`. [`prepare_data_in`] takes another scheme.
 ///
 /// # Errors
 /// A list that does not parse, a source that cannot be read, data that fails validation.
@@ -1205,12 +1200,41 @@ pub fn prepare_data(
     train_fraction: f64,
     seed: u64,
 ) -> Result<Prepared, xlt_data::DataError> {
-    use xlt_data::{Domain, Language, PrepareConfig, Selection, SplitConfig};
+    let scheme = xlt_data::DomainScheme::Study;
+    prepare_data_in(
+        scheme,
+        sources,
+        languages,
+        Some(domains),
+        train_fraction,
+        seed,
+    )
+}
+
+/// [`prepare_data`] in domain scheme `scheme` (`--domain-scheme`): `domains` are checked
+/// against the scheme's ([`xlt_data::DomainScheme::parse_domains`]); `None` selects the
+/// scheme's defaults (the study's three, or MMLU's four). The scheme is recorded in the
+/// manifest.
+///
+/// # Errors
+/// As [`prepare_data`]; a domain the scheme does not have (Medical under `mmlu`).
+pub fn prepare_data_in(
+    scheme: xlt_data::DomainScheme,
+    sources: &[xlt_data::DataSource],
+    languages: Option<&str>,
+    domains: Option<&str>,
+    train_fraction: f64,
+    seed: u64,
+) -> Result<Prepared, xlt_data::DataError> {
+    use xlt_data::{Language, PrepareConfig, Selection, SplitConfig};
     let languages = match languages {
         Some(list) => Language::parse_list(list)?,
         None => Vec::new(),
     };
-    let domains = Domain::parse_list(domains)?;
+    let domains = match domains {
+        Some(list) => scheme.parse_domains(list)?,
+        None => scheme.default_domains(),
+    };
     let options = xlt_data::LoadOptions::from_env(languages.clone());
     let (dataset, sources) = xlt_data::load_sources(sources, &options)?;
     let config = PrepareConfig {
@@ -1224,9 +1248,39 @@ pub fn prepare_data(
             seed,
         },
         sources,
+        domain_scheme: scheme,
         ..PrepareConfig::default()
     };
     xlt_data::prepare(dataset, &config)
+}
+
+/// The file in an experiment directory that holds the resource map its analysis uses
+/// (written by [`save_resource_map`], `--resource-map`).
+pub const RESOURCE_MAP_FILE: &str = "resource-map.json";
+
+/// Keeps `map` as the experiment's resource map: every later analysis of `out`
+/// ([`analysis_config`]) classifies languages by it. Written atomically.
+///
+/// # Errors
+/// [`StudyError::Io`] if it cannot be written.
+pub fn save_resource_map(out: &Path, map: &xlt_data::ResourceMap) -> Result<(), StudyError> {
+    write_json(&out.join(RESOURCE_MAP_FILE), map)
+}
+
+/// The settings an analysis of the experiment in `out` uses: its report head
+/// ([`report_context`]) and its resource map (the one [`save_resource_map`] kept, else
+/// [`xlt_data::ResourceMap::classified`]: the study's map for its nine languages, Joshi et
+/// al. (2020) for the others).
+///
+/// # Errors
+/// [`StudyError::Invalid`] or [`StudyError::Io`] if a kept resource map cannot be read.
+pub fn analysis_config(out: &Path) -> Result<AnalysisConfig, StudyError> {
+    let resource_map = read_json(&out.join(RESOURCE_MAP_FILE))?;
+    Ok(AnalysisConfig {
+        context: report_context(out),
+        resource_map: resource_map.unwrap_or_else(xlt_data::ResourceMap::classified),
+        ..AnalysisConfig::default()
+    })
 }
 
 /// Checks an output directory (`--out`) before anything is read or written: it must be a
@@ -1338,7 +1392,9 @@ pub fn report_context(out: &Path) -> Option<xlt_stats::ReportContext> {
     };
     let judge_model = (!letters && grader.contains("llm")).then(|| base_model.clone());
     let mut notes = Vec::new();
-    if provider == "embedded" {
+    // The note belongs to the model, not to a provider's name: the embedded stand-in is the
+    // one base model that is not a language model.
+    if base_model == xlt_provider::EMBEDDED_BASE_MODEL {
         notes.push(
             "The embedded provider is an in-process linear scorer over hashed features, a \
              baseline for the pipeline, not a language model: its accuracies say nothing about \
