@@ -122,8 +122,8 @@ pub use run::{
     provider_training_estimate, stop_started_endpoints,
 };
 pub use study::{
-    ANALYZED_KEY, EvalSettings, LoraOptions, Observer, Quiet, Reproduced, Study, StudyOptions,
-    TuneSettings, analyze_experiment, cache_dir, check_analysis_dir, check_out_dir,
+    ANALYZED_KEY, EVAL_KEYS, EvalSettings, LoraOptions, Observer, Quiet, Reproduced, Study,
+    StudyOptions, TuneSettings, analyze_experiment, cache_dir, check_analysis_dir, check_out_dir,
     check_partial_fingerprint, default_analysis_dir, prepare_data, report_context, write_prepared,
 };
 
