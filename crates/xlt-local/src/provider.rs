@@ -29,7 +29,9 @@ pub const PROVIDER: &str = "local";
 pub struct ServeOptions {
     /// Prompts run together in one batch at most. The requests waiting when the model's
     /// worker becomes free are sorted by prompt length and cut into batches of this size,
-    /// so that prompts of similar length share a batch.
+    /// so that prompts of similar length share a batch. Letter requests
+    /// ([`ChatRequest::letters`]) run one prompt a pass, so that their numbers do not
+    /// depend on which requests shared a batch.
     pub max_batch: usize,
     /// Requests admitted at once per model (running or waiting for a batch); more wait.
     pub max_concurrent: usize,
@@ -83,8 +85,19 @@ impl Served {
                 waiting.sort_by_key(|j| (j.params.is_some(), j.prompt.len()));
                 let mut waiting = waiting.into_iter().peekable();
                 while let Some(kind) = waiting.peek().map(|j| j.params.is_some()) {
-                    let mut batch = Vec::with_capacity(max_batch);
-                    while batch.len() < max_batch
+                    // Letter requests run one prompt a pass: their log-probabilities are
+                    // recorded as numbers, and in a batch they depend on its composition
+                    // (which requests happened to be waiting): a left-padded row sees its
+                    // tokens at rotary positions shifted by its padding, and the products'
+                    // kernels change with the row count, which moves the result in the
+                    // last bits, so that a resumed study would not reproduce an
+                    // uninterrupted one byte for byte. On the CPU a prompt of a few
+                    // hundred tokens fills the matrix kernels alone, so little is lost.
+                    // `LocalModel::letter_logprobs` batches for callers that do not need
+                    // this.
+                    let limit = if kind { max_batch } else { 1 };
+                    let mut batch = Vec::with_capacity(limit);
+                    while batch.len() < limit
                         && let Some(j) = waiting.next_if(|j| j.params.is_some() == kind)
                     {
                         batch.push(j);

@@ -73,9 +73,22 @@ impl Tally {
     }
 }
 
+/// A model's mean probability of the correct letter on one test set (letter scoring,
+/// `xlt_grade::LetterOutcome::p_correct`): per question the mean over its option
+/// rotations, then the mean over questions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PCorrectTally {
+    /// The test set.
+    pub test_set: Slice,
+    /// Questions with a `p_correct`.
+    pub n: usize,
+    /// Their mean `p_correct`, a fraction in [0, 1] (chance is [`CHANCE`]).
+    pub mean: f64,
+}
+
 /// How one model answered, over all its outcomes: by test set, who read the letters, and
 /// which letters it chose beside the key's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelAnswers {
     /// The model's label.
     pub label: String,
@@ -94,6 +107,9 @@ pub struct ModelAnswers {
     /// Letter scoring under option rotations (issue #22): (correct, answered) per rotation,
     /// indexed by rotation (0: the options as in the data). One entry without rotations.
     pub by_rotation: Vec<(usize, usize)>,
+    /// Letter scoring: the mean `p_correct` per test set, ordered as `by_test_set`; empty
+    /// for generated answers.
+    pub p_correct: Vec<PCorrectTally>,
 }
 
 impl ModelAnswers {
@@ -110,8 +126,22 @@ impl ModelAnswers {
             chosen: [0; 4],
             key: [0; 4],
             by_rotation: Vec::new(),
+            p_correct: Vec::new(),
         };
+        // (test set key) -> sample id -> (sum of p_correct over rotations, count).
+        type PSums<'a> = std::collections::BTreeMap<&'a str, (f64, usize)>;
+        let mut p_by: std::collections::BTreeMap<(&str, Domain, Language), PSums<'_>> =
+            std::collections::BTreeMap::new();
         for o in outcomes {
+            if let Some(p) = o.p_correct() {
+                let e = p_by
+                    .entry((o.language.code(), o.domain, o.language))
+                    .or_default()
+                    .entry(o.sample_id.as_str())
+                    .or_insert((0.0, 0));
+                e.0 += p;
+                e.1 += 1;
+            }
             let r = usize::from(o.letters.map_or(0, |l| l.rotation));
             if a.by_rotation.len() <= r {
                 a.by_rotation.resize(r + 1, (0, 0));
@@ -144,6 +174,15 @@ impl ModelAnswers {
             a.key[o.answer.index()] += 1;
         }
         a.by_test_set = by.into_values().collect();
+        a.p_correct = p_by
+            .into_iter()
+            .map(|((_, domain, language), questions)| PCorrectTally {
+                test_set: Slice { domain, language },
+                n: questions.len(),
+                mean: questions.values().map(|(s, n)| s / *n as f64).sum::<f64>()
+                    / questions.len() as f64,
+            })
+            .collect();
         a
     }
 

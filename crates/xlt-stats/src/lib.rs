@@ -43,7 +43,8 @@ mod signif;
 mod summary;
 
 pub use answers::{
-    CHANCE, JUDGE_METHOD, LOPSIDED_EXCESS, MIN_QUESTIONS, ModelAnswers, Tally, binomial_test,
+    CHANCE, JUDGE_METHOD, LOPSIDED_EXCESS, MIN_QUESTIONS, ModelAnswers, PCorrectTally, Tally,
+    binomial_test,
 };
 pub use bootstrap::BootstrapConfig;
 pub use cluster::{Coefficient, TwoWayOls};

@@ -343,7 +343,7 @@ impl Analysis {
                     .into_iter()
                     .map(|a| {
                         let (correct, n) = a.total();
-                        json!({
+                        let mut m = json!({
                             "label": a.label,
                             "n": n,
                             "correct": correct,
@@ -359,7 +359,24 @@ impl Analysis {
                                 "correct": t.correct,
                                 "p_chance": t.p_chance(),
                             })).collect::<Vec<_>>(),
-                        })
+                        });
+                        // Letter scoring: the mean p(correct) per test set (a baseline
+                        // study's continuous outcome; with fine-tuned models their gains
+                        // are under `p_correct`).
+                        if !a.p_correct.is_empty() {
+                            m["p_correct"] = a
+                                .p_correct
+                                .iter()
+                                .map(|t| {
+                                    json!({
+                                        "test_set": t.test_set.to_string(),
+                                        "n": t.n,
+                                        "mean": t.mean,
+                                    })
+                                })
+                                .collect();
+                        }
+                        m
                     })
                     .collect(),
             );
@@ -815,7 +832,6 @@ impl Analysis {
         }
     }
 
-    /// The letters chosen beside the key's, for every model whose letters are lopsided.
     /// Letter scoring under option rotations: each model's accuracy with the options as in
     /// the data and over every rotation, and its gain over the base model by both. A gain
     /// that shrinks under rotations came from moving the model's letter prior toward the
@@ -874,8 +890,15 @@ impl Analysis {
         let _ = writeln!(out);
     }
 
+    /// The letters chosen beside the key's: for every model when letters were scored (a
+    /// letter prior is what letter scoring must be read against), else for every model
+    /// whose letters are lopsided; lopsided models are named in a warning.
     fn section_letters(&self, out: &mut String) {
         if self.grid.answers.is_empty() {
+            return;
+        }
+        if self.grid.answers.iter().any(|a| !a.p_correct.is_empty()) {
+            self.section_letters_scored(out);
             return;
         }
         let lopsided: Vec<&ModelAnswers> = self
@@ -909,6 +932,44 @@ impl Analysis {
             );
         }
         let _ = writeln!(out);
+    }
+
+    /// [`Analysis::section_letters`] for letter-scored outcomes: every model's chosen
+    /// letters (the argmax) beside the key's, in percent of its questions, and a warning
+    /// naming the lopsided ones.
+    fn section_letters_scored(&self, out: &mut String) {
+        let _ = writeln!(out, "## Chosen letters\n");
+        let _ = writeln!(
+            out,
+            "With letter scoring the chosen letter is the most probable of A-D. Each cell is chosen / key: how often the model chose the letter and how often the answer key has it, over the same questions (the options as in the data), in percent; n is the number of questions. A model that chooses one letter far more often than the key has it earns the key's share of that letter whatever it knows.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| model | n | A | B | C | D |\n|---|---:|---:|---:|---:|---:|"
+        );
+        let ordered = self.answers_ordered();
+        for a in &ordered {
+            let n = a.total().1;
+            let pct = |k: usize| 100.0 * k as f64 / n.max(1) as f64;
+            let cells: Vec<String> = (0..4)
+                .map(|i| format!("{:.0} / {:.0}", pct(a.chosen[i]), pct(a.key[i])))
+                .collect();
+            let _ = writeln!(out, "| {} | {n} | {} |", a.label, cells.join(" | "));
+        }
+        let _ = writeln!(out);
+        let lopsided: Vec<&str> = ordered
+            .iter()
+            .filter(|a| a.lopsided())
+            .map(|a| a.label.as_str())
+            .collect();
+        if !lopsided.is_empty() {
+            let _ = writeln!(
+                out,
+                "**Warning:** lopsided letters (the most over-chosen letter exceeds its share of the key by {:.0} points or more): {}. An accuracy near the key's share of that letter may be a model that always answers it; see p(correct) and, with `--rotations 4`, the option-order control.\n",
+                100.0 * LOPSIDED_EXCESS,
+                lopsided.join(", ")
+            );
+        }
     }
 
     fn section_closing(&self, out: &mut String) {
@@ -951,6 +1012,23 @@ impl Analysis {
                 "Base model: {:.1}% correct on average over {} test sets (chance {:.1}%; no question counts to test it).",
                 100.0 * mean,
                 self.grid.base.len(),
+                100.0 * CHANCE
+            );
+        }
+        if let Some(p) = self
+            .grid
+            .answers
+            .iter()
+            .find(|a| a.source.is_none())
+            .map(|a| a.p_correct.as_slice())
+            .filter(|p| !p.is_empty())
+        {
+            let n: usize = p.iter().map(|t| t.n).sum();
+            let mean = p.iter().map(|t| t.mean * t.n as f64).sum::<f64>() / n.max(1) as f64;
+            let _ = writeln!(
+                out,
+                "Base model's mean p(correct): {:.1}% on {n} questions (chance {:.1}%).",
+                100.0 * mean,
                 100.0 * CHANCE
             );
         }
@@ -1052,6 +1130,8 @@ impl Analysis {
     fn section_input(&self, out: &mut String) {
         let _ = writeln!(out, "## Input\n");
         match self.test_set_sizes() {
+            // A baseline pairs nothing: its test sets' sizes are in `## Base model only`.
+            Some(_) if self.base_only() => {}
             Some(sizes) => {
                 let mut by: BTreeMap<usize, Vec<String>> = BTreeMap::new();
                 for (t, n) in &sizes {
@@ -1139,6 +1219,12 @@ impl Analysis {
         let _ = writeln!(out);
     }
 
+    /// Whether the grid holds the base model's outcomes alone (a baseline study): no
+    /// instance, so no gain to tabulate.
+    fn base_only(&self) -> bool {
+        self.grid.rows.is_empty() && !self.grid.base.is_empty()
+    }
+
     /// Outcomes of the base model alone (a study that evaluated but fine-tuned nothing, as
     /// `--provider local` does until local fine-tuning is wired in): its accuracy on each
     /// test set is the whole result, so it is reported rather than an empty analysis.
@@ -1146,17 +1232,51 @@ impl Analysis {
         if !self.grid.rows.is_empty() || self.grid.base.is_empty() {
             return;
         }
+        let p_correct = self
+            .grid
+            .answers
+            .iter()
+            .find(|a| a.source.is_none())
+            .map(|a| a.p_correct.as_slice())
+            .filter(|p| !p.is_empty());
+        let Some(p_correct) = p_correct else {
+            let _ = writeln!(
+                out,
+                "## Base model only\n\nNo fine-tuned model's outcomes were found, so there is no gain to analyse (the sections on gains, intervals, significance and power are left out); the base model's accuracy on each test set:\n\n| test set | accuracy (%) |\n|---|---:|"
+            );
+            for (t, a) in &self.grid.base {
+                let _ = writeln!(out, "| {t} | {:.1} |", 100.0 * a);
+            }
+            let _ = writeln!(out);
+            return;
+        };
+        // A baseline study (`--train-slices none`) with letter scoring: accuracy and the
+        // continuous outcome side by side.
         let _ = writeln!(
             out,
-            "## Base model only\n\nNo fine-tuned model's outcomes were found, so there is no gain to analyse; the base model's accuracy on each test set:\n\n| test set | accuracy (%) |\n|---|---:|"
+            "## Base model only\n\nA baseline: no fine-tuned model was evaluated, so there are no gains (the sections on gains, intervals, significance and power are left out). The base model's accuracy and mean p(correct) (the correct letter's probability renormalized over A-D, averaged over option rotations when there were several; chance is 25%) on each test set, over n questions:\n\n| test set | n | accuracy (%) | mean p(correct) (%) |\n|---|---:|---:|---:|"
         );
-        for (t, a) in &self.grid.base {
-            let _ = writeln!(out, "| {t} | {:.1} |", 100.0 * a);
+        let accuracy = |t: &Slice| self.grid.base.iter().find(|(s, _)| s == t).map(|(_, a)| *a);
+        for p in p_correct {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} |",
+                p.test_set,
+                p.n,
+                accuracy(&p.test_set)
+                    .map_or_else(|| "—".to_owned(), |a| format!("{:.1}", 100.0 * a)),
+                100.0 * p.mean
+            );
         }
-        let _ = writeln!(out);
+        let n: usize = p_correct.iter().map(|p| p.n).sum();
+        let pooled = p_correct.iter().map(|p| p.mean * p.n as f64).sum::<f64>() / n.max(1) as f64;
+        let _ = writeln!(out, "| all | {n} | | {:.1} |\n", 100.0 * pooled);
     }
 
     fn section_intervals(&self, out: &mut String) {
+        if self.base_only() {
+            return;
+        }
         let _ = writeln!(out, "## Intervals\n");
         let _ = writeln!(
             out,
@@ -1178,6 +1298,9 @@ impl Analysis {
     }
 
     fn section_gains(&self, out: &mut String) {
+        if self.base_only() {
+            return;
+        }
         let _ = writeln!(out, "## Gains\n");
         Self::summary_table(
             out,
@@ -1227,6 +1350,9 @@ impl Analysis {
     }
 
     fn section_regression(&self, out: &mut String) {
+        if self.base_only() {
+            return;
+        }
         let _ = writeln!(out, "## Transfer type, direction and headroom together\n");
         match &self.regression {
             Ok(r) => {
@@ -1314,6 +1440,9 @@ impl Analysis {
     }
 
     fn section_significance(&self, out: &mut String) {
+        if self.base_only() {
+            return;
+        }
         let _ = writeln!(out, "## Significance\n");
         match &self.significance {
             Some(s) => {
@@ -1366,6 +1495,9 @@ impl Analysis {
     }
 
     fn section_power(&self, out: &mut String) {
+        if self.base_only() {
+            return;
+        }
         let Some(rows) = &self.power else {
             return;
         };

@@ -362,3 +362,133 @@ fn pairs_without_letters_are_left_out_and_bad_probabilities_refused() {
         "{msg}"
     );
 }
+
+/// With letters, `## Chosen letters` shows every model's chosen letters (the argmax)
+/// beside the answer key's, in percent of its questions with the options as in the data
+/// (rotation 0), whether or not they are lopsided; the lopsided ones are named in a
+/// warning. Expected cells are counted here from the fixture's outcomes.
+#[test]
+fn letter_reports_show_every_models_letters_beside_the_key() {
+    let models = load("stats/letters");
+    let report = analysis(letters_grid(), 50).report_markdown();
+    let start = report.find("## Chosen letters").expect("a letters section");
+    let section = &report[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut lopsided = Vec::new();
+    for m in &models {
+        let first: Vec<_> = m
+            .outcomes
+            .iter()
+            .filter(|o| o.letters.is_some_and(|l| l.rotation == 0))
+            .collect();
+        let n = first.len();
+        let (mut chosen, mut key) = ([0usize; 4], [0usize; 4]);
+        for o in &first {
+            chosen[o.letter.expect("letters choose").index()] += 1;
+            key[o.answer.index()] += 1;
+        }
+        let pct = |k: usize| 100.0 * k as f64 / n as f64;
+        let cells: Vec<String> = (0..4)
+            .map(|i| format!("{:.0} / {:.0}", pct(chosen[i]), pct(key[i])))
+            .collect();
+        let row = format!("| {} | {n} | {} |", m.label, cells.join(" | "));
+        println!("expected: {row}");
+        assert!(section.contains(&row), "{row} not in:\n{section}");
+        if (0..4).any(|i| pct(chosen[i]) - pct(key[i]) >= 20.0) {
+            lopsided.push(m.label.clone());
+        }
+    }
+    println!("lopsided: {lopsided:?}");
+    match lopsided.is_empty() {
+        true => assert!(!section.contains("**Warning:** lopsided"), "{section}"),
+        false => {
+            let warning = format!("or more): {}.", lopsided.join(", "));
+            assert!(section.contains(&warning), "{warning} not in:\n{section}");
+        }
+    }
+}
+
+/// A baseline study (the base model's outcomes alone, `--train-slices none`) with letters:
+/// the report gives, per test set, n and the base model's accuracy and mean p(correct)
+/// (per question the mean over rotations, then the mean over questions; computed here from
+/// the fixture), says in one line that there are no gains, and prints no empty gain,
+/// interval, significance or power section; `summary.json` has the same means.
+#[test]
+fn a_baseline_reports_the_base_models_mean_p_correct_per_test_set() {
+    let base: Vec<ModelOutcomes> = load("stats/letters")
+        .into_iter()
+        .filter(|m| m.source.is_none())
+        .collect();
+    // Test set -> sample id -> (sum, count); and rotation-0 correctness.
+    type Sums = std::collections::BTreeMap<String, (f64, usize)>;
+    let mut by: std::collections::BTreeMap<String, Sums> = Default::default();
+    let mut correct: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for o in &base[0].outcomes {
+        let key = Slice {
+            domain: o.domain,
+            language: o.language,
+        }
+        .to_string();
+        let l = o.letters.expect("letters");
+        let e = by
+            .entry(key.clone())
+            .or_default()
+            .entry(o.sample_id.clone())
+            .or_default();
+        e.0 += l.p_correct;
+        e.1 += 1;
+        if l.rotation == 0 {
+            let c = correct.entry(key).or_default();
+            c.0 += usize::from(o.correct);
+            c.1 += 1;
+        }
+    }
+    let grid = Grid::from_outcomes(&base, &ResourceMap::study()).unwrap();
+    let a = analysis(grid, 50);
+    let report = a.report_markdown();
+    let summary = a.summary_json();
+    assert!(report.contains("## Base model only"), "{report}");
+    assert!(report.contains("so there are no gains"), "{report}");
+    for absent in [
+        "## Gains",
+        "## Intervals",
+        "## Significance",
+        "## Power",
+        "## Transfer type",
+    ] {
+        assert!(
+            !report.contains(absent),
+            "{absent} in a baseline's report:\n{report}"
+        );
+    }
+    let tallies = summary["models"][0]["p_correct"]
+        .as_array()
+        .expect("base p_correct");
+    assert_eq!(tallies.len(), by.len(), "{tallies:?}");
+    for (set, questions) in &by {
+        let n = questions.len();
+        let mean = questions.values().map(|(s, k)| s / *k as f64).sum::<f64>() / n as f64;
+        let (c, answered) = correct[set];
+        let accuracy = 100.0 * c as f64 / answered as f64;
+        let row = tallies
+            .iter()
+            .find(|t| t["test_set"] == set.as_str())
+            .unwrap_or_else(|| panic!("{set} in {tallies:?}"));
+        let got = row["mean"].as_f64().unwrap();
+        println!(
+            "{set}: n {n}, mean p(correct) ours {got} vs counted {mean}, accuracy {accuracy:.1}"
+        );
+        assert_eq!(row["n"].as_u64(), Some(n as u64), "{set}");
+        assert!((got - mean).abs() < 1e-12, "{set}: {got} vs {mean}");
+        let line = format!("| {set} | {n} | {accuracy:.1} | {:.1} |", 100.0 * mean);
+        assert!(report.contains(&line), "{line} not in:\n{report}");
+    }
+    assert!(
+        summary["closing_summary"]
+            .as_str()
+            .unwrap()
+            .contains("Base model's mean p(correct):"),
+        "{}",
+        summary["closing_summary"]
+    );
+}

@@ -391,15 +391,15 @@ impl<'a> Study<'a> {
                 .insert("scoring".to_owned(), crate::Scoring::Letters.to_string());
             fp.settings
                 .insert("rotations".to_owned(), e.rotations.clamp(1, 4).to_string());
+            // Letters read no text and sample nothing: the grader, the output-token limit
+            // and the temperature do not touch their results, so changing them must not
+            // refuse (or discard) a letter-scored directory.
+            for k in ["grader", "max_tokens", "temperature"] {
+                fp.settings.remove(k);
+            }
         }
         if eval.is_none() {
-            for k in [
-                "grader",
-                "max_tokens",
-                "temperature",
-                "scoring",
-                "rotations",
-            ] {
+            for k in EVAL_KEYS {
                 fp.settings.remove(k);
             }
         }
@@ -1066,6 +1066,13 @@ pub fn write_prepared(out: &Path, prepared: &Prepared, fresh: bool) -> Result<()
 /// added to it, but only once the shared keys agree, so that a refused run leaves `dir` as
 /// it was. After a discard (`fresh`), only the step's own keys are recorded.
 ///
+/// The evaluation's keys ([`EVAL_KEYS`]) are compared as a whole when both fingerprints
+/// have some: which of them a fingerprint has says how answers were read (letter scoring
+/// has `scoring` and `rotations`, generation `grader`, `max_tokens` and `temperature`), so
+/// one is never taken from, or added to, the other's. A letter-scored fingerprint of an
+/// earlier version, which also recorded the grader, output-token limit and temperature that
+/// letters do not use, is rewritten without them.
+///
 /// # Errors
 /// As [`crate::check_fingerprint`]; an unreadable recorded fingerprint.
 pub fn check_partial_fingerprint(
@@ -1079,20 +1086,38 @@ pub fn check_partial_fingerprint(
         return crate::check_fingerprint(dir, fp, fresh, discard);
     };
     let own = fp.clone();
+    let has_eval = |f: &Fingerprint| EVAL_KEYS.iter().any(|k| f.settings.contains_key(*k));
+    let whole_eval = has_eval(&own) && has_eval(&recorded);
+    let letters =
+        |f: &Fingerprint| f.settings.get("scoring").map(String::as_str) == Some("letters");
+    let mut pruned = false;
+    if whole_eval && letters(&own) && letters(&recorded) {
+        for k in ["grader", "max_tokens", "temperature"] {
+            pruned |= recorded.settings.remove(k).is_some();
+        }
+    }
+    let is_eval = |k: &str| whole_eval && EVAL_KEYS.contains(&k);
     for (k, v) in &recorded.settings {
-        fp.settings.entry(k.clone()).or_insert_with(|| v.clone());
+        if !is_eval(k) {
+            fp.settings.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
     let new_keys: Vec<(String, String)> = fp
         .settings
         .iter()
-        .filter(|(k, _)| !recorded.settings.contains_key(*k))
+        .filter(|(k, _)| !recorded.settings.contains_key(*k) && !is_eval(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let agree = recorded
         .settings
         .iter()
-        .all(|(k, v)| fp.settings.get(k) == Some(v));
-    if agree && !new_keys.is_empty() {
+        .all(|(k, v)| fp.settings.get(k) == Some(v))
+        && fp
+            .settings
+            .iter()
+            .filter(|(k, _)| is_eval(k))
+            .all(|(k, v)| recorded.settings.get(k) == Some(v));
+    if agree && (!new_keys.is_empty() || pruned) {
         recorded.settings.extend(new_keys);
         write_json(&path, &recorded)?;
     } else if !agree && !fresh {
@@ -1108,6 +1133,17 @@ pub fn check_partial_fingerprint(
     }
     Ok(check)
 }
+
+/// The fingerprint keys of how answers were read: generation's `grader`, `max_tokens` and
+/// `temperature`, letter scoring's `scoring` and `rotations`
+/// ([`check_partial_fingerprint`] compares them as a whole).
+pub const EVAL_KEYS: [&str; 5] = [
+    "grader",
+    "max_tokens",
+    "temperature",
+    "scoring",
+    "rotations",
+];
 
 /// The setting an analysis records in its directory's fingerprint: what it analyzed.
 pub const ANALYZED_KEY: &str = "analyzed";

@@ -183,3 +183,126 @@ async fn analysis_of_other_outcomes_is_refused_in_an_experiment() {
     assert_eq!(xlt_study::default_analysis_dir(&other), None);
     assert_eq!(xlt_study::default_analysis_dir(dir.path()), None);
 }
+
+/// Letter scoring reads no text and samples nothing, so its fingerprint leaves out the
+/// grader, the output-token limit and the temperature (#22): another `--grader` resumes a
+/// letter-scored directory instead of refusing it. Generation keeps the three keys (its
+/// fingerprints are those of earlier versions), and a directory evaluated one way is
+/// refused the other way, naming the scoring. A letter-scored fingerprint of an earlier
+/// version, with the three keys, resumes and is rewritten without them.
+#[test]
+fn letter_scoring_fingerprints_leave_out_what_letters_do_not_use() {
+    use xlt_study::{Experiment, Scoring};
+    let settings = |scoring: Scoring, grader: xlt_grade::Protocol, max_tokens: u32| EvalSettings {
+        scoring: Some(scoring),
+        grader,
+        max_tokens,
+        ..EvalSettings::default()
+    };
+    let keys = [
+        "grader",
+        "max_tokens",
+        "temperature",
+        "scoring",
+        "rotations",
+    ];
+    let present = |out: &Path| -> Vec<&str> {
+        keys.iter()
+            .copied()
+            .filter(|k| recorded(out, k).is_some())
+            .collect()
+    };
+    // (first scoring, then scoring, then grader and max_tokens, expected: Ok(keys recorded)
+    // or Err(a change the refusal names)).
+    type Case = (
+        Scoring,
+        Scoring,
+        xlt_grade::Protocol,
+        u32,
+        Result<Vec<&'static str>, &'static str>,
+    );
+    let cases: [Case; 4] = [
+        (
+            Scoring::Letters,
+            Scoring::Letters,
+            xlt_grade::Protocol::Llm,
+            512,
+            Ok(vec!["scoring", "rotations"]),
+        ),
+        (
+            Scoring::Generate,
+            Scoring::Generate,
+            xlt_grade::Protocol::Regex,
+            16,
+            Ok(vec!["grader", "max_tokens", "temperature"]),
+        ),
+        (
+            Scoring::Generate,
+            Scoring::Letters,
+            xlt_grade::Protocol::Regex,
+            16,
+            Err("scoring: (none) -> letters"),
+        ),
+        (
+            Scoring::Letters,
+            Scoring::Generate,
+            xlt_grade::Protocol::Regex,
+            16,
+            Err("scoring: letters -> (none)"),
+        ),
+    ];
+    for (first, then, grader, max_tokens, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = prepared(dir.path());
+        let b = backend(&out);
+        let options = StudyOptions::new(&out);
+        let study = Study::new(&b, &options, &Quiet);
+        let exp = Experiment::open(&out).unwrap();
+        let e1 = settings(first, xlt_grade::Protocol::Regex, 16);
+        study.check_fingerprint(None, Some(&e1), &exp).unwrap();
+        let e2 = settings(then, grader, max_tokens);
+        let got = study.check_fingerprint(None, Some(&e2), &exp);
+        match expected {
+            Ok(keys) => {
+                let fp = got.unwrap_or_else(|e| panic!("{first} then {then}: {e}"));
+                assert_eq!(present(&out), keys, "{first} then {then}: recorded");
+                let own: Vec<&str> = keys
+                    .iter()
+                    .copied()
+                    .filter(|k| fp.settings.contains_key(*k))
+                    .collect();
+                assert_eq!(own, keys, "{first} then {then}: the step's fingerprint");
+            }
+            Err(change) => {
+                let msg = got.expect_err("refused").to_string();
+                assert!(msg.contains(change), "{first} then {then}: {msg}");
+            }
+        }
+    }
+
+    // A letter-scored fingerprint written by an earlier version, with the keys letters do
+    // not use: it resumes, and is rewritten without them.
+    let dir = tempfile::tempdir().unwrap();
+    let out = prepared(dir.path());
+    let b = backend(&out);
+    let options = StudyOptions::new(&out);
+    let study = Study::new(&b, &options, &Quiet);
+    let exp = Experiment::open(&out).unwrap();
+    let letters = settings(Scoring::Letters, xlt_grade::Protocol::Regex, 16);
+    study.check_fingerprint(None, Some(&letters), &exp).unwrap();
+    let path = out.join(FINGERPRINT_FILE);
+    let mut old: xlt_study::Fingerprint =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (k, v) in [
+        ("grader", "\"regex\""),
+        ("max_tokens", "128"),
+        ("temperature", "0"),
+    ] {
+        old.settings.insert(k.to_owned(), v.to_owned());
+    }
+    std::fs::write(&path, serde_json::to_string(&old).unwrap()).unwrap();
+    study
+        .check_fingerprint(None, Some(&letters), &exp)
+        .unwrap_or_else(|e| panic!("an earlier version's letters fingerprint: {e}"));
+    assert_eq!(present(&out), ["scoring", "rotations"]);
+}
