@@ -363,7 +363,9 @@ impl Machine for LocalMachine {
     }
 
     async fn load(&self, model: &str) -> Result<(), ProviderError> {
-        self.0.model(model).await.map(drop)
+        // Checked and freed: calibration and training load their own copy for training, and
+        // evaluation loads it again (issue #26: memory per phase).
+        self.0.check_model(model).await
     }
 
     async fn calibrate(

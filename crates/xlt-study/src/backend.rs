@@ -87,7 +87,9 @@ pub trait Machine: Send + Sync {
     fn device(&self) -> String;
 
     /// Loads `model` now (resolving an id, fetching what a cache lacks), so that a model that
-    /// cannot be loaded stops a run before anything is written.
+    /// cannot be loaded stops a run before anything is written. It need not stay loaded:
+    /// the local provider frees it, so that calibration and training (which load their own
+    /// copy) do not hold a second one.
     ///
     /// # Errors
     /// The model cannot be found or loaded.
