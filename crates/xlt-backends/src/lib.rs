@@ -403,6 +403,13 @@ impl Machine for LocalMachine {
             adapter_bytes: e.adapter_bytes,
         })
     }
+
+    fn interrupt(&self) -> Vec<String> {
+        self.0
+            .fine_tuner()
+            .map(xlt_local::LocalFineTuner::interrupt)
+            .unwrap_or_default()
+    }
 }
 
 /// A chat model alone, for a program that only asks questions (the `chat` example): the

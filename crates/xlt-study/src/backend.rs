@@ -105,6 +105,14 @@ pub trait Machine: Send + Sync {
         spec: FineTuneSpec,
         files: Vec<PathBuf>,
     ) -> Result<MachineTraining, ProviderError>;
+
+    /// The run is being interrupted (Ctrl-C, SIGTERM): stop every job this process trains
+    /// and mark it interrupted on disk (not running, not finished), so that a rerun resumes
+    /// it from its last checkpoint. Returns one line per job saying where it stopped. The
+    /// default trains nothing here and says nothing.
+    fn interrupt(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A provider opened for a run: every call of `tuner`, `batch` and `server` retried, each

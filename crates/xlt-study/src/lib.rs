@@ -104,6 +104,8 @@
 mod backend;
 mod experiment;
 mod fingerprint;
+mod memory;
+mod progress;
 mod run;
 mod study;
 
@@ -114,8 +116,10 @@ pub use experiment::{
     Experiment, MachineTraining, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet,
 };
 pub use fingerprint::{
-    Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, RunSettings, check_fingerprint,
+    Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, PREPARED_ON_KEY, RunSettings,
+    check_fingerprint, prepared_on,
 };
+pub use progress::{PLAIN_LINE_EVERY, ProgressLines, TrainingStep, format_duration, resumed_at};
 pub use run::{
     BATCH_ROUNDS, BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile,
     Scoring, Serving, TunedModel, endpoint_name, evaluate, evaluate_batch, finetune, labels,
@@ -124,7 +128,8 @@ pub use run::{
 pub use study::{
     ANALYZED_KEY, EvalSettings, LoraOptions, Observer, Quiet, Reproduced, Study, StudyOptions,
     TuneSettings, analyze_experiment, cache_dir, check_analysis_dir, check_out_dir,
-    check_partial_fingerprint, default_analysis_dir, prepare_data, report_context, write_prepared,
+    check_partial_fingerprint, default_analysis_dir, prepare_data, record_analysis, report_context,
+    write_prepared,
 };
 
 use xlt_provider::ProviderError;
