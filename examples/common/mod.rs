@@ -373,7 +373,7 @@ impl Bars {
         }
     }
 
-    /// Shows `key`'s state: a spinner (`len` None) or a bar of `len`, or a plain line.
+    /// Shows `key`'s state on the terminal: a spinner (`len` None) or a bar of `len`.
     fn show(&self, key: &str, len: Option<(u64, u64)>, msg: String, last: bool) {
         let mut bars = self.bars.lock().unwrap();
         let bar = bars.entry(key.to_owned()).or_insert_with(|| {
