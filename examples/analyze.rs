@@ -121,6 +121,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let files = xlt::study::write_analysis(&analysis, &out)?;
+    xlt::study::record_analysis(&out, input)?;
     for w in &analysis.grid.warnings {
         eprintln!("warning: {w}");
     }

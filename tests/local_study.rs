@@ -367,10 +367,7 @@ fn a_study_killed_during_training_resumes_from_its_checkpoint() {
         .iter()
         .map(|d| std::fs::read_to_string(d.join("events.jsonl")).unwrap())
         .collect();
-    assert!(
-        events.contains("resuming from the checkpoint of step"),
-        "{events}"
-    );
+    assert!(events.contains("resumed at step "), "{events}");
     assert_eq!(job_dirs(&killed).len(), 2, "a job was created twice");
 
     // The same adapters as a run that never stopped.
@@ -400,4 +397,72 @@ fn a_study_killed_during_training_resumes_from_its_checkpoint() {
         read_json(&killed.join("summary.json")),
         read_json(&clean.join("summary.json"))
     );
+}
+
+/// Ctrl-C (SIGINT) during training says what it interrupted and leaves no job marked
+/// running: the job is `interrupted` in its `job.json`, and a rerun says where it resumed
+/// and finishes. The progress (stderr is a pipe, not a terminal) is plain lines with the
+/// steps and no escape codes.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_training_marks_the_job_interrupted_and_a_rerun_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let data = tiny_data(dir.path());
+    let d = data.to_str().unwrap();
+    let m = model.to_str().unwrap();
+    let env = [("XLT_CHECKPOINT_STEPS", "1")];
+    let out = dir.path().join("study");
+    let o = out.to_str().unwrap();
+    let mut child = spawn_example("reproduce", &args(o, m, d), &env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let checkpointed = loop {
+        let found = job_dirs(&out)
+            .iter()
+            .any(|d| d.join("checkpoint/trainer_state.json").exists());
+        if found || Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -INT failed");
+    let interrupted = child.wait_with_output().unwrap();
+    assert!(checkpointed, "no checkpoint before the run ended");
+    let err = String::from_utf8_lossy(&interrupted.stderr);
+    assert!(!interrupted.status.success(), "{}", describe(&interrupted));
+    assert!(
+        err.contains("interrupted (Ctrl-C) while fine-tuning")
+            && err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    let statuses: Vec<(String, String)> = job_dirs(&out)
+        .iter()
+        .map(|d| {
+            let job = read_json(&d.join("job.json"))["job"].clone();
+            (
+                job["status"].as_str().unwrap().to_owned(),
+                job["provider_status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        statuses.iter().all(|(s, _)| s != "running"),
+        "a job left running: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|(_, p)| p == "interrupted"),
+        "no job marked interrupted: {statuses:?}\n{err}"
+    );
+
+    let resumed = run_example_with_env("reproduce", &args(o, m, d), &env, None);
+    assert!(resumed.status.success(), "{}", describe(&resumed));
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(err.contains(": resumed at step "), "{err}");
+    assert!(err.contains(": step "), "no step line: {err}");
+    assert!(!resumed.stderr.contains(&0x1b), "escape codes: {err}");
+    assert_eq!(job_dirs(&out).len(), 2, "a job was created twice");
 }

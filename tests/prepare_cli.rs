@@ -147,6 +147,21 @@ fn unknown_language_fails_before_reading() {
     assert!(!target.exists());
 }
 
+/// An empty item in a list is refused naming its position, before anything is read.
+#[test]
+fn an_empty_item_in_a_list_is_refused_naming_its_position() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let target = out_dir.path().join("out");
+    let t = target.to_str().unwrap();
+    for (flag, list) in [("--languages", "en,,de"), ("--domains", "stem,,medical")] {
+        let out = run_example("prepare", &["--out", t, flag, list]);
+        assert!(!out.status.success(), "{flag} {list} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("item 2 of 3 is empty"), "{flag} {list}: {err}");
+        assert!(!target.exists());
+    }
+}
+
 #[test]
 fn language_missing_from_data_is_an_empty_slice() {
     let out_dir = tempfile::tempdir().unwrap();

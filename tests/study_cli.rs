@@ -92,10 +92,104 @@ fn analyze_into_an_experiment_checks_what_is_there() {
     assert!(!o.status.success(), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--out is required"));
     assert!(!root().join("fixtures/stats/outcomes/report.md").exists());
-    // --fresh replaces.
+    // --fresh does not remove an experiment's results, nor replace its analysis with
+    // another experiment's: refused, nothing touched.
+    let before = snapshot_dir(&out);
     let o = run_example("analyze", &["--out", d, "--outcomes", other, "--fresh"]);
+    assert_stopped_for_change(&o, "holds an experiment");
+    assert!(
+        snapshot_dir(&out) == before,
+        "analyze --fresh changed the experiment"
+    );
+    // In a directory holding only an analysis, --fresh replaces the analysis files and
+    // nothing else.
+    let only = dir.path().join("analysis");
+    let a = only.to_str().unwrap();
+    let own = own.to_str().unwrap();
+    let o = run_example("analyze", &["--out", a, "--outcomes", own]);
     assert!(o.status.success(), "{}", describe(&o));
-    assert_ne!(std::fs::read(out.join("report.md")).unwrap(), report);
+    let first = std::fs::read(only.join("report.md")).unwrap();
+    std::fs::write(only.join("notes.txt"), "mine").unwrap();
+    let o = run_example("analyze", &["--out", a, "--outcomes", other]);
+    assert_stopped_for_change(&o, "analyzed");
+    let o = run_example("analyze", &["--out", a, "--outcomes", other, "--fresh"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_ne!(std::fs::read(only.join("report.md")).unwrap(), first);
+    assert_eq!(
+        std::fs::read_to_string(only.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+/// `--fresh` leaves the directory as a clean run would find it, in every command: results,
+/// analysis, the job ledger and the provider's state go; the response cache, endpoints
+/// still to stop and (for steps after `prepare`) the prepared files stay. The report's
+/// date is the day the experiment was prepared, recorded once in `fingerprint.json`.
+#[test]
+fn fresh_means_a_clean_run_and_the_report_keeps_the_prepared_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let d = out.to_str().unwrap();
+    let o = run_example("reproduce", &small_experiment(&out, &["--grader", "regex"]));
+    assert!(o.status.success(), "{}", describe(&o));
+    for kept in ["ledger.json", "embedded", "cache"] {
+        assert!(out.join(kept).exists(), "{kept} missing after a run");
+    }
+    // The recorded day is the report's, whatever day the outcomes were written.
+    let fp_path = out.join("fingerprint.json");
+    let mut fp = read_json(&fp_path);
+    assert!(fp["prepared_on"].is_string(), "{fp}");
+    fp["prepared_on"] = "2001-02-03".into();
+    std::fs::write(&fp_path, serde_json::to_string_pretty(&fp).unwrap()).unwrap();
+    let o = run_example(
+        "analyze",
+        &["--outcomes", out.join("outcomes").to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| date | 2001-02-03 |"), "{report}");
+    // A resumed run keeps the day.
+    let o = run_example("reproduce", &small_experiment(&out, &["--grader", "regex"]));
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(read_json(&fp_path)["prepared_on"], "2001-02-03");
+    // evaluate --fresh with another grader: models, ledger and provider state go with the
+    // outcomes and analysis; the cache and the prepared files stay.
+    std::fs::write(out.join("endpoints.json"), "{}").unwrap();
+    let o = run_example(
+        "evaluate",
+        &["--out", d, "--grader", "regex+llm", "--fresh"],
+    );
+    assert!(
+        !o.status.success(),
+        "the discarded models cannot be evaluated: {}",
+        describe(&o)
+    );
+    for gone in [
+        "models.json",
+        "outcomes",
+        "ledger.json",
+        "embedded",
+        "report.md",
+        "summary.json",
+        "grid.csv",
+        "plan.json",
+    ] {
+        assert!(
+            !out.join(gone).exists(),
+            "{gone} survived --fresh: {}",
+            describe(&o)
+        );
+    }
+    for kept in [
+        "cache",
+        "endpoints.json",
+        "manifest.json",
+        "finetune",
+        "eval",
+    ] {
+        assert!(out.join(kept).exists(), "{kept} was removed by --fresh");
+    }
+    assert_ne!(read_json(&fp_path)["prepared_on"], "2001-02-03");
 }
 
 /// The embedded provider refuses what it cannot use: a device, an absolute learning rate.

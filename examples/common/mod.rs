@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -373,43 +373,27 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Progress of a run: bars on a terminal; without one, plain lines, at most one per job or
-/// model every [`PLAIN_LINE_EVERY`] besides its last, with no escape codes.
+/// Progress of a run: bars on a terminal; without one, the library's plain lines
+/// ([`xlt::study::ProgressLines`]: bounded rate, no escape codes).
 pub struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
-    /// Without a terminal: when each job or model last printed a line.
-    plain: Option<Mutex<HashMap<String, Instant>>>,
+    /// Without a terminal: plain lines instead of bars.
+    lines: Option<xlt::study::ProgressLines<std::io::Stderr>>,
 }
-
-/// The least time between two plain progress lines of one job or model.
-pub const PLAIN_LINE_EVERY: Duration = Duration::from_secs(10);
 
 impl Bars {
     pub fn new() -> Bars {
         let tty = std::io::stderr().is_terminal();
-        let plain = (!tty).then(|| Mutex::new(HashMap::new()));
         Bars {
             multi: MultiProgress::new(),
             bars: Mutex::new(HashMap::new()),
-            plain,
+            lines: (!tty).then(xlt::study::ProgressLines::stderr),
         }
     }
 
-    /// Shows `key`'s state: a spinner (`len` None) or a bar of `len`, or a plain line.
+    /// Shows `key`'s state on the terminal: a spinner (`len` None) or a bar of `len`.
     fn show(&self, key: &str, len: Option<(u64, u64)>, msg: String, last: bool) {
-        if let Some(seen) = &self.plain {
-            let mut seen = seen.lock().unwrap();
-            let due = seen
-                .get(key)
-                .is_none_or(|t| t.elapsed() >= PLAIN_LINE_EVERY);
-            if due || last {
-                seen.insert(key.to_owned(), Instant::now());
-                let pos = len.map(|(p, n)| format!(" {p}/{n}")).unwrap_or_default();
-                eprintln!("{key}:{pos} {msg}");
-            }
-            return;
-        }
         let mut bars = self.bars.lock().unwrap();
         let bar = bars.entry(key.to_owned()).or_insert_with(|| {
             let (b, template) = match len {
@@ -446,6 +430,9 @@ impl Bars {
 
 impl xlt::study::Observer for Bars {
     fn message(&self, text: &str) {
+        if let Some(lines) = &self.lines {
+            return lines.message(text);
+        }
         if self.multi.is_hidden() || self.multi.println(text).is_err() {
             eprintln!("{text}");
         }
@@ -472,6 +459,9 @@ impl xlt::study::Observer for Bars {
     }
 
     fn job(&self, slice: &str, job: &FineTuneJob, retried: u64) {
+        if let Some(lines) = &self.lines {
+            return lines.job(slice, job, retried);
+        }
         let msg = format!("{} [{}] retried {retried}", job.provider_status, job.id);
         self.show(
             &format!("fine-tune {slice}"),
@@ -481,7 +471,27 @@ impl xlt::study::Observer for Bars {
         );
     }
 
+    fn job_event(&self, slice: &str, event: &xlt::provider::JobEvent) {
+        if let Some(lines) = &self.lines {
+            return lines.job_event(slice, event);
+        }
+        if let Some(s) = xlt::study::TrainingStep::parse(&event.message) {
+            let loss = s.loss.map(|l| format!("loss {l:.4}")).unwrap_or_default();
+            let rate = s.tokens_per_second.map(|r| format!(", {r:.0} tokens/s"));
+            let msg = loss + &rate.unwrap_or_default();
+            let key = format!("train {slice}");
+            self.show(&key, Some((s.step, s.total)), msg, s.step >= s.total);
+        } else if let Some((step, total)) = xlt::study::resumed_at(&event.message) {
+            self.message(&format!(
+                "fine-tune {slice}: resumed at step {step} of {total}"
+            ));
+        }
+    }
+
     fn eval(&self, label: &str, p: &Progress) {
+        if let Some(lines) = &self.lines {
+            return lines.eval(label, p);
+        }
         let msg = format!("failed {} retried {}", p.failed, p.retried);
         let key = format!("evaluate {label}");
         self.show(&key, Some((p.done, p.total)), msg, p.done == p.total);

@@ -363,7 +363,9 @@ impl Machine for LocalMachine {
     }
 
     async fn load(&self, model: &str) -> Result<(), ProviderError> {
-        self.0.model(model).await.map(drop)
+        // Checked and freed: calibration and training load their own copy for training, and
+        // evaluation loads it again (issue #26: memory per phase).
+        self.0.check_model(model).await
     }
 
     async fn calibrate(
@@ -400,6 +402,13 @@ impl Machine for LocalMachine {
             estimated_seconds: e.estimated_seconds,
             adapter_bytes: e.adapter_bytes,
         })
+    }
+
+    fn interrupt(&self) -> Vec<String> {
+        self.0
+            .fine_tuner()
+            .map(xlt_local::LocalFineTuner::interrupt)
+            .unwrap_or_default()
     }
 }
 

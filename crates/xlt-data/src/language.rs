@@ -336,22 +336,33 @@ impl Language {
     ///
     /// # Errors
     /// [`DataError::UnknownLanguage`] for the first code Global-MMLU does not have, or for a
-    /// list with no code at all.
+    /// list with no code at all or with an empty item (`en,,de`, naming its position).
     pub fn parse_list(list: &str) -> Result<Vec<Language>, DataError> {
-        let parsed: Vec<Language> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        // A list given but empty (`--languages ,`) is a mistake, never "everything".
-        if parsed.is_empty() {
-            return Err(DataError::UnknownLanguage {
-                code: format!("{list:?} (an empty list)"),
-                context: None,
-            });
-        }
-        Ok(parsed)
+        // A list given but empty (`--languages ,`) is a mistake, never "everything"; so is
+        // an empty item in a list (`en,,de`), which would silently drop what was meant.
+        let items = list_items(list).map_err(|why| DataError::UnknownLanguage {
+            code: format!("{list:?} ({why})"),
+            context: None,
+        })?;
+        items.into_iter().map(str::parse).collect()
+    }
+}
+
+/// The items of a comma-separated list, trimmed; `Err` says why the list is refused: it has
+/// no item at all (`""`, `","`), or its item at a 1-based position is empty (`en,,de`,
+/// `en,`).
+pub(crate) fn list_items(list: &str) -> Result<Vec<&str>, String> {
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    if items.iter().all(|s| s.is_empty()) {
+        return Err("an empty list".to_owned());
+    }
+    match items.iter().position(|s| s.is_empty()) {
+        Some(i) => Err(format!(
+            "item {} of {} is empty; separate the items with single commas",
+            i + 1,
+            items.len()
+        )),
+        None => Ok(items),
     }
 }
 
@@ -845,6 +856,18 @@ mod tests {
             assert!(err.contains("an empty list"), "{empty:?}: {err}");
             let err = crate::Domain::parse_list(empty).unwrap_err().to_string();
             assert!(err.contains("an empty list"), "{empty:?}: {err}");
+        }
+        // An empty item is refused, naming its position, not skipped.
+        for (list, domains, position) in [
+            ("en,,de", "stem,,medical", "item 2 of 3 is empty"),
+            ("en, ,de", "stem, ,medical", "item 2 of 3 is empty"),
+            (",en", ",stem", "item 1 of 2 is empty"),
+            ("en,de,", "stem,medical,", "item 3 of 3 is empty"),
+        ] {
+            let err = Language::parse_list(list).unwrap_err().to_string();
+            assert!(err.contains(position), "{list:?}: {err}");
+            let err = crate::Domain::parse_list(domains).unwrap_err().to_string();
+            assert!(err.contains(position), "{domains:?}: {err}");
         }
     }
 

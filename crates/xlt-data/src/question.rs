@@ -86,21 +86,14 @@ impl Domain {
     ///
     /// # Errors
     /// [`DataError::UnknownDomain`] for the first entry that names no domain, or for a list
-    /// with no entry at all.
+    /// with no entry at all or with an empty item (`stem,,medical`, naming its position).
     pub fn parse_list(list: &str) -> Result<Vec<Domain>, DataError> {
-        let parsed: Vec<Domain> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        // A list given but empty (`--languages ,`) is a mistake, never "everything".
-        if parsed.is_empty() {
-            return Err(DataError::UnknownDomain {
-                value: format!("{list:?} (an empty list)"),
-            });
-        }
-        Ok(parsed)
+        // A list given but empty (`--domains ,`), or with an empty item (`stem,,medical`), is
+        // a mistake, never "everything" or a silently shorter list.
+        let items = crate::language::list_items(list).map_err(|why| DataError::UnknownDomain {
+            value: format!("{list:?} ({why})"),
+        })?;
+        items.into_iter().map(str::parse).collect()
     }
 }
 

@@ -152,8 +152,12 @@ pub(crate) fn snapshot_files(dir: &Path) -> Vec<String> {
 /// A temporary file in `dir` created with the mode any new file gets (0o666 less the
 /// process's umask: 0o644 under umask 022), not `tempfile`'s owner-only 0o600, so that the
 /// file it is renamed to is as readable as any tool's output.
+///
+/// Its name is recognizable ([`TEMP_PREFIX`]`XXXXXX.part`), so that one a killed process left
+/// behind is known as ours and swept ([`sweep_stale_temps`]).
 fn tempfile_with_umask(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX).suffix(".part");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -162,16 +166,62 @@ fn tempfile_with_umask(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     builder.tempfile_in(dir)
 }
 
+/// The prefix of the temporary files this crate writes in the cache.
+pub(crate) const TEMP_PREFIX: &str = ".xlt-tmp-";
+
+/// How old a temporary file must be to count as left by a killed process: writing a ref
+/// takes microseconds, so one a minute old belongs to no live writer.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes from `dir` the temporary files a killed process left: this crate's
+/// ([`TEMP_PREFIX`]) and, when `legacy` (a `refs/` directory), `tempfile`'s default
+/// `.tmpXXXXXX`, which earlier versions wrote there and which Python's `scan_cache_dir`
+/// would read as a ref. Only files older than a minute go; errors are ignored (a sweep
+/// is housekeeping, never a reason to fail).
+pub(crate) fn sweep_stale_temps(dir: &Path, legacy: bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with(TEMP_PREFIX)
+            || (legacy && name.starts_with(".tmp") && name.len() == ".tmp".len() + 6);
+        let stale = e
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMP);
+        if ours && stale {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::debug!(path = %e.path().display(), "removed a stale temporary file")
+                }
+                Err(err) => {
+                    tracing::debug!(path = %e.path().display(), "stale temporary file: {err}")
+                }
+            }
+        }
+    }
+}
+
 /// Records that `revision` points at `commit` (`refs/<revision>`), atomically, as Python
-/// does for every revision that is not itself a commit hash.
+/// does for every revision that is not itself a commit hash. The temporary file is
+/// written in the repository's folder, beside `refs/`, where Python's cache scan never
+/// looks, so that one left by a `kill -9` cannot be read as a ref; stale ones are swept.
 pub(crate) fn write_ref(cache_dir: &Path, repo: &HubRepo, commit: &str) -> Result<(), HubError> {
     if repo.revision_is_commit() {
         return Ok(());
     }
-    let path = repo_dir(cache_dir, repo).join("refs").join(&repo.revision);
+    let folder = repo_dir(cache_dir, repo);
+    let path = folder.join("refs").join(&repo.revision);
     let parent = path.parent().expect("refs/<revision> has a parent");
     std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
-    let tmp = tempfile_with_umask(parent).map_err(|e| HubError::io(&path, e))?;
+    sweep_stale_temps(&folder, false);
+    sweep_stale_temps(parent, true);
+    let tmp = tempfile_with_umask(&folder).map_err(|e| HubError::io(&path, e))?;
     std::fs::write(tmp.path(), commit).map_err(|e| HubError::io(&path, e))?;
     tmp.persist(&path)
         .map_err(|e| HubError::io(&path, e.error))?;
@@ -208,6 +258,55 @@ mod tests {
             "written {:o}, File::create {:o}",
             mode(&written),
             mode(&reference)
+        );
+    }
+
+    /// A temporary file a killed process left (0 bytes, a minute old) is swept at the next
+    /// write, ours and the old `.tmpXXXXXX` in `refs/`; a fresh one (a live writer's) and
+    /// other files stay; the ref is written, and no temporary file of ours is in `refs/`.
+    #[test]
+    fn stale_temporary_files_are_swept_and_none_is_left_in_refs() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = HubRepo::model("Org/Name", Some("main")).unwrap();
+        let folder = repo_dir(dir.path(), &repo);
+        let refs = folder.join("refs");
+        std::fs::create_dir_all(&refs).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let make = |p: PathBuf, stale: bool| {
+            let f = std::fs::File::create(&p).unwrap();
+            if stale {
+                f.set_modified(old).unwrap();
+            }
+            p
+        };
+        let stale_ours = make(folder.join(format!("{TEMP_PREFIX}abc123.part")), true);
+        let stale_legacy = make(refs.join(".tmpAbC123"), true);
+        let live = make(folder.join(format!("{TEMP_PREFIX}live01.part")), false);
+        let other = make(refs.join("v1.0"), true);
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        write_ref(dir.path(), &repo, commit).unwrap();
+        for (p, kept) in [
+            (&stale_ours, false),
+            (&stale_legacy, false),
+            (&live, true),
+            (&other, true),
+        ] {
+            assert_eq!(
+                p.exists(),
+                kept,
+                "{}: exists {}, expected {kept}",
+                p.display(),
+                p.exists()
+            );
+        }
+        assert_eq!(std::fs::read_to_string(refs.join("main")).unwrap(), commit);
+        let names: Vec<String> = std::fs::read_dir(&refs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with('.')),
+            "a temporary file in refs/: {names:?}"
         );
     }
 

@@ -59,7 +59,7 @@ pub struct LocalFineTuner {
     loader: ModelLoader,
     lora: LoraConfig,
     checkpoint_steps: usize,
-    cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    cancels: Mutex<HashMap<String, Arc<Control>>>,
     /// Held by the job that is training; the others wait for it, `queued`.
     gate: Arc<Mutex<()>>,
 }
@@ -147,6 +147,79 @@ impl LocalFineTuner {
         Ok(resumed)
     }
 
+    /// Stops every job this process is training and marks it interrupted in its
+    /// `job.json` (`"status": "queued"`, `"provider_status": "interrupted"`: not running,
+    /// not finished), for a process about to end (Ctrl-C, SIGTERM). The training thread
+    /// stops after its current step and writes `job.json` no more; a later process that
+    /// asks about the job ([`FineTuner::get_job`], [`FineTuner::find_job`],
+    /// [`LocalFineTuner::resume_jobs`]) resumes it from its last checkpoint. Returns one
+    /// line per job: its slice (the spec's suffix) and id, the last step its events
+    /// recorded and the checkpoint's step.
+    pub fn interrupt(&self) -> Vec<String> {
+        let controls: Vec<(String, Arc<Control>)> = self
+            .cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, c)| (id.clone(), c.clone()))
+            .collect();
+        let mut lines = Vec::new();
+        for (id, control) in controls {
+            let mut interrupted = control
+                .interrupted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            control.cancel.store(true, Ordering::SeqCst);
+            let Ok(mut record) = self.read_record(&id) else {
+                continue;
+            };
+            if *interrupted || record.job.status.is_terminal() {
+                continue;
+            }
+            *interrupted = true;
+            record.job.status = JobStatus::Queued;
+            record.job.provider_status = INTERRUPTED.into();
+            let dir = self.job_dir(&id);
+            let written = serde_json::to_vec_pretty(&record)
+                .map_err(|e| storage(&dir, e))
+                .and_then(|json| write_atomic(&dir.join("job.json"), &json));
+            if let Err(e) = written {
+                tracing::error!("local fine-tuning job {id}: {e}");
+            }
+            let last_step = self
+                .events_of(&id)
+                .iter()
+                .rev()
+                .find_map(|e| step_of(&e.message));
+            let checkpoint = std::fs::read_to_string(dir.join("checkpoint").join(TRAINER_STATE))
+                .ok()
+                .and_then(|t| serde_json::from_str::<TrainerState>(&t).ok())
+                .map(|s| s.global_step);
+            let slice = record.spec.suffix.as_deref().unwrap_or("?");
+            let at = match last_step {
+                Some(step) => format!("stopped at {step}"),
+                None => "stopped before its first step".to_owned(),
+            };
+            let from = match checkpoint {
+                Some(step) => format!("its checkpoint is at step {step}"),
+                None => "no checkpoint yet (it starts again from the beginning)".to_owned(),
+            };
+            lines.push(format!("{slice} (job {id}) {at}, {from}"));
+        }
+        lines.sort();
+        lines
+    }
+
+    fn events_of(&self, id: &str) -> Vec<JobEvent> {
+        std::fs::read_to_string(self.job_dir(id).join("events.jsonl"))
+            .map(|text| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Restarts the job of `record` if it is not finished and nobody trains it (no thread
     /// of this process, no other process holding its lock). Returns whether it did.
     fn resume_if_orphaned(&self, record: JobRecord) -> Result<bool, ProviderError> {
@@ -187,15 +260,15 @@ impl LocalFineTuner {
             Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
             Err(std::fs::TryLockError::Error(e)) => return Err(storage(&lock_path, e)),
         }
-        let cancel = Arc::new(AtomicBool::new(false));
+        let control = Arc::new(Control::default());
         self.cancels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(record.job.id.clone(), cancel.clone());
+            .insert(record.job.id.clone(), control.clone());
         let mut runner = Runner {
             dir,
             record,
-            cancel,
+            control,
             checkpoint_steps: self.checkpoint_steps,
         };
         let (loader, gate) = (self.loader.clone(), self.gate.clone());
@@ -206,6 +279,16 @@ impl LocalFineTuner {
                 let _turn = gate.lock().unwrap_or_else(|e| e.into_inner());
                 runner.run(&loader, &lora, &data, &config)
             };
+            if *runner
+                .control
+                .interrupted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+            {
+                // `job.json` says interrupted; a later process resumes the job.
+                let _ = runner.event("info", INTERRUPTED.to_owned());
+                return;
+            }
             let (status, level, message) = match outcome {
                 Ok(true) => (JobStatus::Succeeded, "info", "succeeded".to_owned()),
                 Ok(false) => (JobStatus::Cancelled, "info", "cancelled".to_owned()),
@@ -435,12 +518,30 @@ fn read_examples(local: &LocalModel, path: &Path) -> Result<Vec<TrainExample>, P
 struct Runner {
     dir: PathBuf,
     record: JobRecord,
-    cancel: Arc<AtomicBool>,
+    control: Arc<Control>,
     checkpoint_steps: usize,
+}
+
+/// How the process steers a job's training thread.
+#[derive(Debug, Default)]
+struct Control {
+    /// Stop after the current step (cancelled, or interrupted).
+    cancel: AtomicBool,
+    /// Set, under its lock, by [`LocalFineTuner::interrupt`]: `job.json` then says
+    /// `interrupted` and the thread writes it no more.
+    interrupted: Mutex<bool>,
 }
 
 impl Runner {
     fn set(&mut self, status: JobStatus) -> Result<(), ProviderError> {
+        let interrupted = self
+            .control
+            .interrupted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *interrupted {
+            return Ok(());
+        }
         self.record.job.status = status;
         self.record.job.provider_status = status.as_str().into();
         let json = serde_json::to_vec_pretty(&self.record).map_err(|e| storage(&self.dir, e))?;
@@ -489,7 +590,11 @@ impl Runner {
                 .map_err(|e| e.to_string())?;
             self.event(
                 "info",
-                format!("resuming from the checkpoint of step {}", state.step),
+                format!(
+                    "resumed at step {} of {} (from the checkpoint)",
+                    state.step,
+                    config.total_steps(examples.len())
+                ),
             )
             .map_err(|e| e.to_string())?;
             Some(state)
@@ -528,7 +633,7 @@ impl Runner {
                     failure = Some(e.to_string());
                     return std::ops::ControlFlow::Break(());
                 }
-                if self.cancel.load(Ordering::SeqCst) {
+                if self.control.cancel.load(Ordering::SeqCst) {
                     cancelled = true;
                     return std::ops::ControlFlow::Break(());
                 }
@@ -685,7 +790,7 @@ impl FineTuner for LocalFineTuner {
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
         {
-            Some(flag) => flag.store(true, Ordering::SeqCst),
+            Some(control) => control.cancel.store(true, Ordering::SeqCst),
             None => {
                 return Err(ProviderError::InvalidRequest(format!(
                     "job {id} is not running in this process"
@@ -694,6 +799,16 @@ impl FineTuner for LocalFineTuner {
         }
         Ok(job)
     }
+}
+
+/// The provider's word in `job.json` for a job whose process was interrupted.
+const INTERRUPTED: &str = "interrupted";
+
+/// `step 12/40` of a step event's message (`step 12/40: loss ...`).
+fn step_of(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("step ")?;
+    let (fraction, _) = rest.split_once(':')?;
+    Some(format!("step {}", fraction.replace('/', " of ")))
 }
 
 /// The step count of a checkpoint.

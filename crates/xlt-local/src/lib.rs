@@ -89,8 +89,8 @@ pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_adapter, save_adapter};
 pub use provider::{Fetcher, LocalProvider, PROVIDER, ServeOptions};
 pub use template::ChatTemplate;
 pub use train::{
-    OptimizerState, StepReport, TrainConfig, TrainExample, assistant_nll, encode_example, train,
-    train_resumable,
+    MAX_TOKENS_PER_PASS, OptimizerState, StepReport, TrainConfig, TrainExample, assistant_nll,
+    encode_example, train, train_resumable,
 };
 
 /// candle's device and dtype, re-exported so callers need not depend on candle.

@@ -265,6 +265,29 @@ impl LocalProvider {
         Ok(self.served(name).await?.model.clone())
     }
 
+    /// Loads `name` (resolving an id, fetching what a cache lacks) to check that it loads,
+    /// then frees it, unless it is already served: a program checks its model before
+    /// anything else without holding its weights through the phases that do not need them
+    /// (a local study's calibration and training load their own copy for training). The
+    /// first request loads it again.
+    ///
+    /// # Errors
+    /// As [`LocalProvider::model`].
+    pub async fn check_model(&self, name: &str) -> Result<(), ProviderError> {
+        if self.models.lock().await.contains_key(name) {
+            return Ok(());
+        }
+        if let Some((base, adapter)) = split_adapter_id(name) {
+            let base = Arc::new(self.load_blocking(base).await?);
+            let adapter = PathBuf::from(adapter);
+            return tokio::task::spawn_blocking(move || base.with_adapter(&adapter).map(drop))
+                .await
+                .map_err(|e| invalid(name, e))?
+                .map_err(|e| invalid(name, e));
+        }
+        self.load_blocking(name).await.map(drop)
+    }
+
     async fn served(&self, name: &str) -> Result<Arc<Served>, ProviderError> {
         // The lock is held while loading, so that concurrent first requests load once.
         let mut models = self.models.lock().await;

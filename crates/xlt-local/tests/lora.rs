@@ -776,14 +776,13 @@ async fn local_fine_tuning_jobs_run_in_the_background_and_write_a_peft_adapter()
     let events = again.list_events(&long.id).await.unwrap();
     let resumed = events
         .iter()
-        .position(|e| {
-            e.message
-                .starts_with("resuming from the checkpoint of step ")
-        })
+        .position(|e| e.message.starts_with("resumed at step "))
         .expect("a resume event");
+    // `resumed at step N of M (from the checkpoint)`.
     let from: usize = events[resumed]
         .message
-        .rsplit(' ')
+        .trim_start_matches("resumed at step ")
+        .split(' ')
         .next()
         .unwrap()
         .parse()

@@ -87,7 +87,9 @@ pub trait Machine: Send + Sync {
     fn device(&self) -> String;
 
     /// Loads `model` now (resolving an id, fetching what a cache lacks), so that a model that
-    /// cannot be loaded stops a run before anything is written.
+    /// cannot be loaded stops a run before anything is written. It need not stay loaded:
+    /// the local provider frees it, so that calibration and training (which load their own
+    /// copy) do not hold a second one.
     ///
     /// # Errors
     /// The model cannot be found or loaded.
@@ -103,6 +105,14 @@ pub trait Machine: Send + Sync {
         spec: FineTuneSpec,
         files: Vec<PathBuf>,
     ) -> Result<MachineTraining, ProviderError>;
+
+    /// The run is being interrupted (Ctrl-C, SIGTERM): stop every job this process trains
+    /// and mark it interrupted on disk (not running, not finished), so that a rerun resumes
+    /// it from its last checkpoint. Returns one line per job saying where it stopped. The
+    /// default trains nothing here and says nothing.
+    fn interrupt(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A provider opened for a run: every call of `tuner`, `batch` and `server` retried, each

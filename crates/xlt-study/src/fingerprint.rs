@@ -216,17 +216,24 @@ fn prepared_digest(files: &[(PathBuf, String)]) -> String {
     bytes_hash(&buf)
 }
 
-/// Files of a run's results, relative to the experiment directory.
+/// Files of a run's results, relative to the experiment directory: what a clean run
+/// writes and `--fresh` discards (with the analysis, [`ANALYSIS`], and the SVG figures).
+/// The job ledger and the providers' own state (`embedded/`, `local/`) are results too:
+/// a clean run has neither, so a discard trains again.
 const RESULTS: &[&str] = &[
     "models.json",
     "outcomes",
     "batches.json",
     "plan.json",
     "run.json",
-    "report.md",
-    "summary.json",
-    "grid.csv",
+    "ledger.json",
+    "embedded",
+    "local",
 ];
+
+/// Files of an analysis, relative to its directory, besides the SVG figures (`*.svg`):
+/// all that `analyze --fresh` ever discards.
+pub(crate) const ANALYSIS: &[&str] = &["report.md", "summary.json", "grid.csv"];
 
 /// Whether `dir` holds results of a run (not only prepared files).
 fn has_results(dir: &Path) -> bool {
@@ -243,10 +250,12 @@ fn has_results(dir: &Path) -> bool {
 ///   says, records the new fingerprint and returns [`FingerprintCheck::Discarded`];
 ///   without, fails and changes nothing.
 ///
-/// Kept across a discard: the response cache (`cache/`, keyed by request, so only what
-/// changed is asked again), the job ledger (keyed by spec; dropped if it is another
-/// provider's), the embedded provider's state, and `endpoints.json` (endpoints still to
-/// stop).
+/// A discard leaves the directory as a clean run would find it: results, analysis, the
+/// job ledger and the providers' state (`embedded/`, `local/`) go. Kept: the response cache
+/// (`cache/`, keyed by the whole request, so only what changed is asked again),
+/// `endpoints.json` (endpoints and adapters still to stop, which a discard must not
+/// forget), and the prepared files unless `discard` says otherwise. The date the experiment
+/// was prepared ([`FINGERPRINT_FILE`]'s `prepared_on`) is today's after a discard.
 ///
 /// # Errors
 /// [`StudyError::Changed`] naming every setting that changed; [`StudyError::Io`].
@@ -279,7 +288,7 @@ pub fn check_fingerprint(
             vec!["no fingerprint recorded beside the results (an older xlt wrote them)".to_owned()]
         }
         None => {
-            write_fingerprint(dir, fingerprint)?;
+            write_fingerprint(dir, fingerprint, true)?;
             return Ok(FingerprintCheck::New);
         }
     };
@@ -290,16 +299,19 @@ pub fn check_fingerprint(
         });
     }
     tracing::warn!(dir = %dir.display(), changes = %changes.join("; "), "discarding the results of a different experiment");
-    let provider_changed = recorded
-        .as_ref()
-        .is_none_or(|r| r.settings.get("provider") != fingerprint.settings.get("provider"));
-    let mut doomed: Vec<PathBuf> = RESULTS.iter().map(|f| dir.join(f)).collect();
-    if provider_changed {
-        doomed.push(dir.join("ledger.json"));
-    }
+    let mut doomed: Vec<&str> = RESULTS.iter().chain(ANALYSIS).copied().collect();
     if discard == Discard::ResultsAndPreparedFiles {
-        doomed.extend(["manifest.json", "finetune", "eval"].map(|f| dir.join(f)));
+        doomed.extend(["manifest.json", "finetune", "eval"]);
     }
+    remove_outputs(dir, &doomed)?;
+    write_fingerprint(dir, fingerprint, false)?;
+    Ok(FingerprintCheck::Discarded)
+}
+
+/// Removes `names` (files or directories) and every `*.svg` file from `dir`; a name that is
+/// not there is fine.
+pub(crate) fn remove_outputs(dir: &Path, names: &[&str]) -> Result<(), StudyError> {
+    let mut doomed: Vec<PathBuf> = names.iter().map(|f| dir.join(f)).collect();
     if let Ok(entries) = std::fs::read_dir(dir) {
         doomed.extend(
             entries
@@ -324,14 +336,60 @@ pub fn check_fingerprint(
             }
         }
     }
-    write_fingerprint(dir, fingerprint)?;
-    Ok(FingerprintCheck::Discarded)
+    Ok(())
 }
 
-fn write_fingerprint(dir: &Path, fingerprint: &Fingerprint) -> Result<(), StudyError> {
-    let mut json = serde_json::to_string_pretty(fingerprint).expect("serializes");
+/// The key of [`FINGERPRINT_FILE`] beside `settings` that records the UTC day
+/// (`2026-12-07`) the experiment was first recorded (prepared, or started by a step),
+/// which its reports give as their date. It is not part of the fingerprint's identity
+/// ([`Fingerprint`] has only `settings`): a rerun on another day resumes, and its report
+/// keeps the first day, so that a resumed run's report matches an uninterrupted one's.
+pub const PREPARED_ON_KEY: &str = "prepared_on";
+
+/// The day `dir`'s fingerprint records as [`PREPARED_ON_KEY`]; `None` when there is none
+/// (no fingerprint, or one written before the date was recorded).
+pub fn prepared_on(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(FINGERPRINT_FILE)).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value.get(PREPARED_ON_KEY)?.as_str().map(str::to_owned)
+}
+
+/// Writes `fingerprint` into `dir` with the day it was prepared: the recorded one when
+/// `keep_date` and there is one, else today's (UTC).
+pub(crate) fn write_fingerprint(
+    dir: &Path,
+    fingerprint: &Fingerprint,
+    keep_date: bool,
+) -> Result<(), StudyError> {
+    let day = keep_date
+        .then(|| prepared_on(dir))
+        .flatten()
+        .unwrap_or_else(|| utc_day(std::time::SystemTime::now()));
+    let mut value = serde_json::to_value(fingerprint).expect("serializes");
+    value
+        .as_object_mut()
+        .expect("a fingerprint is an object")
+        .insert(PREPARED_ON_KEY.to_owned(), day.into());
+    let mut json = serde_json::to_string_pretty(&value).expect("serializes");
     json.push('\n');
     write_atomic(&dir.join(FINGERPRINT_FILE), json.as_bytes()).map_err(StudyError::from)
+}
+
+/// The UTC day of `time`, as `2026-12-07` (Howard Hinnant's days-to-civil).
+pub(crate) fn utc_day(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 #[cfg(test)]
@@ -467,6 +525,13 @@ mod tests {
         std::fs::create_dir_all(d.join("cache")).unwrap();
         std::fs::write(d.join("cache/x.json"), "{}").unwrap();
         std::fs::write(d.join("manifest.json"), "{}").unwrap();
+        std::fs::write(d.join("ledger.json"), "{}").unwrap();
+        std::fs::write(d.join("endpoints.json"), "{}").unwrap();
+        std::fs::create_dir_all(d.join("local/jobs")).unwrap();
+        std::fs::write(d.join("report.md"), "# old").unwrap();
+        // The day it was prepared is recorded beside the settings, and kept by a resume.
+        let day = prepared_on(d).expect("prepared_on recorded");
+        assert_eq!(day.len(), "2026-12-07".len(), "{day}");
         match check(&b, false) {
             Err(StudyError::Changed { changes, .. }) => assert_eq!(changes, ["seed: 1 -> 2"]),
             other => panic!("{other:?}"),
@@ -476,7 +541,14 @@ mod tests {
         assert!(!d.join("outcomes").exists());
         // The cache (keyed by request) and, for `Discard::Results`, the prepared files stay.
         assert!(d.join("cache/x.json").exists() && d.join("manifest.json").exists());
+        // A clean run's directory otherwise: the ledger, the provider's state and the
+        // analysis go; the endpoints still to stop stay.
+        for gone in ["ledger.json", "local", "report.md"] {
+            assert!(!d.join(gone).exists(), "{gone} survived the discard");
+        }
+        assert!(d.join("endpoints.json").exists());
         assert_eq!(check(&b, false).unwrap(), FingerprintCheck::Resume);
+        assert!(prepared_on(d).is_some());
     }
 
     #[test]

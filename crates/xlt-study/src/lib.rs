@@ -104,6 +104,8 @@
 mod backend;
 mod experiment;
 mod fingerprint;
+mod memory;
+mod progress;
 mod run;
 mod study;
 
@@ -114,8 +116,10 @@ pub use experiment::{
     Experiment, MachineTraining, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet,
 };
 pub use fingerprint::{
-    Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, RunSettings, check_fingerprint,
+    Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, PREPARED_ON_KEY, RunSettings,
+    check_fingerprint, prepared_on,
 };
+pub use progress::{PLAIN_LINE_EVERY, ProgressLines, TrainingStep, format_duration, resumed_at};
 pub use run::{
     BATCH_ROUNDS, BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile,
     Scoring, Serving, TunedModel, endpoint_name, evaluate, evaluate_batch, finetune, labels,
@@ -125,7 +129,8 @@ pub use study::{
     ANALYZED_KEY, EVAL_KEYS, EvalSettings, LoraOptions, Observer, Quiet, RESOURCE_MAP_FILE,
     Reproduced, Study, StudyOptions, TuneSettings, analysis_config, analyze_experiment, cache_dir,
     check_analysis_dir, check_out_dir, check_partial_fingerprint, default_analysis_dir,
-    prepare_data, prepare_data_in, report_context, save_resource_map, write_prepared,
+    prepare_data, prepare_data_in, record_analysis, report_context, save_resource_map,
+    write_prepared,
 };
 
 use xlt_provider::ProviderError;

@@ -11,8 +11,9 @@ use std::time::Duration;
 use xlt_data::{Manifest, Prepared, write_atomic};
 use xlt_grade::Protocol;
 use xlt_provider::{
-    Cached, ChatModel, FineTuneJob, FineTuneSpec, Hyperparameters, JobLedger, LearningRate,
-    Limited, LoraSpec, Param, Progress, RateLimits, ResponseCache, Retry, RetryPolicy, WaitOptions,
+    Cached, ChatModel, FineTuneJob, FineTuneSpec, Hyperparameters, JobEvent, JobLedger, JobStatus,
+    LearningRate, Limited, LoraSpec, Param, Progress, RateLimits, ResponseCache, Retry,
+    RetryPolicy, WaitOptions,
 };
 use xlt_stats::{Analysis, AnalysisConfig};
 
@@ -20,6 +21,9 @@ use crate::backend::{Backend, LoraSupport};
 use crate::fingerprint::{Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, RunSettings};
 use crate::run::{BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile};
 use crate::{Experiment, Plan, PlanInput, PriceTable, StudyError};
+
+/// How often the events of jobs training on this machine are read.
+const EVENT_POLL: Duration = Duration::from_secs(2);
 
 /// What a run reports as it goes. Every method has a default that does nothing (and
 /// [`Observer::confirm`] refuses paid work), so an observer implements only what it shows.
@@ -39,6 +43,10 @@ pub trait Observer: Send + Sync {
     }
     /// A fine-tuning job's state; `retried` is the run's retries so far.
     fn job(&self, _slice: &str, _job: &FineTuneJob, _retried: u64) {}
+    /// A new event of a fine-tuning job that trains on this machine (a step with its loss
+    /// and tokens per second, a resume), each once, oldest first; [`crate::TrainingStep`]
+    /// and [`crate::resumed_at`] read them.
+    fn job_event(&self, _slice: &str, _event: &JobEvent) {}
     /// An evaluated model's progress.
     fn eval(&self, _label: &str, _progress: &Progress) {}
 }
@@ -701,16 +709,69 @@ impl<'a> Study<'a> {
     ) -> Result<ModelsFile, StudyError> {
         let ledger = self.ledger(tune, exp)?;
         let retries = &self.backend.retries;
-        crate::finetune(
+        // Jobs by slice, so that the events of those training on this machine are followed.
+        let jobs: std::sync::Mutex<Vec<(String, String, JobStatus)>> = Default::default();
+        let options = self.finetune_options(tune, plan);
+        let on_job = |slice: &str, job: &FineTuneJob| {
+            let mut jobs = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            match jobs.iter_mut().find(|(s, _, _)| s == slice) {
+                Some(entry) => *entry = (slice.to_owned(), job.id.clone(), job.status),
+                None => jobs.push((slice.to_owned(), job.id.clone(), job.status)),
+            }
+            drop(jobs);
+            self.observer.job(slice, job, retries.total());
+        };
+        let work = crate::finetune(
             exp,
             &plan.jobs,
             self.backend.name(),
             self.backend.tuner.as_ref(),
             &ledger,
-            &self.finetune_options(tune, plan),
-            &|slice, job| self.observer.job(slice, job, retries.total()),
-        )
-        .await
+            &options,
+            &on_job,
+        );
+        // Events are read from this machine's disk for free; a remote provider's would cost
+        // a request each, so they are not followed.
+        if !self.backend.profile.on_device {
+            return work.await;
+        }
+        let mut seen = std::collections::HashMap::new();
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                result = &mut work => {
+                    self.follow_events(&jobs, &mut seen, true).await;
+                    return result;
+                }
+                () = tokio::time::sleep(EVENT_POLL) => {
+                    self.follow_events(&jobs, &mut seen, false).await;
+                }
+            }
+        }
+    }
+
+    /// Passes each job's events not yet seen (`seen`: how many of each job's were) to the
+    /// observer: of the jobs training, or of every job (`all`, at the end).
+    async fn follow_events(
+        &self,
+        jobs: &std::sync::Mutex<Vec<(String, String, JobStatus)>>,
+        seen: &mut std::collections::HashMap<String, usize>,
+        all: bool,
+    ) {
+        let jobs = jobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (slice, id, status) in jobs {
+            if !(all || status == JobStatus::Running) {
+                continue;
+            }
+            let Ok(events) = self.backend.tuner.list_events(&id).await else {
+                continue;
+            };
+            let from = seen.entry(id).or_insert(0);
+            for event in events.iter().skip(*from) {
+                self.observer.job_event(&slice, event);
+            }
+            *from = (*from).max(events.len());
+        }
     }
 
     /// The chat stack, outermost first: cache (`<out>/cache/<provider>`), retry (the run's
@@ -852,7 +913,35 @@ impl<'a> Study<'a> {
                 return Err(e);
             }
         };
-        cancellable(self.finetune(tune, &exp, &plan), cancel).await
+        cancellable(self.finetune(tune, &exp, &plan), cancel)
+            .await
+            .map_err(|e| self.interrupted_training(e))
+    }
+
+    /// An interruption of fine-tuning, said in full: jobs training on this machine are
+    /// stopped and marked interrupted ([`crate::Machine::interrupt`]), and the message
+    /// names them and how to go on. Any other error is returned as it is.
+    fn interrupted_training(&self, e: StudyError) -> StudyError {
+        let StudyError::Interrupted(why) = e else {
+            return e;
+        };
+        let jobs = self
+            .backend
+            .machine
+            .as_ref()
+            .map(|m| m.interrupt())
+            .unwrap_or_default();
+        let what = if jobs.is_empty() {
+            "while fine-tuning; jobs at the provider go on, and a rerun of the same command \
+             waits for them"
+                .to_owned()
+        } else {
+            format!(
+                "while fine-tuning: {}; run the same command again to resume from the last checkpoint",
+                jobs.join("; ")
+            )
+        };
+        StudyError::Interrupted(format!("{why} {what}"))
     }
 
     /// The `evaluate` step on the experiment in `options.out`. The fingerprint is composed
@@ -914,7 +1003,9 @@ impl<'a> Study<'a> {
         // Whether `out` is new: a run that fails before its first paid call removes what it
         // wrote there, leaving the directory as it found it.
         let was_new = std::fs::read_dir(out).map_or(true, |mut d| d.next().is_none());
+        crate::memory::reset_peak();
         let planned = self.prepare_and_plan(prepared, tune, eval).await;
+        crate::memory::log_peak("load and plan (calibration)");
         let (exp, plan, fingerprint) = match planned {
             Ok(p) => p,
             Err(e) => {
@@ -934,8 +1025,13 @@ impl<'a> Study<'a> {
             }
             None => {
                 let mut cancel = std::pin::pin!(cancel);
-                let models = cancellable(self.finetune(tune, &exp, &plan), cancel.as_mut()).await?;
+                crate::memory::reset_peak();
+                let models = cancellable(self.finetune(tune, &exp, &plan), cancel.as_mut())
+                    .await
+                    .map_err(|e| self.interrupted_training(e))?;
+                crate::memory::log_peak("fine-tuning");
                 self.evaluate(eval, &exp, &models, cancel).await?;
+                crate::memory::log_peak("evaluation");
                 models
             }
         };
@@ -1119,7 +1215,7 @@ pub fn check_partial_fingerprint(
             .all(|(k, v)| recorded.settings.get(k) == Some(v));
     if agree && (!new_keys.is_empty() || pruned) {
         recorded.settings.extend(new_keys);
-        write_json(&path, &recorded)?;
+        crate::fingerprint::write_fingerprint(dir, &recorded, true)?;
     } else if !agree && !fresh {
         // Name only what changed, not what was never recorded.
         for (k, _) in &new_keys {
@@ -1128,7 +1224,7 @@ pub fn check_partial_fingerprint(
     }
     let check = crate::check_fingerprint(dir, fp, fresh, discard)?;
     if check == FingerprintCheck::Discarded {
-        write_json(&path, &own)?;
+        crate::fingerprint::write_fingerprint(dir, &own, true)?;
         *fp = own;
     }
     Ok(check)
@@ -1171,9 +1267,11 @@ pub fn default_analysis_dir(outcomes: &Path) -> Option<PathBuf> {
 
 /// Checks that an analysis of `input` (an outcomes directory or a table file) may be
 /// written into `out`, before anything is read or written: a directory that holds an
-/// experiment (its `fingerprint.json`) takes only the analysis of its own `outcomes/`, or
-/// of what it recorded as analyzed before. With `fresh`, another analysis replaces the
-/// experiment's results (as `--fresh` does for the other steps) and is recorded.
+/// experiment (a fingerprint with run settings, or a run's results) takes only the analysis
+/// of its own `outcomes/`, even with `fresh`; a directory that holds only an analysis takes
+/// the analysis of what it recorded as analyzed before, or with `fresh` another one, which
+/// replaces the analysis files (`report.md`, `summary.json`, `grid.csv`, `*.svg`) and
+/// nothing else. `analyze --fresh` never removes another command's outputs.
 ///
 /// # Errors
 /// [`StudyError::Changed`] naming what the directory holds and what would replace it.
@@ -1181,6 +1279,16 @@ pub fn check_analysis_dir(out: &Path, input: &Path, fresh: bool) -> Result<(), S
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
     let input = canonical(input);
     let Some(recorded) = read_json::<Fingerprint>(&out.join(FINGERPRINT_FILE))? else {
+        // An analysis written before analyses were recorded: what it analyzed is unknown.
+        if out.join("report.md").exists() && !fresh {
+            return Err(StudyError::Changed {
+                dir: out.to_owned(),
+                changes: vec![format!(
+                    "{ANALYZED_KEY}: (not recorded) -> {}",
+                    input.display()
+                )],
+            });
+        }
         return Ok(());
     };
     let own = canonical(&out.join("outcomes"));
@@ -1195,20 +1303,58 @@ pub fn check_analysis_dir(out: &Path, input: &Path, fresh: bool) -> Result<(), S
     let was = analyzed
         .cloned()
         .unwrap_or_else(|| own.display().to_string());
-    let changes = vec![format!("{ANALYZED_KEY}: {was} -> {}", input.display())];
+    let mut changes = vec![format!("{ANALYZED_KEY}: {was} -> {}", input.display())];
+    // An experiment's own results (anything but an analysis) are never discarded here.
+    let experiment = recorded.settings.keys().any(|k| k != ANALYZED_KEY)
+        || ["models.json", "outcomes", "ledger.json", "manifest.json"]
+            .iter()
+            .any(|f| out.join(f).exists());
+    if experiment {
+        changes.push(format!(
+            "{} holds an experiment, which takes only the analysis of its own outcomes/; \
+             --fresh does not remove an experiment's results: write this analysis to another --out",
+            out.display()
+        ));
+        return Err(StudyError::Changed {
+            dir: out.to_owned(),
+            changes,
+        });
+    }
     if !fresh {
         return Err(StudyError::Changed {
             dir: out.to_owned(),
             changes,
         });
     }
+    tracing::warn!(dir = %out.display(), changes = %changes.join("; "), "replacing the analysis of other outcomes");
+    crate::fingerprint::remove_outputs(out, crate::fingerprint::ANALYSIS)?;
     let mut fp = Fingerprint {
         settings: Default::default(),
     };
     fp.settings
         .insert(ANALYZED_KEY.to_owned(), input.display().to_string());
-    crate::check_fingerprint(out, &fp, true, Discard::Results)?;
+    crate::fingerprint::write_fingerprint(out, &fp, false)?;
     Ok(())
+}
+
+/// Records in `out` (a directory without a fingerprint: an analysis of its own) that it holds
+/// the analysis of `input`, so that [`check_analysis_dir`] refuses another one there
+/// without `fresh`. Call it after the analysis is written; a directory with a fingerprint is
+/// left as it is.
+///
+/// # Errors
+/// [`StudyError::Io`] when the fingerprint cannot be written.
+pub fn record_analysis(out: &Path, input: &Path) -> Result<(), StudyError> {
+    if out.join(FINGERPRINT_FILE).exists() {
+        return Ok(());
+    }
+    let input = std::fs::canonicalize(input).unwrap_or_else(|_| input.to_owned());
+    let mut fp = Fingerprint {
+        settings: Default::default(),
+    };
+    fp.settings
+        .insert(ANALYZED_KEY.to_owned(), input.display().to_string());
+    crate::fingerprint::write_fingerprint(out, &fp, false)
 }
 
 /// Analyzes the outcomes in `<out>/outcomes` and writes the analysis into `out`.
@@ -1448,7 +1594,8 @@ pub fn report_context(out: &Path) -> Option<xlt_stats::ReportContext> {
         scoring,
         grader,
         judge_model,
-        date: outcomes_day(&out.join("outcomes")),
+        date: crate::fingerprint::prepared_on(out)
+            .unwrap_or_else(|| outcomes_day(&out.join("outcomes"))),
         notes,
     })
 }
@@ -1466,7 +1613,7 @@ fn file_digest(path: &Path) -> Option<String> {
 }
 
 /// The day (UTC, `2026-12-06`) the newest file in `dir` was modified; today when there is
-/// none.
+/// none. For experiments recorded before their fingerprint kept the day they were prepared.
 fn outcomes_day(dir: &Path) -> String {
     let newest = std::fs::read_dir(dir)
         .into_iter()
@@ -1475,18 +1622,5 @@ fn outcomes_day(dir: &Path) -> String {
         .filter_map(|e| e.metadata().ok()?.modified().ok())
         .max()
         .unwrap_or_else(std::time::SystemTime::now);
-    let secs = newest
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Howard Hinnant's days-to-civil.
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    crate::fingerprint::utc_day(newest)
 }
