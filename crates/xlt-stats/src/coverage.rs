@@ -162,7 +162,7 @@ fn simulate_study(config: &CoverageConfig, rng: &mut ChaCha8Rng) -> Study {
     let b: Vec<f64> = (0..tests).map(|_| normal(rng, config.test_sd)).collect();
     let mut cells = Vec::new();
     let mut groups = vec![Vec::new(); TransferType::ALL.len()];
-    for s in 0..slices {
+    for (s, a_s) in a.iter().enumerate() {
         let (ls, ds) = (s / DOMAINS, s % DOMAINS);
         let g: Vec<f64> = (0..tests)
             .map(|_| normal(rng, config.interaction_sd))
@@ -172,7 +172,7 @@ fn simulate_study(config: &CoverageConfig, rng: &mut ChaCha8Rng) -> Study {
             for t in 0..tests {
                 let (lt, dt) = (t / DOMAINS, t % DOMAINS);
                 let noise_sd = 100.0 * (config.discordant / sizes[dt]).sqrt();
-                let gain = a[s] + c + b[t] + g[t] + normal(rng, noise_sd);
+                let gain = a_s + c + b[t] + g[t] + normal(rng, noise_sd);
                 let group = match (ds == dt, ls == lt) {
                     (true, true) => 0,
                     (true, false) => 1,

@@ -977,7 +977,7 @@ impl Analysis {
 
     /// The run's findings in a few lines, for a caller to print at the end of every run (the
     /// report ends with the same lines): the base model's accuracy and how it compares with
-    /// chance, the mean gain by transfer type with its cluster interval, the largest gains
+    /// chance, the mean gain by transfer type with its primary interval (method named), the largest gains
     /// with their intervals, and whether any gain survives correction for multiple tests.
     pub fn closing_summary(&self) -> String {
         let mut out = String::new();
@@ -1021,14 +1021,11 @@ impl Analysis {
             .filter_map(|(k, s)| {
                 s.map(|s| {
                     format!(
-                        "{} {:+.1} (95% CI {})",
+                        "{} {:+.1} (95% CI {}, {})",
                         k.replace('_', "-"),
                         s.mean,
-                        fmt_interval(
-                            s.ci95_cluster,
-                            s.models.min(s.test_sets) >= MIN_INTERVAL_CLUSTERS
-                                && enough_questions(s)
-                        )
+                        fmt_interval(s.ci95(PRIMARY_INTERVAL), primary_enough(s)),
+                        PRIMARY_INTERVAL.label()
                     )
                 })
             })
