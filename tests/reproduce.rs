@@ -60,6 +60,35 @@ fn offline_run_writes_every_output() {
     ] {
         assert!(out.join(f).exists(), "{f}");
     }
+    // Typological distances per instance, one primary interval, the transfer regression's
+    // section (issue #24).
+    let grid = std::fs::read_to_string(out.join("grid.csv")).unwrap();
+    assert!(
+        grid.lines()
+            .next()
+            .unwrap()
+            .ends_with(",wals_distance,wals_shared_features,genealogical_distance,same_family"),
+        "{grid}"
+    );
+    let instances = summary["typology"]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 4);
+    for i in instances {
+        let same = i["source"].as_str().unwrap().split(' ').nth(1)
+            == i["target"].as_str().unwrap().split(' ').nth(1);
+        // English (Indo-European) and Yoruba (Atlantic-Congo): 0 within, 1 across.
+        let want = if same { 0.0 } else { 1.0 };
+        assert_eq!(i["genealogical_distance"].as_f64(), Some(want), "{i}");
+        assert!(i["wals_shared_features"].as_u64().unwrap() >= 20, "{i}");
+    }
+    assert_eq!(summary["interval_methods"]["primary"], "ci95_wild_cluster");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in [
+        "95% CI (wild cluster bootstrap)",
+        "It is primary because",
+        "## Typology and transfer",
+    ] {
+        assert!(report.contains(needle), "{needle} not in\n{report}");
+    }
     let run = read_json(&out.join("run.json"));
     assert!(
         run["departures_from_study"]

@@ -144,6 +144,16 @@ pub enum DataError {
     /// A prompt template refers to a placeholder it does not know.
     #[error("prompt template: unknown placeholder `{{{0}}}`")]
     UnknownPlaceholder(String),
+    /// The embedded typology tables (WALS, Glottolog) have no entry for a language.
+    #[error(
+        "typology: no {table} entry for language `{language}` (the embedded tables cover Global-MMLU's 42 languages and AfriMMLU's)"
+    )]
+    UnknownTypology {
+        /// The language's code.
+        language: String,
+        /// `languages.csv` (WALS and Glottolog ids) or `genealogy.csv`.
+        table: &'static str,
+    },
 }
 
 impl DataError {

@@ -43,6 +43,7 @@ mod question;
 mod scheme;
 mod source;
 mod split;
+mod typology;
 
 pub use audit::{
     AmbiguousKey, AnswerKeyReport, ConsistencyReport, Inconsistency, MIN_COMPARED_IDS,
@@ -67,4 +68,7 @@ pub use scheme::{DomainScheme, global_mmlu_category, mmlu_category};
 pub use source::{DataSource, HUB_PREFIX, LoadOptions, SourceRecord, load_sources};
 pub use split::{
     LeakageReport, LeakedId, Split, SplitConfig, leakage_audit, shuffle_key, split_items,
+};
+pub use typology::{
+    GenealogicalDistance, MIN_SHARED_FEATURES, PairDistance, Typology, WalsDistance,
 };

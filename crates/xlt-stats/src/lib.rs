@@ -32,6 +32,7 @@ mod answers;
 mod bootstrap;
 mod cluster;
 mod context;
+mod coverage;
 mod grid;
 mod heatmap;
 mod pcorrect;
@@ -41,6 +42,8 @@ mod regression;
 mod report;
 mod signif;
 mod summary;
+mod transfer;
+mod wild;
 
 pub use answers::{
     CHANCE, JUDGE_METHOD, LOPSIDED_EXCESS, MIN_QUESTIONS, ModelAnswers, PCorrectTally, Tally,
@@ -49,6 +52,10 @@ pub use answers::{
 pub use bootstrap::BootstrapConfig;
 pub use cluster::{Coefficient, TwoWayOls};
 pub use context::ReportContext;
+pub use coverage::{
+    CoverageConfig, CoverageRow, IntervalMethod, PRIMARY_INTERVAL, PRIMARY_WHY, choose_primary,
+    coverage_tolerance, simulate_coverage,
+};
 pub use grid::{
     AccuracyMatrix, Direction, Grid, GridRow, Measure, ModelOutcomes, Paired, RAGGED_POLICY, Slice,
     TransferType,
@@ -66,6 +73,7 @@ pub use regression::{
 pub use report::{Analysis, AnalysisConfig, MIN_HEATMAP_INSTANCES, MIN_INTERVAL_CLUSTERS};
 pub use signif::{RowTest, Significance, benjamini_hochberg, holm, mcnemar_exact, significance};
 pub use summary::{Grouping, Groups, SAME_LANGUAGE, Summary, group, summarize};
+pub use transfer::{TRANSFER_TERMS, TransferRegression, pair_distances, transfer_regression};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

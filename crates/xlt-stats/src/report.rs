@@ -9,6 +9,7 @@ use xlt_data::ResourceMap;
 use crate::answers::{CHANCE, LOPSIDED_EXCESS, MIN_QUESTIONS, ModelAnswers, binomial_test};
 use crate::bootstrap::BootstrapConfig;
 use crate::context::ReportContext;
+use crate::coverage::{IntervalMethod, PRIMARY_INTERVAL, PRIMARY_WHY};
 use crate::grid::{Grid, RAGGED_POLICY, Slice};
 use crate::heatmap::{ColorScale, Heatmap};
 use crate::pcorrect::PCorrectAnalysis;
@@ -17,6 +18,7 @@ use crate::published::PublishedFigure;
 use crate::regression::{HeadroomRegression, headroom_regression};
 use crate::signif::{RowTest, Significance, significance};
 use crate::summary::{Groups, Summary};
+use crate::transfer::{TransferRegression, pair_distances, transfer_regression};
 
 /// The order of slices in tables and heatmaps: by language code, then domain.
 fn slice_order(s: Slice) -> (&'static str, xlt_data::Domain) {
@@ -73,10 +75,30 @@ pub struct Analysis {
     /// Statistics on the probability of the correct letter, when outcomes were scored by
     /// letters (issue #22); `None` for generated answers and published tables.
     pub p_correct: Option<PCorrectAnalysis>,
+    /// WALS and Glottolog distances of each instance's (training language, test language),
+    /// aligned with the grid's rows; `None` where the embedded tables lack a language.
+    pub distances: Vec<Option<xlt_data::PairDistance>>,
+    /// Gain regressed on direction, typological distance, genealogical relatedness, domain
+    /// match and headroom, or why it could not be fitted.
+    pub transfer_regression: Result<TransferRegression, String>,
 }
 
+/// A group's JSON: its [`Summary`], with `primary` (the primary interval and its method's
+/// key) and `secondary` (the keys of the other intervals, kept for comparison).
 fn summary_json(s: &Summary) -> serde_json::Value {
-    serde_json::to_value(s).expect("summary serializes")
+    let mut v = serde_json::to_value(s).expect("summary serializes");
+    v["primary"] = json!({
+        "method": PRIMARY_INTERVAL.key(),
+        "ci95": s.ci95(PRIMARY_INTERVAL),
+    });
+    v["secondary"] = json!(
+        IntervalMethod::ALL
+            .iter()
+            .filter(|m| **m != PRIMARY_INTERVAL)
+            .map(|m| m.key())
+            .collect::<Vec<_>>()
+    );
+    v
 }
 
 fn map_json(m: &BTreeMap<String, Summary>) -> serde_json::Value {
@@ -107,6 +129,18 @@ fn fmt_interval(ci: Option<[f64; 2]>, enough: bool) -> String {
         Some([a, b]) if (b - a).abs() < 1e-9 => "too few".to_owned(),
         ci => fmt_ci(ci),
     }
+}
+
+/// Whether the report prints a group's primary interval: [`MIN_INTERVAL_CLUSTERS`] models
+/// and test sets for the cluster-based methods, a bootstrap interval for the pigeonhole one,
+/// and [`MIN_QUESTIONS`] questions for all.
+fn primary_enough(s: &Summary) -> bool {
+    let clusters = s.models.min(s.test_sets) >= MIN_INTERVAL_CLUSTERS;
+    enough_questions(s)
+        && match PRIMARY_INTERVAL {
+            IntervalMethod::Pigeonhole => s.ci95_bootstrap.is_some(),
+            _ => clusters,
+        }
 }
 
 /// `p = 0.123` or `p < 0.001`.
@@ -165,6 +199,11 @@ fn fmt_opt(x: Option<f64>) -> String {
 const CLUSTER_METHOD: &str = "the two-way cluster-robust interval of Cameron, Gelbach and Miller (2011): instances are clustered by fine-tuned model and by test set (variance V_model + V_test_set - V_both, each CR1), with t on (the smaller cluster count - 1) degrees of freedom";
 const INDEPENDENT_METHOD: &str = "mean ± t(0.975, n-1) · sd / √n, which treats the instances of a group as independent although they share models, test sets and questions; too narrow, kept for comparison only";
 
+const WILD_METHOD: &str = "the wild cluster bootstrap (Cameron, Gelbach and Miller 2008; MacKinnon, Nielsen and Webb 2021): one Webb six-point weight per cluster of the dimension with fewer clusters (training slices, replicates of a slice together, or test sets), the unrestricted residuals flipped by it, and the symmetric percentile-t interval mean ± q · se with se the two-way CR1 standard error and q the 95th percentile of |t*|";
+
+/// The typology tables' sources, as the report and `summary.json` cite them.
+const TYPOLOGY_SOURCES: &str = "WALS (Dryer, Matthew S. & Haspelmath, Martin (eds.) 2013. The World Atlas of Language Structures Online. Leipzig: Max Planck Institute for Evolutionary Anthropology; https://wals.info; cldf-datasets/wals v2020.4) and Glottolog 5.1 (Hammarström, Harald & Forkel, Robert & Haspelmath, Martin & Bank, Sebastian. 2024. Glottolog 5.1. Leipzig: Max Planck Institute for Evolutionary Anthropology; https://glottolog.org), both CC BY 4.0.";
+
 /// Why our means differ from the published ones on the published table.
 const PUBLISHED_DIFFERENCES: &str = "The table is published with accuracies rounded to two decimals, and three of its rows are ragged (`Med he` has 26 values for 27 test sets, `Hum en` and `STEM en` have 28); the paper does not say how it read them. We align cells from the left (see the reading policy); none of the four ways of aligning the short and the long rows (left or right each) reproduces every published figure, so the published means were computed from data, or a reading, we do not have. Rounding moves one cell's gain by at most one point and a group's mean by much less, as the errors of its cells average out";
 
@@ -183,6 +222,8 @@ impl Analysis {
             power_table(&pairs, config.alpha)
         });
         let p_correct = PCorrectAnalysis::new(&grid, &config.bootstrap, config.alpha);
+        let distances = pair_distances(&grid);
+        let transfer_regression = transfer_regression(&grid, &distances).map_err(|e| e.to_string());
         Analysis {
             grid,
             groups,
@@ -191,6 +232,8 @@ impl Analysis {
             power,
             config: config.clone(),
             p_correct,
+            distances,
+            transfer_regression,
         }
     }
 
@@ -259,6 +302,14 @@ impl Analysis {
                 "ci95_cluster": CLUSTER_METHOD,
                 "ci95_bootstrap": self.bootstrap_method(),
                 "ci95_independent_t": INDEPENDENT_METHOD,
+                "ci95_wild_cluster": WILD_METHOD,
+                "primary": PRIMARY_INTERVAL.key(),
+                "secondary": IntervalMethod::ALL
+                    .iter()
+                    .filter(|m| **m != PRIMARY_INTERVAL)
+                    .map(|m| m.key())
+                    .collect::<Vec<_>>(),
+                "why_primary": PRIMARY_WHY,
             },
             "transfer_types": map_json(&self.groups.transfer_types),
             "resource_directions": map_json(&self.groups.resource_directions),
@@ -284,6 +335,19 @@ impl Analysis {
                 "fit": r.fit,
                 "base_accuracy_centre": r.base_accuracy_centre,
                 "left_out": r.left_out,
+            }),
+            Err(e) => json!({ "error": e }),
+        };
+        v["typology"] = self.typology_json();
+        v["transfer_regression"] = match &self.transfer_regression {
+            Ok(r) => json!({
+                "model": "gain ~ direction (cross-language cells) + WALS distance + genealogical relatedness + domain match + base accuracy, OLS",
+                "clusters": ["training slice", "test set"],
+                "fit": r.fit,
+                "base_accuracy_centre": r.base_accuracy_centre,
+                "left_out_direction": r.left_out_direction,
+                "left_out_distance": r.left_out_distance,
+                "aliased": r.aliased,
             }),
             Err(e) => json!({ "error": e }),
         };
@@ -429,32 +493,25 @@ impl Analysis {
         }
         let _ = writeln!(
             out,
-            "| group | mean gain (pp) | n | models x test sets | sd | 95% CI (cluster) | 95% CI (bootstrap) |\n|---|---:|---:|---:|---:|---|---|"
+            "| group | mean gain (pp) | n | models x test sets | sd | 95% CI ({}) |\n|---|---:|---:|---:|---:|---|",
+            PRIMARY_INTERVAL.label()
         );
         for (k, s) in rows {
             match s {
                 Some(s) => {
                     let _ = writeln!(
                         out,
-                        "| {k} | {:+.1} | {} | {} x {} | {} | {} | {} |",
+                        "| {k} | {:+.1} | {} | {} x {} | {} | {} |",
                         s.mean,
                         s.n,
                         s.models,
                         s.test_sets,
                         fmt_opt(s.sd),
-                        fmt_interval(
-                            s.ci95_cluster,
-                            s.models.min(s.test_sets) >= MIN_INTERVAL_CLUSTERS
-                                && enough_questions(s)
-                        ),
-                        fmt_interval(
-                            s.ci95_bootstrap,
-                            s.ci95_bootstrap.is_some() && enough_questions(s)
-                        )
+                        fmt_interval(s.ci95(PRIMARY_INTERVAL), primary_enough(s)),
                     );
                 }
                 None => {
-                    let _ = writeln!(out, "| {k} | n/a | 0 | 0 x 0 | n/a | n/a | n/a |");
+                    let _ = writeln!(out, "| {k} | n/a | 0 | 0 x 0 | n/a | n/a |");
                 }
             }
         }
@@ -468,7 +525,7 @@ impl Analysis {
     /// ([`Analysis::closing_summary`]).
     pub fn report_markdown(&self) -> String {
         let mut out = String::new();
-        let sections: [fn(&Analysis, &mut String); 14] = [
+        let sections: [fn(&Analysis, &mut String); 15] = [
             Analysis::section_header,
             Analysis::section_input,
             Analysis::section_accuracy,
@@ -479,6 +536,7 @@ impl Analysis {
             Analysis::section_intervals,
             Analysis::section_gains,
             Analysis::section_regression,
+            Analysis::section_typology,
             Analysis::section_published,
             Analysis::section_significance,
             Analysis::section_power,
@@ -982,7 +1040,7 @@ impl Analysis {
 
     /// The run's findings in a few lines, for a caller to print at the end of every run (the
     /// report ends with the same lines): the base model's accuracy and how it compares with
-    /// chance, the mean gain by transfer type with its cluster interval, the largest gains
+    /// chance, the mean gain by transfer type with its primary interval (method named), the largest gains
     /// with their intervals, and whether any gain survives correction for multiple tests.
     pub fn closing_summary(&self) -> String {
         let mut out = String::new();
@@ -1043,14 +1101,11 @@ impl Analysis {
             .filter_map(|(k, s)| {
                 s.map(|s| {
                     format!(
-                        "{} {:+.1} (95% CI {})",
+                        "{} {:+.1} (95% CI {}, {})",
                         k.replace('_', "-"),
                         s.mean,
-                        fmt_interval(
-                            s.ci95_cluster,
-                            s.models.min(s.test_sets) >= MIN_INTERVAL_CLUSTERS
-                                && enough_questions(s)
-                        )
+                        fmt_interval(s.ci95(PRIMARY_INTERVAL), primary_enough(s)),
+                        PRIMARY_INTERVAL.label()
                     )
                 })
             })
@@ -1282,19 +1337,29 @@ impl Analysis {
             out,
             "Instances are not independent: those on one test set share its questions and the base model's answers, those of one fine-tuned model share that model, and test sets of one domain are translations of the same questions.\n"
         );
+        let method = |m: IntervalMethod| match m {
+            IntervalMethod::Cluster => CLUSTER_METHOD.to_owned(),
+            IntervalMethod::Pigeonhole => self.bootstrap_method(),
+            IntervalMethod::WildCluster => WILD_METHOD.to_owned(),
+            IntervalMethod::IndependentT => INDEPENDENT_METHOD.to_owned(),
+        };
         let _ = writeln!(
             out,
-            "- **95% CI (cluster)** is {CLUSTER_METHOD}; \"too few\" with fewer than {MIN_INTERVAL_CLUSTERS} models or {MIN_INTERVAL_CLUSTERS} test sets, or fewer than {MIN_QUESTIONS} questions (`summary.json` keeps it); n/a when the two-way variance comes out negative."
+            "Each gain has one interval, the **{}**: {}. {PRIMARY_WHY} \"too few\" with fewer than {MIN_INTERVAL_CLUSTERS} models or {MIN_INTERVAL_CLUSTERS} test sets, or fewer than {MIN_QUESTIONS} questions; n/a when it could not be computed.\n",
+            PRIMARY_INTERVAL.label(),
+            method(PRIMARY_INTERVAL)
         );
         let _ = writeln!(
             out,
-            "- **95% CI (bootstrap)** is {}; \"too few\" when the group is empty in most resamples, rests on fewer than {MIN_QUESTIONS} questions, or (without questions) has a single model or test set.",
-            self.bootstrap_method()
+            "`summary.json` keeps the secondary intervals beside it, for comparison:"
         );
-        let _ = writeln!(
-            out,
-            "- `summary.json` also keeps `ci95_independent_t`, {INDEPENDENT_METHOD}.\n"
-        );
+        for m in IntervalMethod::ALL
+            .into_iter()
+            .filter(|m| *m != PRIMARY_INTERVAL)
+        {
+            let _ = writeln!(out, "- `{}`: {}.", m.key(), method(m));
+        }
+        let _ = writeln!(out);
     }
 
     fn section_gains(&self, out: &mut String) {
@@ -1399,6 +1464,188 @@ impl Analysis {
             }
             Err(e) => {
                 let _ = writeln!(out, "Not fitted: {e}.\n");
+            }
+        }
+    }
+
+    /// `summary.json`'s `typology`: the sources, the minimum of shared WALS features, every
+    /// instance's distances, and the language pairs left out for too few shared features.
+    fn typology_json(&self) -> serde_json::Value {
+        let instances: Vec<serde_json::Value> = self
+            .grid
+            .rows
+            .iter()
+            .zip(&self.distances)
+            .map(|(r, d)| {
+                json!({
+                    "model": r.model,
+                    "source": r.source.to_string(),
+                    "target": r.target.to_string(),
+                    "wals_distance": d.map(|d| d.wals.distance).filter(|x| x.is_finite()),
+                    "wals_shared_features": d.map(|d| d.wals.shared),
+                    "wals_usable": d.map(|d| d.wals_usable),
+                    "genealogical_distance": d.map(|d| d.genealogical.distance),
+                    "same_family": d.map(|d| d.genealogical.same_family),
+                })
+            })
+            .collect();
+        json!({
+            "sources": TYPOLOGY_SOURCES,
+            "min_shared_features": xlt_data::MIN_SHARED_FEATURES,
+            "genealogical_distance": "1 - shared / max(len_a, len_b) over Glottolog paths (ancestors from the top-level family, then the language)",
+            "instances": instances,
+            "pairs_left_out": self.pairs_left_out(),
+            "languages_unknown": self.languages_without_typology(),
+        })
+    }
+
+    /// Language pairs whose WALS distance rests on fewer than the minimum of shared
+    /// features: `(source, target, shared)`, once each.
+    fn pairs_left_out(&self) -> Vec<(String, String, usize)> {
+        let mut out: Vec<(String, String, usize)> = self
+            .grid
+            .rows
+            .iter()
+            .zip(&self.distances)
+            .filter_map(|(r, d)| {
+                let d = d.as_ref()?;
+                (!d.wals_usable).then(|| {
+                    (
+                        r.source.language.code().to_owned(),
+                        r.target.language.code().to_owned(),
+                        d.wals.shared,
+                    )
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Languages of the grid the embedded typology tables do not cover.
+    fn languages_without_typology(&self) -> Vec<String> {
+        let known: Vec<xlt_data::Language> = xlt_data::Typology::embedded().languages().collect();
+        let mut out: Vec<String> = self
+            .grid
+            .rows
+            .iter()
+            .flat_map(|r| [r.source.language, r.target.language])
+            .filter(|l| !known.contains(l))
+            .map(|l| l.code().to_owned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// `grid.csv`: [`Grid::to_csv`] with four columns more per instance: the WALS distance
+    /// and its shared features, the genealogical distance, and whether the two languages
+    /// are of one family (empty where the typology tables lack a language).
+    pub fn grid_csv(&self) -> String {
+        let csv = self.grid.to_csv();
+        let mut lines = csv.lines();
+        let mut out = String::new();
+        if let Some(header) = lines.next() {
+            let _ = writeln!(
+                out,
+                "{header},wals_distance,wals_shared_features,genealogical_distance,same_family"
+            );
+        }
+        for (line, d) in lines.zip(&self.distances) {
+            match d {
+                Some(d) => {
+                    let wals = if d.wals.distance.is_finite() {
+                        format!("{:.4}", d.wals.distance)
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{line},{wals},{},{:.4},{}",
+                        d.wals.shared, d.genealogical.distance, d.genealogical.same_family
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "{line},,,,");
+                }
+            }
+        }
+        out
+    }
+
+    fn section_typology(&self, out: &mut String) {
+        if self.grid.rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "## Typology and transfer\n");
+        let _ = writeln!(
+            out,
+            "Each instance has two distances between its training language and its test language (`grid.csv`, `summary.json` under `typology`): the share of differing values over the WALS features both languages have coded (a pair sharing fewer than {} features is left out), and a genealogical distance over Glottolog's classification, 1 - shared / max(len_a, len_b) over the two paths from the top-level family down to the language (0: the same language; 1: different families). Sources: {TYPOLOGY_SOURCES}\n",
+            xlt_data::MIN_SHARED_FEATURES
+        );
+        let left = self.pairs_left_out();
+        if !left.is_empty() {
+            let list: Vec<String> = left
+                .iter()
+                .map(|(a, b, n)| format!("{a}->{b} ({n})"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "Left out for too few shared WALS features: {}.\n",
+                list.join(", ")
+            );
+        }
+        let unknown = self.languages_without_typology();
+        if !unknown.is_empty() {
+            let _ = writeln!(out, "Not in the typology tables: {}.\n", unknown.join(", "));
+        }
+        match &self.transfer_regression {
+            Ok(r) => {
+                let f = &r.fit;
+                let _ = writeln!(
+                    out,
+                    "Least squares of the gain on resource direction (cross-language cells, against lateral), WALS distance (per 0.1), genealogical relatedness (1 - distance), domain match and the base model's accuracy on the test set (centred on {:.1}%), over {} instances ({} left out without a usable distance, {} without resource levels); two-way cluster-robust standard errors ({} training slices, {} test sets, t on {} degrees of freedom).\n",
+                    r.base_accuracy_centre,
+                    f.n,
+                    r.left_out_distance,
+                    r.left_out_direction,
+                    f.clusters[0],
+                    f.clusters[1],
+                    f.df
+                );
+                let _ = writeln!(
+                    out,
+                    "| term | estimate (pp) | SE | 95% CI | p |\n|---|---:|---:|---|---:|"
+                );
+                for c in &f.coefficients {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {:+.2} | {:.2} | {} | {} |",
+                        c.name,
+                        c.estimate,
+                        c.se,
+                        fmt_ci(Some(c.ci95)),
+                        fmt_p(c.p)
+                    );
+                }
+                if !r.aliased.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "\nDropped, being zero or a linear combination of the terms above on these instances: {}.",
+                        r.aliased.join("; ")
+                    );
+                }
+                if f.psd_adjusted {
+                    let _ = writeln!(
+                        out,
+                        "\nThe two-way covariance had a negative eigenvalue, set to zero (Cameron, Gelbach and Miller, 2011, section 2.3)."
+                    );
+                }
+                let _ = writeln!(out);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "The transfer regression was not fitted: {e}.\n");
             }
         }
     }

@@ -8,7 +8,10 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use crate::bootstrap::{BootstrapConfig, Pigeonhole};
 use crate::cluster::TwoWayOls;
+use crate::coverage::IntervalMethod;
 use crate::grid::{Direction, Grid, TransferType};
+use crate::transfer::slice_and_test_ids;
+use crate::wild::wild_cluster_interval;
 
 /// Mean, count, spread and 95% intervals of a group of gains (percentage points).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,11 +37,29 @@ pub struct Summary {
     /// `mean ± t(0.975, n-1) · sd / √n`: treats instances as independent, which they are
     /// not; kept in `summary.json` for comparison only. `null` for n < 2.
     pub ci95_independent_t: Option<[f64; 2]>,
+    /// The wild cluster bootstrap's 95% interval (Webb weights by the dimension with fewer
+    /// clusters of training slice and test set, symmetric percentile-t on the two-way CR1
+    /// standard error; see [`crate::IntervalMethod::WildCluster`]); `null` with fewer than
+    /// two slices or test sets or a variance that is not positive.
+    #[serde(default)]
+    pub ci95_wild_cluster: Option<[f64; 2]>,
     /// Questions behind the group's instances, summed (with outcomes; `null` for a
     /// published table): a report prints no interval resting on fewer than
     /// [`crate::MIN_QUESTIONS`].
     #[serde(default)]
     pub questions: Option<usize>,
+}
+
+impl Summary {
+    /// The interval of `method`.
+    pub fn ci95(&self, method: IntervalMethod) -> Option<[f64; 2]> {
+        match method {
+            IntervalMethod::Cluster => self.ci95_cluster,
+            IntervalMethod::Pigeonhole => self.ci95_bootstrap,
+            IntervalMethod::WildCluster => self.ci95_wild_cluster,
+            IntervalMethod::IndependentT => self.ci95_independent_t,
+        }
+    }
 }
 
 /// Summarizes `values` as independent observations: mean, sd and the independent t
@@ -70,6 +91,7 @@ pub fn summarize(values: &[f64]) -> Summary {
         ci95_cluster: None,
         ci95_bootstrap: None,
         ci95_independent_t: ci95,
+        ci95_wild_cluster: None,
         questions: None,
     }
 }
@@ -152,6 +174,21 @@ fn describe(grid: &Grid, idx: &[usize], model: &[usize], test: &[usize]) -> Summ
     s
 }
 
+/// The wild cluster bootstrap interval of the rows `idx`, clustered by training slice and
+/// test set.
+fn wild(
+    grid: &Grid,
+    idx: &[usize],
+    slices: &[usize],
+    test: &[usize],
+    boot: &BootstrapConfig,
+) -> Option<[f64; 2]> {
+    let gains: Vec<f64> = idx.iter().map(|&i| grid.rows[i].gain).collect();
+    let s: Vec<usize> = idx.iter().map(|&i| slices[i]).collect();
+    let t: Vec<usize> = idx.iter().map(|&i| test[i]).collect();
+    wild_cluster_interval(&gains, &s, &t, boot)
+}
+
 /// Summaries of the grid's gains under `grouping`, keyed as in `summary.json`, with every
 /// interval (see [`Summary`]).
 pub fn group(grid: &Grid, grouping: Grouping, boot: &BootstrapConfig) -> BTreeMap<String, Summary> {
@@ -159,11 +196,13 @@ pub fn group(grid: &Grid, grouping: Grouping, boot: &BootstrapConfig) -> BTreeMa
     let lists: Vec<Vec<usize>> = groups.values().cloned().collect();
     let intervals = Pigeonhole::new(grid).intervals(&lists, boot);
     let (model, test) = grid.cluster_ids();
+    let slices = slice_and_test_ids(grid).0;
     groups
         .into_iter()
         .zip(intervals)
         .map(|((k, idx), ci)| {
             let mut s = describe(grid, &idx, &model, &test);
+            s.ci95_wild_cluster = wild(grid, &idx, &slices, &test, boot);
             s.ci95_bootstrap =
                 ci.filter(|_| grid.paired.is_some() || s.models.min(s.test_sets) >= 2);
             (k, s)
@@ -203,10 +242,12 @@ impl Groups {
         let lists: Vec<Vec<usize>> = all.iter().flat_map(|m| m.values().cloned()).collect();
         let mut intervals = Pigeonhole::new(grid).intervals(&lists, boot).into_iter();
         let (model, test) = grid.cluster_ids();
+        let slices = slice_and_test_ids(grid).0;
         let mut maps = all.into_iter().map(|m| {
             m.into_iter()
                 .map(|(k, idx)| {
                     let mut s = describe(grid, &idx, &model, &test);
+                    s.ci95_wild_cluster = wild(grid, &idx, &slices, &test, boot);
                     s.ci95_bootstrap = intervals.next().expect("one interval per group");
                     if grid.paired.is_none() && s.models.min(s.test_sets) < 2 {
                         // Nothing to resample but the one model or test set.

@@ -303,7 +303,7 @@ pub fn write_analysis(
             "summary.json".to_owned(),
             serde_json::to_string_pretty(&analysis.summary_json()).expect("serializes") + "\n",
         ),
-        ("grid.csv".to_owned(), analysis.grid.to_csv()),
+        ("grid.csv".to_owned(), analysis.grid_csv()),
     ];
     files.extend(analysis.heatmaps());
     for (name, content) in &files {
