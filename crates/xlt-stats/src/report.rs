@@ -160,7 +160,7 @@ fn fmt_opt(x: Option<f64>) -> String {
 
 /// How the report names each interval, one sentence each; `summary.json` carries the same
 /// under `interval_methods`.
-const CLUSTER_METHOD: &str = "the two-way cluster-robust interval of Cameron, Gelbach and Miller (2011): instances are clustered by fine-tuned model and by test set (variance V_model + V_test_set - V_both, each CR1), with t on (the smaller cluster count - 1) degrees of freedom";
+const CLUSTER_METHOD: &str = "the two-way cluster-robust interval of Cameron, Gelbach and Miller (2011): instances are clustered by training slice (a slice's seed replicates together; with one fine-tune per slice, its model) and by test set (variance V_slice + V_test_set - V_both, each CR1), with t on (the smaller cluster count - 1) degrees of freedom";
 const INDEPENDENT_METHOD: &str = "mean ± t(0.975, n-1) · sd / √n, which treats the instances of a group as independent although they share models, test sets and questions; too narrow, kept for comparison only";
 
 /// Why our means differ from the published ones on the published table.
@@ -233,7 +233,7 @@ impl Analysis {
         let b = &self.config.bootstrap;
         if self.grid.paired.is_some() {
             format!(
-                "the pigeonhole bootstrap ({} resamples, seed {}): fine-tuned models and test sets are resampled with replacement, independently, and questions once per sample id, the same draw for every model, the base model and every language; percentile interval",
+                "the pigeonhole bootstrap ({} resamples, seed {}): training slices (with their seed replicates drawn again within each drawn slice) and test sets are resampled with replacement, independently, and questions once per sample id, the same draw for every model, the base model and every language; percentile interval",
                 b.resamples, b.seed
             )
         } else {
@@ -375,7 +375,18 @@ impl Analysis {
         if let Some(p) = &self.p_correct {
             v["p_correct"] = Self::p_correct_json(p);
         }
+        v["replicates"] = self.replicates().to_json();
         v
+    }
+
+    /// The seed-replicate statistics of the grid (issue #24): spread per slice, variance
+    /// decomposition, and the replicate noise of each transfer-type and direction gain.
+    pub fn replicates(&self) -> crate::ReplicateAnalysis {
+        crate::ReplicateAnalysis::of(&self.grid, self.p_correct.as_ref().map(|p| &p.grid))
+    }
+
+    fn section_replicates(&self, out: &mut String) {
+        self.replicates().section(out);
     }
 
     /// The published figures with our mean for the same group, when configured.
@@ -449,7 +460,7 @@ impl Analysis {
     /// ([`Analysis::closing_summary`]).
     pub fn report_markdown(&self) -> String {
         let mut out = String::new();
-        let sections: [fn(&Analysis, &mut String); 14] = [
+        let sections: [fn(&Analysis, &mut String); 15] = [
             Analysis::section_header,
             Analysis::section_input,
             Analysis::section_accuracy,
@@ -459,6 +470,7 @@ impl Analysis {
             Analysis::section_base_only,
             Analysis::section_intervals,
             Analysis::section_gains,
+            Analysis::section_replicates,
             Analysis::section_regression,
             Analysis::section_published,
             Analysis::section_significance,
