@@ -124,12 +124,14 @@ pub struct ReplicateSpread {
 /// One component of [`VarianceDecomposition`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VarianceComponent {
-    /// `slice`, `test_set`, `slice_x_test_set`, `replicate`, `residual`; and, splitting the
-    /// residual when per-question data exist, `question` and `replicate_x_test_set`.
+    /// `slice`, `test_set`, `slice_x_test_set`, `replicate`, `residual` (replicate x test
+    /// set, with the binomial noise of each model's own answers); and, with per-question
+    /// data, `question_sampling`: a reference, not a sixth additive part (see
+    /// [`DECOMPOSITION_METHOD`]).
     pub name: String,
-    /// Degrees of freedom of its mean square (`null` for the two parts of the residual).
+    /// Degrees of freedom of its mean square (`null` for `question_sampling`).
     pub df: Option<usize>,
-    /// Its mean square, pp² (`null` for the two parts of the residual).
+    /// Its mean square, pp² (`null` for `question_sampling`).
     pub mean_square: Option<f64>,
     /// The method-of-moments estimate of the variance, pp², as computed (it can be
     /// negative when the component is small; the report prints negative ones as 0).
@@ -137,7 +139,7 @@ pub struct VarianceComponent {
 }
 
 /// The variance of the gains split into slice, test set, their interaction, replicate
-/// (within slice) and residual (replicate x test set and question sampling), by the method
+/// (within slice) and residual (replicate x test set and binomial answer noise), by the method
 /// of moments on the expected mean squares of the balanced crossed-nested random-effects
 /// ANOVA `y_str = μ + a_s + b_t + (ab)_st + c_r(s) + e_str` (Searle, Casella and McCulloch,
 /// *Variance Components*, 1992, ch. 4; the expected mean squares are those of the
@@ -178,7 +180,7 @@ pub struct GainNoise {
 pub const EXCEEDS_RULE: &str = "a gain exceeds replicate noise when |gain| > 2 x its replicate SE, where the replicate SE is sd(m_1..m_R) / sqrt(R) and m_k is the group's mean gain computed from replicate k of every slice alone: how much the gain would move if every slice were fine-tuned again with other seeds (data order, LoRA initialization, dropout), on the same test questions";
 
 /// How the variance decomposition is computed, as the report and `summary.json` name it.
-pub const DECOMPOSITION_METHOD: &str = "method of moments (ANOVA) on the balanced crossed-nested random-effects design: slice and test set crossed, replicate nested in slice; each component from the expected mean squares, negative estimates printed as 0; the question component is the mean over cells of the binomial sampling variance of a paired gain, var(d)/n with d the per-question differences, and replicate x test set is the residual less it";
+pub const DECOMPOSITION_METHOD: &str = "method of moments (ANOVA) on the balanced crossed-nested random-effects design: slice and test set crossed, replicate nested in slice; each component from the expected mean squares, negative estimates printed as 0; the residual is replicate x test set together with the binomial noise of each model's own answers on the same questions. `question sampling` is a reference, not a sixth additive part: the mean over cells of var(d)/n (d the per-question differences, n the questions), the variance a cell's gain has from which questions its test set holds; every model answers the same questions, so it sits inside the test set, slice x test set and residual components rather than beside them";
 
 /// Everything the replicates tell, for the report and `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -443,14 +445,12 @@ fn decompose(grid: &Grid) -> Result<VarianceDecomposition, String> {
     ];
     if qvar.len() == grid.rows.len() {
         let q = qvar.iter().sum::<f64>() / qvar.len() as f64;
-        for (name, v) in [("question", q), ("replicate_x_test_set", v_e - q)] {
-            components.push(VarianceComponent {
-                name: name.to_owned(),
-                df: None,
-                mean_square: None,
-                variance: v,
-            });
-        }
+        components.push(VarianceComponent {
+            name: "question_sampling".to_owned(),
+            df: None,
+            mean_square: None,
+            variance: q,
+        });
     }
     Ok(VarianceDecomposition {
         slices: s_n,
@@ -587,7 +587,7 @@ impl ReplicateAnalysis {
                     let share = if c.df.is_some() && total > 0.0 {
                         format!("{:.0}%", 100.0 * v / total)
                     } else {
-                        "(of residual)".to_owned()
+                        "(reference)".to_owned()
                     };
                     let _ = writeln!(
                         out,
