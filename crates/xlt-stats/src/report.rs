@@ -455,7 +455,8 @@ impl Analysis {
 
     /// The Markdown report, one section after another: header (the [`ReportContext`]),
     /// input, accuracy per model and test set against chance, grading (the judge's share),
-    /// chosen letters (when lopsided), intervals, gains, headroom regression, published
+    /// chosen letters (when lopsided), intervals, gains, fine-tuning noise (seed replicates,
+    /// [`crate::ReplicateAnalysis`]; one line without them), headroom regression, published
     /// figures (when configured), significance, power, and the closing summary
     /// ([`Analysis::closing_summary`]).
     pub fn report_markdown(&self) -> String {
