@@ -151,6 +151,11 @@ pub struct TuneArgs {
     /// Submit (and pay for) again a fine-tuning job that was cancelled outside the run.
     #[arg(long)]
     pub resubmit_cancelled: bool,
+    /// Fine-tune every slice N times, each with its own seed derived from --seed, the slice
+    /// and k (models `<slice>#1`..`<slice>#N`; 1: one model per slice, named by it). Costs
+    /// N times the training and N times the fine-tuned models' evaluation.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<u32>)]
+    pub replicates: u32,
     #[command(flatten)]
     pub lora: LoraArgs,
 }
@@ -187,6 +192,7 @@ impl TuneArgs {
             prices: self.prices.clone(),
             yes: self.yes,
             resubmit_cancelled: self.resubmit_cancelled,
+            replicates: self.replicates,
         }
     }
 }

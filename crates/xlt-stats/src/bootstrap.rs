@@ -5,6 +5,11 @@
 //! questions are resampled too, once per sample id: the same draw weights a question for
 //! every model, for the base model and in every language, because the test sets of one domain
 //! are translations of the same questions.
+//!
+//! Seed replicates (issue #24): the first factor is the training *slice*, and the
+//! replicates of a slice (`<slice>#<k>`) are drawn within it: each drawn copy of a slice
+//! brings as many draws, with replacement, from its own replicates as it has replicates. A
+//! slice fine-tuned once draws nothing more, so results without replicates are unchanged.
 
 use std::collections::BTreeMap;
 
@@ -40,7 +45,10 @@ type Questions = Vec<(usize, f64)>;
 /// The grid's design, ready to resample.
 pub(crate) struct Pigeonhole<'a> {
     grid: &'a Grid,
-    model: Vec<usize>,
+    /// Each row's fine-tuned model (a replicate of its slice).
+    replicate: Vec<usize>,
+    /// Per slice cluster, its models (ids as in `replicate`).
+    replicates_of: Vec<Vec<usize>>,
     test: Vec<usize>,
     models: usize,
     tests: usize,
@@ -52,6 +60,20 @@ impl<'a> Pigeonhole<'a> {
     pub(crate) fn new(grid: &'a Grid) -> Pigeonhole<'a> {
         let (model, test) = grid.cluster_ids();
         let models = model.iter().max().map_or(0, |m| m + 1);
+        let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut replicates_of = vec![Vec::new(); models];
+        let replicate = grid
+            .rows
+            .iter()
+            .zip(&model)
+            .map(|(r, &s)| {
+                let next = ids.len();
+                *ids.entry(r.model.as_str()).or_insert_with(|| {
+                    replicates_of[s].push(next);
+                    next
+                })
+            })
+            .collect();
         let tests = test.iter().max().map_or(0, |t| t + 1);
         let questions = grid.paired.as_ref().map(|paired| {
             let mut ids: BTreeMap<(xlt_data::Domain, &str), usize> = BTreeMap::new();
@@ -83,7 +105,8 @@ impl<'a> Pigeonhole<'a> {
         });
         Pigeonhole {
             grid,
-            model,
+            replicate,
+            replicates_of,
             test,
             models,
             tests,
@@ -104,15 +127,17 @@ impl<'a> Pigeonhole<'a> {
             rng.set_stream(s);
             rng
         };
-        let (mut rm, mut rt, mut rq) = (stream(1), stream(2), stream(3));
+        let (mut rm, mut rt, mut rq, mut rr) = (stream(1), stream(2), stream(3), stream(4));
         let mut means: Vec<Vec<f64>> = vec![Vec::with_capacity(config.resamples); groups.len()];
         let n = self.grid.rows.len();
         let mut gains: Vec<Option<f64>> = vec![None; n];
         let mut w = vec![0u32; self.models];
+        let mut wr = vec![0u32; self.replicate.iter().max().map_or(0, |m| m + 1)];
         let mut v = vec![0u32; self.tests];
         let mut u = vec![0u32; self.questions.as_ref().map_or(0, |q| q.2)];
         for _ in 0..config.resamples {
             draw(&mut rm, &mut w);
+            draw_within(&mut rr, &w, &self.replicates_of, &mut wr);
             draw(&mut rt, &mut v);
             match &self.questions {
                 Some((rows, strata, _)) => {
@@ -141,7 +166,7 @@ impl<'a> Pigeonhole<'a> {
             for (group, out) in groups.iter().zip(means.iter_mut()) {
                 let (mut num, mut den) = (0.0, 0.0);
                 for &i in group {
-                    let weight = f64::from(w[self.model[i]] * v[self.test[i]]);
+                    let weight = f64::from(wr[self.replicate[i]] * v[self.test[i]]);
                     if let (true, Some(g)) = (weight > 0.0, gains[i]) {
                         num += weight * g;
                         den += weight;
@@ -171,6 +196,24 @@ fn draw(rng: &mut ChaCha8Rng, counts: &mut [u32]) {
     let g = counts.len();
     for _ in 0..g {
         counts[rng.random_range(0..g)] += 1;
+    }
+}
+
+/// Draws the replicates within each drawn slice: a slice drawn `w[s]` times gets
+/// `w[s] · R_s` draws with replacement from its `R_s` replicates (`replicates_of[s]`);
+/// `counts[m]` is how often model `m` was drawn. A slice with one replicate takes its
+/// slice's count without a random draw.
+fn draw_within(rng: &mut ChaCha8Rng, w: &[u32], replicates_of: &[Vec<usize>], counts: &mut [u32]) {
+    counts.iter_mut().for_each(|c| *c = 0);
+    for (s, models) in replicates_of.iter().enumerate() {
+        match models.as_slice() {
+            [one] => counts[*one] = w[s],
+            many => {
+                for _ in 0..w[s] as usize * many.len() {
+                    counts[many[rng.random_range(0..many.len())]] += 1;
+                }
+            }
+        }
     }
 }
 

@@ -682,16 +682,18 @@ impl Grid {
         })
     }
 
-    /// Each row's cluster in the two dimensions of the design: `(model, test set)`, each
-    /// numbered from 0 in order of first appearance.
+    /// Each row's cluster in the two dimensions of the design: `(training slice, test set)`,
+    /// each numbered from 0 in order of first appearance. The seed replicates of a slice
+    /// (`<slice>#<k>`, issue #24) share its cluster, so that adding replicates does not add
+    /// clusters; with one model per slice this is the model.
     pub fn cluster_ids(&self) -> (Vec<usize>, Vec<usize>) {
-        let mut models: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut models: BTreeMap<Slice, usize> = BTreeMap::new();
         let mut tests: BTreeMap<Slice, usize> = BTreeMap::new();
         self.rows
             .iter()
             .map(|r| {
                 let m = models.len();
-                let m = *models.entry(&r.model).or_insert(m);
+                let m = *models.entry(r.source).or_insert(m);
                 let t = tests.len();
                 let t = *tests.entry(r.target).or_insert(t);
                 (m, t)

@@ -39,6 +39,7 @@ mod pcorrect;
 mod power;
 mod published;
 mod regression;
+mod replicate;
 mod report;
 mod signif;
 mod summary;
@@ -69,6 +70,10 @@ pub use power::{PowerRow, mcnemar_power, min_detectable_gain, power_table};
 pub use published::{PublishedFigure, STUDY_FIGURES};
 pub use regression::{
     HeadroomRegression, MIN_INSTANCES_PER_TERM, MIN_REGRESSION_CLUSTERS, headroom_regression,
+};
+pub use replicate::{
+    DECOMPOSITION_METHOD, EXCEEDS_RULE, GainNoise, REPLICATE_SEPARATOR, ReplicateAnalysis,
+    ReplicateLabel, ReplicateSpread, VarianceComponent, VarianceDecomposition, split_label,
 };
 pub use report::{Analysis, AnalysisConfig, MIN_HEATMAP_INSTANCES, MIN_INTERVAL_CLUSTERS};
 pub use signif::{RowTest, Significance, benjamini_hochberg, holm, mcnemar_exact, significance};

@@ -196,7 +196,7 @@ fn fmt_opt(x: Option<f64>) -> String {
 
 /// How the report names each interval, one sentence each; `summary.json` carries the same
 /// under `interval_methods`.
-const CLUSTER_METHOD: &str = "the two-way cluster-robust interval of Cameron, Gelbach and Miller (2011): instances are clustered by fine-tuned model and by test set (variance V_model + V_test_set - V_both, each CR1), with t on (the smaller cluster count - 1) degrees of freedom";
+const CLUSTER_METHOD: &str = "the two-way cluster-robust interval of Cameron, Gelbach and Miller (2011): instances are clustered by training slice (a slice's seed replicates together; with one fine-tune per slice, its model) and by test set (variance V_slice + V_test_set - V_both, each CR1), with t on (the smaller cluster count - 1) degrees of freedom";
 const INDEPENDENT_METHOD: &str = "mean ± t(0.975, n-1) · sd / √n, which treats the instances of a group as independent although they share models, test sets and questions; too narrow, kept for comparison only";
 
 const WILD_METHOD: &str = "the wild cluster bootstrap (Cameron, Gelbach and Miller 2008; MacKinnon, Nielsen and Webb 2021): one Webb six-point weight per cluster of the dimension with fewer clusters (training slices, replicates of a slice together, or test sets), the unrestricted residuals flipped by it, and the symmetric percentile-t interval mean ± q · se with se the two-way CR1 standard error and q the 95th percentile of |t*|";
@@ -278,7 +278,7 @@ impl Analysis {
         let b = &self.config.bootstrap;
         if self.grid.paired.is_some() {
             format!(
-                "the pigeonhole bootstrap ({} resamples, seed {}): fine-tuned models and test sets are resampled with replacement, independently, and questions once per sample id, the same draw for every model, the base model and every language; percentile interval",
+                "the pigeonhole bootstrap ({} resamples, seed {}): training slices (with their seed replicates drawn again within each drawn slice) and test sets are resampled with replacement, independently, and questions once per sample id, the same draw for every model, the base model and every language; percentile interval",
                 b.resamples, b.seed
             )
         } else {
@@ -458,7 +458,18 @@ impl Analysis {
         if let Some(p) = &self.p_correct {
             v["p_correct"] = Self::p_correct_json(p);
         }
+        v["replicates"] = self.replicates().to_json();
         v
+    }
+
+    /// The seed-replicate statistics of the grid (issue #24): spread per slice, variance
+    /// decomposition, and the replicate noise of each transfer-type and direction gain.
+    pub fn replicates(&self) -> crate::ReplicateAnalysis {
+        crate::ReplicateAnalysis::of(&self.grid, self.p_correct.as_ref().map(|p| &p.grid))
+    }
+
+    fn section_replicates(&self, out: &mut String) {
+        self.replicates().section(out);
     }
 
     /// The published figures with our mean for the same group, when configured.
@@ -520,7 +531,8 @@ impl Analysis {
 
     /// The Markdown report, one section after another: header (the [`ReportContext`]),
     /// input, accuracy per model and test set against chance, grading (the judge's share),
-    /// chosen letters (when lopsided), intervals, gains, headroom regression, published
+    /// chosen letters (when lopsided), intervals, gains, fine-tuning noise (seed replicates,
+    /// [`crate::ReplicateAnalysis`]; one line without them), headroom regression, published
     /// figures (when configured), significance, power, and the closing summary
     /// ([`Analysis::closing_summary`]).
     pub fn report_markdown(&self) -> String {
@@ -535,6 +547,7 @@ impl Analysis {
             Analysis::section_base_only,
             Analysis::section_intervals,
             Analysis::section_gains,
+            Analysis::section_replicates,
             Analysis::section_regression,
             Analysis::section_typology,
             Analysis::section_published,

@@ -22,11 +22,12 @@ pub struct Summary {
     pub n: usize,
     /// Sample standard deviation (n - 1); `null` for n < 2.
     pub sd: Option<f64>,
-    /// Distinct fine-tuned models among the instances.
+    /// Distinct fine-tuned models among the instances, counting the seed replicates of one
+    /// slice as one (they share the slice's cluster; issue #24).
     pub models: usize,
     /// Distinct test sets among the instances.
     pub test_sets: usize,
-    /// Two-way cluster-robust 95% interval (clusters: model, test set; see
+    /// Two-way cluster-robust 95% interval (clusters: training slice, test set; see
     /// [`TwoWayOls::mean`]); `null` with fewer than two models or two test sets, or when
     /// the two-way variance is negative.
     pub ci95_cluster: Option<[f64; 2]>,
@@ -142,7 +143,7 @@ fn key(grid: &Grid, i: usize, grouping: Grouping) -> Option<String> {
 pub const SAME_LANGUAGE: &str = "same_language";
 
 /// Row indices of every group of `grouping`, by key.
-fn members(grid: &Grid, grouping: Grouping) -> BTreeMap<String, Vec<usize>> {
+pub(crate) fn members(grid: &Grid, grouping: Grouping) -> BTreeMap<String, Vec<usize>> {
     let mut members: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for i in 0..grid.rows.len() {
         if let Some(k) = key(grid, i, grouping) {

@@ -87,8 +87,10 @@ impl Experiment {
         Ok(only.to_vec())
     }
 
-    /// The fine-tuning file of a slice.
-    pub fn finetune_file(&self, slice: &str) -> PathBuf {
+    /// The fine-tuning file of a slice, or of a fine-tuning job: a seed replicate
+    /// `<slice>#<k>` (issue #24) trains on its slice's file.
+    pub fn finetune_file(&self, job: &str) -> PathBuf {
+        let slice = xlt_stats::split_label(job).map_or(job, |(slice, _)| slice);
         self.dir.join("finetune").join(format!("{slice}.jsonl"))
     }
 

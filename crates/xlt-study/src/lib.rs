@@ -123,7 +123,7 @@ pub use progress::{PLAIN_LINE_EVERY, ProgressLines, TrainingStep, format_duratio
 pub use run::{
     BATCH_ROUNDS, BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile,
     Scoring, Serving, TunedModel, endpoint_name, evaluate, evaluate_batch, finetune, labels,
-    provider_training_estimate, stop_started_endpoints,
+    provider_training_estimate, replicate_jobs, replicate_seed, stop_started_endpoints,
 };
 pub use study::{
     ANALYZED_KEY, EVAL_KEYS, EvalSettings, LoraOptions, Observer, Quiet, RESOURCE_MAP_FILE,
@@ -256,15 +256,16 @@ pub fn analyze_outcomes(
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_owned();
+        let invalid = |e: xlt_stats::StatsError| StudyError::Invalid {
+            what: path.display().to_string(),
+            message: e.to_string(),
+        };
+        // A seed replicate's file is `<slice>#<k>.jsonl` (issue #24).
+        let (slice, replicate) = xlt_stats::split_label(&stem).map_err(invalid)?;
         let source = if stem == "base" {
             None
         } else {
-            Some(
-                Slice::from_file_stem(&stem).map_err(|e| StudyError::Invalid {
-                    what: path.display().to_string(),
-                    message: e.to_string(),
-                })?,
-            )
+            Some(Slice::from_file_stem(slice).map_err(invalid)?)
         };
         let text = experiment::read(&path)?;
         let outcomes = xlt_grade::read_jsonl(text.as_bytes(), &path.display().to_string())
@@ -273,7 +274,16 @@ pub fn analyze_outcomes(
                 message: e.to_string(),
             })?;
         models.push(ModelOutcomes {
-            label: source.map_or_else(|| "Base".to_owned(), |s| s.to_string()),
+            label: source.map_or_else(
+                || "Base".to_owned(),
+                |s| {
+                    xlt_stats::ReplicateLabel {
+                        slice: s.to_string(),
+                        replicate,
+                    }
+                    .to_string()
+                },
+            ),
             source,
             outcomes,
         });

@@ -81,9 +81,13 @@ pub struct FinetuneOptions {
     pub wait: WaitOptions,
 }
 
-/// Fine-tunes every slice in `slices` through the ledger (an already submitted spec resumes
+/// Fine-tunes every job in `slices` through the ledger (an already submitted spec resumes
 /// its job; an already uploaded file is reused), waits for every job concurrently, and writes
 /// `<exp>/models.json` each time one finishes. `on_job` sees every state of every job.
+///
+/// A job is a slice (`en-stem`) or a seed replicate of one (`en-stem#2`, see
+/// [`replicate_jobs`]): a replicate trains on its slice's file with the seed
+/// [`replicate_seed`] derives, and `models.json` keys its model by the job's label.
 ///
 /// # Errors
 /// The first job that fails, or a provider or storage error; models that finished before it
@@ -109,27 +113,8 @@ pub async fn finetune(
     let mut jobs = Vec::new();
     for slice in slices {
         let path = exp.finetune_file(slice);
-        let bytes = std::fs::read(&path).map_err(|e| StudyError::Io {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let file = ledger
-            .upload_once(
-                tuner,
-                &format!("{slice}.jsonl"),
-                bytes,
-                FilePurpose::FineTune,
-            )
-            .await?;
-        let spec = FineTuneSpec {
-            base_model: options.base_model.clone(),
-            training_file: file.id,
-            validation_file: None,
-            hyperparameters: options.hyperparameters,
-            suffix: Some(slice.clone()),
-            seed: options.seed,
-            lora: options.lora.clone(),
-        };
+        let file = upload_slice(exp, slice, tuner, ledger).await?;
+        let spec = spec_for(slice, options, file);
         let job = ledger
             .submit_or_resume(tuner, &spec)
             .await
@@ -248,27 +233,69 @@ async fn upload_slice(
         path: path.clone(),
         message: e.to_string(),
     })?;
+    let name = path.file_name().map_or_else(
+        || format!("{slice}.jsonl"),
+        |n| n.to_string_lossy().into_owned(),
+    );
     Ok(ledger
-        .upload_once(
-            tuner,
-            &format!("{slice}.jsonl"),
-            bytes,
-            FilePurpose::FineTune,
-        )
+        .upload_once(tuner, &name, bytes, FilePurpose::FineTune)
         .await?
         .id)
 }
 
-fn spec_for(slice: &str, options: &FinetuneOptions, training_file: String) -> FineTuneSpec {
+/// The spec of a job (a slice, or a replicate `<slice>#<k>`): the slice's suffix and the
+/// run's seed for a slice and for replicate 1; `<slice>-r<k>` and [`replicate_seed`] for
+/// replicate k >= 2.
+fn spec_for(job: &str, options: &FinetuneOptions, training_file: String) -> FineTuneSpec {
+    let (slice, k) = xlt_stats::split_label(job).unwrap_or((job, None));
+    let k = k.unwrap_or(1);
     FineTuneSpec {
         base_model: options.base_model.clone(),
         training_file,
         validation_file: None,
         hyperparameters: options.hyperparameters,
-        suffix: Some(slice.to_owned()),
-        seed: options.seed,
+        suffix: Some(if k == 1 {
+            slice.to_owned()
+        } else {
+            format!("{slice}-r{k}")
+        }),
+        seed: replicate_seed(options.seed, slice, k),
         lora: options.lora.clone(),
     }
+}
+
+/// The fine-tuning jobs of `slices` with `replicates` fine-tunes each: the slices themselves
+/// when `replicates` is 1 (as every study without replicates), else `<slice>#1` to
+/// `<slice>#N` for each slice in turn ([`xlt_stats::ReplicateLabel`]).
+pub fn replicate_jobs(slices: &[String], replicates: u32) -> Vec<String> {
+    slices
+        .iter()
+        .flat_map(|s| {
+            (1..=replicates.max(1))
+                .map(move |k| xlt_stats::ReplicateLabel::new(s, k, replicates).to_string())
+        })
+        .collect()
+}
+
+/// The training seed of replicate `k` (1-based) of `slice` in a run with seed `seed`.
+/// Replicate 1 is trained with the run's seed itself, so that a study without replicates is
+/// replicate 1 of any study with them (the job ledger then finds its job and does not pay
+/// for it again). Replicate k >= 2 gets the first 32 bits of
+/// SHA-256(`xlt-replicate:<seed>:<slice>:<k>`) with the top bit cleared, 0 to 2^31 - 1,
+/// the range OpenAI's fine-tuning `seed` accepts (Together's `random_seed` and the local
+/// trainer take any such integer); a run without a seed derives from 0. The seed reaches
+/// every provider that takes one: the local trainer (data order, LoRA initialization,
+/// dropout), Together (`random_seed`), OpenAI (`seed`) and the embedded provider (data
+/// order).
+pub fn replicate_seed(seed: Option<u64>, slice: &str, k: u32) -> Option<u64> {
+    if k <= 1 {
+        return seed;
+    }
+    let hash = xlt_provider::bytes_hash(
+        format!("xlt-replicate:{}:{slice}:{k}", seed.unwrap_or(0)).as_bytes(),
+    );
+    let top = u32::from_str_radix(&hash[..8], 16).expect("hex digest");
+    Some(u64::from(top & 0x7fff_ffff))
 }
 
 /// The default output-token limit of an evaluation answer: room for a letter and a short
@@ -614,9 +641,12 @@ fn write_registry(exp: &Experiment, r: &EndpointRegistry) -> Result<(), StudyErr
 }
 
 /// The display name of the endpoint serving `label`'s model in the experiment at `exp`:
-/// `xlt-<8 hex of the experiment's path>-<label>`, the same in every run of the experiment.
+/// `xlt-<8 hex of the experiment's path>-<label>`, the same in every run of the experiment;
+/// a replicate's `#` is written `-r` (`en-stem#2` -> `en-stem-r2`), since an endpoint or
+/// adapter name is not always allowed one.
 pub fn endpoint_name(exp: &Experiment, label: &str) -> String {
     let run = stable_hash(&exp.dir.display().to_string());
+    let label = label.replace(xlt_stats::REPLICATE_SEPARATOR, "-r");
     format!("xlt-{}-{label}", &run[..8])
 }
 

@@ -131,6 +131,10 @@ pub struct TuneSettings {
     pub yes: bool,
     /// Submit again a job cancelled outside the run.
     pub resubmit_cancelled: bool,
+    /// Fine-tunes of every slice, each with its own seed (issue #24): 1, the study's design,
+    /// gives models named by their slice; N > 1 gives `<slice>#1` to `<slice>#N`
+    /// ([`crate::replicate_jobs`], seeds by [`crate::replicate_seed`]).
+    pub replicates: u32,
 }
 
 impl Default for TuneSettings {
@@ -146,6 +150,7 @@ impl Default for TuneSettings {
             prices: None,
             yes: false,
             resubmit_cancelled: false,
+            replicates: 1,
         }
     }
 }
@@ -385,8 +390,14 @@ impl<'a> Study<'a> {
         // `finetune --seed 9` cannot retrain silently.
         fp.settings
             .insert("run_seed".to_owned(), self.options.seed.to_string());
+        // Fine-tunes per slice (issue #24), recorded by every step that fine-tunes, so that
+        // a rerun with another N stops naming `replicates`.
+        if let Some(t) = tune {
+            fp.settings
+                .insert("replicates".to_owned(), t.replicates.to_string());
+        }
         if tune.is_none() {
-            for k in ["hyperparameters", "train_slices"] {
+            for k in ["hyperparameters", "train_slices", "replicates"] {
                 fp.settings.remove(k);
             }
         }
@@ -606,7 +617,13 @@ impl<'a> Study<'a> {
         if let Some(e) = eval {
             self.check_eval(e)?;
         }
-        let jobs = exp.training_slices(&tune.train_slices)?;
+        if tune.replicates < 1 {
+            return Err(StudyError::Refused(
+                "--replicates 0: every slice needs at least one fine-tune".to_owned(),
+            ));
+        }
+        let jobs =
+            crate::replicate_jobs(&exp.training_slices(&tune.train_slices)?, tune.replicates);
         let billed_server = backend
             .server
             .as_ref()
@@ -1042,6 +1059,7 @@ impl<'a> Study<'a> {
             "provider": self.backend.name(),
             "base_model": plan.base_model,
             "fine_tuned": models.fine_tuned.len(),
+            "replicates": tune.replicates,
             "grader": eval.grader,
             "scoring": self.scoring(eval),
             "rotations": eval.rotations,
