@@ -537,7 +537,7 @@ impl Analysis {
     /// ([`Analysis::closing_summary`]).
     pub fn report_markdown(&self) -> String {
         let mut out = String::new();
-        let sections: [fn(&Analysis, &mut String); 15] = [
+        let sections: [fn(&Analysis, &mut String); 16] = [
             Analysis::section_header,
             Analysis::section_input,
             Analysis::section_accuracy,
