@@ -77,15 +77,13 @@ fn weights<T: Float>(q: &[T], k: &[T], mask: Option<&[T]>, d: Dims, scale: T) ->
                 }
             }
             let neg_inf = <T as candle_core::WithDType>::from_f64(f64::NEG_INFINITY);
-            let max = row
-                .iter()
-                .copied()
-                .fold(neg_inf, |a, b| if b > a { b } else { a });
-            let mut sum = T::default();
+            let max = lanes(row, neg_inf, |a, b| if b > a { b } else { a });
+            // Three passes that each vectorize: a running sum in the exp loop would not
+            // (float addition is not reassociated), the lane sums below are.
             for x in row.iter_mut() {
                 *x = crate::kernels::Float::exp(*x - max);
-                sum += *x;
             }
+            let sum = lanes(row, T::default(), |a, b| a + b);
             let inv = one::<T>() / sum;
             for x in row.iter_mut() {
                 *x *= inv;
@@ -93,6 +91,26 @@ fn weights<T: Float>(q: &[T], k: &[T], mask: Option<&[T]>, d: Dims, scale: T) ->
         }
     });
     p
+}
+
+/// `xs` folded by `f` in eight interleaved lanes, then the lanes and the remainder in order:
+/// a reduction the compiler can vectorize (a single running fold over floats it cannot
+/// reorder). The order is fixed, so the result is the same on every run.
+#[inline(always)]
+fn lanes<T: Float>(xs: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = f(*a, x);
+        }
+    }
+    let mut r = acc.into_iter().fold(init, &f);
+    for &x in rest {
+        r = f(r, x);
+    }
+    r
 }
 
 /// The slices of one (sequence, head) pair: its queries, its key/value head's keys and
