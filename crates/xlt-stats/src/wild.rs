@@ -165,7 +165,10 @@ mod tests {
         let (mut y, mut m, mut t) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..4 {
             for j in 0..5 {
-                y.push(((i * 7 + j * 3) % 11) as f64 - 4.0 + 0.3 * i as f64);
+                // Slice and test-set effects large enough that the two-way variance is
+                // positive (with `((i*7 + j*3) % 11) - 4 + 0.3 i` it is -0.004: no standard
+                // error, where TwoWayOls clips the negative eigenvalue to 0).
+                y.push(((i * 7 + j * 3) % 11) as f64 * 0.2 - 1.0 + 0.8 * i as f64 + 0.5 * j as f64);
                 m.push(i);
                 t.push(j);
             }
