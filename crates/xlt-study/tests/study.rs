@@ -154,7 +154,8 @@ async fn a_cancelled_evaluation_says_why() {
 }
 
 /// An analysis goes into an experiment's directory only if it is of that experiment's own
-/// outcomes; `fresh` replaces; without a directory, the experiment holding the outcomes.
+/// outcomes, `fresh` or not (it never removes an experiment's results); without a
+/// directory, the experiment holding the outcomes.
 #[tokio::test]
 async fn analysis_of_other_outcomes_is_refused_in_an_experiment() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,9 +173,22 @@ async fn analysis_of_other_outcomes_is_refused_in_an_experiment() {
         "{msg}"
     );
     assert!(msg.contains("--fresh"), "{msg}");
-    // With fresh: recorded, and then the same analysis again is no change.
-    xlt_study::check_analysis_dir(&out, &other, true).unwrap();
-    xlt_study::check_analysis_dir(&out, &other, false).unwrap();
+    // With fresh: still refused, saying that --fresh does not remove an experiment's results.
+    let e = xlt_study::check_analysis_dir(&out, &other, true).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("takes only the analysis of its own outcomes")
+            && msg.contains("another --out"),
+        "{msg}"
+    );
+    // An analysis-only directory takes another analysis with fresh, and then the same again.
+    let loose = dir.path().join("analysis");
+    std::fs::create_dir_all(&loose).unwrap();
+    xlt_study::check_analysis_dir(&loose, &other, false).unwrap();
+    xlt_study::record_analysis(&loose, &other).unwrap();
+    let e = xlt_study::check_analysis_dir(&loose, &out.join("outcomes"), false).unwrap_err();
+    assert!(e.to_string().contains("--fresh"), "{e}");
+    xlt_study::check_analysis_dir(&loose, &out.join("outcomes"), true).unwrap();
     // Defaults: an experiment's outcomes go to the experiment; loose ones nowhere.
     assert_eq!(
         xlt_study::default_analysis_dir(&out.join("outcomes")),
