@@ -207,6 +207,9 @@ pub struct Plan {
     /// The grading protocol.
     #[serde(default)]
     pub grader: Protocol,
+    /// How answers are read: with letters, one token out per request and no judge.
+    #[serde(default)]
+    pub scoring: crate::Scoring,
     /// Judge requests at most: every response with the `llm` grader, and also with
     /// `regex+llm` as an upper bound (it asks only for the answers the extractor cannot
     /// read, usually few); none with `regex`.
@@ -347,7 +350,11 @@ impl Plan {
             eval_output_tokens,
             max_tokens: input.max_tokens,
             grader: input.grader,
-            judge_requests_max: if input.grader == Protocol::Regex {
+            scoring: input.scoring,
+            // Letters are read from log-probabilities: no text for a judge to read.
+            judge_requests_max: if input.grader == Protocol::Regex
+                || input.scoring == crate::Scoring::Letters
+            {
                 0
             } else {
                 eval_requests
@@ -407,12 +414,25 @@ impl Plan {
             }
         );
         let _ = writeln!(s, "  evaluation requests:   {}", self.eval_requests);
-        let _ = writeln!(
-            s,
-            "  evaluation tokens:     {} in, at most {} out ({} per answer, --max-tokens; priced at that bound)",
-            self.eval_input_tokens, self.eval_output_tokens, self.max_tokens
-        );
+        if self.scoring == crate::Scoring::Letters {
+            let _ = writeln!(
+                s,
+                "  evaluation tokens:     {} in, {} out (letter scoring: one token per request, no decoding)",
+                self.eval_input_tokens, self.eval_output_tokens
+            );
+            let _ = writeln!(
+                s,
+                "  judge requests:        0 (letter scoring: the most probable letter, no text to grade)"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  evaluation tokens:     {} in, at most {} out ({} per answer, --max-tokens; priced at that bound)",
+                self.eval_input_tokens, self.eval_output_tokens, self.max_tokens
+            );
+        }
         let _ = match self.grader {
+            _ if self.scoring == crate::Scoring::Letters => Ok(()),
             Protocol::Regex => writeln!(s, "  judge requests:        0 (grader regex)"),
             Protocol::Llm => writeln!(
                 s,

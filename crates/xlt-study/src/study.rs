@@ -954,7 +954,7 @@ impl<'a> Study<'a> {
                 .to_owned()
         } else {
             format!(
-                "while fine-tuning: {}; run the same command again to resume from the last checkpoint",
+                "while fine-tuning: {}; run the same command again to resume (from the checkpoint where there is one)",
                 jobs.join("; ")
             )
         };
