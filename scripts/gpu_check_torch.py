@@ -2,7 +2,7 @@
 timings (crates/xlt-local/examples/gpu_check.rs), on a Qwen2.5-0.5B-shaped model with random
 weights made on the GPU, so that the two can be read side by side.
 
-    python3 scripts/gpu_check_torch.py OUT_FILE
+    python3 scripts/gpu_check_torch.py OUT_FILE [DEVICE]
 
 Appends its lines to OUT_FILE. Without torch, transformers or peft it says which is missing
 and exits 0 (the Rust figures stand alone)."""
@@ -12,6 +12,7 @@ import sys
 import time
 
 out_path = sys.argv[1]
+device = int(sys.argv[2]) if len(sys.argv) > 2 else 0  # the CUDA ordinal, as gpu_check --device
 
 
 def emit(line):
@@ -29,8 +30,9 @@ except ImportError as e:
     emit(f"skipped: {e} (no PyTorch+PEFT figures)")
     sys.exit(0)
 
+torch.cuda.set_device(device)
 emit(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
-     f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}")
+     f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(device)}")
 
 # Qwen2.5-0.5B-Instruct's config.json, as in gpu_check.rs.
 cfg = transformers.Qwen2Config(
