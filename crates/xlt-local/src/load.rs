@@ -137,7 +137,7 @@ pub fn parse_device(s: &str) -> Result<Device, LocalError> {
     };
     if cfg!(not(feature = "cuda")) {
         return Err(bad(
-            "this build has no CUDA support; rebuild with `--features cuda` (needs the CUDA toolkit): add it to the same command, `cargo run --release --features cuda --example <the example you ran> -- ...`".into(),
+            "this build has no CUDA support; rebuild with `--features cuda` (needs the CUDA toolkit; `scripts/check-cuda` installs NVIDIA's compiler and checks the build, see docs/GPU.md): add it to the same command, `cargo run --release --features cuda --example <the example you ran> -- ...`".into(),
         ));
     }
     // candle's message only, not kept as a source, so that it prints once.
