@@ -93,7 +93,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         } else {
             Ops::default()
         },
-        ..LoadOptions::default()
     };
     let source = ModelSource::parse(&args.base_model)?;
     let mut model = LocalModel::load(&source, &options)?;

@@ -117,6 +117,9 @@ fn argmax(scores: impl Iterator<Item = f64>) -> usize {
         .0
 }
 
+/// Grades a generated answer: `(question index, text) -> whether it is right`.
+pub type GradeText<'a> = &'a dyn Fn(usize, &str) -> bool;
+
 /// Scoring runs of `model` over `input`, one row each, in this order: first-token
 /// log-probabilities one prompt at a time, in batches of `batch` in input order and sorted
 /// by length; letter log-probabilities ([`LocalModel::letter_logprobs`], what
@@ -131,7 +134,7 @@ pub fn scoring_rows(
     engine: &str,
     input: &ScoringInput,
     batch: usize,
-    generate: Option<(usize, &dyn Fn(usize, &str) -> bool)>,
+    generate: Option<(usize, GradeText<'_>)>,
 ) -> Result<Vec<BenchRow>, LocalError> {
     // The vocabulary's `A`..`D` tokens, as the first-token runs read them.
     let letters: Vec<u32> = xlt_provider::LETTERS

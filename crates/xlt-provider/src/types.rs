@@ -552,7 +552,8 @@ mod tests {
     fn check_refuses_what_openai_refuses() {
         let ok = ChatRequest::new("m", vec![ChatMessage::new(Role::User, "q")]);
         assert!(ok.check().is_ok());
-        let cases: [(fn(&mut ChatRequest), &str); 4] = [
+        type Change = fn(&mut ChatRequest);
+        let cases: [(Change, &str); 4] = [
             (|r| r.messages.clear(), "no messages"),
             (|r| r.max_tokens = Some(0), "max_tokens must be at least 1"),
             (
