@@ -1,4 +1,4 @@
-//! Prepares an experiment from Global-MMLU: selects languages and domains, drops duplicates,
+//! Prepares an experiment from Global-MMLU (or AfriMMLU, Belebele, MMMLU): selects languages and domains, drops duplicates,
 //! aligns languages, splits by sample id and writes `manifest.json`, `finetune/*.jsonl` and
 //! `eval/*.jsonl`.
 //!
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::Parser;
 mod common;
 
-/// Prepare fine-tuning and evaluation files from Global-MMLU.
+/// Prepare fine-tuning and evaluation files from Global-MMLU, AfriMMLU, Belebele or MMMLU.
 #[derive(Parser)]
 struct Args {
     /// Output directory.

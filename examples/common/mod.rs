@@ -46,8 +46,9 @@ pub struct StudyArgs {
     /// Seed of the split, the training runs and sampling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Discard the results of an earlier run with other settings in `--out` (the response
-    /// cache and the job ledger are kept: only what changed is asked and paid for again).
+    /// When `--out` holds the results of other settings, discard them (results, analysis,
+    /// the job ledger and the provider's state; the response cache is kept) instead of
+    /// refusing; with the same settings the run resumes. See docs/GUIDE.md.
     #[arg(long)]
     pub fresh: bool,
     /// Seconds between polls of a fine-tuning job, batch or endpoint (default: the

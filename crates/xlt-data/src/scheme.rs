@@ -82,20 +82,19 @@ impl DomainScheme {
     /// scheme's: what `--domains` takes with `--domain-scheme`.
     ///
     /// # Errors
-    /// [`DataError::UnknownDomain`] for an entry that names no domain or a domain the
-    /// scheme does not have (Medical under `mmlu`).
+    /// [`DataError::UnknownDomain`] for an entry that names no domain;
+    /// [`DataError::InvalidConfig`] for a domain the scheme does not have (Medical under
+    /// `mmlu`), listing the scheme's.
     pub fn parse_domains(self, list: &str) -> Result<Vec<Domain>, DataError> {
         let domains = Domain::parse_list(list)?;
         for d in &domains {
             if !self.domains().contains(d) {
                 let names: Vec<&str> = self.domains().iter().map(|d| d.name()).collect();
-                return Err(DataError::UnknownDomain {
-                    value: format!(
-                        "{d}` in the {} scheme, whose domains are {}; `",
-                        self.name(),
-                        names.join(", ")
-                    ),
-                });
+                return Err(DataError::InvalidConfig(format!(
+                    "domain `{d}` is not one of the {} scheme's: {} (see --domain-scheme)",
+                    self.name(),
+                    names.join(", ")
+                )));
             }
         }
         Ok(domains)
@@ -317,7 +316,10 @@ mod tests {
             .parse_domains("stem,medical")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("Medical` in the mmlu scheme"), "{err}");
+        assert!(
+            err.contains("domain `Medical` is not one of the mmlu scheme's: STEM, Humanities"),
+            "{err}"
+        );
         assert_eq!(
             DomainScheme::Study.parse_domains("reading").unwrap(),
             vec![Domain::Reading]

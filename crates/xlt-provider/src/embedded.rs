@@ -334,6 +334,9 @@ impl ChatModel for EmbeddedProvider {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        // Answering takes no time: yield once, so that a caller waiting on this beside a
+        // cancel future (Ctrl-C) gets to poll it.
+        tokio::task::yield_now().await;
         let w = self.weights(&request.model)?;
         let prompt_tokens = request
             .messages

@@ -981,6 +981,20 @@ impl<'a> Study<'a> {
             // Before anything is written: `evaluate` before `finetune` leaves the directory.
             ModelsFile::read(&exp.dir)?;
         }
+        // `evaluate` evaluates the models fine-tuned from the recorded base model: another
+        // one given is refused before the fingerprint check, whose discard (`fresh`) would
+        // otherwise remove the fine-tuned models and their ledger for a run that cannot use
+        // them.
+        if let Some(given) = &self.options.base_model {
+            let models = ModelsFile::read(&exp.dir)?;
+            if *given != models.base_model {
+                return Err(StudyError::Refused(format!(
+                    "{}: its models were fine-tuned from {}; evaluate takes that base model, not {given} (to study another base model, fine-tune it into another --out)",
+                    exp.dir.display(),
+                    models.base_model
+                )));
+            }
+        }
         let fp = self.check_fingerprint(None, Some(eval), &exp)?;
         let models = ModelsFile::read(&exp.dir)?;
         if let Some(base) = fp.settings.get("base_model")

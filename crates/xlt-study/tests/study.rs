@@ -68,9 +68,9 @@ async fn fine_tuned(dir: &Path) -> PathBuf {
 /// `prepare -> finetune -> evaluate --base-model other --fresh`: before, `evaluate` read
 /// `models.json`, then `--fresh` discarded it, and the models in memory were evaluated
 /// anyway, leaving outcomes that disagreed with `fingerprint.json` and no `models.json`.
-/// Now the fingerprint is checked first: without `fresh` the run is refused naming the
-/// base model; with it, the discarded models are not evaluated, and nothing left in the
-/// directory disagrees with the fingerprint.
+/// Now a base model other than the one the models were tuned from is refused first, with or
+/// without `fresh` (which would discard the fine-tuned models and their ledger for a run
+/// that cannot use them).
 #[tokio::test]
 async fn another_base_model_never_evaluates_stale_models() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,26 +88,29 @@ async fn another_base_model_never_evaluates_stale_models() {
             .await
             .unwrap_err();
         let msg = e.to_string();
-        if fresh {
-            assert!(msg.contains("run `finetune` first"), "{msg}");
-        } else {
-            assert!(
-                matches!(e, StudyError::Changed { .. }) && msg.contains("base_model"),
-                "{msg}"
-            );
-            assert_eq!(
-                recorded(&out, "base_model").as_deref(),
-                Some(EMBEDDED_BASE_MODEL)
-            );
-        }
+        // Refused before the fingerprint check, with or without fresh: nothing is read
+        // into an evaluation, and nothing (the fine-tuned models, their ledger) discarded.
+        assert!(
+            matches!(e, StudyError::Refused(_))
+                && msg.contains("fine-tuned from")
+                && msg.contains("some-other-model"),
+            "fresh {fresh}: {msg}"
+        );
+        assert_eq!(
+            recorded(&out, "base_model").as_deref(),
+            Some(EMBEDDED_BASE_MODEL),
+            "fresh {fresh}"
+        );
         assert!(!out.join("outcomes").exists(), "fresh {fresh}: outcomes");
+        assert!(
+            out.join("models.json").exists(),
+            "fresh {fresh}: models.json"
+        );
+        assert!(
+            out.join("ledger.json").exists(),
+            "fresh {fresh}: ledger.json"
+        );
     }
-    // What remains agrees: no models, no outcomes, the fingerprint of the last command.
-    assert!(!out.join("models.json").exists());
-    assert_eq!(
-        recorded(&out, "base_model").as_deref(),
-        Some("some-other-model")
-    );
 }
 
 /// `evaluate` without a base model evaluates the one the experiment's models were tuned
