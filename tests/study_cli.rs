@@ -5,9 +5,9 @@ mod common;
 
 use common::*;
 
-/// `prepare -> finetune -> evaluate --base-model other --fresh` cannot leave outcomes that
-/// disagree with `fingerprint.json` and `models.json`: the fingerprint is checked before
-/// `models.json` is read, so the discarded models are not evaluated.
+/// `prepare -> finetune -> evaluate --base-model other [--fresh]` cannot leave outcomes that
+/// disagree with `fingerprint.json` and `models.json`, nor discard the fine-tuned models:
+/// a base model other than the one they were tuned from is refused first.
 #[test]
 fn evaluate_with_another_base_model_leaves_nothing_stale() {
     let dir = tempfile::tempdir().unwrap();
@@ -21,13 +21,22 @@ fn evaluate_with_another_base_model_leaves_nothing_stale() {
         "evaluate",
         &["--out", d, "--base-model", "some-other-model"],
     );
-    assert_stopped_for_change(&o, "base_model");
-    let o = run_example(
-        "evaluate",
-        &["--out", d, "--base-model", "some-other-model", "--fresh"],
-    );
-    assert!(!o.status.success(), "{}", describe(&o));
-    assert!(!out.join("outcomes").exists(), "{}", describe(&o));
+    for fresh in [false, true] {
+        let mut args = vec!["--out", d, "--base-model", "some-other-model"];
+        args.extend(fresh.then_some("--fresh"));
+        let o = run_example("evaluate", &args);
+        assert!(!o.status.success(), "{}", describe(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("fine-tuned from xlt-embedded-base") && err.contains("some-other-model"),
+            "fresh {fresh}: {err}"
+        );
+        assert!(
+            out.join("models.json").exists(),
+            "fresh {fresh}: models.json"
+        );
+        assert!(!out.join("outcomes").exists(), "{}", describe(&o));
+    }
     let fp = read_json(&out.join("fingerprint.json"));
     if out.join("models.json").exists() {
         let models = read_json(&out.join("models.json"));

@@ -177,7 +177,7 @@ pub struct GainNoise {
 }
 
 /// The rule by which a gain exceeds replicate noise, as the report states it.
-pub const EXCEEDS_RULE: &str = "a gain exceeds replicate noise when |gain| > 2 x its replicate SE, where the replicate SE is sd(m_1..m_R) / sqrt(R) and m_k is the group's mean gain computed from replicate k of every slice alone: how much the gain would move if every slice were fine-tuned again with other seeds (data order, LoRA initialization, dropout), on the same test questions";
+pub const EXCEEDS_RULE: &str = "a gain exceeds replicate noise when its replicate SE is above 0 and |gain| > 2 x that SE (an SE of 0, replicates that agree exactly, cannot tell), where the replicate SE is sd(m_1..m_R) / sqrt(R) and m_k is the group's mean gain computed from replicate k of every slice alone: how much the gain would move if every slice were fine-tuned again with other seeds (data order, LoRA initialization, dropout), on the same test questions";
 
 /// How the variance decomposition is computed, as the report and `summary.json` name it.
 pub const DECOMPOSITION_METHOD: &str = "method of moments (ANOVA) on the balanced crossed-nested random-effects design: slice and test set crossed, replicate nested in slice; each component from the expected mean squares, negative estimates printed as 0; the residual is replicate x test set together with the binomial noise of each model's own answers on the same questions. `question sampling` is a reference, not a sixth additive part: the mean over cells of var(d)/n (d the per-question differences, n the questions), the variance a cell's gain has from which questions its test set holds; every model answers the same questions, so it sits inside the test set, slice x test set and residual components rather than beside them";
@@ -301,7 +301,9 @@ fn gain_noise(grid: &Grid, r: usize) -> Vec<GainNoise> {
                 mean,
                 by_replicate,
                 replicate_se,
-                exceeds_noise: mean.abs() > 2.0 * replicate_se,
+                // An SE of 0 (every replicate gave the same mean) is no evidence of a
+                // noise-free gain, only of too few questions to tell the seeds apart.
+                exceeds_noise: replicate_se > 0.0 && mean.abs() > 2.0 * replicate_se,
             });
         }
     }
@@ -632,7 +634,11 @@ impl ReplicateAnalysis {
                 g.mean,
                 per.join(", "),
                 g.replicate_se,
-                if g.exceeds_noise { "yes" } else { "no" }
+                match (g.exceeds_noise, g.replicate_se > 0.0) {
+                    (true, _) => "yes",
+                    (false, true) => "no",
+                    (false, false) => "cannot tell (the replicates agree exactly: SE 0)",
+                }
             );
         }
         let _ = writeln!(out);

@@ -166,8 +166,17 @@ fn gain_noise_by_hand() {
     assert!((g.replicate_se - 1.0 / 3f64.sqrt()).abs() < 1e-12);
     assert!(g.exceeds_noise);
     // cross_both: (STEM en, Hum ig) = 1, 1, 1 and (Hum en, STEM ig) = 2, 2, 2: means 1.5
-    // each replicate, SE 0, so 1.5 > 0 exceeds; the spread of (Hum en, Hum ig) is
-    // sd(3, 3, 6) = √3.
+    // each replicate, SE 0: replicates that agree exactly are no evidence of a gain beyond
+    // the noise, so it does not count as exceeding it (the report says "cannot tell").
+    let both = a
+        .noise
+        .iter()
+        .find(|g| g.grouping == "transfer_types" && g.group == "cross_both")
+        .unwrap();
+    println!("{both:?}");
+    assert_eq!(both.replicate_se, 0.0);
+    assert!(!both.exceeds_noise);
+    // The spread of (Hum en, Hum ig) is sd(3, 3, 6) = √3.
     let spread = a
         .spread
         .iter()
