@@ -356,7 +356,12 @@ async fn another_base_model_still_stops_the_evaluation() {
     .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("base_model"), "{err}");
+    // Refused naming both base models, before anything is asked.
+    assert!(
+        err.contains("fine-tuned from HuggingFaceTB/SmolLM2-135M-Instruct")
+            && err.contains("Qwen/Qwen3-0.6B"),
+        "{err}"
+    );
     // The provider differs (local made the models, vLLM evaluates them) and is allowed.
     assert!(!err.contains("provider"), "{err}");
     assert!(!out.join("outcomes").exists());
