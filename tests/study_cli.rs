@@ -17,10 +17,6 @@ fn evaluate_with_another_base_model_leaves_nothing_stale() {
     let d = out.to_str().unwrap();
     let o = run_example("finetune", &["--out", d, "--yes"]);
     assert!(o.status.success(), "{}", describe(&o));
-    let o = run_example(
-        "evaluate",
-        &["--out", d, "--base-model", "some-other-model"],
-    );
     for fresh in [false, true] {
         let mut args = vec!["--out", d, "--base-model", "some-other-model"];
         args.extend(fresh.then_some("--fresh"));
