@@ -434,6 +434,13 @@ fn ctrl_c_during_training_marks_the_job_interrupted_and_a_rerun_resumes_it() {
     assert!(checkpointed, "no checkpoint before the run ended");
     let err = String::from_utf8_lossy(&interrupted.stderr);
     assert!(!interrupted.status.success(), "{}", describe(&interrupted));
+    // 128 + SIGINT, as a shell reports a process Ctrl-C ended.
+    assert_eq!(
+        interrupted.status.code(),
+        Some(130),
+        "{}",
+        describe(&interrupted)
+    );
     assert!(
         err.contains("interrupted (Ctrl-C) while fine-tuning")
             && err.contains("run the same command again to resume"),

@@ -511,6 +511,19 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.chain().any(is_stdout_closed) => std::process::ExitCode::SUCCESS,
+        // Stopped by Ctrl-C or SIGTERM: what was interrupted, and 130 (128 + SIGINT), as a
+        // shell reports a process a signal ended.
+        Err(e)
+            if e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref(),
+                    Some(xlt::study::StudyError::Interrupted(_))
+                )
+            }) =>
+        {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
