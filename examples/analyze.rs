@@ -17,7 +17,6 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Parser};
 use xlt::stats::{AccuracyMatrix, Analysis, AnalysisConfig, BootstrapConfig, STUDY_FIGURES};
-mod common;
 
 /// Analyze a transfer study.
 #[derive(Parser)]
@@ -50,7 +49,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    common::exit_code(run(Args::parse()))
+    xlt_cli::exit::exit_code(run(Args::parse()))
 }
 
 /// The smallest number of bootstrap resamples that gives a 95% percentile interval.
@@ -125,12 +124,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     for w in &analysis.grid.warnings {
         eprintln!("warning: {w}");
     }
-    common::outln!(
+    xlt_cli::outln!(
         "{} instances; wrote {} files to {}",
         analysis.grid.rows.len(),
         files.len(),
         out.display()
     )?;
-    common::outln!("{}", analysis.closing_summary())?;
+    xlt_cli::outln!("{}", analysis.closing_summary())?;
     Ok(())
 }

@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use clap::Parser;
 use xlt::data::{self, PrepareConfig};
-mod common;
 
 /// Time the data pipeline: load, select, de-duplicate, align, split, render and write.
 /// With no argument it runs on the shipped Lite files (nine languages).
@@ -29,12 +28,12 @@ struct Args {
     #[arg(long)]
     lite: Option<PathBuf>,
     /// Repetitions; the best is reported.
-    #[arg(long, default_value_t = 3, value_parser = common::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 3, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     repeat: usize,
 }
 
 fn main() -> std::process::ExitCode {
-    common::exit_code(run(Args::parse()))
+    xlt_cli::exit::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -73,26 +72,26 @@ fn run(args: Args) -> anyhow::Result<()> {
             *b = b.min(p);
         }
     }
-    common::outln!(
+    xlt_cli::outln!(
         "inputs: {} files, {rows} rows (full: {})",
         paths.len(),
         args.full
             .as_deref()
             .map_or_else(|| "none".to_owned(), |p| p.display().to_string())
     )?;
-    common::outln!("load:    {:8.1} ms", best[0] * 1e3)?;
-    common::outln!(
+    xlt_cli::outln!("load:    {:8.1} ms", best[0] * 1e3)?;
+    xlt_cli::outln!(
         "prepare: {:8.1} ms (select, dedup, align, split, render)",
         best[1] * 1e3
     )?;
-    common::outln!("write:   {:8.1} ms ({files} files)", best[2] * 1e3)?;
-    common::outln!(
+    xlt_cli::outln!("write:   {:8.1} ms ({files} files)", best[2] * 1e3)?;
+    xlt_cli::outln!(
         "total:   {:8.1} ms (best of {})",
         best[3] * 1e3,
         args.repeat
     )?;
     if let Some(kib) = peak_rss_kib() {
-        common::outln!("peak RSS: {:.1} MiB", kib as f64 / 1024.0)?;
+        xlt_cli::outln!("peak RSS: {:.1} MiB", kib as f64 / 1024.0)?;
     }
     Ok(())
 }

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use clap::Parser;
 use xlt::grade::extract;
-mod common;
 
 /// Time deterministic answer extraction: responses per second on one thread, short and long
 /// (target: one million short responses per second). Build with `--release`.
@@ -61,7 +60,7 @@ fn rate(responses: &[&str], target_secs: f64) -> f64 {
 
 fn main() -> std::process::ExitCode {
     let Args {} = Args::parse();
-    common::exit_code(run())
+    xlt_cli::exit::exit_code(run())
 }
 
 fn run() -> anyhow::Result<()> {
@@ -69,7 +68,7 @@ fn run() -> anyhow::Result<()> {
     extract("Answer: A", None);
     let short = rate(SHORT, 1.0);
     let long = rate(LONG, 1.0);
-    common::outln!("short responses: {:>12.0} per second (one thread)", short)?;
-    common::outln!("long responses:  {:>12.0} per second (one thread)", long)?;
+    xlt_cli::outln!("short responses: {:>12.0} per second (one thread)", short)?;
+    xlt_cli::outln!("long responses:  {:>12.0} per second (one thread)", long)?;
     Ok(())
 }

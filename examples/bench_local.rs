@@ -15,7 +15,6 @@ use xlt::data::{Language, PromptTemplate};
 use xlt::local::bench::{self, ScoringInput, TrainBench};
 use xlt::local::{LoadOptions, LocalModel, ModelSource, Ops};
 use xlt::provider::ChatMessage;
-mod common;
 
 /// Benchmark local scoring (default) or LoRA training (`--train`).
 #[derive(Parser)]
@@ -24,10 +23,10 @@ struct Args {
     #[arg(long)]
     base_model: String,
     /// Questions (the first of the Lite English test file by sample id).
-    #[arg(long, default_value_t = 40, value_parser = common::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 40, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     questions: usize,
     /// Prompts per batch in the batched runs.
-    #[arg(long, default_value_t = 8, value_parser = common::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 8, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     batch: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -47,18 +46,18 @@ struct Args {
     #[arg(long)]
     train: bool,
     /// Training: timed optimizer steps (after one warm-up step).
-    #[arg(long, default_value_t = 4, value_parser = common::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 4, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     train_steps: usize,
     /// Training: examples per step.
-    #[arg(long, default_value_t = 8, value_parser = common::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 8, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     train_batch: usize,
     /// Training: LoRA rank (alpha is twice the rank).
-    #[arg(long, default_value_t = 16, value_parser = common::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 16, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     train_rank: usize,
 }
 
 fn main() -> std::process::ExitCode {
-    common::exit_code(run(Args::parse()))
+    xlt_cli::exit::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -150,6 +149,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         bench::scoring_table(&rows)
     };
-    common::outln!("{}", table.trim_end())?;
+    xlt_cli::outln!("{}", table.trim_end())?;
     Ok(())
 }

@@ -19,28 +19,27 @@ use xlt::provider::{
     ChatMessage, ChatRequest, Limited, RateLimits, Retry, RetryPolicy, Role, RunOptions, run_chat,
 };
 use xlt_openai::testing::{client_for, exchange};
-mod common;
 
 /// Measure requests per second against a rate limit.
 #[derive(Parser)]
 struct Args {
     /// Requests to send.
-    #[arg(long, default_value_t = 300, value_parser = common::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 300, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     requests: usize,
     /// Configured requests-per-minute limit.
-    #[arg(long, default_value_t = 1200, value_parser = common::at_least_one::<u32>)]
+    #[arg(long, default_value_t = 1200, value_parser = xlt_cli::parse::at_least_one::<u32>)]
     rpm: u32,
     /// Server latency per request, in milliseconds.
     #[arg(long, default_value_t = 200)]
     latency_ms: u64,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 16, value_parser = common::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 16, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     concurrency: usize,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    common::exit_code(run(Args::parse()).await)
+    xlt_cli::exit::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -91,7 +90,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let p = last.expect("at least one request");
     let rps = p.done as f64 / elapsed;
     let limit = f64::from(args.rpm) / 60.0;
-    common::outln!(
+    xlt_cli::outln!(
         "{} requests, {} failed, {} retried, latency {} ms, concurrency {}",
         p.done,
         p.failed,
@@ -99,11 +98,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.latency_ms,
         args.concurrency
     )?;
-    common::outln!(
+    xlt_cli::outln!(
         "throughput: {rps:.2} requests/s; limit {limit:.2} requests/s ({} rpm)",
         args.rpm
     )?;
-    common::outln!("ratio to limit: {:.1}%", 100.0 * rps / limit)?;
+    xlt_cli::outln!("ratio to limit: {:.1}%", 100.0 * rps / limit)?;
     if p.failed > 0 {
         anyhow::bail!("{} requests failed", p.failed);
     }

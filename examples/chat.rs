@@ -33,7 +33,7 @@ use xlt::provider::{ChatMessage, ChatRequest};
 #[derive(Parser)]
 struct Args {
     /// Which provider answers.
-    #[arg(long, default_value = "local", value_parser = common::provider_parser())]
+    #[arg(long, default_value = "local", value_parser = xlt_cli::parse::provider())]
     provider: xlt::backends::ProviderKind,
     /// The model (local: a model directory, a Hub id, fetched into the Hugging Face cache when
     /// missing, or a .gguf file).
@@ -42,7 +42,7 @@ struct Args {
     #[command(flatten)]
     device: common::DeviceArgs,
     /// Requests in flight at once (the local provider batches them).
-    #[arg(long, default_value_t = 8, value_parser = common::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 8, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     concurrency: usize,
     /// State directory of the embedded provider (default: a temporary one).
     #[arg(long)]
@@ -69,8 +69,8 @@ struct Response {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_logging();
-    common::exit_code(run(Args::parse()).await)
+    xlt_cli::init_logging();
+    xlt_cli::exit::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -125,8 +125,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         async move { (id, chat.chat(&req).await) }
     }))
     .buffered(args.concurrency.max(1));
-    // A reader that stops early (`| head`) ends the run quietly (see `common::exit_code`).
-    let mut stdout = common::stdout();
+    // A reader that stops early (`| head`) ends the run quietly (see `xlt_cli::exit::exit_code`).
+    let mut stdout = xlt_cli::exit::stdout();
     while let Some((id, answer)) = answers.next().await {
         let answer = answer.with_context(|| format!("request {id}"))?;
         let line = serde_json::to_string(&Response {

@@ -29,18 +29,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_logging();
-    common::exit_code(run(Args::parse()).await)
+    xlt_cli::init_logging();
+    xlt_cli::exit::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     xlt::study::check_out_dir(&args.study.out)?;
     let backend = args.study.backend()?;
-    let (options, bars) = (args.study.options(), common::Bars::new());
+    let (options, bars) = (args.study.options(), xlt_cli::Bars::new());
     let study = xlt::study::Study::new(&backend, &options, &bars);
     study
-        .run_evaluate(&args.eval.settings(), common::interrupted())
+        .run_evaluate(&args.eval.settings(), xlt_cli::interrupted())
         .await?;
-    common::outln!("outcomes in {}", args.study.out.join("outcomes").display())?;
+    xlt_cli::outln!("outcomes in {}", args.study.out.join("outcomes").display())?;
     Ok(())
 }

@@ -24,20 +24,20 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_logging();
-    common::exit_code(run(Args::parse()).await)
+    xlt_cli::init_logging();
+    xlt_cli::exit::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     xlt::study::check_out_dir(&args.study.out)?;
     let backend = args.study.backend()?;
-    let (options, bars) = (args.study.options(), common::Bars::new());
+    let (options, bars) = (args.study.options(), xlt_cli::Bars::new());
     let study = xlt::study::Study::new(&backend, &options, &bars);
     let models = study
-        .run_finetune(&args.tune.settings(), common::interrupted())
+        .run_finetune(&args.tune.settings(), xlt_cli::interrupted())
         .await?;
     for (slice, m) in &models.fine_tuned {
-        common::outln!("{slice}\t{}", m.model)?;
+        xlt_cli::outln!("{slice}\t{}", m.model)?;
     }
     Ok(())
 }

@@ -14,7 +14,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use xlt::grade::{GradeRequest, RuleExtractor};
-mod common;
 
 /// Grade responses: JSON Lines `{"id", "language", "response", "options"?}` on stdin, one
 /// `{"id", "letter", "method"}` line per input on stdout, in input order, as the lines come.
@@ -28,13 +27,13 @@ struct Args {}
 
 fn main() -> ExitCode {
     let Args {} = Args::parse();
-    common::exit_code(run())
+    xlt_cli::exit::exit_code(run())
 }
 
 fn run() -> anyhow::Result<()> {
     let stdin = std::io::stdin().lock();
-    // A reader that stops early (`| head`) ends the run quietly (see `common::exit_code`).
-    let mut out = BufWriter::new(common::stdout());
+    // A reader that stops early (`| head`) ends the run quietly (see `xlt_cli::exit::exit_code`).
+    let mut out = BufWriter::new(xlt_cli::exit::stdout());
     for (i, line) in stdin.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {

@@ -35,7 +35,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    common::exit_code(run(Args::parse()))
+    xlt_cli::exit::exit_code(run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -46,7 +46,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(map) = resource_map {
         xlt::study::save_resource_map(&args.out, &map)?;
     }
-    common::outln!(
+    xlt_cli::outln!(
         "{}wrote {} files to {}",
         prepared.summary(),
         prepared.files().len(),

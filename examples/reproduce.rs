@@ -40,8 +40,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_logging();
-    common::exit_code(run(Args::parse()).await)
+    xlt_cli::init_logging();
+    xlt_cli::exit::exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -52,14 +52,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let resource_map = args.data.resource_map()?;
     eprint!("{}", prepared.summary());
     let backend = args.study.backend()?;
-    let (options, bars) = (args.study.options(), common::Bars::new());
+    let (options, bars) = (args.study.options(), xlt_cli::Bars::new());
     let study = xlt::study::Study::new(&backend, &options, &bars);
     let done = study
         .reproduce(
             &prepared,
             &args.tune.settings(),
             &args.eval.settings(),
-            common::interrupted(),
+            xlt_cli::interrupted(),
         )
         .await?;
     let done = match resource_map {
@@ -75,13 +75,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => done,
     };
-    common::outln!(
+    xlt_cli::outln!(
         "{} instances analysed; {} in {}; {} retries",
         done.analysis.grid.rows.len(),
         done.files.join(", "),
         out.display(),
         backend.retries.total()
     )?;
-    common::outln!("{}", done.analysis.closing_summary())?;
+    xlt_cli::outln!("{}", done.analysis.closing_summary())?;
     Ok(())
 }
