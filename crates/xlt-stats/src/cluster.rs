@@ -43,7 +43,7 @@ pub struct TwoWayOls {
 }
 
 /// Relabels arbitrary cluster ids as `0..G`; returns the labels and `G`.
-fn dense(ids: &[usize]) -> (Vec<usize>, usize) {
+pub(crate) fn dense(ids: &[usize]) -> (Vec<usize>, usize) {
     let mut seen = std::collections::BTreeMap::new();
     let labels = ids
         .iter()

@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::bootstrap::{BootstrapConfig, percentile};
+use crate::cluster::dense;
 
 /// A mean's data in the cell layout the bootstrap needs: residual sums per intersection
 /// cell of the two clusterings.
@@ -31,19 +32,6 @@ pub(crate) struct WildDesign {
     g_other: usize,
     /// Per intersection cell: (boot cluster, other cluster, residual sum, observations).
     cells: Vec<(usize, usize, f64, f64)>,
-}
-
-/// Relabels ids as `0..G`.
-fn dense(ids: &[usize]) -> (Vec<usize>, usize) {
-    let mut seen = std::collections::BTreeMap::new();
-    let labels = ids
-        .iter()
-        .map(|id| {
-            let next = seen.len();
-            *seen.entry(*id).or_insert(next)
-        })
-        .collect();
-    (labels, seen.len())
 }
 
 /// Webb's six-point weights: `±√(3/2), ±1, ±√(1/2)`, each with probability 1/6 (mean 0,
