@@ -94,6 +94,74 @@ impl std::fmt::Display for MisalignedFile {
     }
 }
 
+/// A language whose answer keys agree with every other language's at no better than chance
+/// (see [`Dataset::audit_language_alignment`]): its rows are not the same questions, in the
+/// same order, as the others', and every row of it is excluded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MisalignedLanguage {
+    /// The language.
+    pub language: Language,
+    /// The files its rows came from (empty for rows not loaded from a file).
+    pub files: Vec<PathBuf>,
+    /// The language it agrees with most: its best chance of being aligned.
+    pub closest: Language,
+    /// The fraction, 0 to 1, of the ids it shares with [`MisalignedLanguage::closest`] on
+    /// which the two answer letters are equal.
+    pub agreement: f64,
+    /// The agreement two unrelated answer keys with these letter frequencies would have.
+    pub chance: f64,
+    /// Ids shared with [`MisalignedLanguage::closest`].
+    pub compared: usize,
+    /// Rows removed (every row of the language).
+    pub dropped_rows: usize,
+}
+
+impl std::fmt::Display for MisalignedLanguage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let files: Vec<String> = self.files.iter().map(|p| p.display().to_string()).collect();
+        write!(
+            f,
+            "language {} ({}) is misaligned as a whole: its answer keys agree with every other language's at chance (at best {:.1}% of {} ids, with {}; chance {:.1}%); its {} rows are excluded ({})",
+            self.language,
+            self.language.name(),
+            100.0 * self.agreement,
+            self.compared,
+            self.closest,
+            100.0 * self.chance,
+            self.dropped_rows,
+            if files.is_empty() {
+                "<unknown file>".to_owned()
+            } else {
+                files.join(", ")
+            }
+        )
+    }
+}
+
+/// Agreement of two answer keys on the ids they share: (agreed, compared, chance).
+fn pair_agreement(a: &HashMap<&str, usize>, b: &HashMap<&str, usize>) -> (usize, usize, f64) {
+    let (mut agreed, mut compared) = (0usize, 0usize);
+    let (mut ca, mut cb) = ([0usize; 4], [0usize; 4]);
+    for (id, &x) in a {
+        if let Some(&y) = b.get(id) {
+            compared += 1;
+            agreed += usize::from(x == y);
+            ca[x] += 1;
+            cb[y] += 1;
+        }
+    }
+    let n = compared.max(1) as f64;
+    let chance = (0..4)
+        .map(|k| (ca[k] as f64 / n) * (cb[k] as f64 / n))
+        .sum();
+    (agreed, compared, chance)
+}
+
+/// Whether an agreement rate is at chance: at most halfway between chance and 1.
+fn at_chance(agreement: f64, chance: f64) -> bool {
+    agreement <= (chance + 1.0) / 2.0
+}
+
 /// The fewest compared ids on which [`Dataset::audit_file_alignment`] judges a file.
 pub const MIN_COMPARED_IDS: usize = 10;
 
@@ -150,6 +218,95 @@ impl Dataset {
                 dropped_rows,
             },
         )
+    }
+
+    /// Finds the languages misaligned **as a whole** and removes every row of them: a
+    /// language whose answer keys agree with each other language's at no better than chance
+    /// (on the ids the two share, at most halfway between chance and full agreement),
+    /// while at least two other languages agree with each other. Run it first, before
+    /// [`Dataset::audit_file_alignment`] and [`Dataset::audit_consistency`]: those compare
+    /// a row with the other languages' most common letter, and two misaligned languages
+    /// would pollute that majority (they outvote a good language on the ids where they
+    /// happen to agree), dropping correct rows of the good languages.
+    ///
+    /// A pair is judged on [`MIN_COMPARED_IDS`] shared ids or more; a language with no
+    /// judged pair, or with none of the others aligned, is left to the later audits. When
+    /// no two languages agree (every language misaligned with every other), there is no
+    /// reference and nothing is removed here.
+    pub fn audit_language_alignment(self) -> (Dataset, Vec<MisalignedLanguage>) {
+        let mut keys: BTreeMap<Language, HashMap<&str, usize>> = BTreeMap::new();
+        for q in self.questions() {
+            keys.entry(q.language)
+                .or_default()
+                .insert(&q.sample_id, q.answer.index());
+        }
+        let languages: Vec<Language> = keys.keys().copied().collect();
+        // For each language: whether it agrees with some other, and its best pair.
+        let mut aligned: BTreeSet<Language> = BTreeSet::new();
+        let mut best: BTreeMap<Language, (Language, f64, f64, usize)> = BTreeMap::new();
+        for (i, &a) in languages.iter().enumerate() {
+            for &b in &languages[i + 1..] {
+                let (agreed, compared, chance) = pair_agreement(&keys[&a], &keys[&b]);
+                if compared < MIN_COMPARED_IDS {
+                    continue;
+                }
+                let rate = agreed as f64 / compared as f64;
+                if !at_chance(rate, chance) {
+                    aligned.insert(a);
+                    aligned.insert(b);
+                }
+                for (me, other) in [(a, b), (b, a)] {
+                    let entry = best.entry(me).or_insert((other, rate, chance, compared));
+                    if rate > entry.1 {
+                        *entry = (other, rate, chance, compared);
+                    }
+                }
+            }
+        }
+        if aligned.len() < 2 {
+            return (self, Vec::new());
+        }
+        let mut misaligned: Vec<MisalignedLanguage> = best
+            .into_iter()
+            .filter(|(l, _)| !aligned.contains(l))
+            .map(
+                |(language, (closest, agreement, chance, compared))| MisalignedLanguage {
+                    language,
+                    files: Vec::new(),
+                    closest,
+                    agreement,
+                    chance,
+                    compared,
+                    dropped_rows: 0,
+                },
+            )
+            .collect();
+        if misaligned.is_empty() {
+            return (self, misaligned);
+        }
+        let drop: BTreeSet<Language> = misaligned.iter().map(|m| m.language).collect();
+        let mut files: BTreeMap<Language, BTreeSet<PathBuf>> = BTreeMap::new();
+        let mut rows: BTreeMap<Language, usize> = BTreeMap::new();
+        let mut kept = Vec::new();
+        for q in self.questions() {
+            if drop.contains(&q.language) {
+                *rows.entry(q.language).or_default() += 1;
+                if let Some(f) = self.origin(q) {
+                    files.entry(q.language).or_default().insert(f.to_owned());
+                }
+            } else {
+                kept.push(q.clone());
+            }
+        }
+        for m in &mut misaligned {
+            m.files = files
+                .remove(&m.language)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            m.dropped_rows = rows.get(&m.language).copied().unwrap_or(0);
+        }
+        (self.replaced(kept), misaligned)
     }
 
     /// Finds the blocks of rows whose answer keys agree with the other languages' at no

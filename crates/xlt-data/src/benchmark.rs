@@ -22,25 +22,28 @@ use crate::scheme::global_mmlu_category;
 /// path in a data source: `afrimmlu:data/afrimmlu`, `belebele:bele/`, `mmmlu:mmlu_YO-NG.csv`,
 /// `global-mmlu:x.csv` (see [`crate::DataSource`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Benchmark {
     /// Global-MMLU (CohereLabs): CSV, parquet or JSON Lines with `sample_id`, `subject`,
     /// `subject_category`, `question`, `option_a`..`option_d`, `answer`.
+    #[serde(rename = "global-mmlu")]
     GlobalMmlu,
     /// AfriMMLU (IrokoBench, masakhane/afrimmlu): TSV with `subject`, `question`, `choices`
     /// (a Python list literal of four strings), `answer`, in an order that differs by split;
     /// no ids. The id is `<subject>/<split>/<index within the subject, in file order>`,
     /// the split from the file name (`ibo.dev.tsv`, `data/ibo/test.tsv`).
+    #[serde(rename = "afrimmlu")]
     AfriMmlu,
     /// Belebele (facebook/belebele): JSON Lines with `link`, `question_number`,
     /// `flores_passage`, `question`, `mc_answer1`..`4`, `correct_answer_num` (1-4). The
     /// passage is part of the question; the id is `<link>/<question_number>`; every
     /// question is in [`Domain::Reading`], subject `reading`. Also read: the
     /// passage-grouped conversion of saeub/item-evaluation (`text`, `items`, `metadata`).
+    #[serde(rename = "belebele")]
     Belebele,
     /// MMMLU (openai/MMMLU): CSV with an unnamed row-index column, `Question`, `A`..`D`,
     /// `Answer`, `Subject`. The id is `<Subject>/test/<row index>`.
+    #[serde(rename = "mmmlu")]
     Mmmlu,
 }
 
@@ -61,6 +64,17 @@ impl Benchmark {
             Benchmark::AfriMmlu => "afrimmlu",
             Benchmark::Belebele => "belebele",
             Benchmark::Mmmlu => "mmmlu",
+        }
+    }
+
+    /// The benchmark's own spelling of its name, for people: `Global-MMLU`, `AfriMMLU`,
+    /// `Belebele`, `MMMLU`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Benchmark::GlobalMmlu => "Global-MMLU",
+            Benchmark::AfriMmlu => "AfriMMLU",
+            Benchmark::Belebele => "Belebele",
+            Benchmark::Mmmlu => "MMMLU",
         }
     }
 
@@ -529,6 +543,15 @@ fn number(value: &Option<serde_json::Value>) -> Option<u64> {
     }
 }
 
+/// A JSON cell as it is written in the file, for an error message: `9`, `"9"`, `null`,
+/// or "missing" when the key is absent.
+fn as_written(value: &Option<serde_json::Value>) -> String {
+    match value {
+        None => "missing".to_owned(),
+        Some(v) => format!("`{v}`"),
+    }
+}
+
 fn reading_question(passage: &str, question: &str) -> String {
     format!("{}\n\n{}", passage.trim_end(), question.trim())
 }
@@ -563,7 +586,10 @@ pub(crate) fn read_belebele(path: &Path, language: Language) -> Result<Vec<Quest
                 path,
                 row,
                 "question_number",
-                format!("{:?} is not a question number", r.question_number),
+                format!(
+                    "{} is not a question number",
+                    as_written(&r.question_number)
+                ),
             )
         })?;
         let correct = number(&r.correct_answer_num)
@@ -573,7 +599,7 @@ pub(crate) fn read_belebele(path: &Path, language: Language) -> Result<Vec<Quest
                     path,
                     row,
                     "correct_answer_num",
-                    format!("{:?} is not 1, 2, 3 or 4", r.correct_answer_num),
+                    format!("{} is not 1, 2, 3 or 4", as_written(&r.correct_answer_num)),
                 )
             })?;
         let passage = nonempty(path, row, "flores_passage", r.flores_passage.as_deref())?;

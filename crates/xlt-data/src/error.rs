@@ -80,6 +80,16 @@ pub enum DataError {
         /// What is wrong, quoting the value.
         reason: String,
     },
+    /// A line of a line-oriented file (a `--resource-map` file) that cannot be read.
+    #[error("{path}: line {line}: {reason}")]
+    InvalidLine {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number, counting every line (blank lines and comments too).
+        line: usize,
+        /// What is wrong, quoting the line's value.
+        reason: String,
+    },
     /// The same sample_id appears twice in one language.
     #[error(
         "{path}: row {row}: duplicate sample_id `{sample_id}` in language {language} (first seen in {first_path})"
@@ -96,13 +106,33 @@ pub enum DataError {
         /// The file of the first occurrence.
         first_path: PathBuf,
     },
-    /// A language code that Global-MMLU does not have.
-    #[error("unknown language code `{code}`{}; known codes: {}", context.as_ref().map(|c| format!(" ({c})")).unwrap_or_default(), crate::Language::ALL.iter().map(|l| l.code()).collect::<Vec<_>>().join(", "))]
+    /// A language code that no benchmark known here has.
+    #[error(
+        "unknown language code `{code}`{}{}{}; every known code is listed in docs/DATA.md (Languages)",
+        context.as_ref().map(|c| format!(" ({c})")).unwrap_or_default(),
+        codes_clause("; nearest known codes: ", nearest),
+        codes_clause("; the data has ", data_has),
+    )]
     UnknownLanguage {
         /// The code as given.
         code: String,
         /// Where it came from, e.g. the file whose name carries it.
         context: Option<String>,
+        /// The known languages whose codes or names are nearest to `code` (at most five).
+        nearest: Vec<crate::Language>,
+        /// The languages the data holds, when known (the languages of local files, from
+        /// their paths); empty when not known.
+        data_has: Vec<crate::Language>,
+    },
+    /// A comma-separated list (of languages, of domains) that is empty or has an empty item.
+    #[error("{what}: {reason}")]
+    InvalidList {
+        /// What the list names: `languages`, `domains`.
+        what: &'static str,
+        /// The list as given.
+        list: String,
+        /// What is wrong, in words.
+        reason: String,
     },
     /// A file whose language cannot be told from its path, and none was given.
     #[error(
@@ -132,6 +162,21 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
     },
+    /// A selected domain that no question of the data (in the selected languages) has under
+    /// the chosen domain scheme.
+    #[error(
+        "no question of domain {domain} in the data under the {scheme} domain scheme; the data has {} (select them with `--domains {}`)",
+        if available.is_empty() { "no domain of that scheme".to_owned() } else { available.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ") },
+        available.iter().map(|d| d.slug()).collect::<Vec<_>>().join(","),
+    )]
+    DomainNotInData {
+        /// The domain selected.
+        domain: crate::Domain,
+        /// The scheme's name (`study`, `mmlu`).
+        scheme: String,
+        /// The scheme's domains that have questions in the data.
+        available: Vec<crate::Domain>,
+    },
     /// A selection, split or export left a slice with no questions.
     #[error("empty slice: {what}")]
     EmptySlice {
@@ -154,6 +199,18 @@ pub enum DataError {
         /// `languages.csv` (WALS and Glottolog ids) or `genealogy.csv`.
         table: &'static str,
     },
+}
+
+/// `prefix` and `ig (Igbo), yo (Yoruba)`, or nothing for no language.
+fn codes_clause(prefix: &str, languages: &[crate::Language]) -> String {
+    if languages.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = languages
+        .iter()
+        .map(|l| format!("{} ({})", l.code(), l.name()))
+        .collect();
+    format!("{prefix}{}", named.join(", "))
 }
 
 impl DataError {

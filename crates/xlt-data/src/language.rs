@@ -335,35 +335,133 @@ impl Language {
     /// Parses a comma-separated list of codes (`"en,de, ar"`).
     ///
     /// # Errors
-    /// [`DataError::UnknownLanguage`] for the first code Global-MMLU does not have, or for a
-    /// list with no code at all or with an empty item (`en,,de`, naming its position).
+    /// [`DataError::InvalidList`] for a list with no code at all or with an empty item
+    /// (`en,,de`, naming its position); [`DataError::UnknownLanguage`] for the first code
+    /// no benchmark known here has, with the nearest known codes.
     pub fn parse_list(list: &str) -> Result<Vec<Language>, DataError> {
+        Language::parse_list_in(list, &[])
+    }
+
+    /// As [`Language::parse_list`], for data that holds `data_has`: an unknown code's
+    /// error also lists those languages (see [`crate::path_languages`]).
+    ///
+    /// # Errors
+    /// As [`Language::parse_list`].
+    pub fn parse_list_in(list: &str, data_has: &[Language]) -> Result<Vec<Language>, DataError> {
         // A list given but empty (`--languages ,`) is a mistake, never "everything"; so is
         // an empty item in a list (`en,,de`), which would silently drop what was meant.
-        let items = list_items(list).map_err(|why| DataError::UnknownLanguage {
-            code: format!("{list:?} ({why})"),
-            context: None,
+        let items = list_items(list, "language code").map_err(|reason| DataError::InvalidList {
+            what: "languages",
+            list: list.to_owned(),
+            reason,
         })?;
-        items.into_iter().map(str::parse).collect()
+        items
+            .into_iter()
+            .map(|code| {
+                code.parse().map_err(|e| match e {
+                    DataError::UnknownLanguage {
+                        code,
+                        context,
+                        nearest,
+                        ..
+                    } => DataError::UnknownLanguage {
+                        code,
+                        context,
+                        nearest,
+                        data_has: data_has.to_vec(),
+                    },
+                    other => other,
+                })
+            })
+            .collect()
     }
 }
 
-/// The items of a comma-separated list, trimmed; `Err` says why the list is refused: it has
-/// no item at all (`""`, `","`), or its item at a 1-based position is empty (`en,,de`,
-/// `en,`).
-pub(crate) fn list_items(list: &str) -> Result<Vec<&str>, String> {
+/// The items of a comma-separated list, trimmed; `Err` says, in words, why the list is
+/// refused: it has no item at all (`""`, `","`), or its item at a 1-based position is empty
+/// (`en,,de`, `en,`). `item` names one entry (`language code`).
+pub(crate) fn list_items<'a>(list: &'a str, item: &str) -> Result<Vec<&'a str>, String> {
     let items: Vec<&str> = list.split(',').map(str::trim).collect();
     if items.iter().all(|s| s.is_empty()) {
-        return Err("an empty list".to_owned());
+        let example = if item == "domain" {
+            "stem,humanities"
+        } else {
+            "ig,yo"
+        };
+        return Err(format!(
+            "the list is empty; name at least one {item} (as in `{example}`), or leave the option out"
+        ));
     }
     match items.iter().position(|s| s.is_empty()) {
         Some(i) => Err(format!(
-            "item {} of {} is empty; separate the items with single commas",
+            "item {} of {} in `{}` is empty; separate the items with single commas",
             i + 1,
-            items.len()
+            items.len(),
+            list.trim()
         )),
         None => Ok(items),
     }
+}
+
+/// Edit distance (Levenshtein) between two short strings, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// The known languages nearest to an unknown `code`: those one edit away from one of their
+/// codes (ISO 639-1, ISO 639-3, an alias, FLORES-200) or two from their name, nearest
+/// first, at most five; a code that names a language (`igbo`) suggests it alone.
+pub(crate) fn nearest_languages(code: &str) -> Vec<Language> {
+    let wanted = code.trim().to_ascii_lowercase();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let mut scored: Vec<(usize, Language)> = Language::ALL
+        .iter()
+        .filter_map(|&l| {
+            let flores = l.flores_code().to_ascii_lowercase();
+            let by_code = [l.code(), l.iso639_3(), flores.as_str()]
+                .into_iter()
+                .chain(l.aliases().iter().copied())
+                .map(|c| edit_distance(&wanted, c))
+                .min()
+                .unwrap_or(usize::MAX);
+            let name = l.name().to_ascii_lowercase();
+            let by_name = if wanted.len() >= 3 && name.starts_with(&wanted) {
+                0
+            } else {
+                edit_distance(&wanted, &name)
+            };
+            let score = if by_name == 0 {
+                0
+            } else if by_code <= 1 {
+                by_code
+            } else if by_name <= 2 && wanted.len() >= 4 {
+                by_name
+            } else {
+                return None;
+            };
+            Some((score, l))
+        })
+        .collect();
+    scored.sort_by_key(|&(score, l)| (score, l.code()));
+    if scored.first().is_some_and(|(score, _)| *score == 0) {
+        scored.retain(|(score, _)| *score == 0);
+    }
+    scored.into_iter().take(5).map(|(_, l)| l).collect()
 }
 
 impl fmt::Display for Language {
@@ -394,6 +492,8 @@ impl FromStr for Language {
             DataError::UnknownLanguage {
                 code: s.to_owned(),
                 context,
+                nearest: nearest_languages(s),
+                data_has: Vec::new(),
             }
         })
     }
@@ -461,7 +561,7 @@ impl FromStr for ResourceLevel {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "low" => Ok(ResourceLevel::Low),
-            "mid" | "medium" => Ok(ResourceLevel::Mid),
+            "mid" => Ok(ResourceLevel::Mid),
             "high" => Ok(ResourceLevel::High),
             _ => Err(DataError::InvalidConfig(format!(
                 "unknown resource level `{s}` (expected low, mid or high)"
@@ -581,42 +681,71 @@ impl ResourceMap {
 
     /// Reads a map from a file, one `code,level` or `code=level` per line (`am,low`,
     /// `ibo_Latn=mid`); blank lines and lines starting with `#` are skipped, and a first
-    /// line `code,level` or `language,level` is a header. Every entry's source is the file.
+    /// line `code,level` or `language,level` is a header. A level is `low`, `mid` or `high`
+    /// (any case), nothing else: no alias such as `medium`. Every entry's source is the
+    /// file.
     ///
     /// # Errors
-    /// [`DataError::Io`] if the file cannot be read; [`DataError::InvalidValue`] naming the
-    /// file and the line for an entry that is not `code,level`, an unknown code or an
-    /// unknown level.
+    /// [`DataError::Io`] if the file cannot be read; [`DataError::InvalidLine`] naming the
+    /// file and the line for an entry that is not `code,level`, an unknown code, an unknown
+    /// level, or a language listed a second time (under any of its codes: `ig` and `ibo`
+    /// are one language), naming both lines.
     pub fn from_file(path: &std::path::Path) -> Result<ResourceMap, DataError> {
         let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
         let mut map = ResourceMap::default();
+        let mut first_line: BTreeMap<Language, (usize, String)> = BTreeMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let invalid = |column: &'static str, reason: String| DataError::InvalidValue {
+            let invalid = |reason: String| DataError::InvalidLine {
                 path: path.to_owned(),
-                row: i + 1,
-                column,
+                line: i + 1,
                 reason,
             };
             let Some((code, level)) = line.split_once([',', '=']) else {
-                return Err(invalid(
-                    "code",
-                    format!("`{line}` is not of the form code,level"),
-                ));
+                return Err(invalid(format!(
+                    "`{line}` is not of the form code,level (as `am,low`)"
+                )));
             };
             let (code, level) = (code.trim(), level.trim());
             if i == 0 && ["code", "language"].contains(&code.to_ascii_lowercase().as_str()) {
                 continue;
             }
-            let language: Language = code
-                .parse()
-                .map_err(|e: DataError| invalid("code", e.to_string()))?;
-            let level: ResourceLevel = level
-                .parse()
-                .map_err(|e: DataError| invalid("level", e.to_string()))?;
+            let language = Language::from_code(code).ok_or_else(|| {
+                let nearest: Vec<String> = nearest_languages(code)
+                    .iter()
+                    .map(|l| format!("{} ({})", l.code(), l.name()))
+                    .collect();
+                let nearest = if nearest.is_empty() {
+                    String::new()
+                } else {
+                    format!("; nearest known codes: {}", nearest.join(", "))
+                };
+                invalid(format!(
+                    "unknown language code `{code}`{nearest}; every known code is listed in docs/DATA.md (Languages)"
+                ))
+            })?;
+            let level: ResourceLevel = match level.to_ascii_lowercase().as_str() {
+                "low" => ResourceLevel::Low,
+                "mid" => ResourceLevel::Mid,
+                "high" => ResourceLevel::High,
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown resource level `{level}` for `{code}`; a level is low, mid or high"
+                    )));
+                }
+            };
+            if let Some((first, as_written)) = first_line.get(&language) {
+                return Err(invalid(format!(
+                    "{} ({}) is listed twice: line {first} (`{as_written}`) and line {} (`{line}`); keep one",
+                    language.code(),
+                    language.name(),
+                    i + 1
+                )));
+            }
+            first_line.insert(language, (i + 1, line.to_owned()));
             map.insert(
                 language,
                 level,
@@ -824,12 +953,38 @@ mod tests {
             Some(&LevelSource::File { path: path.clone() })
         );
         assert_eq!(m.source(Language::Igbo), Some(&LevelSource::Study));
-        std::fs::write(&path, "ar,high\nqq,low\n").unwrap();
-        let err = ResourceMap::from_file(&path).unwrap_err().to_string();
-        assert!(err.contains("levels.csv: row 2: column `code`"), "{err}");
-        std::fs::write(&path, "ar high\n").unwrap();
-        let err = ResourceMap::from_file(&path).unwrap_err().to_string();
-        assert!(err.contains("row 1"), "{err}");
+        // Bad lines name the file and the line: an unknown code (with the nearest ones), a
+        // line that is not code,level, a level other than low, mid or high (no `medium`),
+        // a language listed twice under any of its codes (both lines named).
+        let cases: &[(&str, &str)] = &[
+            (
+                "ar,high\nqq,low\n",
+                "levels.csv: line 2: unknown language code `qq`",
+            ),
+            (
+                "ar high\n",
+                "levels.csv: line 1: `ar high` is not of the form code,level",
+            ),
+            (
+                "# levels\nde,medium\n",
+                "levels.csv: line 2: unknown resource level `medium` for `de`; a level is low, mid or high",
+            ),
+            (
+                "code,level\nig,high\n\nen,high\nibo,low\n",
+                "levels.csv: line 5: ig (Igbo) is listed twice: line 2 (`ig,high`) and line 5 (`ibo,low`); keep one",
+            ),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&path, text).unwrap();
+            let err = ResourceMap::from_file(&path).unwrap_err();
+            assert!(matches!(err, DataError::InvalidLine { .. }), "{err:?}");
+            let err = err.to_string();
+            assert!(err.contains(want), "{text:?}: expected {want:?} in {err}");
+        }
+        std::fs::write(&path, "de,MID\nen,High\n").unwrap();
+        let m = ResourceMap::from_file(&path).unwrap();
+        assert_eq!(m.level(Language::German), Some(ResourceLevel::Mid));
+        assert_eq!(m.level(Language::English), Some(ResourceLevel::High));
     }
 
     #[test]
@@ -837,38 +992,96 @@ mod tests {
         assert_eq!("EN".parse::<Language>().unwrap(), Language::English);
         assert_eq!(Language::Igbo.script(), Script::Latin);
         assert_eq!(Language::Amharic.script(), Script::Ethiopic);
-        let err = "xx".parse::<Language>().unwrap_err();
-        // The message lists every code, so that a typo can be corrected from it.
-        let msg = err.to_string();
+        // An unknown code names the nearest known codes and where every code is listed,
+        // not all 117 of them.
+        let cases: &[(&str, &str)] = &[
+            (
+                "ibb",
+                "unknown language code `ibb`; nearest known codes: ig (Igbo); every known code is listed in docs/DATA.md (Languages)",
+            ),
+            ("igbo", "nearest known codes: ig (Igbo);"),
+            ("amhr", "nearest known codes: am (Amharic);"),
+            (
+                "xqzw",
+                "unknown language code `xqzw`; every known code is listed in docs/DATA.md",
+            ),
+        ];
+        for (code, want) in cases {
+            let msg = code.parse::<Language>().unwrap_err().to_string();
+            assert!(msg.contains(want), "{code}: expected {want:?} in {msg}");
+            assert!(!msg.contains(", zh, zu"), "{msg}");
+        }
+        // With the data's languages known, they are listed too.
+        let msg = Language::parse_list_in("ig,yy", &[Language::Igbo, Language::Yoruba])
+            .unwrap_err()
+            .to_string();
         assert!(
-            msg.starts_with("unknown language code `xx`; known codes: acm, af, am, ")
-                && msg.contains(", ig, ")
-                && msg.ends_with(", zh, zu"),
+            msg.contains("; the data has ig (Igbo), yo (Yoruba);"),
             "{msg}"
         );
         assert_eq!(
             Language::parse_list("en, de,ar").unwrap(),
             vec![Language::English, Language::German, Language::Arabic]
         );
-        // A list given but empty is refused, not read as "every language".
+        // A list given but empty is refused, not read as "every language", and said plainly.
         for empty in [",", " ", ""] {
-            let err = Language::parse_list(empty).unwrap_err().to_string();
-            assert!(err.contains("an empty list"), "{empty:?}: {err}");
+            let err = Language::parse_list(empty).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    DataError::InvalidList {
+                        what: "languages",
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            let err = err.to_string();
+            assert_eq!(
+                err,
+                "languages: the list is empty; name at least one language code (as in `ig,yo`), or leave the option out",
+                "{empty:?}"
+            );
             let err = crate::Domain::parse_list(empty).unwrap_err().to_string();
-            assert!(err.contains("an empty list"), "{empty:?}: {err}");
+            assert!(
+                err.starts_with("domains: the list is empty;"),
+                "{empty:?}: {err}"
+            );
         }
         // An empty item is refused, naming its position, not skipped.
         for (list, domains, position) in [
-            ("en,,de", "stem,,medical", "item 2 of 3 is empty"),
-            ("en, ,de", "stem, ,medical", "item 2 of 3 is empty"),
-            (",en", ",stem", "item 1 of 2 is empty"),
-            ("en,de,", "stem,medical,", "item 3 of 3 is empty"),
+            ("en,,de", "stem,,medical", "item 2 of 3 in `"),
+            ("en, ,de", "stem, ,medical", "item 2 of 3 in `"),
+            (",en", ",stem", "item 1 of 2 in `"),
+            ("en,de,", "stem,medical,", "item 3 of 3 in `"),
         ] {
             let err = Language::parse_list(list).unwrap_err().to_string();
-            assert!(err.contains(position), "{list:?}: {err}");
+            assert!(
+                err.starts_with("languages: ") && err.contains(position) && !err.contains('"'),
+                "{list:?}: {err}"
+            );
             let err = crate::Domain::parse_list(domains).unwrap_err().to_string();
             assert!(err.contains(position), "{domains:?}: {err}");
         }
+        assert_eq!(
+            Language::parse_list("en,,de").unwrap_err().to_string(),
+            "languages: item 2 of 3 in `en,,de` is empty; separate the items with single commas"
+        );
+    }
+
+    #[test]
+    fn docs_list_every_known_code() {
+        // The error for an unknown code points to docs/DATA.md instead of listing all 117:
+        // the list there must name every language by its code and ISO 639-3 code.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/DATA.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let missing: Vec<String> = Language::ALL
+            .iter()
+            .flat_map(|l| [l.code(), l.iso639_3()])
+            .filter(|c| !doc.contains(&format!("`{c}`")))
+            .map(str::to_owned)
+            .collect();
+        assert!(missing.is_empty(), "docs/DATA.md lacks {missing:?}");
     }
 
     #[test]

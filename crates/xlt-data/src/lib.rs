@@ -47,7 +47,7 @@ mod typology;
 
 pub use audit::{
     AmbiguousKey, AnswerKeyReport, ConsistencyReport, Inconsistency, MIN_COMPARED_IDS,
-    MisalignedFile,
+    MisalignedFile, MisalignedLanguage,
 };
 pub use benchmark::Benchmark;
 pub use dataset::{AlignReport, Dataset, DedupReport, Item, Selection};
@@ -65,7 +65,7 @@ pub use prepare::{
 };
 pub use question::{AnswerLetter, CulturalLabel, Domain, Question, compare_sample_ids};
 pub use scheme::{DomainScheme, global_mmlu_category, mmlu_category};
-pub use source::{DataSource, HUB_PREFIX, LoadOptions, SourceRecord, load_sources};
+pub use source::{DataSource, HUB_PREFIX, LoadOptions, SourceRecord, load_sources, path_languages};
 pub use split::{
     LeakageReport, LeakedId, Split, SplitConfig, leakage_audit, shuffle_key, split_items,
 };

@@ -99,6 +99,8 @@ pub fn language_from_path(path: &Path) -> Result<Language, DataError> {
         return Err(DataError::UnknownLanguage {
             code: first.to_owned(),
             context: Some(format!("from the file name {}", path.display())),
+            nearest: crate::language::nearest_languages(first),
+            data_has: Vec::new(),
         });
     }
     Err(DataError::LanguageNotInPath {

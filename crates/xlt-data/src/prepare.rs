@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AmbiguousKey, Inconsistency, MisalignedFile};
+use crate::audit::{AmbiguousKey, Inconsistency, MisalignedFile, MisalignedLanguage};
 use crate::dataset::{Dataset, Selection};
 use crate::error::DataError;
 use crate::export::{PromptTemplate, estimate_chat_tokens};
@@ -64,8 +64,9 @@ pub struct Manifest {
     pub dropped_duplicates: usize,
     /// Sample ids dropped because some language lacks them.
     pub dropped_unaligned: usize,
-    /// The Hub datasets the rows came from, each with the commit it resolved to (absent
-    /// when every source was a local path).
+    /// The Hub datasets the rows came from, each with the commit it resolved to, and the
+    /// local sources of a named or recognised benchmark other than Global-MMLU, as given
+    /// (absent when every source was a plain path to Global-MMLU files).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceRecord>,
     /// Sample ids dropped (in every language) because the correct option's text equals
@@ -85,9 +86,14 @@ pub struct Manifest {
     /// others' no better than chance (see [`Dataset::audit_file_alignment`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub misaligned_files: Vec<MisalignedFile>,
-    /// Selected languages left out because every row of theirs was misaligned.
+    /// Selected languages left out because every row of theirs was misaligned (as a whole,
+    /// [`Manifest::misaligned_languages`], or subject by subject).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_languages: Vec<Language>,
+    /// Languages whose answer keys agree with every other language's at chance, excluded
+    /// whole before the other audits (see [`Dataset::audit_language_alignment`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub misaligned_languages: Vec<MisalignedLanguage>,
 }
 
 fn is_study(scheme: &DomainScheme) -> bool {
@@ -184,10 +190,17 @@ impl Prepared {
             m.dropped_ambiguous_key.len(),
             m.dropped_inconsistent.len()
         );
+        for l in &m.misaligned_languages {
+            let _ = writeln!(s, "  {l}");
+        }
         for f in &m.misaligned_files {
             let _ = writeln!(s, "  {f}");
         }
-        for l in &m.excluded_languages {
+        for l in m
+            .excluded_languages
+            .iter()
+            .filter(|l| !m.misaligned_languages.iter().any(|w| w.language == **l))
+        {
             let _ = writeln!(
                 s,
                 "  language {l} ({}) is excluded: every row of it is misaligned",
@@ -247,14 +260,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Audits answer keys (every row of the selected languages), selects, de-duplicates, aligns, audits
+/// Excludes languages misaligned as a whole, audits answer keys (every row of the other
+/// selected languages) and misaligned blocks, selects, de-duplicates, aligns, audits
 /// cross-language consistency and splits `dataset`, and renders every file of the
 /// experiment: `manifest.json`, `finetune/<lang>-<domain>.jsonl` (chat format, in seeded
 /// shuffled order) and `eval/<lang>-<domain>.jsonl` (in sample-id order).
 ///
 /// # Errors
 /// [`DataError::EmptySlice`] if a selected language is not in the data, or a selected
-/// language-domain slice has no training or no test question; split errors as
+/// language-domain slice has no training or no test question;
+/// [`DataError::DomainNotInData`] if a selected domain has no question in the selected
+/// languages, naming the domains they have; split errors as
 /// [`split_items`].
 pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, DataError> {
     let found = dataset.languages();
@@ -289,13 +305,19 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
             "domain {d} is not one of the {scheme} scheme's"
         )));
     }
-    // Answer keys are audited in the experiment's languages but in every domain and subject,
-    // so that `prepare` reports each flawed key of the data it was given.
+    // Answer keys are audited in the experiment's languages (less those misaligned as a
+    // whole) but in every domain and subject, so that `prepare` reports each flawed key of
+    // the data it was given.
     let languages_only = Selection {
         languages: selection.languages.clone(),
         ..Selection::default()
     };
-    let (dataset, keys) = dataset.select(&languages_only).audit_answer_keys();
+    // Whole languages whose keys agree with every other's at chance go first, so that they
+    // cannot outvote the aligned languages in the block and id-by-id audits below, nor
+    // drop an id in every language for a flawed key of a row that is not the same question.
+    let (dataset, misaligned_languages) =
+        dataset.select(&languages_only).audit_language_alignment();
+    let (dataset, keys) = dataset.audit_answer_keys();
     // Whole blocks (a subject of a file) whose keys agree with the other languages' at chance are not the same
     // questions: they go before the id-by-id audits, and a language left with no row is
     // left out of the experiment.
@@ -309,6 +331,21 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
         .collect();
     selection.languages.retain(|l| remaining.contains(l));
     let dataset = dataset.with_scheme(scheme);
+    // A selected domain with no question at all (MMMLU rows of a few subjects, AfriMMLU
+    // under the study scheme's default Medical) is named with the domains the data has.
+    // (The dataset holds the selected languages only, since the answer-key audit.)
+    let available: Vec<Domain> = dataset
+        .domains()
+        .into_iter()
+        .filter(|d| scheme.domains().contains(d))
+        .collect();
+    if let Some(&domain) = selection.domains.iter().find(|d| !available.contains(d)) {
+        return Err(DataError::DomainNotInData {
+            domain,
+            scheme: scheme.to_string(),
+            available,
+        });
+    }
     let (dataset, dedup) = dataset.select(&selection).dedup();
     let (dataset, align) = dataset.align();
     let (dataset, consistency) = dataset.audit_consistency();
@@ -346,6 +383,7 @@ pub fn prepare(dataset: Dataset, config: &PrepareConfig) -> Result<Prepared, Dat
         domain_scheme: scheme,
         misaligned_files,
         excluded_languages,
+        misaligned_languages,
     };
     let leaks = manifest.leakage();
     assert!(

@@ -85,13 +85,18 @@ impl Domain {
     /// Parses a comma-separated list of domains in any accepted spelling.
     ///
     /// # Errors
-    /// [`DataError::UnknownDomain`] for the first entry that names no domain, or for a list
-    /// with no entry at all or with an empty item (`stem,,medical`, naming its position).
+    /// [`DataError::InvalidList`] for a list with no entry or an empty entry;
+    /// [`DataError::UnknownDomain`] for the first entry that names no domain (an empty
+    /// item, as in `stem,,medical`, is named by its position).
     pub fn parse_list(list: &str) -> Result<Vec<Domain>, DataError> {
         // A list given but empty (`--domains ,`), or with an empty item (`stem,,medical`), is
         // a mistake, never "everything" or a silently shorter list.
-        let items = crate::language::list_items(list).map_err(|why| DataError::UnknownDomain {
-            value: format!("{list:?} ({why})"),
+        let items = crate::language::list_items(list, "domain").map_err(|reason| {
+            DataError::InvalidList {
+                what: "domains",
+                list: list.to_owned(),
+                reason,
+            }
         })?;
         items.into_iter().map(str::parse).collect()
     }

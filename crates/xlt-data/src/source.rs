@@ -108,14 +108,78 @@ impl fmt::Display for DataSource {
 /// which data it used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRecord {
-    /// The source as given: `hf:CohereLabs/Global-MMLU` or `hf:...@revision`.
+    /// The source as given: `hf:CohereLabs/Global-MMLU` or `hf:...@revision`; for local
+    /// files, `afrimmlu:fixtures/afrimmlu` (the benchmark named before the path as given,
+    /// also when it was recognised from the files).
     pub source: String,
-    /// The revision asked for (`main` when none was given).
+    /// The revision asked for (`main` when none was given; empty for local files).
     pub revision: String,
-    /// The commit the files came from (40 hexadecimal digits).
+    /// The commit the files came from (40 hexadecimal digits; empty for local files).
     pub commit: String,
-    /// The files read, as repository paths (`am/test-00000-of-00001.parquet`).
+    /// The files read, as repository paths (`am/test-00000-of-00001.parquet`), or for
+    /// local files as paths below the source's (`ibo.test.tsv`).
     pub files: Vec<String>,
+    /// The benchmark the files were read as; recorded for local files (absent for Hub
+    /// sources, whose repository names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<Benchmark>,
+}
+
+impl SourceRecord {
+    /// The benchmark the source's files were read as: the recorded one, else the one its
+    /// Hub repository names ([`Benchmark::of_hub_repo`]).
+    pub fn benchmark(&self) -> Benchmark {
+        self.benchmark.unwrap_or_else(|| {
+            let repo = self.source.strip_prefix(HUB_PREFIX).unwrap_or(&self.source);
+            Benchmark::of_hub_repo(repo.split('@').next().unwrap_or(repo))
+        })
+    }
+}
+
+/// The record of local files read as `benchmark` from `path` (given as `shown`), or `None`
+/// for Global-MMLU files given by a plain path: those are not recorded, so that an
+/// experiment prepared from them keeps the manifest, and the fingerprint, it had before
+/// sources were recorded for local files.
+fn local_record(
+    path: &std::path::Path,
+    named: Option<Benchmark>,
+) -> Result<Option<SourceRecord>, DataError> {
+    let files = crate::load::data_files(path)?;
+    let benchmark = match named {
+        Some(b) => b,
+        None => {
+            let mut found = None;
+            for f in &files {
+                let b = Benchmark::detect(f)?;
+                if b != Benchmark::GlobalMmlu {
+                    found = Some(b);
+                    break;
+                }
+            }
+            match found {
+                Some(b) => b,
+                None => return Ok(None),
+            }
+        }
+    };
+    let files = files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(path)
+                .ok()
+                .filter(|r| !r.as_os_str().is_empty())
+                .unwrap_or(f)
+                .display()
+                .to_string()
+        })
+        .collect();
+    Ok(Some(SourceRecord {
+        source: format!("{benchmark}:{}", path.display()),
+        revision: String::new(),
+        commit: String::new(),
+        files,
+        benchmark: Some(benchmark),
+    }))
 }
 
 /// How to load sources: which languages and split to fetch from the Hub, and how to reach
@@ -148,7 +212,10 @@ impl LoadOptions {
 /// the selected languages (and split) in the repository's layout (see
 /// [`DataSource::Hub`]), from the cache when it holds them, else downloaded into it (see
 /// `xlt_hub::HubClient::snapshot`).
-/// Returns the dataset and one [`SourceRecord`] per Hub source.
+/// Returns the dataset and one [`SourceRecord`] per Hub source and per local source of a
+/// named benchmark (`afrimmlu:<path>`) or of files recognised as AfriMMLU, Belebele or
+/// MMMLU (Global-MMLU files given by a plain path get none, as before local sources were
+/// recorded).
 ///
 /// # Errors
 /// [`DataError::Hub`] when a Hub source cannot be fetched (offline with files missing, a
@@ -163,8 +230,14 @@ pub fn load_sources(
     let mut client = None;
     for source in sources {
         match source {
-            DataSource::Path(p) => paths.push((p.clone(), None)),
-            DataSource::Named { benchmark, path } => paths.push((path.clone(), Some(*benchmark))),
+            DataSource::Path(p) => {
+                records.extend(local_record(p, None)?);
+                paths.push((p.clone(), None));
+            }
+            DataSource::Named { benchmark, path } => {
+                records.extend(local_record(path, Some(*benchmark))?);
+                paths.push((path.clone(), Some(*benchmark)));
+            }
             DataSource::Hub {
                 repo: name,
                 revision,
@@ -182,6 +255,7 @@ pub fn load_sources(
                     revision: repo.revision.clone(),
                     commit: snapshot.commit,
                     files: snapshot.files,
+                    benchmark: None,
                 });
             }
         }
@@ -189,6 +263,26 @@ pub fn load_sources(
     let paths: Vec<(&std::path::Path, Option<Benchmark>)> =
         paths.iter().map(|(p, b)| (p.as_path(), *b)).collect();
     Ok((load_paths_as(&paths)?, records))
+}
+
+/// The languages of the local files of `sources`, from their paths (see
+/// [`crate::language_from_path`]), without reading them: what an error about a language
+/// the user named can list as "the data has". Hub sources, and files whose language the
+/// path does not tell, add nothing.
+pub fn path_languages(sources: &[DataSource]) -> Vec<Language> {
+    let mut found = std::collections::BTreeSet::new();
+    for source in sources {
+        let path = match source {
+            DataSource::Path(p) | DataSource::Named { path: p, .. } => p,
+            DataSource::Hub { .. } => continue,
+        };
+        for file in crate::load::data_files(path).unwrap_or_default() {
+            if let Ok(l) = crate::load::language_from_path(&file) {
+                found.insert(l);
+            }
+        }
+    }
+    found.into_iter().collect()
 }
 
 /// Where a benchmark's Hub repository keeps each language's files.

@@ -252,6 +252,101 @@ fn the_misordered_english_test_split_is_excluded_by_name_and_rate() {
     assert_aligned_and_clean(&prepared);
 }
 
+/// Copies AfriMMLU's Igbo and Yoruba files as they are, and Amharic's and English's with
+/// their data rows shuffled (a fixed permutation per file, a different one per language),
+/// into a new directory.
+fn afrimmlu_with_two_shuffled_languages() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for lang in ["ibo", "yor", "amh", "eng"] {
+        for split in ["dev", "val", "test"] {
+            let name = format!("{lang}.{split}.tsv");
+            let text = std::fs::read_to_string(afrimmlu(&name)).unwrap();
+            let mut lines: Vec<&str> = text.lines().collect();
+            let seed: u64 = match lang {
+                "amh" => 0x9e37_79b9_7f4a_7c15,
+                "eng" => 0x2545_f491_4f6c_dd1d,
+                _ => 0,
+            };
+            if seed != 0 {
+                // Fisher-Yates with xorshift64: deterministic, no dependency.
+                let rows = &mut lines[1..];
+                let mut x = seed;
+                for i in (1..rows.len()).rev() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    rows.swap(i, (x % (i as u64 + 1)) as usize);
+                }
+            }
+            std::fs::write(dir.path().join(&name), lines.join("\n") + "\n").unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn two_misaligned_languages_are_excluded_whole_and_the_aligned_keep_every_row() {
+    // Amharic and English shuffled: each agrees with every other language at chance. They
+    // are excluded first, as whole languages, so that they cannot outvote Igbo and Yoruba
+    // in the per-block and per-id audits (a polluted majority dropped good rows, or all).
+    let dir = afrimmlu_with_two_shuffled_languages();
+    let domains = [Domain::Stem, Domain::Humanities, Domain::SocialSciences];
+    let dataset = load_paths(&[dir.path()]).unwrap();
+    let prepared = prepare(
+        dataset.clone(),
+        &config("ig,yo,am,en", &domains, DomainScheme::Study),
+    )
+    .unwrap();
+    let m = &prepared.manifest;
+    let whole: Vec<Language> = m.misaligned_languages.iter().map(|w| w.language).collect();
+    assert_eq!(
+        whole,
+        [Language::Amharic, Language::English],
+        "{:#?}",
+        m.misaligned_languages
+    );
+    for w in &m.misaligned_languages {
+        println!("{w}");
+        assert!(
+            w.agreement <= (w.chance + 1.0) / 2.0 && w.agreement < 0.4,
+            "{}: agreement {} chance {}",
+            w.language,
+            w.agreement,
+            w.chance
+        );
+        assert_eq!(w.dropped_rows, 608, "{w}");
+        assert_eq!(w.files.len(), 3, "{w}");
+    }
+    assert_eq!(m.excluded_languages, [Language::Amharic, Language::English]);
+    assert!(m.misaligned_files.is_empty(), "{:#?}", m.misaligned_files);
+    let summary = prepared.summary();
+    assert!(
+        summary.contains("language am (Amharic) is misaligned as a whole: its answer keys agree with every other language's at chance"),
+        "{summary}"
+    );
+
+    // Igbo and Yoruba keep every row they keep on their own: the same slices, ids and
+    // audit results as an experiment of the two alone.
+    let alone = prepare(dataset, &config("ig,yo", &domains, DomainScheme::Study)).unwrap();
+    let a = &alone.manifest;
+    assert_eq!(m.slices, a.slices);
+    assert_eq!(m.dropped_ambiguous_key, a.dropped_ambiguous_key);
+    assert_eq!(m.dropped_inconsistent, a.dropped_inconsistent);
+    assert_eq!((m.dropped_unaligned, a.dropped_unaligned), (0, 0));
+    let kept: usize = m
+        .slices
+        .iter()
+        .filter(|s| s.language == Language::Igbo)
+        .map(|s| s.train_ids.len() + s.test_ids.len())
+        .sum();
+    println!(
+        "ig keeps {kept} questions; {} ambiguous keys, {} inconsistent ids (ig and yo alone)",
+        a.dropped_ambiguous_key.len(),
+        a.dropped_inconsistent.len()
+    );
+    assert_aligned_and_clean(&prepared);
+}
+
 #[test]
 fn prepare_on_afrimmlu_in_ig_yo_am_en_writes_aligned_leak_free_splits() {
     // Without English's misordered test file: every id in every language.
@@ -267,7 +362,21 @@ fn prepare_on_afrimmlu_in_ig_yo_am_en_writes_aligned_leak_free_splits() {
         .parse()
         .unwrap();
     let (dataset, records) = load_sources(&[source], &LoadOptions::from_env(vec![])).unwrap();
-    assert!(records.is_empty());
+    // A local source of a named benchmark is recorded as given, with its files.
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0].source,
+        format!("afrimmlu:{}", dir.path().display())
+    );
+    assert_eq!(records[0].benchmark(), Benchmark::AfriMmlu);
+    assert_eq!(
+        (records[0].commit.as_str(), records[0].files.len()),
+        ("", 11)
+    );
+    assert!(
+        records[0].files.contains(&"ibo.test.tsv".to_owned()),
+        "{records:?}"
+    );
     let domains = [Domain::Stem, Domain::Humanities, Domain::SocialSciences];
     let prepared = prepare(
         dataset.clone(),
@@ -390,7 +499,41 @@ fn belebele_reads_both_layouts_into_the_same_ids() {
     let path = tmp.path().join("ibo_Latn.jsonl");
     std::fs::write(&path, lines.join("\n")).unwrap();
     let err = load_file(&path, None).unwrap_err().to_string();
-    assert!(err.contains("row 4: column `correct_answer_num`"), "{err}");
+    // The cell is quoted as written: a JSON string, `"92"` (the file's "2" with a 9 before).
+    assert!(
+        err.contains("row 4: column `correct_answer_num`: `\"92\"` is not 1, 2, 3 or 4"),
+        "{err}"
+    );
+    // A number is quoted as written, not as a debug dump (`Some(Number(9))`).
+    let original = text.lines().nth(3).unwrap().to_owned();
+    let at = original.find("\"correct_answer_num\":").unwrap();
+    let value_end = at + original[at..].find(',').unwrap();
+    lines[3] = format!(
+        "{}\"correct_answer_num\":9{}",
+        &original[..at],
+        &original[value_end..]
+    );
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let err = load_file(&path, None).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DataError::InvalidValue {
+                row: 4,
+                column: "correct_answer_num",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = err.to_string();
+    assert!(
+        err.ends_with(
+            "ibo_Latn.jsonl: row 4: column `correct_answer_num`: `9` is not 1, 2, 3 or 4"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("Some("), "{err}");
     lines[3] = "{not json".to_owned();
     std::fs::write(&path, lines.join("\n")).unwrap();
     let err = load_file(&path, None).unwrap_err().to_string();
@@ -411,6 +554,28 @@ fn mmmlu_reads_its_published_schema() {
     let prepared = prepare(dataset, &config("de,fr", &[], DomainScheme::Study)).unwrap();
     assert_eq!(prepared.manifest.slices.len(), 6);
     assert_aligned_and_clean(&prepared);
+
+    // MMLU's scheme by default selects its four domains; these rows have no Social
+    // Sciences question: the error names the domain and the scheme's domains the data has,
+    // rather than an empty slice.
+    let dataset = load_paths(&[common::fixtures().join("mmmlu")]).unwrap();
+    let err = prepare(dataset, &config("de,fr", &[], DomainScheme::Mmlu)).unwrap_err();
+    match &err {
+        DataError::DomainNotInData {
+            domain, available, ..
+        } => {
+            assert_eq!(*domain, Domain::SocialSciences);
+            assert_eq!(
+                available,
+                &[Domain::Stem, Domain::Humanities, Domain::Other]
+            );
+        }
+        other => panic!("expected DomainNotInData, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "no question of domain Social Sciences in the data under the mmlu domain scheme; the data has STEM, Humanities, Other (select them with `--domains stem,humanities,other`)"
+    );
 
     // A file named as MMMLU that is not: the header is named.
     let err = load_file_as(&afrimmlu("ibo.dev.tsv"), Some(Benchmark::Mmmlu), None)
