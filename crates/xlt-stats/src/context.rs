@@ -34,6 +34,130 @@ pub struct ReportContext {
     /// Anything else a reader must know before trusting a number, one sentence each (for
     /// the embedded provider: that it is a linear scorer, not a language model).
     pub notes: Vec<String>,
+    /// Where the questions came from, the domain scheme and what the data audits
+    /// excluded (see [`DataContext::from_manifest`]); shown in the report's Input section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataContext>,
+}
+
+/// The data behind a report, as the experiment's manifest records it: each source with its
+/// benchmark, the domain scheme, and the rows each audit excluded. Plain text, so that
+/// statistics need not know the audits' types.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataContext {
+    /// One per recorded source: `AfriMMLU: afrimmlu:fixtures/afrimmlu (12 files)`. Empty:
+    /// the files were given by a plain path and read as Global-MMLU (not recorded).
+    pub sources: Vec<String>,
+    /// The domain scheme the domains belong to: `study` or `mmlu`.
+    pub domain_scheme: String,
+    /// What the audits excluded, one sentence each, in the order they run (whole
+    /// languages, blocks of a file, answer keys, duplicates, alignment, consistency);
+    /// empty when they excluded nothing.
+    pub excluded: Vec<String>,
+}
+
+impl DataContext {
+    /// The data context of an experiment prepared as `manifest`. Rows are counted as the
+    /// manifest counts them: a misaligned language or block by its rows; an id dropped by
+    /// the id-by-id audits in every one of the experiment's languages, so as ids times
+    /// languages.
+    pub fn from_manifest(manifest: &xlt_data::Manifest) -> DataContext {
+        let sources = manifest
+            .sources
+            .iter()
+            .map(|s| {
+                let pinned = if s.commit.is_empty() {
+                    String::new()
+                } else {
+                    format!("@{}", &s.commit[..s.commit.len().min(12)])
+                };
+                let source = s.source.split('@').next().unwrap_or(&s.source);
+                format!(
+                    "{}: {source}{pinned} ({} files)",
+                    s.benchmark().title(),
+                    s.files.len()
+                )
+            })
+            .collect();
+        let mut languages: Vec<Language> = manifest.slices.iter().map(|s| s.language).collect();
+        languages.sort();
+        languages.dedup();
+        let n_languages = languages.len();
+        let ids = |n: usize, what: &str, audit: &str| {
+            format!(
+                "{what} ({audit}): {n} question{} x {n_languages} language{} = {} rows",
+                if n == 1 { "" } else { "s" },
+                if n_languages == 1 { "" } else { "s" },
+                n * n_languages
+            )
+        };
+        let mut excluded = Vec::new();
+        for w in &manifest.misaligned_languages {
+            excluded.push(format!(
+                "language {} ({}) misaligned as a whole (whole-language audit): {} rows; its answer keys agree with the other languages' at chance (at best {:.1}% with {}, chance {:.1}%)",
+                w.language,
+                w.language.name(),
+                w.dropped_rows,
+                100.0 * w.agreement,
+                w.closest,
+                100.0 * w.chance
+            ));
+        }
+        for b in &manifest.misaligned_files {
+            excluded.push(format!(
+                "{} {} in {} misaligned (block audit): {} rows; agreement {:.1}%, chance {:.1}%",
+                b.language,
+                b.subject,
+                b.file.display(),
+                b.dropped_rows,
+                100.0 * b.agreement,
+                100.0 * b.chance
+            ));
+        }
+        for l in manifest.excluded_languages.iter().filter(|l| {
+            !manifest
+                .misaligned_languages
+                .iter()
+                .any(|w| w.language == **l)
+        }) {
+            excluded.push(format!(
+                "language {l} ({}) left out: every row of it is in a misaligned block",
+                l.name()
+            ));
+        }
+        let counts = [
+            (
+                manifest.dropped_ambiguous_key.len(),
+                "ambiguous answer keys, in any domain",
+                "answer-key audit",
+            ),
+            (
+                manifest.dropped_duplicates,
+                "duplicate questions",
+                "de-duplication",
+            ),
+            (
+                manifest.dropped_unaligned,
+                "questions missing from a language",
+                "alignment",
+            ),
+            (
+                manifest.dropped_inconsistent.len(),
+                "questions whose answer or numbers differ between languages",
+                "consistency audit",
+            ),
+        ];
+        for (n, what, audit) in counts {
+            if n > 0 {
+                excluded.push(ids(n, what, audit));
+            }
+        }
+        DataContext {
+            sources,
+            domain_scheme: manifest.domain_scheme.to_string(),
+            excluded,
+        }
+    }
 }
 
 impl ReportContext {

@@ -52,7 +52,7 @@ pub use answers::{
 };
 pub use bootstrap::BootstrapConfig;
 pub use cluster::{Coefficient, TwoWayOls};
-pub use context::ReportContext;
+pub use context::{DataContext, ReportContext};
 pub use coverage::{
     CoverageConfig, CoverageRow, IntervalMethod, PRIMARY_INTERVAL, PRIMARY_WHY, choose_primary,
     coverage_tolerance, simulate_coverage,

@@ -1197,6 +1197,27 @@ impl Analysis {
 
     fn section_input(&self, out: &mut String) {
         let _ = writeln!(out, "## Input\n");
+        if let Some(data) = self.config.context.as_ref().and_then(|c| c.data.as_ref()) {
+            let sources = if data.sources.is_empty() {
+                "files given by path, read as Global-MMLU".to_owned()
+            } else {
+                data.sources.join("; ")
+            };
+            let _ = writeln!(
+                out,
+                "Data: {sources}. Domain scheme: {}.\n",
+                data.domain_scheme
+            );
+            if data.excluded.is_empty() {
+                let _ = writeln!(out, "The data audits excluded no row.\n");
+            } else {
+                let _ = writeln!(out, "Rows the data audits excluded (see manifest.json):\n");
+                for e in &data.excluded {
+                    let _ = writeln!(out, "- {e}");
+                }
+                let _ = writeln!(out);
+            }
+        }
         match self.test_set_sizes() {
             // A baseline pairs nothing: its test sets' sizes are in `## Base model only`.
             Some(_) if self.base_only() => {}

@@ -100,6 +100,7 @@ fn context() -> ReportContext {
         judge_model: Some(BASE_MODEL.to_owned()),
         date: "2026-12-06".to_owned(),
         notes: Vec::new(),
+        data: None,
     }
 }
 
@@ -265,4 +266,125 @@ fn closing_summary_says_what_was_found() {
 #[test]
 fn local_study_report_snapshot() {
     insta::assert_snapshot!(analysis().report_markdown());
+}
+
+/// A manifest of an AfriMMLU experiment under MMLU's scheme whose audits excluded a whole
+/// language, one block of a file, two ambiguous keys and one inconsistent id.
+fn afrimmlu_manifest() -> xlt_data::Manifest {
+    use xlt_data::{
+        AmbiguousKey, Benchmark, DomainScheme, Inconsistency, Manifest, ManifestSlice,
+        MisalignedFile, MisalignedLanguage, SourceRecord,
+    };
+    Manifest {
+        seed: 42,
+        train_fraction: 0.7,
+        slices: [Language::English, Language::German]
+            .map(|language| ManifestSlice {
+                language,
+                domain: Domain::Stem,
+                train_ids: vec!["elementary_mathematics/test/1".into()],
+                test_ids: vec!["elementary_mathematics/test/2".into()],
+            })
+            .to_vec(),
+        sources: vec![SourceRecord {
+            source: "afrimmlu:fixtures/afrimmlu".to_owned(),
+            revision: String::new(),
+            commit: String::new(),
+            files: vec!["eng.test.tsv".to_owned(), "deu.test.tsv".to_owned()],
+            benchmark: Some(Benchmark::AfriMmlu),
+        }],
+        dropped_ambiguous_key: ["a/test/1", "a/test/2"]
+            .map(|id| AmbiguousKey {
+                sample_id: id.to_owned(),
+                languages: vec![Language::English],
+            })
+            .to_vec(),
+        dropped_inconsistent: vec![Inconsistency {
+            sample_id: "b/test/3".to_owned(),
+            languages: vec![Language::German],
+            fields: vec!["answer".to_owned()],
+        }],
+        domain_scheme: DomainScheme::Mmlu,
+        misaligned_files: vec![MisalignedFile {
+            language: Language::English,
+            file: "fixtures/afrimmlu/eng.test.tsv".into(),
+            subject: "international_law".to_owned(),
+            agreement: 0.19,
+            chance: 0.28,
+            compared: 100,
+            dropped_rows: 100,
+        }],
+        excluded_languages: vec![Language::Amharic],
+        misaligned_languages: vec![MisalignedLanguage {
+            language: Language::Amharic,
+            files: vec!["fixtures/afrimmlu/amh.test.tsv".into()],
+            closest: Language::English,
+            agreement: 0.276,
+            chance: 0.253,
+            compared: 601,
+            dropped_rows: 608,
+        }],
+        ..Manifest::default()
+    }
+}
+
+/// The report's `## Input` section, up to the next section.
+fn input_section(report: &str) -> &str {
+    let start = report.find("## Input").expect("an Input section");
+    let end = report[start + 1..]
+        .find("\n## ")
+        .map_or(report.len(), |e| start + 1 + e);
+    &report[start..end]
+}
+
+#[test]
+fn input_names_benchmark_source_scheme_and_what_the_audits_excluded() {
+    let mut config = AnalysisConfig {
+        context: Some(context()),
+        ..AnalysisConfig::default()
+    };
+    let data = xlt_stats::DataContext::from_manifest(&afrimmlu_manifest());
+    config.context.as_mut().unwrap().data = Some(data);
+    let report = Analysis::new(analysis().grid, &config).report_markdown();
+    let input = input_section(&report);
+    has(
+        input,
+        "Data: AfriMMLU: afrimmlu:fixtures/afrimmlu (2 files). Domain scheme: mmlu.",
+    );
+    assert!(!input.contains("files given by path"), "{input}");
+    has(
+        input,
+        "- language am (Amharic) misaligned as a whole (whole-language audit): 608 rows; its answer keys agree with the other languages' at chance (at best 27.6% with en, chance 25.3%)",
+    );
+    has(
+        input,
+        "- en international_law in fixtures/afrimmlu/eng.test.tsv misaligned (block audit): 100 rows; agreement 19.0%, chance 28.0%",
+    );
+    has(
+        input,
+        "- ambiguous answer keys, in any domain (answer-key audit): 2 questions x 2 languages = 4 rows",
+    );
+    has(
+        input,
+        "- questions whose answer or numbers differ between languages (consistency audit): 1 question x 2 languages = 2 rows",
+    );
+    insta::assert_snapshot!(input);
+
+    // Without a recorded source (Global-MMLU files given by a plain path) and no exclusion.
+    let mut clean = afrimmlu_manifest();
+    clean.sources.clear();
+    clean.misaligned_files.clear();
+    clean.misaligned_languages.clear();
+    clean.excluded_languages.clear();
+    clean.dropped_ambiguous_key.clear();
+    clean.dropped_inconsistent.clear();
+    clean.domain_scheme = xlt_data::DomainScheme::Study;
+    config.context.as_mut().unwrap().data = Some(xlt_stats::DataContext::from_manifest(&clean));
+    let report = Analysis::new(analysis().grid, &config).report_markdown();
+    let input = input_section(&report);
+    has(
+        input,
+        "Data: files given by path, read as Global-MMLU. Domain scheme: study.",
+    );
+    has(input, "The data audits excluded no row.");
 }

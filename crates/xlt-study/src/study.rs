@@ -1442,7 +1442,7 @@ pub fn prepare_data_in(
 ) -> Result<Prepared, xlt_data::DataError> {
     use xlt_data::{Language, PrepareConfig, Selection, SplitConfig};
     let languages = match languages {
-        Some(list) => Language::parse_list(list)?,
+        Some(list) => Language::parse_list_in(list, &xlt_data::path_languages(sources))?,
         None => Vec::new(),
     };
     let domains = match domains {
@@ -1629,6 +1629,7 @@ pub fn report_context(out: &Path) -> Option<xlt_stats::ReportContext> {
         date: crate::fingerprint::prepared_on(out)
             .unwrap_or_else(|| outcomes_day(&out.join("outcomes"))),
         notes,
+        data: manifest.as_ref().map(xlt_stats::DataContext::from_manifest),
     })
 }
 
