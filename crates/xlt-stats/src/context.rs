@@ -136,21 +136,30 @@ impl DataContext {
                 "duplicate questions",
                 "de-duplication",
             ),
-            (
-                manifest.dropped_unaligned,
-                "questions missing from a language",
-                "alignment",
-            ),
-            (
-                manifest.dropped_inconsistent.len(),
-                "questions whose answer or numbers differ between languages",
-                "consistency audit",
-            ),
         ];
         for (n, what, audit) in counts {
             if n > 0 {
                 excluded.push(ids(n, what, audit));
             }
+        }
+        // An unaligned id is missing from at least one language (those of a misaligned
+        // block, counted above, among them), so its rows are fewer than ids x languages.
+        let n = manifest.dropped_unaligned;
+        if n > 0 {
+            excluded.push(format!(
+                "questions missing from some language (alignment): {n} question{}, dropped in each language that holds {}: fewer than {} rows",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "it" } else { "them" },
+                n * n_languages
+            ));
+        }
+        let n = manifest.dropped_inconsistent.len();
+        if n > 0 {
+            excluded.push(ids(
+                n,
+                "questions whose answer or numbers differ between languages",
+                "consistency audit",
+            ));
         }
         DataContext {
             sources,

@@ -299,6 +299,7 @@ fn afrimmlu_manifest() -> xlt_data::Manifest {
                 languages: vec![Language::English],
             })
             .to_vec(),
+        dropped_unaligned: 3,
         dropped_inconsistent: vec![Inconsistency {
             sample_id: "b/test/3".to_owned(),
             languages: vec![Language::German],
@@ -366,6 +367,10 @@ fn input_names_benchmark_source_scheme_and_what_the_audits_excluded() {
     );
     has(
         input,
+        "- questions missing from some language (alignment): 3 questions, dropped in each language that holds them: fewer than 6 rows",
+    );
+    has(
+        input,
         "- questions whose answer or numbers differ between languages (consistency audit): 1 question x 2 languages = 2 rows",
     );
     insta::assert_snapshot!(input);
@@ -378,6 +383,7 @@ fn input_names_benchmark_source_scheme_and_what_the_audits_excluded() {
     clean.excluded_languages.clear();
     clean.dropped_ambiguous_key.clear();
     clean.dropped_inconsistent.clear();
+    clean.dropped_unaligned = 0;
     clean.domain_scheme = xlt_data::DomainScheme::Study;
     config.context.as_mut().unwrap().data = Some(xlt_stats::DataContext::from_manifest(&clean));
     let report = Analysis::new(analysis().grid, &config).report_markdown();
