@@ -143,7 +143,37 @@ fn unknown_language_fails_before_reading() {
         &["--out", target.to_str().unwrap(), "--languages", "en,qq"],
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown language code `qq`"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown language code `qq`"), "{err}");
+    assert!(!target.exists());
+    // A near miss names the nearest known code and the languages the data has (the
+    // shipped AfriMMLU files), not all 117 codes; an empty list says so plainly.
+    let afrimmlu = format!(
+        "afrimmlu:{}",
+        xlt::fixtures_dir().join("afrimmlu").display()
+    );
+    let t = target.to_str().unwrap();
+    let out = run_example(
+        "prepare",
+        &["--out", t, "--data", &afrimmlu, "--languages", "ig,ibb"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown language code `ibb`; nearest known codes: ig (Igbo); the data has am (Amharic), en (English), ig (Igbo), yo (Yoruba); every known code is listed in docs/DATA.md"),
+        "{err}"
+    );
+    assert!(!err.contains(", zh, zu"), "{err}");
+    let out = run_example(
+        "prepare",
+        &["--out", t, "--data", &afrimmlu, "--languages="],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("languages: the list is empty; name at least one language code"),
+        "{err}"
+    );
     assert!(!target.exists());
 }
 
@@ -157,7 +187,10 @@ fn an_empty_item_in_a_list_is_refused_naming_its_position() {
         let out = run_example("prepare", &["--out", t, flag, list]);
         assert!(!out.status.success(), "{flag} {list} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("item 2 of 3 is empty"), "{flag} {list}: {err}");
+        assert!(
+            err.contains(&format!("item 2 of 3 in `{list}` is empty")) && !err.contains('"'),
+            "{flag} {list}: {err}"
+        );
         assert!(!target.exists());
     }
 }
