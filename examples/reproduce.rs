@@ -75,9 +75,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => done,
     };
+    // A baseline has no instance to count: it says what it is instead.
+    let analysed = if done.analysis.grid.rows.is_empty() {
+        done.analysis.what_was_analysed()
+    } else {
+        format!("{} instances analysed", done.analysis.grid.rows.len())
+    };
     xlt_cli::outln!(
-        "{} instances analysed; {} in {}; {} retries",
-        done.analysis.grid.rows.len(),
+        "{analysed}; {} in {}; {} retries",
         done.files.join(", "),
         out.display(),
         backend.retries.total()
