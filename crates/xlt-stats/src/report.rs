@@ -212,7 +212,12 @@ impl Analysis {
     pub fn new(grid: Grid, config: &AnalysisConfig) -> Analysis {
         let groups = Groups::of(&grid, &config.bootstrap);
         let significance = significance(&grid, config.alpha);
-        let regression = headroom_regression(&grid).map_err(|e| e.to_string());
+        // A fit that cannot be made says why in words, without the error's `model:` prefix.
+        let reason = |e: crate::StatsError| match e {
+            crate::StatsError::Model(why) => why,
+            e => e.to_string(),
+        };
+        let regression = headroom_regression(&grid).map_err(reason);
         let power = significance.as_ref().map(|s| {
             let pairs: Vec<(usize, usize)> = s
                 .rows
@@ -223,7 +228,7 @@ impl Analysis {
         });
         let p_correct = PCorrectAnalysis::new(&grid, &config.bootstrap, config.alpha);
         let distances = pair_distances(&grid);
-        let transfer_regression = transfer_regression(&grid, &distances).map_err(|e| e.to_string());
+        let transfer_regression = transfer_regression(&grid, &distances).map_err(reason);
         Analysis {
             grid,
             groups,
