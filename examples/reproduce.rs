@@ -50,7 +50,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Prepared in memory first: nothing is written if the data or the directory refuses.
     let prepared = args.data.prepare(args.study.seed)?;
     let resource_map = args.data.resource_map()?;
-    eprint!("{}", prepared.summary());
+    // The prepared data's table is shown by the study, unless nothing is left to do.
     let backend = args.study.backend()?;
     let (options, bars) = (args.study.options(), xlt_cli::Bars::new());
     let study = xlt::study::Study::new(&backend, &options, &bars);

@@ -168,22 +168,20 @@ async fn analysis_of_other_outcomes_is_refused_in_an_experiment() {
     std::fs::create_dir_all(&other).unwrap();
     // Its own outcomes: fine.
     xlt_study::check_analysis_dir(&out, &out.join("outcomes"), false).unwrap();
-    // Another's: refused, naming what it would replace.
-    let e = xlt_study::check_analysis_dir(&out, &other, false).unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        msg.contains("analyzed") && msg.contains("elsewhere"),
-        "{msg}"
-    );
-    assert!(msg.contains("--fresh"), "{msg}");
-    // With fresh: still refused, saying that --fresh does not remove an experiment's results.
-    let e = xlt_study::check_analysis_dir(&out, &other, true).unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        msg.contains("takes only the analysis of its own outcomes")
-            && msg.contains("another --out"),
-        "{msg}"
-    );
+    // Another's, with or without fresh: refused by one message that names both and says
+    // one thing (another --out), never "pass --fresh", which is refused too.
+    for fresh in [false, true] {
+        let e = xlt_study::check_analysis_dir(&out, &other, fresh).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, StudyError::Refused(_)), "fresh {fresh}: {msg}");
+        assert!(
+            msg.contains("takes only the analysis of its own outcomes")
+                && msg.contains("elsewhere")
+                && msg.contains("another --out"),
+            "fresh {fresh}: {msg}"
+        );
+        assert!(!msg.contains("pass --fresh"), "fresh {fresh}: {msg}");
+    }
     // An analysis-only directory takes another analysis with fresh, and then the same again.
     let loose = dir.path().join("analysis");
     std::fs::create_dir_all(&loose).unwrap();
@@ -322,4 +320,48 @@ fn letter_scoring_fingerprints_leave_out_what_letters_do_not_use() {
         .check_fingerprint(None, Some(&letters), &exp)
         .unwrap_or_else(|e| panic!("an earlier version's letters fingerprint: {e}"));
     assert_eq!(present(&out), ["scoring", "rotations"]);
+}
+
+/// Records every job event an observer is given.
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<(String, String)>>);
+
+impl xlt_study::Observer for Events {
+    fn job_event(&self, slice: &str, event: &xlt_provider::JobEvent) {
+        let mut seen = self.0.lock().unwrap();
+        seen.push((slice.to_owned(), event.message.clone()));
+    }
+}
+
+/// A job's events are shown once, as they are written: a rerun over jobs that already have
+/// events on disk (a finished job; a killed one resumed from its checkpoint) does not
+/// replay them before what the rerun adds (#26: "resumed at step N" came after the old
+/// steps). The embedded provider stands in for one that trains on this machine.
+#[tokio::test]
+async fn a_rerun_replays_no_earlier_job_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prepared(dir.path());
+    let mut b = backend(&out);
+    b.profile.on_device = true;
+    let options = StudyOptions::new(&out);
+    let tune = TuneSettings::default();
+    let run = || async {
+        let events = Events::default();
+        let study = Study::new(&b, &options, &events);
+        let models = study
+            .run_finetune(&tune, std::future::pending())
+            .await
+            .unwrap();
+        assert_eq!(models.fine_tuned.len(), 2, "{models:?}");
+        events.0.into_inner().unwrap()
+    };
+    let first = run().await;
+    let slices: std::collections::BTreeSet<&str> = first.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        slices,
+        ["en-medical", "yo-medical"].into(),
+        "first run's events: {first:?}"
+    );
+    let again = run().await;
+    assert!(again.is_empty(), "replayed on the rerun: {again:?}");
 }
