@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use xlt_data::{Manifest, write_atomic};
+use xlt_data::Manifest;
 use xlt_provider::{Hyperparameters, LoraSpec, bytes_hash};
 
 use crate::StudyError;
+use crate::atomic::write_atomic;
 use crate::experiment::Experiment;
 
 /// The file a fingerprint is kept in, in the experiment directory.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use xlt_data::{Manifest, write_atomic};
+use xlt_data::Manifest;
 use xlt_grade::{Grader, OutcomeRecord, to_jsonl};
 use xlt_provider::{
     Batch, BatchRunner, BatchStatus, ChatMessage, ChatModel, ChatRequest, ChatResponse,
@@ -17,6 +17,7 @@ use xlt_provider::{
 };
 
 use crate::StudyError;
+use crate::atomic::write_atomic;
 use crate::experiment::{Experiment, read};
 
 /// A fine-tuned model.

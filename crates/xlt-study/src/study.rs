@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use xlt_data::{Manifest, Prepared, write_atomic};
+use xlt_data::{Manifest, Prepared};
 use xlt_grade::Protocol;
 use xlt_provider::{
     Cached, ChatModel, FineTuneJob, FineTuneSpec, Hyperparameters, JobEvent, JobLedger, JobStatus,
@@ -17,6 +17,7 @@ use xlt_provider::{
 };
 use xlt_stats::{Analysis, AnalysisConfig};
 
+use crate::atomic::write_atomic;
 use crate::backend::{Backend, LoraSupport};
 use crate::fingerprint::{Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, RunSettings};
 use crate::run::{BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile};

@@ -365,3 +365,51 @@ async fn a_rerun_replays_no_earlier_job_events() {
     let again = run().await;
     assert!(again.is_empty(), "replayed on the rerun: {again:?}");
 }
+
+/// A `kill -9` between a write and its rename (the ledger's, an outcome file's) leaves a
+/// `.xlt-tmp-*` file in `--out`; the next run that opens the experiment removes it (once a
+/// minute old: a younger one may be a live process's write), and nothing of another name.
+#[test]
+fn opening_an_experiment_sweeps_what_a_killed_run_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prepared(dir.path());
+    let old = std::time::SystemTime::now() - 2 * xlt_provider::STALE_TEMP_AGE;
+    let make = |rel: &str, stale: bool| {
+        let p = out.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&p).unwrap();
+        if stale {
+            f.set_modified(old).unwrap();
+        }
+        p
+    };
+    let left = [
+        make(".xlt-tmp-Ab12Cd", true),
+        make("outcomes/.xlt-tmp-Ef34Gh", true),
+        make("cache/offline/ab/.xlt-tmp-Ij56Kl", true),
+    ];
+    let kept = [
+        make(".xlt-tmp-live01", false),
+        make(".tmpAb12Cd", true),
+        make("notes.txt", true),
+    ];
+    xlt_study::Experiment::open(&out).unwrap();
+    for p in &left {
+        assert!(!p.exists(), "not swept: {}", p.display());
+    }
+    for p in &kept {
+        assert!(p.exists(), "removed: {}", p.display());
+    }
+    // What the study wrote itself (fingerprint.json) went through such a file, renamed:
+    // the only one left is the live one.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "fingerprint.json"), "{names:?}");
+    let temporary: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with(".xlt-tmp-"))
+        .collect();
+    assert_eq!(temporary, [".xlt-tmp-live01"], "{names:?}");
+}
