@@ -373,7 +373,7 @@ pub(crate) fn write_fingerprint(
         .insert(PREPARED_ON_KEY.to_owned(), day.into());
     let mut json = serde_json::to_string_pretty(&value).expect("serializes");
     json.push('\n');
-    write_atomic(&dir.join(FINGERPRINT_FILE), json.as_bytes()).map_err(StudyError::from)
+    write_atomic(&dir.join(FINGERPRINT_FILE), json.as_bytes())
 }
 
 /// The UTC day of `time`, as `2026-12-07` (Howard Hinnant's days-to-civil).

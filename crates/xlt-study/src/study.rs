@@ -270,7 +270,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), StudyError> {
     let text = serde_json::to_string_pretty(value).expect("serializes") + "\n";
-    Ok(write_atomic(path, text.as_bytes())?)
+    write_atomic(path, text.as_bytes())
 }
 
 /// Runs `work` unless `cancel` resolves first; then fails with [`StudyError::Interrupted`]
