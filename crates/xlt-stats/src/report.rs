@@ -726,7 +726,7 @@ impl Analysis {
     /// What the analysis rests on, in one sentence without a full stop, for the report's
     /// head and a program's last line: `4 evaluation instances: 2 fine-tuned models x 2 test
     /// sets, gains over the base model in percentage points`, or for a baseline study
-    /// `a baseline: no model was fine-tuned, the base model on 2 test sets (22 questions),
+    /// `A baseline: no model was fine-tuned, the base model on 2 test sets (22 questions),
     /// so there are no gains`.
     pub fn what_was_analysed(&self) -> String {
         if self.base_only() {
@@ -1341,9 +1341,7 @@ impl Analysis {
             .filter(|p| !p.is_empty());
         let _ = writeln!(
             out,
-            "## Baseline: no model was fine-tuned
-
-Only the base model was evaluated, so there are no gains: the sections on gains, intervals, replicates, regressions, significance and power are left out. The base model's accuracy on each test set and pooled over them (\"all\"){}:\n",
+            "## Baseline: no model was fine-tuned\n\nOnly the base model was evaluated, so there are no gains: the sections on gains, intervals, replicates, regressions, significance and power are left out. The base model's accuracy on each test set and pooled over them (\"all\"){}:\n",
             if p_correct.is_some() {
                 ", with its mean p(correct) (the correct letter's probability renormalized over A-D, averaged over option rotations when there were several; chance is 25%)"
             } else {
