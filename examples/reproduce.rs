@@ -50,7 +50,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Prepared in memory first: nothing is written if the data or the directory refuses.
     let prepared = args.data.prepare(args.study.seed)?;
     let resource_map = args.data.resource_map()?;
-    eprint!("{}", prepared.summary());
+    // The prepared data's table is shown by the study, unless nothing is left to do.
     let backend = args.study.backend()?;
     let (options, bars) = (args.study.options(), xlt_cli::Bars::new());
     let study = xlt::study::Study::new(&backend, &options, &bars);
@@ -75,9 +75,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => done,
     };
+    // A baseline has no instance to count: it says what it is instead.
+    let analysed = if done.analysis.grid.rows.is_empty() {
+        done.analysis.what_was_analysed()
+    } else {
+        format!("{} instances analysed", done.analysis.grid.rows.len())
+    };
     xlt_cli::outln!(
-        "{} instances analysed; {} in {}; {} retries",
-        done.analysis.grid.rows.len(),
+        "{analysed}; {} in {}; {} retries",
         done.files.join(", "),
         out.display(),
         backend.retries.total()

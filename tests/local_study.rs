@@ -470,6 +470,12 @@ fn ctrl_c_during_training_marks_the_job_interrupted_and_a_rerun_resumes_it() {
     let err = String::from_utf8_lossy(&resumed.stderr);
     assert!(err.contains(": resumed at step "), "{err}");
     assert!(err.contains(": step "), "no step line: {err}");
+    // Where it resumed, then only new steps: the killed run's steps are not replayed.
+    let resumed_at = err.find(": resumed at step ").unwrap();
+    assert!(
+        !err[..resumed_at].contains(": step "),
+        "steps replayed before the resume: {err}"
+    );
     assert!(!resumed.stderr.contains(&0x1b), "escape codes: {err}");
     assert_eq!(job_dirs(&out).len(), 2, "a job was created twice");
 }

@@ -213,3 +213,20 @@ fn a_rerun_with_another_replicate_count_stops_on_the_fingerprint() {
         "N = 1 keeps the slice labels"
     );
 }
+
+/// A baseline study (`--train-slices none`) fine-tunes nothing: `--replicates 3` with it is
+/// refused naming both flags, before anything is written.
+#[test]
+fn replicates_of_a_baseline_study_are_refused_naming_both_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let a = small_experiment(&out, &["--replicates", "3", "--train-slices", "none"]);
+    let o = run_example("reproduce", &a);
+    assert!(!o.status.success(), "{}", describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--replicates 3") && err.contains("--train-slices none"),
+        "{err}"
+    );
+    assert!(!out.exists(), "the refused run left {}", out.display());
+}

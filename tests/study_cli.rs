@@ -59,6 +59,21 @@ fn evaluate_with_another_base_model_leaves_nothing_stale() {
     assert_eq!(count_files(&out.join("outcomes")), 3);
 }
 
+/// `analyze` of other outcomes into an experiment is refused, with or without `--fresh`, by
+/// a message that says one thing: write to another `--out` (never "pass --fresh", which
+/// would be refused too).
+fn assert_refused_into_an_experiment(o: &std::process::Output) {
+    assert!(!o.status.success(), "{}", describe(o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("holds an experiment"), "{err}");
+    assert!(err.contains("to another --out"), "{err}");
+    assert!(!err.contains("pass --fresh"), "contradicts itself: {err}");
+    assert!(
+        !err.contains("different experiment"),
+        "contradicts itself: {err}"
+    );
+}
+
 /// `analyze` cannot replace a finished study's analysis with another experiment's:
 /// refused naming what differs, written with `--fresh`; `--outcomes <exp>/outcomes`
 /// without `--out` writes into that experiment; loose outcomes need `--out`. The progress
@@ -74,14 +89,21 @@ fn analyze_into_an_experiment_checks_what_is_there() {
     let again = run_example("reproduce", &small_experiment(&out, &["--grader", "regex"]));
     assert!(again.status.success(), "{}", describe(&again));
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(err.contains("nothing left to do"), "{err}");
-    assert!(!err.contains("fine-tuning jobs"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains("nothing left to do"),
+        "not one line:\n{err}"
+    );
+    assert!(
+        !err.contains("fine-tuning jobs") && !err.contains("train tokens"),
+        "{err}"
+    );
     let report = std::fs::read(out.join("report.md")).unwrap();
     let d = out.to_str().unwrap();
     let other = root().join("fixtures/stats/outcomes");
     let other = other.to_str().unwrap();
     let o = run_example("analyze", &["--out", d, "--outcomes", other]);
-    assert_stopped_for_change(&o, "analyzed");
+    assert_refused_into_an_experiment(&o);
     assert_eq!(std::fs::read(out.join("report.md")).unwrap(), report);
     // Its own outcomes, no --out: into the experiment.
     let own = out.join("outcomes");
@@ -101,7 +123,7 @@ fn analyze_into_an_experiment_checks_what_is_there() {
     // another experiment's: refused, nothing touched.
     let before = snapshot_dir(&out);
     let o = run_example("analyze", &["--out", d, "--outcomes", other, "--fresh"]);
-    assert_stopped_for_change(&o, "holds an experiment");
+    assert_refused_into_an_experiment(&o);
     assert!(
         snapshot_dir(&out) == before,
         "analyze --fresh changed the experiment"

@@ -62,7 +62,9 @@ pub use retry::{Retry, RetryCounter, RetryPolicy};
 pub use routes::ServedRoutes;
 pub use run::{Progress, RunOptions, run_chat};
 pub use secret::Secret;
-pub use store::{bytes_hash, stable_hash};
+pub use store::{
+    STALE_TEMP_AGE, TEMP_PREFIX, bytes_hash, stable_hash, sweep_temp_files, tempfile_with_umask,
+};
 pub use traits::{
     BatchRunner, ChatModel, FineTuner, ModelServer, ServeState, Served, WaitOptions, wait_for_job,
 };

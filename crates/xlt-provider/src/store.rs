@@ -43,11 +43,17 @@ pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), ProviderErr
     write(path, bytes, true)
 }
 
-/// A temporary file in `dir` created with the mode any new file gets (0o666 less the
-/// process's umask: 0o644 under umask 022), not `tempfile`'s owner-only 0o600, so that the
-/// file it is renamed to is as readable as any tool's output.
-fn tempfile_with_umask(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+/// The name prefix of every temporary file written before a rename (`.xlt-tmp-a1B2c3`), so
+/// that a process killed between the two (`kill -9`) leaves a file that a later run
+/// recognises as its own and removes ([`sweep_temp_files`]), and no other tool's.
+pub const TEMP_PREFIX: &str = ".xlt-tmp-";
+
+/// A temporary file in `dir` named [`TEMP_PREFIX`]..., created with the mode any new file
+/// gets (0o666 less the process's umask: 0o644 under umask 022), not `tempfile`'s
+/// owner-only 0o600, so that the file it is renamed to is as readable as any tool's output.
+pub fn tempfile_with_umask(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -68,9 +74,90 @@ fn write(path: &Path, bytes: &[u8], sync: bool) -> Result<(), ProviderError> {
     Ok(())
 }
 
+/// How old a temporary file must be before [`sweep_temp_files`] removes it: a file younger
+/// than this may be another live process's write in progress.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the temporary files ([`TEMP_PREFIX`]) under `dir`, at any depth, that are older
+/// than [`STALE_TEMP_AGE`]: what a process killed between writing and renaming left. Files
+/// of any other name, and symbolic links, are never touched; what cannot be read or
+/// removed is skipped. Returns the paths removed.
+pub fn sweep_temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file()
+                && entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= STALE_TEMP_AGE)
+                && std::fs::remove_file(&path).is_ok()
+            {
+                removed.push(path);
+            }
+        }
+    }
+    removed.sort();
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A temporary file carries the prefix; the sweep removes only stale files with it.
+    #[test]
+    fn the_sweep_removes_only_our_stale_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile_with_umask(dir.path()).unwrap();
+        let name = tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with(TEMP_PREFIX), "{name}");
+        let old = std::time::SystemTime::now() - 2 * STALE_TEMP_AGE;
+        let make = |rel: &str, stale: bool| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let f = std::fs::File::create(&p).unwrap();
+            if stale {
+                f.set_modified(old).unwrap();
+            }
+            p
+        };
+        let ours = make(".xlt-tmp-AbC123", true);
+        let nested = make("cache/ab/.xlt-tmp-XyZ789", true);
+        let live = make(".xlt-tmp-live00", false);
+        let theirs = make(".tmpAbC123", true);
+        let kept = make("ledger.json", true);
+        let removed = sweep_temp_files(dir.path());
+        assert_eq!(removed, vec![ours.clone(), nested.clone()]);
+        for (p, exists) in [
+            (&ours, false),
+            (&nested, false),
+            (&live, true),
+            (&theirs, true),
+            (&kept, true),
+            (&tmp.path().to_owned(), true),
+        ] {
+            assert_eq!(p.exists(), exists, "{}", p.display());
+        }
+    }
 
     /// A written file has the mode `File::create` gives a new file in the same directory
     /// (the process's umask: 0o644 under umask 022), not `tempfile`'s 0o600.

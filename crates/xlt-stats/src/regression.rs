@@ -98,10 +98,12 @@ pub fn headroom_regression(grid: &Grid) -> Result<HeadroomRegression, StatsError
     let (models, tests) = (distinct(&first), distinct(&second));
     let k = names.len();
     if keep.len() < MIN_INSTANCES_PER_TERM * k || models.min(tests) < MIN_REGRESSION_CLUSTERS {
-        return Err(StatsError::Model(format!(
-            "too few instances: {} instances ({models} models x {tests} test sets) for {k} terms; the fit needs at least {} instances ({MIN_INSTANCES_PER_TERM} per term) and {MIN_REGRESSION_CLUSTERS} models and {MIN_REGRESSION_CLUSTERS} test sets",
+        return Err(StatsError::Model(too_few(
             keep.len(),
-            MIN_INSTANCES_PER_TERM * k
+            "fine-tuned models",
+            models,
+            tests,
+            k,
         )));
     }
     let fit = TwoWayOls::fit(&x, &y, &names, &first, &second)?;
@@ -110,14 +112,43 @@ pub fn headroom_regression(grid: &Grid) -> Result<HeadroomRegression, StatsError
         .iter()
         .find(|c| !(c.se.is_finite() && c.se > 0.0))
     {
-        return Err(StatsError::Model(format!(
-            "too few instances: the standard error of `{}` is {} (the instances fit exactly)",
-            c.name, c.se
-        )));
+        return Err(StatsError::Model(fits_exactly(&c.name, c.se, keep.len())));
     }
     Ok(HeadroomRegression {
         fit,
         base_accuracy_centre: centre,
         left_out,
     })
+}
+
+/// Why a regression with `k` terms cannot be fitted on `instances` instances from `first`
+/// `units` (fine-tuned models, training slices) x `tests` test sets, in plain words: what it
+/// has, what it needs ([`MIN_INSTANCES_PER_TERM`] instances per term,
+/// [`MIN_REGRESSION_CLUSTERS`] of each cluster), and the smallest selection of
+/// language-domain slices, each fine-tuned and tested, that gives enough (the grid's rows
+/// per (slice, test set), seed replicates, counted as they are).
+pub(crate) fn too_few(
+    instances: usize,
+    units: &str,
+    first: usize,
+    tests: usize,
+    k: usize,
+) -> String {
+    let need = MIN_INSTANCES_PER_TERM * k;
+    let per_cell = (instances as f64 / (first * tests).max(1) as f64).max(1.0);
+    let slices = (MIN_REGRESSION_CLUSTERS..)
+        .find(|&m| (m * m) as f64 * per_cell >= need as f64)
+        .expect("a large enough selection");
+    format!(
+        "too few instances: its {k} terms need at least {need} instances ({MIN_INSTANCES_PER_TERM} per term) from at least {MIN_REGRESSION_CLUSTERS} {units} and {MIN_REGRESSION_CLUSTERS} test sets, and it has {instances} instances from {first} {units} x {tests} test sets; a selection of at least {slices} language-domain slices, each fine-tuned and tested, gives enough (for example {slices} languages in one domain, or {} languages in two domains: --languages, --domains; with --train-slices, name at least {slices})",
+        slices.div_ceil(2)
+    )
+}
+
+/// Why a fit whose standard error of `term` is `se` (zero: `instances` instances fit
+/// exactly) gives no interval, in plain words.
+pub(crate) fn fits_exactly(term: &str, se: f64, instances: usize) -> String {
+    format!(
+        "too few instances: the {instances} instances fit exactly (the standard error of `{term}` is {se}), so nothing is left to estimate an interval from; more languages or domains (more slices and test sets) give it residual variation"
+    )
 }

@@ -212,7 +212,12 @@ impl Analysis {
     pub fn new(grid: Grid, config: &AnalysisConfig) -> Analysis {
         let groups = Groups::of(&grid, &config.bootstrap);
         let significance = significance(&grid, config.alpha);
-        let regression = headroom_regression(&grid).map_err(|e| e.to_string());
+        // A fit that cannot be made says why in words, without the error's `model:` prefix.
+        let reason = |e: crate::StatsError| match e {
+            crate::StatsError::Model(why) => why,
+            e => e.to_string(),
+        };
+        let regression = headroom_regression(&grid).map_err(reason);
         let power = significance.as_ref().map(|s| {
             let pairs: Vec<(usize, usize)> = s
                 .rows
@@ -223,7 +228,7 @@ impl Analysis {
         });
         let p_correct = PCorrectAnalysis::new(&grid, &config.bootstrap, config.alpha);
         let distances = pair_distances(&grid);
-        let transfer_regression = transfer_regression(&grid, &distances).map_err(|e| e.to_string());
+        let transfer_regression = transfer_regression(&grid, &distances).map_err(reason);
         Analysis {
             grid,
             groups,
@@ -469,6 +474,10 @@ impl Analysis {
     }
 
     fn section_replicates(&self, out: &mut String) {
+        // A baseline fine-tuned nothing: no replicate to estimate or to advise.
+        if self.base_only() {
+            return;
+        }
         self.replicates().section(out);
     }
 
@@ -711,13 +720,35 @@ impl Analysis {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "{} evaluation instances: {} fine-tuned models x {} test sets, gains over the base model in percentage points.\n",
+        let _ = writeln!(out, "{}.\n", self.what_was_analysed());
+    }
+
+    /// What the analysis rests on, in one sentence without a full stop, for the report's
+    /// head and a program's last line: `4 evaluation instances: 2 fine-tuned models x 2 test
+    /// sets, gains over the base model in percentage points`, or for a baseline study
+    /// `A baseline: no model was fine-tuned, the base model on 2 test sets (22 questions),
+    /// so there are no gains`.
+    pub fn what_was_analysed(&self) -> String {
+        if self.base_only() {
+            let questions = self
+                .grid
+                .answers
+                .iter()
+                .find(|a| a.source.is_none())
+                .map(|a| a.total().1)
+                .filter(|&n| n > 0)
+                .map_or_else(String::new, |n| format!(" ({n} questions)"));
+            return format!(
+                "A baseline: no model was fine-tuned, the base model on {} test sets{questions}, so there are no gains",
+                self.grid.base.len()
+            );
+        }
+        format!(
+            "{} evaluation instances: {} fine-tuned models x {} test sets, gains over the base model in percentage points",
             self.grid.rows.len(),
             self.models().len(),
             self.test_sets().len()
-        );
+        )
     }
 
     /// Accuracy of every model on every test set, with question counts and the test
@@ -1104,7 +1135,10 @@ impl Analysis {
             );
         }
         if self.grid.rows.is_empty() {
-            let _ = writeln!(out, "No fine-tuned model was evaluated: no gain to report.");
+            let _ = writeln!(
+                out,
+                "No model was fine-tuned (a baseline): no gain to report."
+            );
             return out;
         }
         let types: Vec<String> = self
@@ -1314,52 +1348,68 @@ impl Analysis {
         self.grid.rows.is_empty() && !self.grid.base.is_empty()
     }
 
-    /// Outcomes of the base model alone (a study that evaluated but fine-tuned nothing, as
-    /// `--provider local` does until local fine-tuning is wired in): its accuracy on each
-    /// test set is the whole result, so it is reported rather than an empty analysis.
+    /// Outcomes of the base model alone (a baseline study, `--train-slices none`): no model
+    /// was fine-tuned, so there is no gain; the base model's accuracy on each test set and
+    /// pooled over them, with the number of questions (and its mean `p_correct` where
+    /// letters were scored), is the whole result.
     fn section_base_only(&self, out: &mut String) {
-        if !self.grid.rows.is_empty() || self.grid.base.is_empty() {
+        if !self.base_only() {
             return;
         }
-        let p_correct = self
-            .grid
-            .answers
-            .iter()
-            .find(|a| a.source.is_none())
+        let base = self.grid.answers.iter().find(|a| a.source.is_none());
+        let p_correct = base
             .map(|a| a.p_correct.as_slice())
             .filter(|p| !p.is_empty());
-        let Some(p_correct) = p_correct else {
-            let _ = writeln!(
-                out,
-                "## Base model only\n\nNo fine-tuned model's outcomes were found, so there is no gain to analyse (the sections on gains, intervals, significance and power are left out); the base model's accuracy on each test set:\n\n| test set | accuracy (%) |\n|---|---:|"
-            );
-            for (t, a) in &self.grid.base {
-                let _ = writeln!(out, "| {t} | {:.1} |", 100.0 * a);
-            }
-            let _ = writeln!(out);
-            return;
-        };
-        // A baseline study (`--train-slices none`) with letter scoring: accuracy and the
-        // continuous outcome side by side.
         let _ = writeln!(
             out,
-            "## Base model only\n\nA baseline: no fine-tuned model was evaluated, so there are no gains (the sections on gains, intervals, significance and power are left out). The base model's accuracy and mean p(correct) (the correct letter's probability renormalized over A-D, averaged over option rotations when there were several; chance is 25%) on each test set, over n questions:\n\n| test set | n | accuracy (%) | mean p(correct) (%) |\n|---|---:|---:|---:|"
+            "## Baseline: no model was fine-tuned\n\nOnly the base model was evaluated, so there are no gains: the sections on gains, intervals, replicates, regressions, significance and power are left out. The base model's accuracy on each test set and pooled over them (\"all\"){}:\n",
+            if p_correct.is_some() {
+                ", with its mean p(correct) (the correct letter's probability renormalized over A-D, averaged over option rotations when there were several; chance is 25%)"
+            } else {
+                ""
+            }
         );
-        let accuracy = |t: &Slice| self.grid.base.iter().find(|(s, _)| s == t).map(|(_, a)| *a);
-        for p in p_correct {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {:.1} |",
-                p.test_set,
-                p.n,
-                accuracy(&p.test_set)
-                    .map_or_else(|| "—".to_owned(), |a| format!("{:.1}", 100.0 * a)),
-                100.0 * p.mean
-            );
+        let tally = |t: &Slice| base.and_then(|a| a.by_test_set.iter().find(|x| x.test_set == *t));
+        let mean_p = |t: &Slice| p_correct.and_then(|p| p.iter().find(|x| x.test_set == *t));
+        let _ = writeln!(
+            out,
+            "| test set | n | accuracy (%) |{}\n|---|---:|---:|{}",
+            if p_correct.is_some() {
+                " mean p(correct) (%) |"
+            } else {
+                ""
+            },
+            if p_correct.is_some() { "---:|" } else { "" }
+        );
+        let pct =
+            |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{:.1}", 100.0 * x));
+        for (t, accuracy) in &self.grid.base {
+            let n = tally(t).map_or_else(|| "n/a".to_owned(), |x| x.n.to_string());
+            let p = if p_correct.is_some() {
+                format!(" {} |", pct(mean_p(t).map(|x| x.mean)))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "| {t} | {n} | {:.1} |{p}", 100.0 * accuracy);
         }
-        let n: usize = p_correct.iter().map(|p| p.n).sum();
-        let pooled = p_correct.iter().map(|p| p.mean * p.n as f64).sum::<f64>() / n.max(1) as f64;
-        let _ = writeln!(out, "| all | {n} | | {:.1} |\n", 100.0 * pooled);
+        // Pooled over questions where they are counted, else the mean over test sets.
+        let (n, accuracy) = match base.map(ModelAnswers::total) {
+            Some((correct, n)) if n > 0 => (n.to_string(), correct as f64 / n as f64),
+            _ => (
+                "n/a".to_owned(),
+                self.grid.base.iter().map(|(_, a)| a).sum::<f64>()
+                    / self.grid.base.len().max(1) as f64,
+            ),
+        };
+        let p = match p_correct {
+            Some(p) => {
+                let n: usize = p.iter().map(|x| x.n).sum();
+                let pooled = p.iter().map(|x| x.mean * x.n as f64).sum::<f64>() / n.max(1) as f64;
+                format!(" {:.1} |", 100.0 * pooled)
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(out, "| all | {n} | {:.1} |{p}\n", 100.0 * accuracy);
     }
 
     fn section_intervals(&self, out: &mut String) {
@@ -1810,19 +1860,52 @@ impl Analysis {
     /// The heatmaps, as (file name, SVG): `accuracy.svg`, `gain.svg`, `domain_transfer.svg`,
     /// `language_transfer.svg`. Rows (models, by training slice) and columns (test sets) are
     /// in the same (language, domain) order, so that with a model for every test set the
-    /// diagonal is in-domain. Each cell is annotated with what it rests on: questions
-    /// (outcomes) in the first two, instances in the last two; a cell resting on fewer than
+    /// diagonal is in-domain. A slice's seed replicates are one row, each cell their mean.
+    /// Each cell is annotated with what it rests on: questions (outcomes: the test set's,
+    /// not replicates x questions) in the first two, (slice, test set) instances in the last
+    /// two, each slice's replicates counted once; a cell resting on fewer than
     /// [`MIN_QUESTIONS`] questions, or [`MIN_HEATMAP_INSTANCES`] instances, is grey and says
     /// `too few`, and the colour scale covers only the other cells.
     pub fn heatmaps(&self) -> Vec<(String, String)> {
-        let models = self.models();
+        // One row per training slice: the seed replicates of a slice (`<slice>#k`) are one
+        // row, each cell the mean of their accuracies (gains) on the test set and resting on
+        // the test set's questions, not on replicates x questions.
+        let mut models: Vec<(String, Slice, usize)> = Vec::new();
+        for (m, source) in self.models() {
+            let slice = crate::split_label(&m)
+                .map_or(m.as_str(), |(s, _)| s)
+                .to_owned();
+            match models
+                .iter_mut()
+                .find(|(l, s, _)| *l == slice && *s == source)
+            {
+                Some(row) => row.2 += 1,
+                None => models.push((slice, source, 1)),
+            }
+        }
         let sets = self.test_sets();
         let counts = self.grid.question_counts();
-        let lookup = |m: &str, t: Slice| {
-            self.grid
-                .rows
-                .iter()
-                .position(|r| r.model == m && r.target == t)
+        // The rows of (slice, test set): every replicate's.
+        let lookup = |m: &str, source: Slice, t: Slice| -> Option<Vec<usize>> {
+            let idx: Vec<usize> = (0..self.grid.rows.len())
+                .filter(|&i| {
+                    let r = &self.grid.rows[i];
+                    r.source == source
+                        && r.target == t
+                        && crate::split_label(&r.model).map_or(r.model.as_str(), |(s, _)| s) == m
+                })
+                .collect();
+            (!idx.is_empty()).then_some(idx)
+        };
+        let mean = |idx: &[usize], f: fn(&crate::grid::GridRow) -> f64| {
+            idx.iter().map(|&i| f(&self.grid.rows[i])).sum::<f64>() / idx.len() as f64
+        };
+        let label = |slice: &str, replicates: usize| {
+            if replicates > 1 {
+                format!("{slice} (mean of {replicates})")
+            } else {
+                slice.to_owned()
+            }
         };
         let sizes = self.test_set_sizes();
         let mut acc_rows = vec!["Base".to_owned()];
@@ -1837,22 +1920,27 @@ impl Analysis {
                 .collect::<Vec<_>>(),
         ];
         let mut gain_vals = Vec::new();
-        for (m, _) in &models {
-            let idx: Vec<Option<usize>> = sets.iter().map(|t| lookup(m, *t)).collect();
-            acc_rows.push(m.clone());
+        for (m, source, replicates) in &models {
+            let idx: Vec<Option<Vec<usize>>> =
+                sets.iter().map(|t| lookup(m, *source, *t)).collect();
+            acc_rows.push(label(m, *replicates));
             acc_vals.push(
                 idx.iter()
-                    .map(|i| i.map(|i| self.grid.rows[i].accuracy))
+                    .map(|i| i.as_ref().map(|i| mean(i, |r| r.accuracy)))
                     .collect(),
             );
             gain_vals.push(
                 idx.iter()
-                    .map(|i| i.map(|i| self.grid.rows[i].gain))
+                    .map(|i| i.as_ref().map(|i| mean(i, |r| r.gain)))
                     .collect::<Vec<_>>(),
             );
+            // The questions of the test set: every replicate answered the same ones.
             n_vals.push(
                 idx.iter()
-                    .map(|i| i.and_then(|i| counts.as_ref().map(|c| c[i])))
+                    .map(|i| {
+                        let c = counts.as_ref()?;
+                        i.as_ref()?.iter().map(|&i| c[i]).max()
+                    })
                     .collect(),
             );
         }
@@ -1875,7 +1963,7 @@ impl Analysis {
             title: "Gain over the base model (percentage points)".to_owned(),
             row_axis: "model (fine-tuning slice)".to_owned(),
             col_axis: "test set".to_owned(),
-            rows: models.iter().map(|(m, _)| m.clone()).collect(),
+            rows: models.iter().map(|(m, _, k)| label(m, *k)).collect(),
             cols,
             scale: ColorScale::diverging_for(&gain_vals),
             values: gain_vals,
@@ -1887,7 +1975,24 @@ impl Analysis {
         // The scale covers only the cells that are coloured, so that a cell resting on too
         // few questions cannot saturate it.
         gain.scale = ColorScale::diverging_for(&gain.shown_values());
-        let pair_map = |groups: &BTreeMap<String, Summary>, title: &str, axis: &str| {
+        // What a pair cell rests on: its (training slice, test set) instances, the replicates
+        // of a slice counted once (its mean weighs them equally when every slice has as
+        // many).
+        let (slice_ids, test_ids) = crate::transfer::slice_and_test_ids(&self.grid);
+        let instances = |grouping: crate::Grouping| -> BTreeMap<String, usize> {
+            crate::summary::members(&self.grid, grouping)
+                .into_iter()
+                .map(|(k, idx)| {
+                    let cells: std::collections::BTreeSet<(usize, usize)> =
+                        idx.iter().map(|&i| (slice_ids[i], test_ids[i])).collect();
+                    (k, cells.len())
+                })
+                .collect()
+        };
+        let pair_map = |groups: &BTreeMap<String, Summary>,
+                        instances: BTreeMap<String, usize>,
+                        title: &str,
+                        axis: &str| {
             let mut src: Vec<String> = Vec::new();
             let mut dst: Vec<String> = Vec::new();
             for k in groups.keys() {
@@ -1912,7 +2017,11 @@ impl Analysis {
                 .collect();
             let counts: Vec<Vec<Option<usize>>> = src
                 .iter()
-                .map(|a| dst.iter().map(|b| cell(a, b).map(|s| s.n)).collect())
+                .map(|a| {
+                    dst.iter()
+                        .map(|b| instances.get(&format!("{a}->{b}")).copied())
+                        .collect()
+                })
                 .collect();
             let mut map = Heatmap {
                 title: title.to_owned(),
@@ -1932,11 +2041,13 @@ impl Analysis {
         };
         let domain = pair_map(
             &self.groups.domain_matrix,
+            instances(crate::Grouping::Domains),
             "Mean gain by domain (pp; n instances)",
             "domain",
         );
         let language = pair_map(
             &self.groups.language_matrix,
+            instances(crate::Grouping::Languages),
             "Mean gain by language (pp; n instances)",
             "language",
         );

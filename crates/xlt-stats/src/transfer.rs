@@ -152,10 +152,12 @@ pub fn transfer_regression(
     let (g1, g2) = (distinct(&first), distinct(&second));
     let k = names.len();
     if keep.len() < MIN_INSTANCES_PER_TERM * k || g1.min(g2) < MIN_REGRESSION_CLUSTERS {
-        return Err(StatsError::Model(format!(
-            "too few instances: {} instances ({g1} slices x {g2} test sets) for {k} terms; the fit needs at least {} instances ({MIN_INSTANCES_PER_TERM} per term) and {MIN_REGRESSION_CLUSTERS} slices and {MIN_REGRESSION_CLUSTERS} test sets",
+        return Err(StatsError::Model(crate::regression::too_few(
             keep.len(),
-            MIN_INSTANCES_PER_TERM * k
+            "training slices",
+            g1,
+            g2,
+            k,
         )));
     }
     let fit = TwoWayOls::fit(&x, &y, &names, &first, &second)?;
@@ -164,9 +166,10 @@ pub fn transfer_regression(
         .iter()
         .find(|c| !(c.se.is_finite() && c.se > 0.0))
     {
-        return Err(StatsError::Model(format!(
-            "too few instances: the standard error of `{}` is {} (the instances fit exactly)",
-            c.name, c.se
+        return Err(StatsError::Model(crate::regression::fits_exactly(
+            &c.name,
+            c.se,
+            keep.len(),
         )));
     }
     Ok(TransferRegression {

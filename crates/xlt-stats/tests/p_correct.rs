@@ -447,9 +447,25 @@ fn a_baseline_reports_the_base_models_mean_p_correct_per_test_set() {
     let a = analysis(grid, 50);
     let report = a.report_markdown();
     let summary = a.summary_json();
-    assert!(report.contains("## Base model only"), "{report}");
+    assert!(
+        report.contains("## Baseline: no model was fine-tuned"),
+        "{report}"
+    );
     assert!(report.contains("so there are no gains"), "{report}");
+    // The pooled row has the base model's accuracy over every question, not a blank.
+    let (right, asked) = correct
+        .values()
+        .fold((0, 0), |(c, n), (ci, ni)| (c + ci, n + ni));
+    let pooled = format!(
+        "| all | {asked} | {:.1} |",
+        100.0 * right as f64 / asked as f64
+    );
+    println!("pooled: {right} of {asked}; looking for `{pooled}`");
+    assert!(report.contains(&pooled), "no `{pooled}` in:\n{report}");
     for absent in [
+        "## Fine-tuning noise",
+        "--replicates",
+        "0 evaluation instances",
         "## Gains",
         "## Intervals",
         "## Significance",

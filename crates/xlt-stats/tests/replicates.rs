@@ -280,3 +280,71 @@ fn replicates_do_not_narrow_slice_clustered_intervals() {
         "by model, replicates narrow it: {n5} vs {n1}"
     );
 }
+
+/// The texts of an SVG's `<text>` elements, in document order.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .map(|t| {
+            let rest = t.split_once('>').unwrap().1;
+            rest.split("</text>").next().unwrap().trim().to_owned()
+        })
+        .collect()
+}
+
+/// A heatmap cell is a slice x test set, whatever the replicates (#24, #26): the gain map
+/// has one row per slice whose cells are the mean over its replicates, resting on the test
+/// set's questions (not replicates x questions), and a language-pair cell counts each
+/// (slice, test set) instance once, so that three replicates of one instance stay "too
+/// few" (fewer than 3 instances) as one fine-tune does.
+#[test]
+fn heatmap_cells_count_a_slices_replicates_once() {
+    let stem = |l: &str| Slice {
+        domain: Domain::Stem,
+        language: l.parse::<Language>().unwrap(),
+    };
+    let tests = [stem("en"), stem("ig")];
+    // One slice, three replicates: gains 0, 10, 20 on both test sets (mean 10).
+    let gains = vec![vec![vec![0.0, 0.0], vec![10.0, 10.0], vec![20.0, 20.0]]];
+    let mut g = grid(&[stem("en")], &tests, &gains);
+    // 40 questions per test set, answered by every replicate.
+    g.paired = Some(
+        g.rows
+            .iter()
+            .map(|r| {
+                let right = (r.accuracy * 40.0).round() as usize;
+                xlt_stats::Paired {
+                    ids: (0..40).map(|i| format!("s/test/{i}")).collect(),
+                    base: (0..40).map(|i| i < 20).collect(),
+                    model: (0..40).map(|i| i < right).collect(),
+                    p_base: Vec::new(),
+                    p_model: Vec::new(),
+                }
+            })
+            .collect(),
+    );
+    let analysis = xlt_stats::Analysis::new(g, &xlt_stats::AnalysisConfig::default());
+    let maps = analysis.heatmaps();
+    let gain = svg_texts(&maps[1].1);
+    println!("gain.svg: {gain:?}");
+    let row = gain
+        .iter()
+        .position(|t| t == "STEM en (mean of 3)")
+        .unwrap_or_else(|| panic!("no row for the slice in {gain:?}"));
+    assert!(
+        !gain.iter().any(|t| t.contains('#')),
+        "a replicate has its own row: {gain:?}"
+    );
+    assert_eq!(
+        gain[row + 1..row + 5],
+        ["+10", "n=40", "+10", "n=40"],
+        "cells: the replicates' mean on the test set's 40 questions"
+    );
+    let language = svg_texts(&maps[3].1);
+    println!("language_transfer.svg: {language:?}");
+    assert!(
+        language.iter().filter(|t| *t == "n=1").count() == 2
+            && language.iter().filter(|t| *t == "too few").count() == 2,
+        "en->en and en->ig each rest on one instance, too few: {language:?}"
+    );
+}

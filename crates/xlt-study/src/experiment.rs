@@ -40,7 +40,9 @@ pub(crate) fn read(path: &Path) -> Result<String, StudyError> {
 }
 
 impl Experiment {
-    /// Opens the experiment in `dir` (its `manifest.json`).
+    /// Opens the experiment in `dir` (its `manifest.json`), and removes the temporary files
+    /// (`.xlt-tmp-*`, a minute old) that a killed run left there
+    /// ([`xlt_provider::sweep_temp_files`]).
     ///
     /// # Errors
     /// [`StudyError::Io`] or [`StudyError::Invalid`] naming the manifest.
@@ -51,6 +53,10 @@ impl Experiment {
             what: path.display().to_string(),
             message: e.to_string(),
         })?;
+        // What a killed run left between a write and its rename (ours only, a minute old).
+        for path in xlt_provider::sweep_temp_files(&dir) {
+            tracing::info!(path = %path.display(), "removed a temporary file a killed run left");
+        }
         Ok(Experiment { dir, manifest })
     }
 

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use xlt_data::{Manifest, write_atomic};
+use xlt_data::Manifest;
 use xlt_provider::{Hyperparameters, LoraSpec, bytes_hash};
 
 use crate::StudyError;
+use crate::atomic::write_atomic;
 use crate::experiment::Experiment;
 
 /// The file a fingerprint is kept in, in the experiment directory.
@@ -372,7 +373,7 @@ pub(crate) fn write_fingerprint(
         .insert(PREPARED_ON_KEY.to_owned(), day.into());
     let mut json = serde_json::to_string_pretty(&value).expect("serializes");
     json.push('\n');
-    write_atomic(&dir.join(FINGERPRINT_FILE), json.as_bytes()).map_err(StudyError::from)
+    write_atomic(&dir.join(FINGERPRINT_FILE), json.as_bytes())
 }
 
 /// The UTC day of `time`, as `2026-12-07` (Howard Hinnant's days-to-civil).

@@ -101,6 +101,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod atomic;
 mod backend;
 mod experiment;
 mod fingerprint;
@@ -317,7 +318,7 @@ pub fn write_analysis(
     ];
     files.extend(analysis.heatmaps());
     for (name, content) in &files {
-        xlt_data::write_atomic(&dir.join(name), content.as_bytes())?;
+        crate::atomic::write_atomic(&dir.join(name), content.as_bytes())?;
     }
     Ok(files.into_iter().map(|(n, _)| n).collect())
 }

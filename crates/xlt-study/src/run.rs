@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use xlt_data::{Manifest, write_atomic};
+use xlt_data::Manifest;
 use xlt_grade::{Grader, OutcomeRecord, to_jsonl};
 use xlt_provider::{
     Batch, BatchRunner, BatchStatus, ChatMessage, ChatModel, ChatRequest, ChatResponse,
@@ -17,6 +17,7 @@ use xlt_provider::{
 };
 
 use crate::StudyError;
+use crate::atomic::write_atomic;
 use crate::experiment::{Experiment, read};
 
 /// A fine-tuned model.
@@ -62,7 +63,7 @@ impl ModelsFile {
     fn write(&self, dir: &Path) -> Result<(), StudyError> {
         let mut json = serde_json::to_string_pretty(self).expect("serializes");
         json.push('\n');
-        write_atomic(&dir.join("models.json"), json.as_bytes()).map_err(StudyError::from)
+        write_atomic(&dir.join("models.json"), json.as_bytes())
     }
 }
 
@@ -594,7 +595,6 @@ fn write_outcomes(
     outcomes: &[OutcomeRecord],
 ) -> Result<(), StudyError> {
     write_atomic(&outcomes_path(exp, label), to_jsonl(outcomes).as_bytes())
-        .map_err(StudyError::from)
 }
 
 /// Where fine-tuned models are served from, for providers that serve them on demand.
@@ -637,7 +637,7 @@ fn read_registry(exp: &Experiment) -> EndpointRegistry {
 
 fn write_registry(exp: &Experiment, r: &EndpointRegistry) -> Result<(), StudyError> {
     let json = serde_json::to_string_pretty(r).expect("serializes");
-    write_atomic(&registry_path(exp), json.as_bytes()).map_err(StudyError::from)
+    write_atomic(&registry_path(exp), json.as_bytes())
 }
 
 /// The display name of the endpoint serving `label`'s model in the experiment at `exp`:
@@ -912,7 +912,7 @@ impl Default for BatchOptions {
 
 fn write_batch_state(path: &Path, state: &BatchState) -> Result<(), StudyError> {
     let json = serde_json::to_string_pretty(state).expect("serializes");
-    write_atomic(path, json.as_bytes()).map_err(StudyError::from)
+    write_atomic(path, json.as_bytes())
 }
 
 /// Polls batch `id` until it is finished.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use xlt_data::{Manifest, Prepared, write_atomic};
+use xlt_data::{Manifest, Prepared};
 use xlt_grade::Protocol;
 use xlt_provider::{
     Cached, ChatModel, FineTuneJob, FineTuneSpec, Hyperparameters, JobEvent, JobLedger, JobStatus,
@@ -17,6 +17,7 @@ use xlt_provider::{
 };
 use xlt_stats::{Analysis, AnalysisConfig};
 
+use crate::atomic::write_atomic;
 use crate::backend::{Backend, LoraSupport};
 use crate::fingerprint::{Discard, FINGERPRINT_FILE, Fingerprint, FingerprintCheck, RunSettings};
 use crate::run::{BatchOptions, DEFAULT_MAX_TOKENS, EvalOptions, FinetuneOptions, ModelsFile};
@@ -44,8 +45,9 @@ pub trait Observer: Send + Sync {
     /// A fine-tuning job's state; `retried` is the run's retries so far.
     fn job(&self, _slice: &str, _job: &FineTuneJob, _retried: u64) {}
     /// A new event of a fine-tuning job that trains on this machine (a step with its loss
-    /// and tokens per second, a resume), each once, oldest first; [`crate::TrainingStep`]
-    /// and [`crate::resumed_at`] read them.
+    /// and tokens per second, a resume), each once, oldest first, and only those written
+    /// during this run (a resumed job's earlier steps are not replayed);
+    /// [`crate::TrainingStep`] and [`crate::resumed_at`] read them.
     fn job_event(&self, _slice: &str, _event: &JobEvent) {}
     /// An evaluated model's progress.
     fn eval(&self, _label: &str, _progress: &Progress) {}
@@ -135,6 +137,35 @@ pub struct TuneSettings {
     /// gives models named by their slice; N > 1 gives `<slice>#1` to `<slice>#N`
     /// ([`crate::replicate_jobs`], seeds by [`crate::replicate_seed`]).
     pub replicates: u32,
+}
+
+impl TuneSettings {
+    /// Whether these settings are a baseline study (`train_slices` is `["none"]`): the base
+    /// model alone on every test set, nothing fine-tuned.
+    pub fn is_baseline(&self) -> bool {
+        self.train_slices.len() == 1 && self.train_slices[0] == "none"
+    }
+
+    /// Refuses settings that contradict each other, before anything is written or spent:
+    /// no fine-tune per slice (`--replicates 0`), or replicates of a baseline study, which
+    /// fine-tunes nothing (`--replicates N --train-slices none`).
+    ///
+    /// # Errors
+    /// [`StudyError::Refused`] naming the flags.
+    pub fn check(&self) -> Result<(), StudyError> {
+        if self.replicates < 1 {
+            return Err(StudyError::Refused(
+                "--replicates 0: every slice needs at least one fine-tune".to_owned(),
+            ));
+        }
+        if self.replicates > 1 && self.is_baseline() {
+            return Err(StudyError::Refused(format!(
+                "--replicates {} with --train-slices none: a baseline study fine-tunes nothing, so there is nothing to replicate; drop --replicates, or name the slices to fine-tune with --train-slices",
+                self.replicates
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TuneSettings {
@@ -239,7 +270,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), StudyError> {
     let text = serde_json::to_string_pretty(value).expect("serializes") + "\n";
-    Ok(write_atomic(path, text.as_bytes())?)
+    write_atomic(path, text.as_bytes())
 }
 
 /// Runs `work` unless `cancel` resolves first; then fails with [`StudyError::Interrupted`]
@@ -609,6 +640,7 @@ impl<'a> Study<'a> {
     ) -> Result<Plan, StudyError> {
         let backend = self.backend;
         let base = self.base_model();
+        tune.check()?;
         self.check_learning_rate(tune)?;
         let hyperparameters = self.hyperparameters(tune);
         // Refuses LoRA options and evaluation settings the provider cannot take before
@@ -616,11 +648,6 @@ impl<'a> Study<'a> {
         self.lora(tune)?;
         if let Some(e) = eval {
             self.check_eval(e)?;
-        }
-        if tune.replicates < 1 {
-            return Err(StudyError::Refused(
-                "--replicates 0: every slice needs at least one fine-tune".to_owned(),
-            ));
         }
         let jobs =
             crate::replicate_jobs(&exp.training_slices(&tune.train_slices)?, tune.replicates);
@@ -738,6 +765,22 @@ impl<'a> Study<'a> {
             drop(jobs);
             self.observer.job(slice, job, retries.total());
         };
+        // Events are read from this machine's disk for free; a remote provider's would cost
+        // a request each, so they are not followed. The events a job already had before this
+        // run (the steps of a run that was killed, a finished job's whole history) are not
+        // shown again: a resumed job shows its resume and then only its new steps. Jobs are
+        // resumed from the ledger's polls below, after this count.
+        let mut seen = std::collections::HashMap::new();
+        if self.backend.profile.on_device {
+            for job in ledger.jobs().await {
+                if job.job_id.is_empty() {
+                    continue;
+                }
+                if let Ok(events) = self.backend.tuner.list_events(&job.job_id).await {
+                    seen.insert(job.job_id, events.len());
+                }
+            }
+        }
         let work = crate::finetune(
             exp,
             &plan.jobs,
@@ -747,12 +790,9 @@ impl<'a> Study<'a> {
             &options,
             &on_job,
         );
-        // Events are read from this machine's disk for free; a remote provider's would cost
-        // a request each, so they are not followed.
         if !self.backend.profile.on_device {
             return work.await;
         }
-        let mut seen = std::collections::HashMap::new();
         let mut work = std::pin::pin!(work);
         loop {
             tokio::select! {
@@ -767,8 +807,9 @@ impl<'a> Study<'a> {
         }
     }
 
-    /// Passes each job's events not yet seen (`seen`: how many of each job's were) to the
-    /// observer: of the jobs training, or of every job (`all`, at the end).
+    /// Passes each job's events not yet seen (`seen`: how many of each job's were, those
+    /// from before this run included) to the observer: of the jobs training, or of every
+    /// job (`all`, at the end).
     async fn follow_events(
         &self,
         jobs: &std::sync::Mutex<Vec<(String, String, JobStatus)>>,
@@ -917,6 +958,7 @@ impl<'a> Study<'a> {
         tune: &TuneSettings,
         cancel: impl Future<Output = String>,
     ) -> Result<ModelsFile, StudyError> {
+        tune.check()?;
         let exp = Experiment::open(&self.options.out)?;
         // A local model that cannot be loaded stops here, before anything is written.
         self.load_model(&self.base_model()).await?;
@@ -1019,7 +1061,9 @@ impl<'a> Study<'a> {
     /// (after `prepare` or `finetune` alone, the missing settings are recorded and the rest
     /// compared), the prepared files written, plan, confirmation, fine-tuning, evaluation,
     /// analysis and `run.json`. `cancel` stops it at any point (endpoints it started are
-    /// stopped).
+    /// stopped). The observer gets the prepared data's table ([`Prepared::summary`]) and
+    /// the plan when something is left to do; a rerun of a finished study gets one line
+    /// (`nothing left to do: ...`) instead, and the analysis is written again.
     ///
     /// # Errors
     /// As the steps; [`StudyError::Interrupted`].
@@ -1049,7 +1093,7 @@ impl<'a> Study<'a> {
         let models = match finished(&exp, &plan)? {
             Some(models) => {
                 self.observer.message(&format!(
-                    "nothing left to do: {} holds this study's finished results; the analysis is written again",
+                    "nothing left to do: every job and outcome in {} is complete; the analysis is written again",
                     out.display()
                 ));
                 models
@@ -1094,6 +1138,9 @@ impl<'a> Study<'a> {
     }
 
     /// [`Study::reproduce`] up to its confirmed plan: nothing is spent before it returns.
+    /// The prepared data's table ([`Prepared::summary`]) and the plan go to the observer
+    /// when something is left to do; a finished study shows neither (its caller says in
+    /// one line that nothing is left).
     async fn prepare_and_plan(
         &self,
         prepared: &Prepared,
@@ -1101,6 +1148,7 @@ impl<'a> Study<'a> {
         eval: &EvalSettings,
     ) -> Result<(Experiment, Plan, Fingerprint), StudyError> {
         let out = &self.options.out;
+        tune.check()?;
         // A local model that cannot be loaded stops here, before anything is written.
         self.load_model(&self.base_model()).await?;
         let mut fingerprint =
@@ -1118,9 +1166,11 @@ impl<'a> Study<'a> {
             && exp.dir.join("run.json").exists()
             && finished(&exp, &plan)?.is_some()
         {
-            // A finished study: no plan to show again, nothing to measure or confirm.
+            // A finished study: no table or plan to show again, nothing to measure or
+            // confirm.
             return Ok((exp, plan, fingerprint));
         }
+        self.observer.message(prepared.summary().trim_end());
         let plan = self.plan(tune, Some(eval), &exp).await?;
         Ok((exp, plan, fingerprint))
     }
@@ -1306,7 +1356,10 @@ pub fn default_analysis_dir(outcomes: &Path) -> Option<PathBuf> {
 /// nothing else. `analyze --fresh` never removes another command's outputs.
 ///
 /// # Errors
-/// [`StudyError::Changed`] naming what the directory holds and what would replace it.
+/// [`StudyError::Refused`] for another analysis into an experiment (with or without `fresh`:
+/// its message says to write to another `--out`, never to pass `--fresh`);
+/// [`StudyError::Changed`] naming what an analysis directory holds and what would replace
+/// it, without `fresh`.
 pub fn check_analysis_dir(out: &Path, input: &Path, fresh: bool) -> Result<(), StudyError> {
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
     let input = canonical(input);
@@ -1335,22 +1388,20 @@ pub fn check_analysis_dir(out: &Path, input: &Path, fresh: bool) -> Result<(), S
     let was = analyzed
         .cloned()
         .unwrap_or_else(|| own.display().to_string());
-    let mut changes = vec![format!("{ANALYZED_KEY}: {was} -> {}", input.display())];
+    let changes = vec![format!("{ANALYZED_KEY}: {was} -> {}", input.display())];
     // An experiment's own results (anything but an analysis) are never discarded here.
     let experiment = recorded.settings.keys().any(|k| k != ANALYZED_KEY)
         || ["models.json", "outcomes", "ledger.json", "manifest.json"]
             .iter()
             .any(|f| out.join(f).exists());
     if experiment {
-        changes.push(format!(
-            "{} holds an experiment, which takes only the analysis of its own outcomes/; \
-             --fresh does not remove an experiment's results: write this analysis to another --out",
-            out.display()
-        ));
-        return Err(StudyError::Changed {
-            dir: out.to_owned(),
-            changes,
-        });
+        // One instruction, whatever `fresh` says: not "pass --fresh", which is refused here
+        // too.
+        return Err(StudyError::Refused(format!(
+            "{} holds an experiment, which takes only the analysis of its own outcomes ({was}); write the analysis of {} to another --out (analyze never replaces an experiment's analysis, with or without --fresh)",
+            out.display(),
+            input.display()
+        )));
     }
     if !fresh {
         return Err(StudyError::Changed {

@@ -168,22 +168,20 @@ async fn analysis_of_other_outcomes_is_refused_in_an_experiment() {
     std::fs::create_dir_all(&other).unwrap();
     // Its own outcomes: fine.
     xlt_study::check_analysis_dir(&out, &out.join("outcomes"), false).unwrap();
-    // Another's: refused, naming what it would replace.
-    let e = xlt_study::check_analysis_dir(&out, &other, false).unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        msg.contains("analyzed") && msg.contains("elsewhere"),
-        "{msg}"
-    );
-    assert!(msg.contains("--fresh"), "{msg}");
-    // With fresh: still refused, saying that --fresh does not remove an experiment's results.
-    let e = xlt_study::check_analysis_dir(&out, &other, true).unwrap_err();
-    let msg = e.to_string();
-    assert!(
-        msg.contains("takes only the analysis of its own outcomes")
-            && msg.contains("another --out"),
-        "{msg}"
-    );
+    // Another's, with or without fresh: refused by one message that names both and says
+    // one thing (another --out), never "pass --fresh", which is refused too.
+    for fresh in [false, true] {
+        let e = xlt_study::check_analysis_dir(&out, &other, fresh).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, StudyError::Refused(_)), "fresh {fresh}: {msg}");
+        assert!(
+            msg.contains("takes only the analysis of its own outcomes")
+                && msg.contains("elsewhere")
+                && msg.contains("another --out"),
+            "fresh {fresh}: {msg}"
+        );
+        assert!(!msg.contains("pass --fresh"), "fresh {fresh}: {msg}");
+    }
     // An analysis-only directory takes another analysis with fresh, and then the same again.
     let loose = dir.path().join("analysis");
     std::fs::create_dir_all(&loose).unwrap();
@@ -322,4 +320,96 @@ fn letter_scoring_fingerprints_leave_out_what_letters_do_not_use() {
         .check_fingerprint(None, Some(&letters), &exp)
         .unwrap_or_else(|e| panic!("an earlier version's letters fingerprint: {e}"));
     assert_eq!(present(&out), ["scoring", "rotations"]);
+}
+
+/// Records every job event an observer is given.
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<(String, String)>>);
+
+impl xlt_study::Observer for Events {
+    fn job_event(&self, slice: &str, event: &xlt_provider::JobEvent) {
+        let mut seen = self.0.lock().unwrap();
+        seen.push((slice.to_owned(), event.message.clone()));
+    }
+}
+
+/// A job's events are shown once, as they are written: a rerun over jobs that already have
+/// events on disk (a finished job; a killed one resumed from its checkpoint) does not
+/// replay them before what the rerun adds (#26: "resumed at step N" came after the old
+/// steps). The embedded provider stands in for one that trains on this machine.
+#[tokio::test]
+async fn a_rerun_replays_no_earlier_job_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prepared(dir.path());
+    let mut b = backend(&out);
+    b.profile.on_device = true;
+    let options = StudyOptions::new(&out);
+    let tune = TuneSettings::default();
+    let run = || async {
+        let events = Events::default();
+        let study = Study::new(&b, &options, &events);
+        let models = study
+            .run_finetune(&tune, std::future::pending())
+            .await
+            .unwrap();
+        assert_eq!(models.fine_tuned.len(), 2, "{models:?}");
+        events.0.into_inner().unwrap()
+    };
+    let first = run().await;
+    let slices: std::collections::BTreeSet<&str> = first.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        slices,
+        ["en-medical", "yo-medical"].into(),
+        "first run's events: {first:?}"
+    );
+    let again = run().await;
+    assert!(again.is_empty(), "replayed on the rerun: {again:?}");
+}
+
+/// A `kill -9` between a write and its rename (the ledger's, an outcome file's) leaves a
+/// `.xlt-tmp-*` file in `--out`; the next run that opens the experiment removes it (once a
+/// minute old: a younger one may be a live process's write), and nothing of another name.
+#[test]
+fn opening_an_experiment_sweeps_what_a_killed_run_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prepared(dir.path());
+    let old = std::time::SystemTime::now() - 2 * xlt_provider::STALE_TEMP_AGE;
+    let make = |rel: &str, stale: bool| {
+        let p = out.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&p).unwrap();
+        if stale {
+            f.set_modified(old).unwrap();
+        }
+        p
+    };
+    let left = [
+        make(".xlt-tmp-Ab12Cd", true),
+        make("outcomes/.xlt-tmp-Ef34Gh", true),
+        make("cache/offline/ab/.xlt-tmp-Ij56Kl", true),
+    ];
+    let kept = [
+        make(".xlt-tmp-live01", false),
+        make(".tmpAb12Cd", true),
+        make("notes.txt", true),
+    ];
+    xlt_study::Experiment::open(&out).unwrap();
+    for p in &left {
+        assert!(!p.exists(), "not swept: {}", p.display());
+    }
+    for p in &kept {
+        assert!(p.exists(), "removed: {}", p.display());
+    }
+    // What the study wrote itself (fingerprint.json) went through such a file, renamed:
+    // the only one left is the live one.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "fingerprint.json"), "{names:?}");
+    let temporary: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with(".xlt-tmp-"))
+        .collect();
+    assert_eq!(temporary, [".xlt-tmp-live01"], "{names:?}");
 }
