@@ -1,6 +1,7 @@
 //! The provider serves every model (a base and its `<base>+<adapter>` ids) from one worker
-//! thread, and each request's answer is the one it gets alone. Its own test binary: it counts
-//! the process's worker threads, which another test's provider would add to.
+//! thread, and each request's answer is the one it gets alone; the fine-tuner trains every
+//! job and its calibration on one thread. Their own test binary: they count the process's
+//! threads by name, which another test's provider or fine-tuner would add to.
 
 use std::sync::Arc;
 
@@ -10,7 +11,10 @@ use xlt_local::{
     LoadOptions, LocalModel, LocalProvider, LoraConfig, ModelSource, Ops, ServeOptions,
     attach_lora, lora_params, save_adapter,
 };
-use xlt_provider::{ChatMessage, ChatModel, ChatRequest, ChatResponse, Role};
+use xlt_provider::{
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, FilePurpose, FineTuneSpec, FineTuner,
+    Hyperparameters, JobStatus, LearningRate, Param, Role,
+};
 
 /// The threads of this process named `name` (`/proc/self/task/*/comm`).
 fn threads_named(name: &str) -> usize {
@@ -141,4 +145,88 @@ async fn one_worker_thread_serves_a_base_and_its_adapters() {
     let workers = threads_named("xlt-local-serve");
     assert_eq!(workers, 1, "worker threads serving {} models", ids.len());
     drop(provider);
+}
+
+/// Two jobs and a calibration of one fine-tuner run on one training thread, one after
+/// another (a thread per job held each job's peak working set at once, issue #26), and
+/// both jobs succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_thread_trains_every_job_and_the_calibration() {
+    rayon::broadcast(|_| ());
+    let cfg = config("llama");
+    let tmp = tempfile::tempdir().unwrap();
+    let base_dir = tmp.path().join("base");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    let (varmap, _) = random_model(&cfg, Ops::Fused);
+    write_hf_dir(&base_dir, &cfg, &varmap, false);
+    let dir = base_dir.clone();
+    let loader: xlt_local::ModelLoader = Arc::new(move |_: &str| {
+        LocalModel::load(
+            &ModelSource::Dir(dir.clone()),
+            &LoadOptions {
+                ops: Ops::Differentiable,
+                ..LoadOptions::default()
+            },
+        )
+    });
+    let tuner =
+        xlt_local::LocalFineTuner::new(tmp.path().join("tuning"), loader, LoraConfig::default());
+    let lines: String = (0..4)
+        .map(|i| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("question {i}")},
+                {"role": "assistant", "content": "B"}
+            ]})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let file = tuner
+        .upload("train.jsonl", lines.into_bytes(), FilePurpose::FineTune)
+        .await
+        .unwrap();
+    let spec = FineTuneSpec {
+        base_model: "tiny".into(),
+        training_file: file.id.clone(),
+        validation_file: None,
+        hyperparameters: Hyperparameters {
+            epochs: Param::Value(1),
+            batch_size: Param::Value(2),
+            learning_rate: LearningRate::Absolute(1e-3),
+            ..Hyperparameters::default()
+        },
+        suffix: None,
+        seed: Some(1),
+        lora: None,
+    };
+    let jobs = [
+        tuner.create_job(&spec, "a").await.unwrap().id,
+        tuner.create_job(&spec, "b").await.unwrap().id,
+    ];
+    let files = [tuner
+        .root()
+        .join("files")
+        .join(format!("{}.jsonl", file.id))];
+    let estimate = tuner.estimate_training(&spec, &files, 1).unwrap();
+    assert!(
+        estimate.calibration_tokens > 0,
+        "calibrated on {} tokens",
+        estimate.calibration_tokens
+    );
+    for id in &jobs {
+        let mut status = JobStatus::Queued;
+        for _ in 0..1200 {
+            status = tuner.get_job(id).await.unwrap().status;
+            if status.is_terminal() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, JobStatus::Succeeded, "job {id}");
+    }
+    let trainers = threads_named("xlt-local-train");
+    assert_eq!(
+        trainers, 1,
+        "training threads after two jobs and a calibration"
+    );
 }
