@@ -14,9 +14,12 @@
 //! <root>/jobs/<job-id>/adapter/       the trained adapter (PEFT format)
 //! ```
 //!
-//! Jobs train one at a time (a job waits `queued` for the one before it): each loads its
-//! own copy of the base model, and two on one machine would only compete for its cores and
-//! memory. The thread training a job holds an exclusive lock on `<job>/lock` (released by
+//! Jobs train one at a time, in the order they were created, on one training thread of the
+//! backend (a job waits `queued` for the one before it; the calibration of
+//! [`LocalFineTuner::estimate_training`] runs there too): each loads its own copy of the
+//! base model, and two on one machine would only compete for its cores and memory, and
+//! one thread keeps one working set in memory rather than one per job. The task training
+//! a job holds an exclusive lock on `<job>/lock` (released by
 //! the operating system when its process dies, also on `kill -9`). A job whose process
 //! died (its `job.json` not terminal, its lock free) continues from its last checkpoint as
 //! soon as anyone asks about it ([`FineTuner::get_job`], [`FineTuner::find_job`]), or with
@@ -60,8 +63,38 @@ pub struct LocalFineTuner {
     lora: LoraConfig,
     checkpoint_steps: usize,
     cancels: Mutex<HashMap<String, Arc<Control>>>,
-    /// Held by the job that is training; the others wait for it, `queued`.
-    gate: Arc<Mutex<()>>,
+    /// The queue of the thread that trains, started on first use ([`start_trainer`]).
+    worker: Mutex<Option<std::sync::mpsc::Sender<Task>>>,
+}
+
+/// Work for the training thread.
+type Task = Box<dyn FnOnce() + Send>;
+
+/// The name of the training thread (as `/proc/<pid>/task/<tid>/comm` shows it).
+const TRAIN_THREAD: &str = "xlt-local-train";
+
+/// Starts the thread that runs every training task of a [`LocalFineTuner`] (its jobs and
+/// [`LocalFineTuner::estimate_training`]'s calibration), one after another, and returns its
+/// queue; the thread ends when the queue's sender is dropped.
+///
+/// One thread rather than one per job: glibc's `malloc` gives each thread that allocates
+/// its own arena, which keeps the pages of its peak working set after they are freed, so
+/// each job (and the calibration, on a thread of its caller) held its own training peak
+/// beside the next one's: a local study's training phase peaked 400 to 900 MiB above one
+/// job's own peak on SmolLM2-135M (issue #26).
+fn start_trainer() -> std::io::Result<std::sync::mpsc::Sender<Task>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Task>();
+    std::thread::Builder::new()
+        .name(TRAIN_THREAD.to_owned())
+        .spawn(move || {
+            while let Ok(task) = rx.recv() {
+                // A task that panics ends alone, as a thread of its own would have.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
+                    tracing::error!("a local training task panicked");
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 impl std::fmt::Debug for LocalFineTuner {
@@ -114,7 +147,7 @@ impl LocalFineTuner {
             lora,
             checkpoint_steps: 50,
             cancels: Mutex::new(HashMap::new()),
-            gate: Arc::new(Mutex::new(())),
+            worker: Mutex::new(None),
         }
     }
 
@@ -271,14 +304,11 @@ impl LocalFineTuner {
             control,
             checkpoint_steps: self.checkpoint_steps,
         };
-        let (loader, gate) = (self.loader.clone(), self.gate.clone());
-        std::thread::spawn(move || {
-            // Held until the thread ends, so that no other process trains this job.
+        let loader = self.loader.clone();
+        self.submit(Box::new(move || {
+            // Held until the task ends, so that no other process trains this job.
             let _lock = lock;
-            let outcome = {
-                let _turn = gate.lock().unwrap_or_else(|e| e.into_inner());
-                runner.run(&loader, &lora, &data, &config)
-            };
+            let outcome = runner.run(&loader, &lora, &data, &config);
             if *runner
                 .control
                 .interrupted
@@ -301,8 +331,22 @@ impl LocalFineTuner {
             if let Err(e) = runner.set(status) {
                 tracing::error!("local fine-tuning job {}: {e}", runner.record.job.id);
             }
-        });
+        }))?;
         Ok(true)
+    }
+
+    /// Queues `task` for the training thread, starting it on first use.
+    fn submit(&self, task: Task) -> Result<(), ProviderError> {
+        let unavailable = |e: &dyn std::fmt::Display| ProviderError::Storage {
+            path: self.root.display().to_string(),
+            message: format!("the local training thread: {e}"),
+        };
+        let mut worker = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = match &*worker {
+            Some(tx) => tx,
+            None => worker.insert(start_trainer().map_err(|e| unavailable(&e))?),
+        };
+        tx.send(task).map_err(|_| unavailable(&"it has stopped"))
     }
 
     fn job_dir(&self, id: &str) -> PathBuf {
@@ -422,7 +466,8 @@ impl LocalFineTuner {
     /// takes: loads the base model for training, counts every file's tokens with its
     /// tokenizer and template, and times `calibration_steps` optimizer steps of LoRA
     /// training (spec's batch size and LoRA settings) on the first examples; the adapter's
-    /// size comes from the target layers' shapes. Blocking; it takes about as long as
+    /// size comes from the target layers' shapes. Blocking; it runs on the backend's
+    /// training thread (after a job that is training there) and takes about as long as
     /// loading the model and `calibration_steps` steps.
     ///
     /// # Errors
@@ -434,63 +479,92 @@ impl LocalFineTuner {
         files: &[PathBuf],
         calibration_steps: usize,
     ) -> Result<TrainingEstimate, ProviderError> {
-        let (mut config, lora) = self.train_config(spec)?;
-        let mut local = (self.loader)(&spec.base_model).map_err(invalid_request)?;
-        let mut tokens_per_epoch = 0u64;
-        let mut optimizer_steps = 0u64;
-        let mut sample: Vec<TrainExample> = Vec::new();
-        for path in files {
-            let examples = read_examples(&local, path)?;
-            tokens_per_epoch += examples
-                .iter()
-                .map(|e| e.input_ids.len() as u64)
-                .sum::<u64>();
-            optimizer_steps += config.total_steps(examples.len()) as u64;
-            if sample.is_empty() {
-                sample = examples;
-            }
-        }
-        let params = attach_lora(local.model_mut(), &lora, config.seed).map_err(invalid_request)?;
-        let elem = local.model().dtype().size_in_bytes() as u64;
-        let adapter_bytes = params
-            .iter()
-            .map(|p| (p.a.elem_count() + p.b.elem_count()) as u64 * elem + 160)
-            .sum::<u64>()
-            + 8;
-        let mut calibration_tokens = 0u64;
-        let mut calibration_seconds = 0.0;
-        if !sample.is_empty() && calibration_steps > 0 {
-            let per_step = config.batch_size * config.gradient_accumulation_steps;
-            sample.truncate(per_step * calibration_steps);
-            config.epochs = 1;
-            let reports = crate::train::train(local.model_mut(), &sample, &config, |_| {
-                std::ops::ControlFlow::Continue(())
-            })
-            .map_err(invalid_request)?;
-            // The examples' own tokens, padding not counted, so that the rate applies to
-            // `tokens_per_epoch` with padding's cost inside it.
-            calibration_tokens = sample.iter().map(|e| e.input_ids.len() as u64).sum();
-            calibration_seconds = reports.iter().map(|r| r.seconds).sum();
-        }
-        let tokens_per_second = calibration_tokens as f64 / calibration_seconds.max(1e-9);
-        let epochs = match spec.hyperparameters.epochs {
-            Param::Value(e) => f64::from(e),
-            Param::Auto => TrainConfig::default().epochs as f64,
-        };
-        Ok(TrainingEstimate {
-            tokens_per_epoch,
-            optimizer_steps,
-            calibration_tokens,
-            calibration_seconds,
-            tokens_per_second,
-            estimated_seconds: if calibration_tokens == 0 {
-                0.0
-            } else {
-                tokens_per_epoch as f64 * epochs / tokens_per_second
-            },
-            adapter_bytes,
-        })
+        // On the training thread, so that calibration and the jobs share one working set.
+        let (config, lora) = self.train_config(spec)?;
+        let (loader, spec, files) = (self.loader.clone(), spec.clone(), files.to_vec());
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.submit(Box::new(move || {
+            let _ = tx.send(estimate(
+                &loader,
+                config,
+                &lora,
+                &spec,
+                &files,
+                calibration_steps,
+            ));
+        }))?;
+        rx.recv().map_err(|_| {
+            ProviderError::InvalidRequest(
+                "the calibration stopped without an answer (see the log)".to_owned(),
+            )
+        })?
     }
+}
+
+/// [`LocalFineTuner::estimate_training`]'s work, on the training thread.
+fn estimate(
+    loader: &ModelLoader,
+    mut config: TrainConfig,
+    lora: &LoraConfig,
+    spec: &FineTuneSpec,
+    files: &[PathBuf],
+    calibration_steps: usize,
+) -> Result<TrainingEstimate, ProviderError> {
+    let mut local = loader(&spec.base_model).map_err(invalid_request)?;
+    let mut tokens_per_epoch = 0u64;
+    let mut optimizer_steps = 0u64;
+    let mut sample: Vec<TrainExample> = Vec::new();
+    for path in files {
+        let examples = read_examples(&local, path)?;
+        tokens_per_epoch += examples
+            .iter()
+            .map(|e| e.input_ids.len() as u64)
+            .sum::<u64>();
+        optimizer_steps += config.total_steps(examples.len()) as u64;
+        if sample.is_empty() {
+            sample = examples;
+        }
+    }
+    let params = attach_lora(local.model_mut(), lora, config.seed).map_err(invalid_request)?;
+    let elem = local.model().dtype().size_in_bytes() as u64;
+    let adapter_bytes = params
+        .iter()
+        .map(|p| (p.a.elem_count() + p.b.elem_count()) as u64 * elem + 160)
+        .sum::<u64>()
+        + 8;
+    let mut calibration_tokens = 0u64;
+    let mut calibration_seconds = 0.0;
+    if !sample.is_empty() && calibration_steps > 0 {
+        let per_step = config.batch_size * config.gradient_accumulation_steps;
+        sample.truncate(per_step * calibration_steps);
+        config.epochs = 1;
+        let reports = crate::train::train(local.model_mut(), &sample, &config, |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .map_err(invalid_request)?;
+        // The examples' own tokens, padding not counted, so that the rate applies to
+        // `tokens_per_epoch` with padding's cost inside it.
+        calibration_tokens = sample.iter().map(|e| e.input_ids.len() as u64).sum();
+        calibration_seconds = reports.iter().map(|r| r.seconds).sum();
+    }
+    let tokens_per_second = calibration_tokens as f64 / calibration_seconds.max(1e-9);
+    let epochs = match spec.hyperparameters.epochs {
+        Param::Value(e) => f64::from(e),
+        Param::Auto => TrainConfig::default().epochs as f64,
+    };
+    Ok(TrainingEstimate {
+        tokens_per_epoch,
+        optimizer_steps,
+        calibration_tokens,
+        calibration_seconds,
+        tokens_per_second,
+        estimated_seconds: if calibration_tokens == 0 {
+            0.0
+        } else {
+            tokens_per_epoch as f64 * epochs / tokens_per_second
+        },
+        adapter_bytes,
+    })
 }
 
 /// The training examples of the chat JSON Lines file `path`, encoded for `local`.

@@ -287,9 +287,10 @@ impl Module for Linear {
                 && [self.weight.dtype(), lora.a.dtype(), lora.b.dtype()] == [x.dtype(); 3]
         });
         let y = if let Some(lora) = fused {
+            let (a, b) = lora.factors();
             x.contiguous()?.apply_op3(
-                lora.a.as_tensor(),
-                lora.b.as_tensor(),
+                &a,
+                &b,
                 crate::matmul::LoraMatmul {
                     weight: self.weight.clone(),
                     scale: lora.scale,

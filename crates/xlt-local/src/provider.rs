@@ -1,5 +1,6 @@
 //! The `ChatModel` and `FineTuner` backend: models loaded once per model id and shared,
-//! each served by one worker thread that gathers waiting requests into batches; a model id
+//! all served by one worker thread that gathers each model's waiting requests into batches
+//! (one thread, so that the process holds one working set, not one per model); a model id
 //! `<base>+<adapter dir>` is the base with a PEFT adapter applied (the base loaded once and
 //! shared by all its adapters); fine-tuning through a [`LocalFineTuner`].
 
@@ -27,8 +28,8 @@ pub const PROVIDER: &str = "local";
 /// How loaded models are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeOptions {
-    /// Prompts run together in one batch at most. The requests waiting when the model's
-    /// worker becomes free are sorted by prompt length and cut into batches of this size,
+    /// Prompts run together in one batch at most. The requests waiting when the provider's
+    /// worker becomes free are grouped by model, and each model's are sorted by prompt length and cut into batches of this size,
     /// so that prompts of similar length share a batch. Letter requests
     /// ([`ChatRequest::letters`]) run one prompt a pass, so that their numbers do not
     /// depend on which requests shared a batch.
@@ -47,6 +48,8 @@ impl Default for ServeOptions {
 }
 
 struct Job {
+    /// The served model the job runs on.
+    model: Arc<LocalModel>,
     prompt: Vec<u32>,
     /// `None`: score the answer letters ([`LocalModel::letter_logprobs`]) instead.
     params: Option<GenerateParams>,
@@ -59,63 +62,94 @@ enum Answer {
     Letters([f64; 4]),
 }
 
-/// One loaded model and its batching worker.
+/// One loaded model: its admission bound. Its jobs run on the provider's worker.
 struct Served {
     model: Arc<LocalModel>,
-    jobs: mpsc::Sender<Job>,
     permits: Semaphore,
 }
 
 impl Served {
-    fn start(model: Arc<LocalModel>, options: ServeOptions) -> Served {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let worker = model.clone();
-        let max_batch = options.max_batch.max(1);
-        std::thread::spawn(move || {
-            // Ends when the last sender (the `Served`) is dropped.
-            while let Ok(first) = rx.recv() {
-                // Everything waiting now (at most `max_concurrent`, the semaphore's bound),
-                // sorted by prompt length and cut into batches of `max_batch`: prompts of
-                // similar length share a batch, so left padding costs little.
-                // Letter scoring and generation batch separately.
-                let mut waiting = vec![first];
-                while let Ok(j) = rx.try_recv() {
-                    waiting.push(j);
-                }
-                waiting.sort_by_key(|j| (j.params.is_some(), j.prompt.len()));
-                let mut waiting = waiting.into_iter().peekable();
-                while let Some(kind) = waiting.peek().map(|j| j.params.is_some()) {
-                    // Letter requests run one prompt a pass: their log-probabilities are
-                    // recorded as numbers, and in a batch they depend on its composition
-                    // (which requests happened to be waiting): a left-padded row sees its
-                    // tokens at rotary positions shifted by its padding, and the products'
-                    // kernels change with the row count, which moves the result in the
-                    // last bits, so that a resumed study would not reproduce an
-                    // uninterrupted one byte for byte. On the CPU a prompt of a few
-                    // hundred tokens fills the matrix kernels alone, so little is lost.
-                    // `LocalModel::letter_logprobs` batches for callers that do not need
-                    // this.
-                    let limit = if kind { max_batch } else { 1 };
-                    let mut batch = Vec::with_capacity(limit);
-                    while batch.len() < limit
-                        && let Some(j) = waiting.next_if(|j| j.params.is_some() == kind)
-                    {
-                        batch.push(j);
-                    }
-                    run_batch(&worker, batch);
-                }
-            }
-        });
+    fn new(model: Arc<LocalModel>, options: ServeOptions) -> Served {
         Served {
             model,
-            jobs: tx,
             permits: Semaphore::new(options.max_concurrent.max(1)),
         }
     }
 }
 
-/// Runs one batch and answers each of its jobs.
-fn run_batch(model: &LocalModel, batch: Vec<Job>) {
+/// The name of the provider's worker thread (as `/proc/<pid>/task/<tid>/comm` shows it).
+const WORKER_THREAD: &str = "xlt-local-serve";
+
+/// Starts the worker thread that runs every served model's jobs, one batch at a time, and
+/// returns the sender its jobs go to; the thread ends when the sender is dropped.
+///
+/// One thread for all models, rather than one per model: glibc's `malloc` gives each thread
+/// that allocates its own arena, which keeps the pages of its peak working set after they
+/// are freed, so a thread per model (the base and every `<base>+<adapter>`) held each
+/// model's peak at once; on SmolLM2-135M that was about 450 MiB more resident memory per
+/// adapter evaluated (issue #26). The models' batches took turns on the CPU's cores anyway
+/// (each product runs on the shared rayon pool).
+fn start_worker(max_batch: usize) -> std::io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let max_batch = max_batch.max(1);
+    std::thread::Builder::new()
+        .name(WORKER_THREAD.to_owned())
+        .spawn(move || serve(&rx, max_batch))?;
+    Ok(tx)
+}
+
+/// The worker's loop: everything waiting when it becomes free (at most `max_concurrent` a
+/// model, the semaphores' bound), grouped by model in the order the models first appear,
+/// each model's letter requests before its generation requests, each kind sorted by
+/// prompt length and cut into batches of `max_batch`: prompts of similar length share a
+/// batch, so left padding costs little.
+fn serve(rx: &mpsc::Receiver<Job>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        while let Ok(j) = rx.try_recv() {
+            waiting.push(j);
+        }
+        // Each model's rank: the order in which the models first appear.
+        let mut models: Vec<*const LocalModel> = Vec::new();
+        let mut rank = |j: &Job| {
+            let p = Arc::as_ptr(&j.model);
+            models.iter().position(|&m| m == p).unwrap_or_else(|| {
+                models.push(p);
+                models.len() - 1
+            })
+        };
+        let mut keyed: Vec<(usize, Job)> = waiting.into_iter().map(|j| (rank(&j), j)).collect();
+        keyed.sort_by_key(|(m, j)| (*m, j.params.is_some(), j.prompt.len()));
+        let mut waiting = keyed.into_iter().peekable();
+        while let Some((model, kind)) = waiting.peek().map(|(m, j)| (*m, j.params.is_some())) {
+            // Letter requests run one prompt a pass: their log-probabilities are
+            // recorded as numbers, and in a batch they depend on its composition
+            // (which requests happened to be waiting): a left-padded row sees its
+            // tokens at rotary positions shifted by its padding, and the products'
+            // kernels change with the row count, which moves the result in the
+            // last bits, so that a resumed study would not reproduce an
+            // uninterrupted one byte for byte. On the CPU a prompt of a few
+            // hundred tokens fills the matrix kernels alone, so little is lost.
+            // `LocalModel::letter_logprobs` batches for callers that do not need
+            // this.
+            let limit = if kind { max_batch } else { 1 };
+            let mut batch = Vec::with_capacity(limit);
+            while batch.len() < limit
+                && let Some((_, j)) =
+                    waiting.next_if(|(m, j)| *m == model && j.params.is_some() == kind)
+            {
+                batch.push(j);
+            }
+            run_batch(batch);
+        }
+    }
+}
+
+/// Runs one batch (jobs of one model) and answers each of its jobs.
+fn run_batch(batch: Vec<Job>) {
+    let Some(model) = batch.first().map(|j| j.model.clone()) else {
+        return;
+    };
     let prompts: Vec<Vec<u32>> = batch.iter().map(|j| j.prompt.clone()).collect();
     let params: Option<Vec<GenerateParams>> = batch.iter().map(|j| j.params).collect();
     let answers = match params {
@@ -149,12 +183,19 @@ fn run_batch(model: &LocalModel, batch: Vec<Job>) {
 /// ([`LocalModel::with_adapter`]); the id is split at its first `+` unless the whole id is
 /// an existing path. The base is loaded once and shared by itself and all its adapters.
 ///
+/// Every model's requests run on one worker thread of the provider, a batch at a time
+/// (started with the first request, ended when the provider is dropped): the models take
+/// turns on the cores, and the process's memory holds one batch's working set, however
+/// many models are served (see [`ServeOptions`] for how batches are formed).
+///
 /// Fine-tuning ([`FineTuner`]) is there once [`LocalProvider::with_fine_tuning`] names a
 /// directory for its jobs; without one the methods answer [`ProviderError::Unsupported`].
 pub struct LocalProvider {
     load: LoadOptions,
     serve: ServeOptions,
     models: Mutex<HashMap<String, Arc<Served>>>,
+    /// The worker thread's queue, started with the first request.
+    worker: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     fetch: Option<Fetcher>,
     tuning: Option<(PathBuf, usize)>,
     tuner: Option<LocalFineTuner>,
@@ -182,6 +223,7 @@ impl LocalProvider {
             load,
             serve,
             models: Mutex::new(HashMap::new()),
+            worker: std::sync::Mutex::new(None),
             fetch: None,
             tuning: None,
             tuner: None,
@@ -253,7 +295,7 @@ impl LocalProvider {
     pub async fn insert(&self, name: &str, model: LocalModel) {
         self.models.lock().await.insert(
             name.to_owned(),
-            Arc::new(Served::start(Arc::new(model), self.serve)),
+            Arc::new(Served::new(Arc::new(model), self.serve)),
         );
     }
 
@@ -302,7 +344,7 @@ impl LocalProvider {
                         let m = Arc::new(self.load_blocking(base).await?);
                         models.insert(
                             base.to_owned(),
-                            Arc::new(Served::start(m.clone(), self.serve)),
+                            Arc::new(Served::new(m.clone(), self.serve)),
                         );
                         m
                     }
@@ -316,7 +358,7 @@ impl LocalProvider {
             None => self.load_blocking(name).await?,
         };
         tracing::info!(model = name, "loaded local model");
-        let served = Arc::new(Served::start(Arc::new(model), self.serve));
+        let served = Arc::new(Served::new(Arc::new(model), self.serve));
         models.insert(name.to_owned(), served.clone());
         Ok(served)
     }
@@ -327,6 +369,20 @@ impl LocalProvider {
             .await
             .map_err(|e| invalid(name, e))?
             .map_err(|e| load_error(name, e))
+    }
+
+    /// Queues `job` for the worker thread, starting it on first use.
+    fn submit(&self, job: Job) -> Result<(), String> {
+        let mut worker = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = match &*worker {
+            Some(tx) => tx,
+            None => worker.insert(
+                start_worker(self.serve.max_batch)
+                    .map_err(|e| format!("cannot start the model's worker thread: {e}"))?,
+            ),
+        };
+        tx.send(job)
+            .map_err(|_| "the model's worker has stopped".to_owned())
     }
 
     fn tuner(&self) -> Result<&LocalFineTuner, ProviderError> {
@@ -418,14 +474,13 @@ impl ChatModel for LocalProvider {
         });
         let prompt_tokens = prompt.len() as u32;
         let (tx, rx) = oneshot::channel();
-        served
-            .jobs
-            .send(Job {
-                prompt,
-                params,
-                reply: tx,
-            })
-            .map_err(|_| invalid(&request.model, "the model's worker has stopped"))?;
+        self.submit(Job {
+            model: served.model.clone(),
+            prompt,
+            params,
+            reply: tx,
+        })
+        .map_err(|e| invalid(&request.model, e))?;
         let answer = rx
             .await
             .map_err(|_| invalid(&request.model, "the model's worker has stopped"))?

@@ -149,7 +149,7 @@ pub fn assistant_nll(
 }
 
 /// The default of [`TrainConfig::max_tokens_per_pass`].
-pub const MAX_TOKENS_PER_PASS: usize = 1024;
+pub const MAX_TOKENS_PER_PASS: usize = 512;
 
 /// `batch` cut, in order, into runs whose padded size (examples times the longest one's
 /// tokens) is at most `budget` (0: no limit); an example longer than `budget` is a run of
@@ -197,8 +197,11 @@ pub struct TrainConfig {
     /// whose gradients are summed before the optimizer step, so that the step is the same
     /// (up to the order of floating-point sums) in less memory. Training keeps each
     /// layer's activations until the backward pass ends, about 1.2 MB per token on
-    /// SmolLM2-135M in f32 (30 layers, hidden size 576), so the default of 1024 bounds them
-    /// near 1.2 GB. An example longer than this is a pass of its own; 0 never splits.
+    /// SmolLM2-135M in f32 (30 layers, hidden size 576), and the pass's peak is about 1.5 MB
+    /// per token with the backward pass's own, so the default of 512 bounds them near 0.8 GB
+    /// (1024 peaked 600 MiB higher on a step of 8 examples of 170 to 230 tokens, at the same
+    /// speed on 2 cores; issue #26). An example longer than this is a pass of its own; 0
+    /// never splits.
     pub max_tokens_per_pass: usize,
 }
 
