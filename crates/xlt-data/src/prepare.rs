@@ -227,9 +227,13 @@ impl Prepared {
 
 /// A temporary file in `dir` created with the mode any new file gets (0o666 less the
 /// process's umask: 0o644 under umask 022), not `tempfile`'s owner-only 0o600, so that the
-/// file it is renamed to is as readable as any tool's output.
+/// file it is renamed to is as readable as any tool's output. Named `.xlt-tmp-*`, the prefix
+/// of every temporary file the workspace writes (`xlt_provider::TEMP_PREFIX`, which this crate
+/// does not depend on), so that a study opening an experiment sweeps what a killed `prepare`
+/// left.
 fn tempfile_with_umask(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let mut builder = tempfile::Builder::new();
+    builder.prefix(".xlt-tmp-");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -454,4 +458,22 @@ fn render_slice(
         test_ids,
     };
     Ok((slice, stat, ft, ev))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A killed `prepare` leaves its temporary file under the prefix a study's sweep removes
+    /// (`xlt_provider::TEMP_PREFIX`).
+    #[test]
+    fn temporary_files_carry_the_workspace_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = super::tempfile_with_umask(dir.path()).unwrap();
+        let name = tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with(".xlt-tmp-"), "temporary file named {name}");
+    }
 }

@@ -119,11 +119,16 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Writes `bytes` to `path` through a temporary file beside it and a rename.
+/// Writes `bytes` to `path` through a temporary file beside it (named
+/// [`xlt_provider::TEMP_PREFIX`]..., so that a study sweeps what a killed run left) and a
+/// rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| storage(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| storage(path, e))
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = xlt_provider::tempfile_with_umask(dir).map_err(|e| storage(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| storage(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| storage(path, e.error))?;
+    Ok(())
 }
 
 /// A short id part: the first 16 hex digits of the SHA-256 of `bytes`.
