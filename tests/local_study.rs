@@ -128,6 +128,21 @@ fn safetensors(path: &Path) -> (serde_json::Value, Vec<u8>) {
 }
 
 /// Every job directory under `<out>/local/jobs`, sorted.
+/// Waits (up to 120 s) until a job of the study in `out` has written a checkpoint; false
+/// when the run ended or the time ran out first.
+fn wait_for_a_checkpoint(child: &mut std::process::Child, out: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let found = job_dirs(out)
+            .iter()
+            .any(|d| d.join("checkpoint/trainer_state.json").exists());
+        if found || Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn job_dirs(out: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(out.join("local/jobs"))
         .map(|d| d.map(|e| e.unwrap().path()).collect())
@@ -339,19 +354,7 @@ fn a_study_killed_during_training_resumes_from_its_checkpoint() {
     let killed = dir.path().join("killed");
     let k = killed.to_str().unwrap();
     let mut child = spawn_example("reproduce", &args(k, m, d), &env);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let checkpointed = loop {
-        let found = job_dirs(&killed)
-            .iter()
-            .any(|d| d.join("checkpoint/trainer_state.json").exists());
-        if found || Instant::now() > deadline {
-            break found;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let checkpointed = wait_for_a_checkpoint(&mut child, &killed);
     child.kill().unwrap_or(()); // SIGKILL
     let _ = child.wait();
     assert!(checkpointed, "no checkpoint before the run ended");
@@ -415,16 +418,7 @@ fn ctrl_c_during_training_marks_the_job_interrupted_and_a_rerun_resumes_it() {
     let out = dir.path().join("study");
     let o = out.to_str().unwrap();
     let mut child = spawn_example("reproduce", &args(o, m, d), &env);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let checkpointed = loop {
-        let found = job_dirs(&out)
-            .iter()
-            .any(|d| d.join("checkpoint/trainer_state.json").exists());
-        if found || Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            break found;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let checkpointed = wait_for_a_checkpoint(&mut child, &out);
     let sent = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -117,53 +116,19 @@ fn replicates_resume_after_a_kill_without_a_duplicate_job() {
     // Killed during fine-tuning and during evaluation, then resumed: the same files, and no
     // job created twice.
     let b_args = args(&b, "3");
-    let mut killed_mid_run = 0;
-    for (what, ready) in [
-        (
-            "fine-tuning",
-            Box::new(|| b.join("ledger.json").exists()) as Box<dyn Fn() -> bool>,
-        ),
-        (
-            "evaluation",
-            Box::new(|| count_files(&b.join("cache")) >= 100),
-        ),
-    ] {
-        let mut child = spawn_example("reproduce", &b_args, &[]);
-        let start = Instant::now();
-        while !ready() && start.elapsed() < Duration::from_secs(120) {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let finished = child.try_wait().unwrap().is_some();
-        child.kill().ok();
-        child.wait().unwrap();
-        if !finished && !b.join("report.md").exists() {
-            killed_mid_run += 1;
-        }
-        eprintln!("kill during {what}: finished before the kill = {finished}");
-    }
-    assert!(
-        killed_mid_run >= 1,
-        "no kill landed before the run finished"
+    kill_twice_then_resume(&b_args, &b, 100);
+    assert_same_files(
+        &a,
+        &b,
+        &[
+            "models.json",
+            "summary.json",
+            "report.md",
+            "grid.csv",
+            "outcomes/en-stem#2.jsonl",
+            "outcomes/yo-medical#3.jsonl",
+        ],
     );
-    let o = run_example("reproduce", &b_args);
-    assert!(o.status.success(), "{}", describe(&o));
-    for f in [
-        "models.json",
-        "summary.json",
-        "report.md",
-        "grid.csv",
-        "outcomes/en-stem#2.jsonl",
-        "outcomes/yo-medical#3.jsonl",
-    ] {
-        assert_eq!(
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-            "{f} differs after kill and resume"
-        );
-    }
     let ledger = read_json(&b.join("ledger.json"));
     assert_eq!(ledger["jobs"].as_object().unwrap().len(), 12);
     assert_eq!(

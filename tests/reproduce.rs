@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::*;
 use wiremock::MockServer;
@@ -291,54 +290,20 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
 
     let b_args = args(&b);
     // Kill it once during fine-tuning and once during evaluation.
-    let mut killed_mid_run = 0;
-    for (what, ready) in [
-        (
-            "fine-tuning",
-            Box::new(|| b.join("ledger.json").exists()) as Box<dyn Fn() -> bool>,
-        ),
-        (
-            "evaluation",
-            Box::new(|| count_files(&b.join("cache")) >= 200),
-        ),
-    ] {
-        let mut child = spawn_example("reproduce", &b_args, &[]);
-        let start = Instant::now();
-        while !ready() && start.elapsed() < Duration::from_secs(120) {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let finished = child.try_wait().unwrap().is_some();
-        child.kill().ok();
-        child.wait().unwrap();
-        if !finished && !b.join("report.md").exists() {
-            killed_mid_run += 1;
-        }
-        eprintln!("kill during {what}: finished before the kill = {finished}");
-    }
-    assert!(
-        killed_mid_run >= 1,
-        "no kill landed before the run finished"
+    kill_twice_then_resume(&b_args, &b, 200);
+    assert_same_files(
+        &a,
+        &b,
+        &[
+            "models.json",
+            "summary.json",
+            "report.md",
+            "grid.csv",
+            "outcomes/base.jsonl",
+            "outcomes/en-stem.jsonl",
+            "outcomes/ar-medical.jsonl",
+        ],
     );
-    let o = run_example("reproduce", &b_args);
-    assert!(o.status.success(), "{}", describe(&o));
-    for f in [
-        "models.json",
-        "summary.json",
-        "report.md",
-        "grid.csv",
-        "outcomes/base.jsonl",
-        "outcomes/en-stem.jsonl",
-        "outcomes/ar-medical.jsonl",
-    ] {
-        assert_eq!(
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-            "{f} differs after kill and resume"
-        );
-    }
     // No job was run twice: the ledger holds one job per slice.
     let ledger = read_json(&b.join("ledger.json"));
     assert_eq!(ledger["jobs"].as_object().unwrap().len(), 8);

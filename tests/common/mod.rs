@@ -186,3 +186,56 @@ pub fn assert_stopped_for_change(o: &Output, change: &str) {
     assert!(err.contains(change), "{err}");
     assert!(err.contains("--fresh"), "{err}");
 }
+
+/// Runs `reproduce` with `args` into `out` and kills it (SIGKILL) twice, once as soon as the
+/// job ledger exists (fine-tuning) and once when `out/cache` holds `cached` files
+/// (evaluation), then reruns it to the end. Panics unless at least one kill landed before
+/// the run finished and the rerun succeeds. The caller compares the files with an
+/// uninterrupted run's.
+pub fn kill_twice_then_resume(args: &[&str], out: &Path, cached: usize) {
+    use std::time::{Duration, Instant};
+    let mut killed_mid_run = 0;
+    for (what, ready) in [
+        (
+            "fine-tuning",
+            Box::new(|| out.join("ledger.json").exists()) as Box<dyn Fn() -> bool>,
+        ),
+        (
+            "evaluation",
+            Box::new(|| count_files(&out.join("cache")) >= cached),
+        ),
+    ] {
+        let mut child = spawn_example("reproduce", args, &[]);
+        let start = Instant::now();
+        while !ready() && start.elapsed() < Duration::from_secs(120) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        if !finished && !out.join("report.md").exists() {
+            killed_mid_run += 1;
+        }
+        eprintln!("kill during {what}: finished before the kill = {finished}");
+    }
+    assert!(
+        killed_mid_run >= 1,
+        "no kill landed before the run finished"
+    );
+    let o = run_example("reproduce", args);
+    assert!(o.status.success(), "{}", describe(&o));
+}
+
+/// Panics unless each of `files` (relative) has the same bytes under `a` and `b`.
+pub fn assert_same_files(a: &Path, b: &Path, files: &[&str]) {
+    for f in files {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs after kill and resume"
+        );
+    }
+}
