@@ -923,7 +923,7 @@ fn write_checkpoint(
         moments.insert(format!("second_moment.{i}"), v.clone());
     }
     let path = tmp.join(OPTIMIZER_STATE);
-    candle_core::safetensors::save(&moments, &path).map_err(|e| LocalError::io(&path, e))?;
+    crate::peft::save_safetensors(&moments, &path)?;
     let path = tmp.join(TRAINER_STATE);
     let json = serde_json::to_string(&TrainerState {
         global_step: state.step,

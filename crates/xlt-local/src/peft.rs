@@ -296,8 +296,7 @@ pub(crate) fn save_params(
         let cfg_path = tmp.join(ADAPTER_CONFIG);
         std::fs::write(&cfg_path, json + "\n").map_err(|e| LocalError::io(&cfg_path, e))?;
         let st_path = tmp.join(ADAPTER_WEIGHTS);
-        candle_core::safetensors::save(&tensors, &st_path)
-            .map_err(|e| LocalError::io(&st_path, e))?;
+        save_safetensors(&tensors, &st_path)?;
         replace_dir(&tmp, dir, &old)
     })();
     if written.is_err() {
@@ -644,4 +643,47 @@ pub(crate) fn replace_dir(tmp: &Path, dir: &Path, old: &Path) -> Result<(), Loca
         std::fs::remove_dir_all(old).map_err(|e| LocalError::io(old, e))?;
     }
     Ok(())
+}
+
+/// `candle_core::safetensors::save`, then the mode any new file gets under the process's
+/// umask (0o644 under 022): the safetensors crate writes through a temporary file of mode
+/// 0o600 and renames it, which would leave adapters and checkpoints readable by their owner
+/// only (issue #26).
+pub(crate) fn save_safetensors(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    path: &Path,
+) -> Result<(), LocalError> {
+    candle_core::safetensors::save(tensors, path).map_err(|e| LocalError::io(path, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let probe = xlt_provider::tempfile_with_umask(dir).map_err(|e| LocalError::io(dir, e))?;
+    let mode = probe
+        .as_file()
+        .metadata()
+        .map_err(|e| LocalError::io(probe.path(), e))?
+        .permissions();
+    std::fs::set_permissions(path, mode).map_err(|e| LocalError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    /// An adapter's or checkpoint's safetensors file gets the mode of any new file (what
+    /// `File::create` gives under this process's umask), not the 0o600 of the temporary file
+    /// the safetensors crate writes through.
+    #[cfg(unix)]
+    #[test]
+    fn saved_safetensors_get_the_umask_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let t =
+            candle_core::Tensor::zeros((2, 3), candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
+        let tensors = std::collections::HashMap::from([("w".to_owned(), t)]);
+        let path = dir.path().join("adapter_model.safetensors");
+        super::save_safetensors(&tensors, &path).unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        println!("saved {:o}, a new file {:o}", mode(&path), mode(&plain));
+        assert_eq!(mode(&path), mode(&plain));
+    }
 }

@@ -78,7 +78,9 @@ pub use replicate::{
 pub use report::{Analysis, AnalysisConfig, MIN_HEATMAP_INSTANCES, MIN_INTERVAL_CLUSTERS};
 pub use signif::{RowTest, Significance, benjamini_hochberg, holm, mcnemar_exact, significance};
 pub use summary::{Grouping, Groups, SAME_LANGUAGE, Summary, group, summarize};
-pub use transfer::{TRANSFER_TERMS, TransferRegression, pair_distances, transfer_regression};
+pub use transfer::{
+    NEAR_ALIAS, TRANSFER_TERMS, TransferRegression, pair_distances, transfer_regression,
+};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

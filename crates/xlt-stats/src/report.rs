@@ -1716,7 +1716,7 @@ impl Analysis {
                 if !r.aliased.is_empty() {
                     let _ = writeln!(
                         out,
-                        "\nDropped, being zero or a linear combination of the terms above on these instances: {}.",
+                        "\nDropped, being zero or (nearly: R² above 0.99) a linear combination of the terms above on these instances: {}.",
                         r.aliased.join("; ")
                     );
                 }

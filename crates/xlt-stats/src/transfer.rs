@@ -41,11 +41,17 @@ pub struct TransferRegression {
     /// Instances left out because a language is not in the typology tables or the pair
     /// shares fewer than [`MIN_SHARED_FEATURES`] WALS features.
     pub left_out_distance: usize,
-    /// Regressors dropped because they are a linear combination of earlier ones in this
-    /// grid (for example, with every language of its own family, relatedness is 1 exactly
-    /// on same-language cells).
+    /// Regressors dropped because they are zero, or a linear combination of earlier ones in
+    /// this grid or nearly one (R^2 on them above `1 - NEAR_ALIAS`; for example, with every
+    /// language of its own family, relatedness is 1 exactly on same-language cells).
     pub aliased: Vec<String>,
 }
+
+/// A regressor is dropped as aliased when its residual on the earlier columns keeps less than
+/// this share of its variation about its mean: R^2 on them above 0.99, a variance inflation
+/// factor above 100 (the severe end of the usual 10-100 rules of thumb; Belsley, Kuh and
+/// Welsch, *Regression Diagnostics*, 1980).
+pub const NEAR_ALIAS: f64 = 0.01;
 
 /// The regressors, in column order.
 pub const TRANSFER_TERMS: [&str; 7] = [
@@ -64,8 +70,9 @@ pub const TRANSFER_TERMS: [&str; 7] = [
 /// only, against lateral), the WALS distance times 10 (0 for a language and itself),
 /// relatedness `1 - genealogical distance` (1 for a language and itself, 0 across families),
 /// domain match 1 when the test set's domain is the training slice's, and the base accuracy
-/// in pp centred on its mean. A column that is zero everywhere or a linear combination of
-/// earlier columns is dropped and named in [`TransferRegression::aliased`]. Clusters are the
+/// in pp centred on its mean. A column that is zero everywhere, or a linear combination of
+/// earlier columns or nearly one ([`NEAR_ALIAS`]), is dropped and named in
+/// [`TransferRegression::aliased`]. Clusters are the
 /// training slice (so replicates of a slice are one cluster) and the test set.
 ///
 /// # Errors
@@ -122,7 +129,11 @@ pub fn transfer_regression(
             ]
         })
         .collect();
-    // Keep a column when it adds to the span of the kept ones (Gram-Schmidt residual).
+    // Keep a column when it adds to the span of the kept ones (Gram-Schmidt residual) by
+    // more than NEAR_ALIAS of its own variation: a column nearly a combination of earlier
+    // ones (a variance inflation factor over 100) makes both coefficients huge and opposite
+    // with intervals hundreds of points wide, as WALS distance and relatedness do on a
+    // selection of three languages of three families (r = -0.9997).
     let mut basis: Vec<DVector<f64>> = Vec::new();
     let mut used = Vec::new();
     let mut aliased = Vec::new();
@@ -132,7 +143,16 @@ pub fn transfer_regression(
         for q in &basis {
             res -= q * q.dot(&res);
         }
-        if res.norm_squared() > 1e-9 * col.norm_squared().max(1e-300) && col.norm() > 0.0 {
+        // The intercept's variation is its norm; any other column's is about its mean.
+        let varied = if j == 0 {
+            col.norm_squared()
+        } else {
+            col.add_scalar(-col.mean()).norm_squared()
+        };
+        if col.norm() > 0.0
+            && varied > 1e-9 * col.norm_squared()
+            && res.norm_squared() > NEAR_ALIAS * varied
+        {
             basis.push(res.normalize());
             used.push(j);
         } else {

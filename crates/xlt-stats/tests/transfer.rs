@@ -178,3 +178,40 @@ fn the_primary_interval_covers_and_the_independent_t_does_not() {
         );
     }
 }
+
+/// A regressor that is nearly a linear combination of the others (here relatedness made an
+/// affine function of the WALS distance plus a wiggle far below its own variation, as WALS
+/// distance and relatedness are on three languages of three families) is dropped and named,
+/// not fitted into two huge opposite coefficients.
+#[test]
+fn a_nearly_collinear_regressor_is_dropped_and_named() {
+    let grid = table_grid();
+    let mut distances = pair_distances(&grid);
+    for (i, d) in distances.iter_mut().enumerate() {
+        if let Some(d) = d {
+            let wiggle = if i % 2 == 0 { 1e-4 } else { -1e-4 };
+            d.genealogical.distance = 0.1 + 0.5 * d.wals.distance + wiggle;
+        }
+    }
+    let fit = transfer_regression(&grid, &distances).unwrap();
+    let kept: Vec<&str> = fit
+        .fit
+        .coefficients
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    println!("kept {kept:?}, dropped {:?}", fit.aliased);
+    assert!(
+        fit.aliased.iter().any(|a| a.contains("relatedness")),
+        "relatedness kept: {kept:?}, dropped {:?}",
+        fit.aliased
+    );
+    for c in &fit.fit.coefficients {
+        assert!(
+            c.se < 100.0,
+            "{}: se {} (an inflated variance)",
+            c.name,
+            c.se
+        );
+    }
+}
