@@ -127,11 +127,11 @@ pub use run::{
     provider_training_estimate, replicate_jobs, replicate_seed, stop_started_endpoints,
 };
 pub use study::{
-    ANALYZED_KEY, EVAL_KEYS, EvalSettings, LoraOptions, Observer, Quiet, RESOURCE_MAP_FILE,
-    Reproduced, Study, StudyOptions, TuneSettings, analysis_config, analyze_experiment, cache_dir,
-    check_analysis_dir, check_out_dir, check_partial_fingerprint, default_analysis_dir,
-    prepare_data, prepare_data_in, record_analysis, report_context, save_resource_map,
-    write_prepared,
+    ANALYZED_KEY, EVAL_KEYS, EVALUATION_RESUMES, EvalSettings, LoraOptions, Observer, Quiet,
+    RESOURCE_MAP_FILE, Reproduced, Study, StudyOptions, TuneSettings, analysis_config,
+    analyze_experiment, cache_dir, check_analysis_dir, check_out_dir, check_partial_fingerprint,
+    default_analysis_dir, prepare_data, prepare_data_in, record_analysis, report_context,
+    save_resource_map, write_prepared,
 };
 
 use xlt_provider::ProviderError;

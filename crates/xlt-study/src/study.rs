@@ -273,6 +273,10 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), StudyErr
     write_atomic(path, text.as_bytes())
 }
 
+/// What an interrupted evaluation says after what interrupted it.
+pub const EVALUATION_RESUMES: &str = "every answer received is kept (outcomes of finished \
+    models, the response cache), and the same command resumes with the questions left";
+
 /// Runs `work` unless `cancel` resolves first; then fails with [`StudyError::Interrupted`]
 /// carrying what `cancel` said.
 async fn cancellable<T>(
@@ -941,7 +945,9 @@ impl<'a> Study<'a> {
                     self.observer
                         .message(&format!("{why}; stopped {n} endpoint(s)"));
                 }
-                Err(StudyError::Interrupted(why))
+                Err(StudyError::Interrupted(format!(
+                    "{why} while evaluating: {EVALUATION_RESUMES}"
+                )))
             }
             r => r,
         }

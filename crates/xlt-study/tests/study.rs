@@ -151,7 +151,8 @@ async fn a_cancelled_evaluation_says_why() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, StudyError::Interrupted(w) if w == "interrupted (test)"),
+        matches!(&e, StudyError::Interrupted(w)
+            if *w == format!("interrupted (test) while evaluating: {}", xlt_study::EVALUATION_RESUMES)),
         "{e}"
     );
 }
