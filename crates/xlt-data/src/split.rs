@@ -65,7 +65,8 @@ pub fn shuffle_key(seed: u64, sample_id: &str) -> [u8; 32] {
 
 /// Splits items into training and test, stratified by subject.
 ///
-/// Within each subject the items are ordered by [`shuffle_key`], and the first ones go to
+/// Within each subject the items are ordered by [`shuffle_key`] (of their passage, for
+/// Belebele's reading questions, whose passage's questions stay on one side), and the first ones go to
 /// training. How many: `round(train_fraction x n)` of the subject's `n` questions (halves
 /// rounded up), each subject on its own. A subject's split thus depends only on its own
 /// items and the seed, never on which other subjects (or domains) are selected: the same
@@ -89,14 +90,15 @@ pub fn split_items(items: &[Item], config: &SplitConfig) -> Result<Split, DataEr
             what: "nothing to split: no question is left after selection and alignment".to_owned(),
         });
     }
-    let mut strata: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    // Per subject: its ids, each under the unit of the split it belongs to.
+    let mut strata: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for item in items {
         if seen.insert(item.sample_id.as_str()) {
             strata
                 .entry(item.subject.as_str())
                 .or_default()
-                .push(item.sample_id.as_str());
+                .push((split_unit(item), item.sample_id.as_str()));
         }
     }
     // Each subject's quota is rounded on its own (not by largest remainder across
@@ -108,15 +110,43 @@ pub fn split_items(items: &[Item], config: &SplitConfig) -> Result<Split, DataEr
 
     let mut split = Split::default();
     for (subject, n_train) in quotas {
-        let mut ids = strata[subject].clone();
-        ids.sort_by_cached_key(|id| (shuffle_key(config.seed, id), id.to_string()));
-        let (train, test) = ids.split_at(n_train);
-        split.train.extend(train.iter().map(|s| s.to_string()));
-        split.test.extend(test.iter().map(|s| s.to_string()));
+        // Units in shuffled order, each whole on one side: training takes units until it
+        // holds the quota (a unit of several questions may take it one or two past).
+        let mut units: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for &(unit, id) in &strata[subject] {
+            units.entry(unit).or_default().push(id);
+        }
+        let mut order: Vec<(&str, Vec<&str>)> = units.into_iter().collect();
+        order.sort_by_cached_key(|(unit, _)| (shuffle_key(config.seed, unit), unit.to_string()));
+        let mut taken = 0;
+        for (_, ids) in order {
+            let side = if taken < n_train {
+                taken += ids.len();
+                &mut split.train
+            } else {
+                &mut split.test
+            };
+            side.extend(ids.iter().map(|s| s.to_string()));
+        }
     }
     split.train.sort_by(|a, b| compare_sample_ids(a, b));
     split.test.sort_by(|a, b| compare_sample_ids(a, b));
     Ok(split)
+}
+
+/// What a split keeps whole on one side: a Belebele question's passage (its id
+/// `<link>/<question_number>` without the number; Belebele is the one benchmark of the
+/// reading domain, and asks up to two questions of a passage that is part of each
+/// question), so that no passage read in training is asked about in test; any other
+/// question alone.
+fn split_unit(item: &Item) -> &str {
+    match item.domain {
+        crate::Domain::Reading => item
+            .sample_id
+            .rsplit_once('/')
+            .map_or(item.sample_id.as_str(), |(passage, _)| passage),
+        _ => item.sample_id.as_str(),
+    }
 }
 
 /// How many of a subject's `n` questions go to training at fraction `f`: `round(f x n)`,

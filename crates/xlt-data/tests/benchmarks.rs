@@ -477,9 +477,8 @@ fn belebele_reads_both_layouts_into_the_same_ids() {
     )
     .unwrap();
     assert_aligned_and_clean(&prepared);
-    // FIXME: the split is of question ids, and Belebele asks up to two questions of one
-    // passage: a passage can be read in training and asked about again in test. Today's
-    // behaviour, asserted so that a fix (a split by passage) changes this test.
+    // Belebele asks up to two questions of one passage: the split keeps a passage's
+    // questions on one side, so no passage read in training is asked about in test.
     let slice = &prepared.manifest.slices[0];
     let passage = |id: &String| id.rsplit_once('/').unwrap().0.to_owned();
     let train: std::collections::BTreeSet<String> = slice.train_ids.iter().map(passage).collect();
@@ -488,8 +487,13 @@ fn belebele_reads_both_layouts_into_the_same_ids() {
         .iter()
         .filter(|id| train.contains(&passage(id)))
         .count();
-    println!("{shared} test questions whose passage is also in training");
-    assert!(shared > 0, "{shared}");
+    println!(
+        "{shared} test questions whose passage is also in training ({} train, {} test)",
+        slice.train_ids.len(),
+        slice.test_ids.len()
+    );
+    assert_eq!(shared, 0);
+    assert!(!slice.test_ids.is_empty() && !slice.train_ids.is_empty());
 
     // Bad cells name the file and line.
     let tmp = tempfile::tempdir().unwrap();
