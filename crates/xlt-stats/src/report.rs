@@ -90,6 +90,9 @@ fn summary_json(s: &Summary) -> serde_json::Value {
     v["primary"] = json!({
         "method": PRIMARY_INTERVAL.key(),
         "ci95": s.ci95(PRIMARY_INTERVAL),
+        // What the report prints as "too few": the interval is kept, but rests on too
+        // little to be read (see `primary_enough`).
+        "too_few": !primary_enough(s),
     });
     v["secondary"] = json!(
         IntervalMethod::ALL

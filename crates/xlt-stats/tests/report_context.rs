@@ -250,6 +250,14 @@ fn too_few_instances_give_no_regression_interval_or_colour() {
         );
     }
     assert!(gain.contains("no cell is coloured"), "{gain}");
+    // summary.json keeps each group's primary interval but says where the report prints
+    // "too few" (2 models x 2 test sets: under 3 clusters).
+    let json = a.summary_json();
+    let types = json["transfer_types"].as_object().unwrap();
+    assert!(!types.is_empty(), "{json}");
+    for (name, g) in types {
+        assert_eq!(g["primary"]["too_few"], true, "{name}: {}", g["primary"]);
+    }
 }
 
 #[test]
