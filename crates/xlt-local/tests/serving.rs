@@ -57,6 +57,15 @@ fn gist(r: &ChatResponse) -> (String, Vec<String>, Vec<f64>) {
 /// answered by the wrong model (the adapters move them by tenths).
 const TOL: f64 = 1e-4;
 
+/// A random tiny model written as a Hugging Face directory `root/base`.
+fn random_base_dir(root: &std::path::Path, cfg: &xlt_local::Config) -> std::path::PathBuf {
+    let dir = root.join("base");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (varmap, _) = random_model(cfg, Ops::Fused);
+    write_hf_dir(&dir, cfg, &varmap, false);
+    dir
+}
+
 /// Requests to a base and two adapters, all at once, each answered as it is alone; the
 /// adapters answer differently from the base (each request reaches its own model); and the
 /// three models are served by one worker thread (one per model held each one's peak working
@@ -68,10 +77,7 @@ async fn one_worker_thread_serves_a_base_and_its_adapters() {
     rayon::broadcast(|_| ());
     let cfg = config("llama");
     let tmp = tempfile::tempdir().unwrap();
-    let base_dir = tmp.path().join("base");
-    std::fs::create_dir_all(&base_dir).unwrap();
-    let (varmap, _) = random_model(&cfg, Ops::Fused);
-    write_hf_dir(&base_dir, &cfg, &varmap, false);
+    let base_dir = random_base_dir(tmp.path(), &cfg);
     let base = base_dir.to_str().unwrap().to_owned();
     let lora = LoraConfig {
         lora_dropout: 0.0,
@@ -155,10 +161,7 @@ async fn one_thread_trains_every_job_and_the_calibration() {
     rayon::broadcast(|_| ());
     let cfg = config("llama");
     let tmp = tempfile::tempdir().unwrap();
-    let base_dir = tmp.path().join("base");
-    std::fs::create_dir_all(&base_dir).unwrap();
-    let (varmap, _) = random_model(&cfg, Ops::Fused);
-    write_hf_dir(&base_dir, &cfg, &varmap, false);
+    let base_dir = random_base_dir(tmp.path(), &cfg);
     let dir = base_dir.clone();
     let loader: xlt_local::ModelLoader = Arc::new(move |_: &str| {
         LocalModel::load(
