@@ -23,12 +23,21 @@ fn args<'a>(out: &'a Path, replicates: &'a str) -> Vec<&'a str> {
     ]
 }
 
-/// The seeds of every job the embedded provider created, by suffix.
+/// The seeds of every job the embedded provider created, by suffix. A `.xlt-tmp-*` file is
+/// a write a kill interrupted (never renamed into place, swept by a later run once a minute
+/// old), not a job.
 fn job_seeds(out: &Path) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = std::fs::read_dir(out.join("embedded/jobs"))
         .unwrap()
-        .map(|e| {
-            let job = read_json(&e.unwrap().path());
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".xlt-tmp-")
+        })
+        .map(|p| {
+            let job = read_json(&p);
             (
                 job["spec"]["suffix"].as_str().unwrap().to_owned(),
                 job["spec"]["seed"].as_u64().unwrap(),
