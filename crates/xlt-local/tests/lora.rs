@@ -643,9 +643,12 @@ fn accumulated_micro_batches_take_the_step_of_one_batch() {
     for (p, q) in lora_params(&whole).iter().zip(lora_params(&accumulated)) {
         for (x, y) in [(&p.a, &q.a), (&p.b, &q.b)] {
             let diff = max_abs(&(x.as_tensor() - y.as_tensor()).unwrap());
-            // Adam divides by the gradient's running RMS, so f32 rounding in the summed
-            // gradients moves the update by far less than 1e-5 of the step.
-            assert!(diff < 1e-6, "{}: {diff}", p.module);
+            // Adam's step of an element is about lr g / sqrt(v): where g is near zero, f32
+            // rounding in the summed gradients moves it by a small fraction of the
+            // learning rate (1e-3); CI once saw 1.4e-6 after two steps. 1e-5 is 1% of one
+            // step, and accumulation that dropped or misweighted a micro-batch moves an
+            // element by a sizable fraction of a step.
+            assert!(diff < 1e-5, "{}: {diff}", p.module);
         }
     }
     // Stopping early: the callback's Break ends training after that step.
