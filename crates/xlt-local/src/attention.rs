@@ -69,28 +69,55 @@ fn product<T: Float>(
 fn weights<T: Float>(q: &[T], k: &[T], mask: Option<&[T]>, d: Dims, scale: T) -> Vec<T> {
     let mut p = vec![T::default(); d.t * d.s];
     product(&mut p, q, false, k, true, (d.t, d.hd, d.s), scale, false);
-    crate::kernels::vectorized(|| {
-        for (i, row) in p.chunks_exact_mut(d.s).enumerate() {
-            if let Some(m) = mask {
-                for (x, &add) in row.iter_mut().zip(&m[i * d.s..(i + 1) * d.s]) {
-                    *x += add;
-                }
-            }
-            let neg_inf = <T as candle_core::WithDType>::from_f64(f64::NEG_INFINITY);
-            let max = lanes(row, neg_inf, |a, b| if b > a { b } else { a });
-            // Three passes that each vectorize: a running sum in the exp loop would not
-            // (float addition is not reassociated), the lane sums below are.
-            for x in row.iter_mut() {
-                *x = crate::kernels::Float::exp(*x - max);
-            }
-            let sum = lanes(row, T::default(), |a, b| a + b);
-            let inv = one::<T>() / sum;
-            for x in row.iter_mut() {
-                *x *= inv;
-            }
-        }
+    pulp::Arch::new().dispatch(SoftmaxRows {
+        p: &mut p,
+        mask,
+        s: d.s,
     });
     p
+}
+
+/// Each row of `p` (`s` wide) plus its row of `mask`, then softmaxed in place, compiled for
+/// the best vector instructions the CPU has. A `pulp` operation whose body is inlined
+/// into the function pulp compiles for them (`#[inline(always)]`): passed as a closure to
+/// [`crate::kernels::vectorized`], this loop stayed a function of its own compiled for the
+/// baseline, where `floor` in e^x is a libm call per element (perf, issue #27).
+struct SoftmaxRows<'a, T> {
+    p: &'a mut [T],
+    mask: Option<&'a [T]>,
+    s: usize,
+}
+
+impl<T: Float> pulp::WithSimd for SoftmaxRows<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        softmax_rows(self.p, self.mask, self.s);
+    }
+}
+
+#[inline(always)]
+fn softmax_rows<T: Float>(p: &mut [T], mask: Option<&[T]>, s: usize) {
+    for (i, row) in p.chunks_exact_mut(s).enumerate() {
+        if let Some(m) = mask {
+            for (x, &add) in row.iter_mut().zip(&m[i * s..(i + 1) * s]) {
+                *x += add;
+            }
+        }
+        let neg_inf = <T as candle_core::WithDType>::from_f64(f64::NEG_INFINITY);
+        let max = lanes(row, neg_inf, |a, b| if b > a { b } else { a });
+        // Three passes that each vectorize: a running sum in the exp loop would not
+        // (float addition is not reassociated), the lane sums below are.
+        for x in row.iter_mut() {
+            *x = crate::kernels::Float::exp(*x - max);
+        }
+        let sum = lanes(row, T::default(), |a, b| a + b);
+        let inv = one::<T>() / sum;
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+    }
 }
 
 /// `xs` folded by `f` in eight interleaved lanes, then the lanes and the remainder in order:

@@ -97,7 +97,11 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * r2 + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of n + 127 + 2^23, whose low mantissa bits are n + 127 (0..=255
+    // for the clamped n), shifted into the exponent field. No float-to-integer cast and no
+    // checked integer addition: the dev profile's overflow checks (and the cast's
+    // saturation) kept this loop scalar.
+    let scale = f32::from_bits((n + (127.0 + 8_388_608.0)).to_bits() << 23);
     let e = y * scale;
     if x < MIN {
         0.0
