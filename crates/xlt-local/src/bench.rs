@@ -16,8 +16,8 @@ use std::time::Instant;
 use xlt_provider::ChatMessage;
 
 use crate::{
-    GenerateParams, LocalError, LocalModel, LoraConfig, TrainConfig, TrainExample, attach_lora,
-    encode_example, train,
+    ChatPrompt, GenerateParams, LocalError, LocalModel, LoraConfig, TrainConfig, TrainExample,
+    attach_lora, encode_example, train,
 };
 
 /// One row of a benchmark table.
@@ -44,8 +44,9 @@ pub struct BenchRow {
 /// each question's answer.
 #[derive(Debug, Clone)]
 pub struct ScoringInput {
-    /// One chat prompt per question, as [`LocalModel::encode_chat`] tokenizes it.
-    pub prompts: Vec<Vec<u32>>,
+    /// One chat prompt per question, as [`LocalModel::encode_chat_prompt`] tokenizes it
+    /// (with its context, the system turn, as the local provider scores it).
+    pub prompts: Vec<ChatPrompt>,
     /// The answer's index per question, 0..4.
     pub answers: Vec<usize>,
 }
@@ -70,14 +71,14 @@ impl ScoringInput {
         }
         let prompts = chats
             .iter()
-            .map(|m| model.encode_chat(m))
+            .map(|m| model.encode_chat_prompt(m))
             .collect::<Result<_, _>>()?;
         Ok(ScoringInput { prompts, answers })
     }
 
     /// Prompt tokens over all questions.
     pub fn tokens(&self) -> usize {
-        self.prompts.iter().map(Vec::len).sum()
+        self.prompts.iter().map(|p| p.tokens().len()).sum()
     }
 
     /// Question indices in batches of `batch`: in input order, or sorted by prompt length
@@ -85,13 +86,21 @@ impl ScoringInput {
     pub fn batches(&self, batch: usize, sorted: bool) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.prompts.len()).collect();
         if sorted {
-            order.sort_by_key(|&i| self.prompts[i].len());
+            order.sort_by_key(|&i| self.prompts[i].tokens().len());
         }
         order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect()
     }
 
-    fn group(&self, chunk: &[usize]) -> Vec<Vec<u32>> {
+    fn group(&self, chunk: &[usize]) -> Vec<ChatPrompt> {
         chunk.iter().map(|&i| self.prompts[i].clone()).collect()
+    }
+
+    /// The tokens alone: no context kept between prompts.
+    fn group_tokens(&self, chunk: &[usize]) -> Vec<Vec<u32>> {
+        chunk
+            .iter()
+            .map(|&i| self.prompts[i].tokens().to_vec())
+            .collect()
     }
 
     fn row(&self, engine: &str, mode: String, seconds: f64, right: usize) -> BenchRow {
@@ -121,8 +130,10 @@ fn argmax(scores: impl Iterator<Item = f64>) -> usize {
 pub type GradeText<'a> = &'a dyn Fn(usize, &str) -> bool;
 
 /// Scoring runs of `model` over `input`, one row each, in this order: first-token
-/// log-probabilities one prompt at a time, in batches of `batch` in input order and sorted
-/// by length; letter log-probabilities ([`LocalModel::letter_logprobs`], what
+/// log-probabilities one prompt at a time (the local provider's way: the shared context's
+/// keys and values computed once and kept), one prompt at a time with every prompt's
+/// context computed again (what a pass over the tokens alone does), in batches of `batch`
+/// in input order and sorted by length; letter log-probabilities ([`LocalModel::letter_logprobs`], what
 /// `--scoring letters` evaluates) in sorted batches; and, when `generate` is
 /// `Some((max_tokens, is_right))`, greedy generation of up to `max_tokens` in sorted
 /// batches, each text graded by `is_right(question index, text)`.
@@ -154,6 +165,18 @@ pub fn scoring_rows(
             .count()
     };
     let mut table = Vec::new();
+    let t0 = Instant::now();
+    let mut rows = Vec::new();
+    for chunk in &input.batches(1, false) {
+        let out = model.next_token_logprobs(&input.group_tokens(chunk))?;
+        rows.extend(chunk.iter().copied().zip(out));
+    }
+    let recomputed = input.row(
+        engine,
+        "unbatched, context recomputed".to_owned(),
+        t0.elapsed().as_secs_f64(),
+        first_token_right(&rows),
+    );
     for (mode, batches) in [
         ("unbatched".to_owned(), input.batches(1, false)),
         (format!("batch {batch}"), input.batches(batch, false)),
@@ -170,6 +193,9 @@ pub fn scoring_rows(
         }
         let s = t0.elapsed().as_secs_f64();
         table.push(input.row(engine, mode, s, first_token_right(&rows)));
+        if table.len() == 1 {
+            table.push(recomputed.clone());
+        }
     }
     let sorted = input.batches(batch, true);
     let t0 = Instant::now();
@@ -192,7 +218,7 @@ pub fn scoring_rows(
         let t0 = Instant::now();
         let mut right = 0;
         for chunk in &sorted {
-            let gens = model.generate(&input.group(chunk), &vec![params; chunk.len()])?;
+            let gens = model.generate(&input.group_tokens(chunk), &vec![params; chunk.len()])?;
             for (&i, g) in chunk.iter().zip(gens) {
                 right += usize::from(is_right(i, &g.text));
             }
@@ -470,7 +496,9 @@ mod tests {
     #[test]
     fn batches_sorted_by_length_cover_every_question_once() {
         let input = ScoringInput {
-            prompts: vec![vec![1; 5], vec![1; 2], vec![1; 9], vec![1; 1], vec![1; 3]],
+            prompts: [5, 2, 9, 1, 3]
+                .map(|n| ChatPrompt::new(vec![1; n], 0))
+                .to_vec(),
             answers: vec![0; 5],
         };
         let sorted = input.batches(2, true);

@@ -14,7 +14,7 @@ use tokenizers::Tokenizer;
 use xlt_provider::ChatMessage;
 
 use crate::LocalError;
-use crate::llama::Model;
+use crate::llama::{Cache, Model};
 use crate::load::{LoadOptions, Loaded, ModelSource};
 use crate::template::ChatTemplate;
 
@@ -99,6 +99,8 @@ pub struct LocalModel {
     origin: String,
     /// The vocabulary's tokens for each answer letter, found on first use.
     letter_tokens: std::sync::OnceLock<[Vec<u32>; 4]>,
+    /// The keys and values of prompt contexts already computed ([`ChatPrompt::context`]).
+    contexts: std::sync::Mutex<ContextCache>,
 }
 
 impl LocalModel {
@@ -119,6 +121,7 @@ impl LocalModel {
             eos_token_ids: l.eos_token_ids,
             origin: l.origin,
             letter_tokens: Default::default(),
+            contexts: Default::default(),
         }
     }
 
@@ -136,6 +139,7 @@ impl LocalModel {
             eos_token_ids,
             origin: "in memory".into(),
             letter_tokens: Default::default(),
+            contexts: Default::default(),
         }
     }
 
@@ -157,6 +161,8 @@ impl LocalModel {
             eos_token_ids: self.eos_token_ids.clone(),
             origin: format!("{}+{}", self.origin, dir.display()),
             letter_tokens: self.letter_tokens.clone(),
+            // The adapter changes every key and value: nothing of the base's is reused.
+            contexts: Default::default(),
         })
     }
 
@@ -165,8 +171,13 @@ impl LocalModel {
         &self.model
     }
 
-    /// The network, mutable: to attach a LoRA adapter ([`crate::load_adapter`]).
+    /// The network, mutable: to attach a LoRA adapter ([`crate::load_adapter`]). The keys
+    /// and values of contexts computed so far are dropped (the change may alter them).
     pub fn model_mut(&mut self) -> &mut Model {
+        self.contexts
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         &mut self.model
     }
 
@@ -203,6 +214,37 @@ impl LocalModel {
             return Err(LocalError::Invalid("the prompt has no tokens".into()));
         }
         Ok(ids)
+    }
+
+    /// The prompt of `messages` as [`LocalModel::encode_chat`] tokenizes it, with its
+    /// context: the tokens of the conversation before the last message (the template
+    /// rendered for `messages[..n - 1]` without the generation prompt), when those are the
+    /// prompt's leading tokens, else none. With a system message and one user message, the
+    /// context is the system turn: the part a study's prompts share, whose keys and values
+    /// [`LocalModel::letter_logprobs`] and [`LocalModel::next_token_logprobs`] compute once
+    /// and reuse.
+    ///
+    /// # Errors
+    /// As [`LocalModel::encode_chat`].
+    pub fn encode_chat_prompt(&self, messages: &[ChatMessage]) -> Result<ChatPrompt, LocalError> {
+        let tokens = self.encode_chat(messages)?;
+        let context = match messages.split_last() {
+            Some((_, before)) if !before.is_empty() => {
+                let text = self.template.render(before, false)?;
+                let ids = self
+                    .tokenizer
+                    .encode(text.as_str(), false)
+                    .map_err(|e| LocalError::Tokenizer(e.to_string()))?;
+                let ids = ids.get_ids();
+                if tokens.starts_with(ids) {
+                    ids.len()
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        };
+        Ok(ChatPrompt::new(tokens, context))
     }
 
     /// Continues every prompt, in one batch. Rows stop independently; the batch runs
@@ -331,11 +373,16 @@ impl LocalModel {
     }
 
     /// The log-probabilities `(batch, vocab)` of the token after each prompt, in one
-    /// batched forward pass (first-token scoring, no generation).
+    /// batched forward pass (first-token scoring, no generation). Prompts that share a
+    /// context ([`ChatPrompt`]) compute its keys and values once, and again only when no
+    /// earlier call left them.
     ///
     /// # Errors
     /// As [`LocalModel::generate`].
-    pub fn next_token_logprobs(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, LocalError> {
+    pub fn next_token_logprobs<P: PromptTokens>(
+        &self,
+        prompts: &[P],
+    ) -> Result<Vec<Vec<f32>>, LocalError> {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }
@@ -343,30 +390,199 @@ impl LocalModel {
         Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?)
     }
 
-    /// The logits `(batch, vocab)`, f32, at the position after each prompt: one forward
-    /// pass over the left-padded batch, no KV cache kept, the output projection at the last
-    /// position only.
-    fn last_logits(&self, prompts: &[Vec<u32>]) -> Result<Tensor, LocalError> {
-        if prompts.iter().any(Vec::is_empty) {
+    /// The logits `(batch, vocab)`, f32, at the position after each prompt, the output
+    /// projection at that position only. When every prompt has the same context, its keys
+    /// and values come from [`LocalModel::context_cache`] and one pass runs the rest of
+    /// each prompt after it, right-padded (a causal mask hides the padding after a row's
+    /// last token, and every token keeps its own position); otherwise one pass over the
+    /// left-padded batch.
+    fn last_logits<P: PromptTokens>(&self, prompts: &[P]) -> Result<Tensor, LocalError> {
+        if prompts.iter().any(|p| p.tokens().is_empty()) {
             return Err(LocalError::Invalid("empty prompt".into()));
         }
-        let device = self.model.device().clone();
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-        let flat: Vec<u32> = prompts
+        let vocab = self.model.config().vocab_size as u32;
+        if let Some(bad) = prompts
             .iter()
-            .zip(&pads)
-            .flat_map(|(p, &n)| std::iter::repeat_n(0, n).chain(p.iter().copied()))
-            .collect();
+            .flat_map(|p| p.tokens())
+            .find(|&&t| t >= vocab)
+        {
+            return Err(LocalError::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let device = self.model.device().clone();
+        let c = shared_context(prompts);
+        fn rest<P: PromptTokens>(p: &P, c: usize) -> &[u32] {
+            &p.tokens()[c..]
+        }
+        let longest = prompts.iter().map(|p| rest(p, c).len()).max().unwrap_or(0);
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - rest(p, c).len()).collect();
+        let flat: Vec<u32> = if c > 0 {
+            prompts
+                .iter()
+                .zip(&pads)
+                .flat_map(|(p, &n)| rest(p, c).iter().copied().chain(std::iter::repeat_n(0, n)))
+                .collect()
+        } else {
+            prompts
+                .iter()
+                .zip(&pads)
+                .flat_map(|(p, &n)| std::iter::repeat_n(0, n).chain(rest(p, c).iter().copied()))
+                .collect()
+        };
         let input = Tensor::from_vec(flat, (prompts.len(), longest), &device)?;
-        let mut cache = self.model.new_cache();
-        let mask = padding_mask(&pads, longest, 0, self.model.dtype(), &device)?;
-        let hidden = self
-            .model
-            .forward_hidden(&input, &mut cache, mask.as_ref())?;
-        drop(cache);
-        let last = hidden.i((.., longest - 1, ..))?.contiguous()?;
+        let hidden = if c > 0 {
+            let context = self.context_cache(&prompts[0].tokens()[..c])?;
+            let mut cache = context.repeated(prompts.len())?;
+            self.model.forward_hidden(&input, &mut cache, None)?
+        } else {
+            let mut cache = self.model.new_cache();
+            let mask = padding_mask(&pads, longest, 0, self.model.dtype(), &device)?;
+            self.model
+                .forward_hidden(&input, &mut cache, mask.as_ref())?
+        };
+        let last = if c > 0 {
+            let rows = prompts
+                .iter()
+                .enumerate()
+                .map(|(r, p)| hidden.i((r, rest(p, c).len() - 1, ..)))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::stack(&rows, 0)?
+        } else {
+            hidden.i((.., longest - 1, ..))?.contiguous()?
+        };
         Ok(self.model.logits_f32(&last)?.to_dtype(DType::F32)?)
+    }
+
+    /// The keys and values of `context` (batch 1): computed by a pass over exactly these
+    /// tokens from an empty cache, so that they are the same numbers whether an earlier
+    /// call left them or not, and kept for later calls (see [`CONTEXT_CACHE_BYTES`]).
+    fn context_cache(&self, context: &[u32]) -> Result<Cache, LocalError> {
+        let mut store = self
+            .contexts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hit) = store.get(context) {
+            return Ok(hit);
+        }
+        let input = Tensor::from_slice(context, (1, context.len()), self.model.device())?;
+        let mut cache = self.model.new_cache();
+        self.model.forward_hidden(&input, &mut cache, None)?;
+        store.insert(context.to_vec(), cache.clone());
+        Ok(cache)
+    }
+}
+
+/// Bytes of context keys and values a [`LocalModel`] keeps at most: 64 MiB, the least
+/// recently used dropped first. SmolLM2-135M's keys and values take 46 KiB a token in f32,
+/// so a 30-token system turn takes 1.4 MiB; a context larger than this is computed on
+/// every call instead.
+pub const CONTEXT_CACHE_BYTES: usize = 64 << 20;
+
+/// Contexts' keys and values, most recently used last, at most [`CONTEXT_CACHE_BYTES`].
+#[derive(Debug, Default)]
+struct ContextCache {
+    entries: Vec<(Vec<u32>, Cache)>,
+}
+
+impl ContextCache {
+    fn get(&mut self, tokens: &[u32]) -> Option<Cache> {
+        let i = self.entries.iter().position(|(t, _)| t == tokens)?;
+        let entry = self.entries.remove(i);
+        let cache = entry.1.clone();
+        self.entries.push(entry);
+        Some(cache)
+    }
+
+    fn insert(&mut self, tokens: Vec<u32>, cache: Cache) {
+        let bytes = cache.bytes();
+        if bytes > CONTEXT_CACHE_BYTES {
+            return;
+        }
+        let mut total: usize = self.entries.iter().map(|(_, c)| c.bytes()).sum();
+        while total + bytes > CONTEXT_CACHE_BYTES && !self.entries.is_empty() {
+            total -= self.entries.remove(0).1.bytes();
+        }
+        self.entries.push((tokens, cache));
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// The context every prompt has, or 0: the same length and tokens in each, with at least
+/// one token after it (the position scored).
+fn shared_context<P: PromptTokens>(prompts: &[P]) -> usize {
+    let Some(first) = prompts.first() else {
+        return 0;
+    };
+    let c = first.context();
+    let head = &first.tokens()[..c.min(first.tokens().len())];
+    let shared = prompts
+        .iter()
+        .all(|p| p.context() == c && p.tokens().len() > c && p.tokens().starts_with(head));
+    if shared { c } else { 0 }
+}
+
+/// A tokenized chat prompt and the length of its context: the leading tokens that render
+/// the conversation before its last message ([`LocalModel::encode_chat_prompt`]). Prompts
+/// with the same context (a study's system message) share its keys and values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatPrompt {
+    tokens: Vec<u32>,
+    context: usize,
+}
+
+impl ChatPrompt {
+    /// `tokens` with its first `context` tokens as the context; a context that leaves no
+    /// token after it is none.
+    pub fn new(tokens: Vec<u32>, context: usize) -> ChatPrompt {
+        let context = if context < tokens.len() { context } else { 0 };
+        ChatPrompt { tokens, context }
+    }
+
+    /// The prompt's tokens.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// How many leading tokens are the context (0: none).
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// The tokens, the context forgotten.
+    pub fn into_tokens(self) -> Vec<u32> {
+        self.tokens
+    }
+}
+
+/// A prompt scored by [`LocalModel::letter_logprobs`] and
+/// [`LocalModel::next_token_logprobs`]: its tokens and the length of its context (0 for a
+/// plain token list).
+pub trait PromptTokens {
+    /// The prompt's tokens.
+    fn tokens(&self) -> &[u32];
+    /// How many leading tokens are a context whose keys and values may be reused.
+    fn context(&self) -> usize {
+        0
+    }
+}
+
+impl PromptTokens for Vec<u32> {
+    fn tokens(&self) -> &[u32] {
+        self
+    }
+}
+
+impl PromptTokens for ChatPrompt {
+    fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    fn context(&self) -> usize {
+        self.context
     }
 }
 
@@ -395,14 +611,20 @@ impl LocalModel {
     }
 
     /// The log-probability of each answer letter A-D (nats) at the position after each
-    /// prompt: one forward pass over the batch (left-padded, no KV cache kept, no
-    /// decoding), a log-softmax over the full vocabulary in f32 at the last position, and
-    /// for each letter the log-sum-exp over [`LocalModel::letter_token_ids`]. A letter
-    /// with no token in the vocabulary gets `-inf`. Prompts of similar length batch best.
+    /// prompt: one forward pass over the batch (no decoding), a log-softmax over the full
+    /// vocabulary in f32 at the last position, and for each letter the log-sum-exp over
+    /// [`LocalModel::letter_token_ids`]. A letter with no token in the vocabulary gets
+    /// `-inf`. Prompts of similar length batch best. Prompts that share a context
+    /// ([`ChatPrompt`], e.g. the system message) run only what follows it: its keys and
+    /// values are computed once per model and kept (up to [`CONTEXT_CACHE_BYTES`]).
     ///
     /// # Errors
-    /// [`LocalError::Invalid`] for an empty prompt; tensor failures.
-    pub fn letter_logprobs(&self, prompts: &[Vec<u32>]) -> Result<Vec<[f64; 4]>, LocalError> {
+    /// [`LocalError::Invalid`] for an empty prompt or a token id outside the vocabulary;
+    /// tensor failures.
+    pub fn letter_logprobs<P: PromptTokens>(
+        &self,
+        prompts: &[P],
+    ) -> Result<Vec<[f64; 4]>, LocalError> {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }

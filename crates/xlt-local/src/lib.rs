@@ -70,7 +70,10 @@ mod train;
 
 pub use error::LocalError;
 pub use finetune::{LocalFineTuner, ModelLoader, TrainingEstimate};
-pub use generate::{FinishReason, GenerateParams, Generation, LocalModel, TokenAlternative};
+pub use generate::{
+    CONTEXT_CACHE_BYTES, ChatPrompt, FinishReason, GenerateParams, Generation, LocalModel,
+    PromptTokens, TokenAlternative,
+};
 pub use hub::{hub_cache_dir, resolve_in_cache, resolve_model_id};
 pub use kernels::with_candle_ops;
 pub use llama::{

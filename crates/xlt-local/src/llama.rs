@@ -524,6 +524,45 @@ impl Cache {
             .and_then(|l| l.as_ref())
             .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
     }
+
+    /// Bytes the keys and values hold.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// This cache of one sequence (batch 1) for `batch` sequences that all continue it:
+    /// each layer's keys and values repeated along the batch.
+    ///
+    /// # Errors
+    /// A cache of more than one sequence.
+    pub fn repeated(&self, batch: usize) -> Result<Cache> {
+        let repeat = |t: &Tensor| -> Result<Tensor> {
+            if t.dim(0)? != 1 {
+                candle_core::bail!(
+                    "only a cache of one sequence is repeated, not {:?}",
+                    t.dims()
+                );
+            }
+            if batch == 1 {
+                Ok(t.clone())
+            } else {
+                t.repeat((batch, 1, 1, 1))
+            }
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Some((k, v)) => Ok(Some((repeat(k)?, repeat(v)?))),
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Cache { layers })
+    }
 }
 
 /// Self-attention with grouped-query heads.

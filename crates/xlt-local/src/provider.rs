@@ -17,7 +17,7 @@ use xlt_provider::{
 
 use crate::LocalError;
 use crate::finetune::{LocalFineTuner, ModelLoader};
-use crate::generate::{GenerateParams, Generation, LocalModel};
+use crate::generate::{ChatPrompt, GenerateParams, Generation, LocalModel};
 use crate::llama::Ops;
 use crate::load::{LoadOptions, ModelSource};
 use crate::lora::LoraConfig;
@@ -50,7 +50,9 @@ impl Default for ServeOptions {
 struct Job {
     /// The served model the job runs on.
     model: Arc<LocalModel>,
-    prompt: Vec<u32>,
+    /// The prompt's tokens and its context (the system turn), whose keys and values the
+    /// model keeps between jobs.
+    prompt: ChatPrompt,
     /// `None`: score the answer letters ([`LocalModel::letter_logprobs`]) instead.
     params: Option<GenerateParams>,
     reply: oneshot::Sender<Result<Answer, String>>,
@@ -119,7 +121,7 @@ fn serve(rx: &mpsc::Receiver<Job>, max_batch: usize) {
             })
         };
         let mut keyed: Vec<(usize, Job)> = waiting.into_iter().map(|j| (rank(&j), j)).collect();
-        keyed.sort_by_key(|(m, j)| (*m, j.params.is_some(), j.prompt.len()));
+        keyed.sort_by_key(|(m, j)| (*m, j.params.is_some(), j.prompt.tokens().len()));
         let mut waiting = keyed.into_iter().peekable();
         while let Some((model, kind)) = waiting.peek().map(|(m, j)| (*m, j.params.is_some())) {
             // Letter requests run one prompt a pass: their log-probabilities are
@@ -150,11 +152,17 @@ fn run_batch(batch: Vec<Job>) {
     let Some(model) = batch.first().map(|j| j.model.clone()) else {
         return;
     };
-    let prompts: Vec<Vec<u32>> = batch.iter().map(|j| j.prompt.clone()).collect();
+    let prompts: Vec<ChatPrompt> = batch.iter().map(|j| j.prompt.clone()).collect();
     let params: Option<Vec<GenerateParams>> = batch.iter().map(|j| j.params).collect();
     let answers = match params {
         Some(params) => model
-            .generate(&prompts, &params)
+            .generate(
+                &prompts
+                    .into_iter()
+                    .map(ChatPrompt::into_tokens)
+                    .collect::<Vec<_>>(),
+                &params,
+            )
             .map(|g| g.into_iter().map(Answer::Generated).collect::<Vec<_>>()),
         None => model
             .letter_logprobs(&prompts)
@@ -464,7 +472,7 @@ impl ChatModel for LocalProvider {
             .map_err(|e| invalid(&request.model, e))?;
         let prompt = served
             .model
-            .encode_chat(&request.messages)
+            .encode_chat_prompt(&request.messages)
             .map_err(|e| invalid(&request.model, e))?;
         let params = (!request.letters).then(|| GenerateParams {
             max_tokens: request.max_tokens.map_or(256, |m| m as usize),
@@ -472,7 +480,7 @@ impl ChatModel for LocalProvider {
             seed: request.seed.unwrap_or(0),
             top_logprobs: request.top_logprobs.map_or(0, usize::from),
         });
-        let prompt_tokens = prompt.len() as u32;
+        let prompt_tokens = prompt.tokens().len() as u32;
         let (tx, rx) = oneshot::channel();
         self.submit(Job {
             model: served.model.clone(),

@@ -1,12 +1,16 @@
 //! Letter scoring on tiny random models (issue #22): the letters' log-probabilities are the
 //! full forward pass's, batched equals unbatched, a token ` A` counts for `A`, and the
-//! provider answers a letters request (alone and among generation requests) with them.
+//! provider answers a letters request (alone and among generation requests) with them; a
+//! shared context (the system turn) computed once scores as the whole prompt does.
 
 use std::sync::Arc;
 
 use tokenizers::Tokenizer;
 use xlt_local::testing::{SMOLLM2_TEMPLATE, config, random_model, tokenizer_json};
-use xlt_local::{ChatTemplate, LoadOptions, LocalModel, LocalProvider, Ops, ServeOptions};
+use xlt_local::{
+    ChatPrompt, ChatTemplate, LoadOptions, LocalModel, LocalProvider, LoraConfig, Ops,
+    ServeOptions, attach_lora,
+};
 use xlt_provider::{
     ChatMessage, ChatModel, ChatRequest, LetterSource, Role, log_add_exp, score_letters,
 };
@@ -89,7 +93,7 @@ fn letter_logprobs_equal_the_full_forward_pass_and_batched_equals_alone() {
         let bare = f64::from(full[ids[0][0] as usize]);
         assert!(batched[i][0] > bare, "{} <= {bare}", batched[i][0]);
     }
-    assert!(m.letter_logprobs(&[]).unwrap().is_empty());
+    assert!(m.letter_logprobs::<Vec<u32>>(&[]).unwrap().is_empty());
     assert!(m.letter_logprobs(&[vec![]]).is_err());
 }
 
@@ -137,4 +141,128 @@ async fn the_provider_scores_letters_beside_generation_requests() {
         }
         assert!(s.logprobs.mass() > 0.0 && s.logprobs.mass() < 1.0);
     }
+}
+
+/// The study's prompt shape: a system message, then the question.
+fn chat(system: &str, text: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::new(Role::System, system),
+        ChatMessage::new(Role::User, text),
+    ]
+}
+
+const SYSTEM: &str = "Reply with the letter of the correct option and nothing else.";
+
+/// The system turn is the prompt's context: its tokens lead the prompt, and scoring with
+/// its keys and values computed once gives what a pass over the whole prompt gives, alone
+/// and in a batch, for letters and for the full vocabulary; a prompt scored again after
+/// other prompts (the context kept) gives the same numbers bit for bit as on a fresh model.
+#[test]
+fn a_shared_context_scores_as_the_whole_prompt_and_the_same_after_any_history() {
+    let m = model();
+    let prompts: Vec<ChatPrompt> = PROMPTS
+        .iter()
+        .map(|p| m.encode_chat_prompt(&chat(SYSTEM, p)).unwrap())
+        .collect();
+    let system_turn = m
+        .tokenizer()
+        .encode(
+            m.template()
+                .render(&[ChatMessage::new(Role::System, SYSTEM)], false)
+                .unwrap()
+                .as_str(),
+            false,
+        )
+        .unwrap()
+        .get_ids()
+        .len();
+    for (p, text) in prompts.iter().zip(PROMPTS) {
+        assert_eq!(p.context(), system_turn, "{text}");
+        assert!(system_turn > 5, "the system turn has {system_turn} tokens");
+        assert_eq!(p.tokens(), m.encode_chat(&chat(SYSTEM, text)).unwrap());
+    }
+    // One message: no context.
+    let alone = m
+        .encode_chat_prompt(&[ChatMessage::new(Role::User, "Hi")])
+        .unwrap();
+    assert_eq!(alone.context(), 0);
+
+    let whole: Vec<Vec<u32>> = prompts.iter().map(|p| p.tokens().to_vec()).collect();
+    let reference = m.letter_logprobs(&whole).unwrap();
+    let fresh = model().letter_logprobs(&prompts[2..3]).unwrap()[0];
+    let batched = m.letter_logprobs(&prompts).unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let one = m.letter_logprobs(std::slice::from_ref(p)).unwrap()[0];
+        for k in 0..4 {
+            for (what, ours) in [("alone", one[k]), ("batched", batched[i][k])] {
+                assert!(
+                    (ours - reference[i][k]).abs() < TOL,
+                    "prompt {i}, letter {k}, {what}: {ours} against the whole prompt's {}",
+                    reference[i][k]
+                );
+            }
+        }
+        if i == 2 {
+            assert_eq!(one, fresh, "after other prompts, against a fresh model");
+        }
+    }
+    let full = m.next_token_logprobs(&prompts).unwrap();
+    let full_reference = m.next_token_logprobs(&whole).unwrap();
+    for (a, b) in full.iter().zip(&full_reference) {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            f64::from(worst) < TOL,
+            "next-token log-probabilities differ by {worst}"
+        );
+    }
+    // Contexts that differ within a batch: each row is scored whole.
+    let mixed = [
+        prompts[0].clone(),
+        m.encode_chat_prompt(&chat("Another system message.", PROMPTS[1]))
+            .unwrap(),
+    ];
+    let mixed_reference = m
+        .letter_logprobs(
+            &mixed
+                .iter()
+                .map(|p| p.tokens().to_vec())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert_eq!(m.letter_logprobs(&mixed).unwrap(), mixed_reference);
+    // A context that leaves nothing to score is none.
+    assert_eq!(ChatPrompt::new(vec![1, 2, 3], 3).context(), 0);
+    assert_eq!(ChatPrompt::new(vec![1, 2, 3], 2).context(), 2);
+}
+
+/// An adapter attached through `model_mut` changes every key and value: the contexts kept
+/// before are dropped, not reused.
+#[test]
+fn attaching_an_adapter_drops_the_kept_contexts() {
+    let mut m = model();
+    let p = m.encode_chat_prompt(&chat(SYSTEM, PROMPTS[0])).unwrap();
+    let before = m.letter_logprobs(std::slice::from_ref(&p)).unwrap()[0];
+    let params = attach_lora(m.model_mut(), &LoraConfig::default(), 7).unwrap();
+    for q in &params {
+        q.b.set(&(q.b.ones_like().unwrap() * 0.05).unwrap())
+            .unwrap();
+    }
+    let with_context = m.letter_logprobs(std::slice::from_ref(&p)).unwrap()[0];
+    let whole = m.letter_logprobs(&[p.tokens().to_vec()]).unwrap()[0];
+    for k in 0..4 {
+        assert!(
+            (with_context[k] - whole[k]).abs() < TOL,
+            "letter {k}: {} with the kept context against {} whole",
+            with_context[k],
+            whole[k]
+        );
+    }
+    assert_ne!(
+        before, whole,
+        "the adapter changes nothing: the test is vacuous"
+    );
 }

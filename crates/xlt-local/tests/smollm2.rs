@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use xlt_local::{DType, LoadOptions, LocalModel, ModelSource};
+use xlt_local::{ChatPrompt, DType, LoadOptions, LocalModel, ModelSource};
 use xlt_provider::ChatMessage;
 
 fn workspace() -> PathBuf {
@@ -270,7 +270,8 @@ struct LetterCase {
 /// Letter scoring (issue #22) against `transformers` in f32
 /// (`fixtures/local/make_letter_reference.py`): the study's default prompt for three
 /// Global-MMLU-Lite questions in each of en, de, yo and ar, scored in one padded batch.
-/// The tolerance is the f32 parity's, [`TOL`]: a letter's log-probability is a log-sum-exp of
+/// Also as the local provider scores them: after the system turn computed once, alone and
+/// batched. The tolerance is the f32 parity's, [`TOL`]: a letter's log-probability is a log-sum-exp of
 /// two first-token log-probabilities, each within 1e-5 nat of the reference.
 #[test]
 fn letter_logprobs_match_transformers_in_f32_in_four_languages() {
@@ -304,8 +305,30 @@ fn letter_logprobs_match_transformers_in_f32_in_four_languages() {
             ids
         })
         .collect();
-    let ours = model.letter_logprobs(&prompts).unwrap();
-    for (case, row) in reference.cases.iter().zip(&ours) {
+    // The study's prompts have a system message: scored whole in one padded batch, and
+    // as the local provider scores them, each alone after the system turn's keys and
+    // values (computed once, [`ChatPrompt`]), and all in one batch after it.
+    let in_context: Vec<ChatPrompt> = reference
+        .cases
+        .iter()
+        .map(|c| model.encode_chat_prompt(&c.messages).unwrap())
+        .collect();
+    assert!(
+        in_context.iter().all(|p| p.context() > 0),
+        "the study's prompt has a system turn"
+    );
+    let whole = model.letter_logprobs(&prompts).unwrap();
+    let batched = model.letter_logprobs(&in_context).unwrap();
+    let alone: Vec<[f64; 4]> = in_context
+        .iter()
+        .map(|p| model.letter_logprobs(std::slice::from_ref(p)).unwrap()[0])
+        .collect();
+    for (case, row) in reference
+        .cases
+        .iter()
+        .cycle()
+        .zip(whole.iter().chain(&batched).chain(&alone))
+    {
         let theirs: Vec<f64> = ["A", "B", "C", "D"]
             .iter()
             .map(|l| case.letter_logprobs[*l])
