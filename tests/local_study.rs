@@ -277,6 +277,25 @@ fn local_study_fine_tunes_evaluates_and_analyzes_then_a_rerun_asks_nothing() {
         "{stderr}"
     );
 
+    // Outcomes evaluated again from the response cache are the same bytes: every number read
+    // back is the one written (serde_json's `float_roundtrip`; without it, a trial found
+    // letter log-probabilities one ulp off after a study was killed during evaluation).
+    let outcomes = snapshot_dir(&out.join("outcomes"));
+    std::fs::remove_dir_all(out.join("outcomes")).unwrap();
+    for f in ["summary.json", "report.md"] {
+        std::fs::remove_file(out.join(f)).unwrap();
+    }
+    let from_cache = run_example("reproduce", &args(o, m, d));
+    assert!(from_cache.status.success(), "{}", describe(&from_cache));
+    assert!(
+        snapshot_dir(&out.join("outcomes")) == outcomes,
+        "outcomes read back from the cache differ from the first run's"
+    );
+    assert!(
+        snapshot_dir(&out.join("cache")) == after.3,
+        "evaluating from the cache asked the model again"
+    );
+
     // Another rank into the same directory stops before anything, naming it.
     let mut other = args(o, m, d);
     let rank = other.iter().position(|a| *a == "--lora-rank").unwrap();
