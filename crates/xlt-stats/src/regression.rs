@@ -25,8 +25,9 @@ pub struct HeadroomRegression {
 /// gave `SE 0.00, CI [+7.1, +7.1]`).
 pub const MIN_INSTANCES_PER_TERM: usize = 2;
 
-/// The fewest models, and test sets, the regression needs: its t reference has
-/// `min(clusters) - 1` degrees of freedom, and with two clusters one.
+/// The fewest training slices (a slice's seed replicates count once), and test sets, the
+/// regression needs: its t reference has `min(clusters) - 1` degrees of freedom, and with
+/// two clusters one.
 pub const MIN_REGRESSION_CLUSTERS: usize = 3;
 
 /// The regressors, in column order: intercept (in-domain cells at the mean base accuracy);
@@ -39,7 +40,7 @@ pub const MIN_REGRESSION_CLUSTERS: usize = 3;
 /// # Errors
 /// [`StatsError::Model`] when the fit is impossible (see [`TwoWayOls::fit`]), or "too few
 /// instances": fewer than [`MIN_INSTANCES_PER_TERM`] per term, fewer than
-/// [`MIN_REGRESSION_CLUSTERS`] models or test sets, or a standard error of zero.
+/// [`MIN_REGRESSION_CLUSTERS`] training slices or test sets, or a standard error of zero.
 pub fn headroom_regression(grid: &Grid) -> Result<HeadroomRegression, StatsError> {
     let (model, test) = grid.cluster_ids();
     let keep: Vec<usize> = (0..grid.rows.len())
@@ -100,7 +101,7 @@ pub fn headroom_regression(grid: &Grid) -> Result<HeadroomRegression, StatsError
     if keep.len() < MIN_INSTANCES_PER_TERM * k || models.min(tests) < MIN_REGRESSION_CLUSTERS {
         return Err(StatsError::Model(too_few(
             keep.len(),
-            "fine-tuned models",
+            "training slices",
             models,
             tests,
             k,
@@ -140,7 +141,8 @@ pub(crate) fn too_few(
         .find(|&m| (m * m) as f64 * per_cell >= need as f64)
         .expect("a large enough selection");
     format!(
-        "too few instances: its {k} terms need at least {need} instances ({MIN_INSTANCES_PER_TERM} per term) from at least {MIN_REGRESSION_CLUSTERS} {units} and {MIN_REGRESSION_CLUSTERS} test sets, and it has {instances} instances from {first} {units} x {tests} test sets; a selection of at least {slices} language-domain slices, each fine-tuned and tested, gives enough (for example {slices} languages in one domain, or {} languages in two domains: --languages, --domains; with --train-slices, name at least {slices})",
+        "too few instances: its {k} {} at least {need} instances ({MIN_INSTANCES_PER_TERM} per term) from at least {MIN_REGRESSION_CLUSTERS} {units} and {MIN_REGRESSION_CLUSTERS} test sets, and it has {instances} instances from {first} {units} x {tests} test sets; a selection of at least {slices} language-domain slices, each fine-tuned and tested, gives enough (for example {slices} languages in one domain, or {} languages in two domains: --languages, --domains; with --train-slices, name at least {slices})",
+        if k == 1 { "term needs" } else { "terms need" },
         slices.div_ceil(2)
     )
 }
@@ -151,4 +153,27 @@ pub(crate) fn fits_exactly(term: &str, se: f64, instances: usize) -> String {
     format!(
         "too few instances: the {instances} instances fit exactly (the standard error of `{term}` is {se}), so nothing is left to estimate an interval from; more languages or domains (more slices and test sets) give it residual variation"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::too_few;
+
+    #[test]
+    fn too_few_counts_terms_and_names_the_cluster_unit() {
+        let one = too_few(1, "training slices", 1, 1, 1);
+        assert!(
+            one.starts_with("too few instances: its 1 term needs at least 2 instances"),
+            "{one}"
+        );
+        let many = too_few(4, "training slices", 2, 2, 3);
+        assert!(
+            many.contains("its 3 terms need at least 6 instances"),
+            "{many}"
+        );
+        assert!(
+            many.contains("from 2 training slices x 2 test sets"),
+            "{many}"
+        );
+    }
 }

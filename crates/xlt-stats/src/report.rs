@@ -1432,7 +1432,7 @@ impl Analysis {
         };
         let _ = writeln!(
             out,
-            "Each gain has one interval, the **{}**: {}. {PRIMARY_WHY} \"too few\" with fewer than {MIN_INTERVAL_CLUSTERS} models or {MIN_INTERVAL_CLUSTERS} test sets, or fewer than {MIN_QUESTIONS} questions; n/a when it could not be computed.\n",
+            "Each gain has one interval, the **{}**: {}. {PRIMARY_WHY} \"too few\" with fewer than {MIN_INTERVAL_CLUSTERS} training slices or {MIN_INTERVAL_CLUSTERS} test sets, or fewer than {MIN_QUESTIONS} questions; n/a when it could not be computed.\n",
             PRIMARY_INTERVAL.label(),
             method(PRIMARY_INTERVAL)
         );
@@ -1511,7 +1511,7 @@ impl Analysis {
                 let f = &r.fit;
                 let _ = writeln!(
                     out,
-                    "Least squares of the gain on transfer type (against in-domain), direction (on cross-language cells, against lateral) and the base model's accuracy on the test set (centred on {:.1}%), over {} instances; two-way cluster-robust standard errors ({} models, {} test sets, t on {} degrees of freedom){}.\n",
+                    "Least squares of the gain on transfer type (against in-domain), direction (on cross-language cells, against lateral) and the base model's accuracy on the test set (centred on {:.1}%), over {} instances; two-way cluster-robust standard errors ({} training slices, {} test sets, t on {} degrees of freedom){}.\n",
                     r.base_accuracy_centre,
                     f.n,
                     f.clusters[0],

@@ -221,7 +221,7 @@ fn too_few_instances_give_no_regression_interval_or_colour() {
     // In plain words: what the fit has, what it needs, and what selection gives enough.
     has(
         &report,
-        "Not fitted: too few instances: its 3 terms need at least 6 instances (2 per term) from at least 3 fine-tuned models and 3 test sets, and it has 4 instances from 2 fine-tuned models x 2 test sets; a selection of at least 3 language-domain slices, each fine-tuned and tested, gives enough",
+        "Not fitted: too few instances: its 3 terms need at least 6 instances (2 per term) from at least 3 training slices and 3 test sets, and it has 4 instances from 2 training slices x 2 test sets; a selection of at least 3 language-domain slices, each fine-tuned and tested, gives enough",
     );
     has(
         &report,
