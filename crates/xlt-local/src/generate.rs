@@ -410,48 +410,73 @@ impl LocalModel {
                 "token id {bad} is outside the vocabulary of {vocab}"
             )));
         }
-        let device = self.model.device().clone();
-        let c = shared_context(prompts);
-        fn rest<P: PromptTokens>(p: &P, c: usize) -> &[u32] {
-            &p.tokens()[c..]
-        }
-        let longest = prompts.iter().map(|p| rest(p, c).len()).max().unwrap_or(0);
-        let pads: Vec<usize> = prompts.iter().map(|p| longest - rest(p, c).len()).collect();
-        let flat: Vec<u32> = if c > 0 {
-            prompts
-                .iter()
-                .zip(&pads)
-                .flat_map(|(p, &n)| rest(p, c).iter().copied().chain(std::iter::repeat_n(0, n)))
-                .collect()
-        } else {
-            prompts
-                .iter()
-                .zip(&pads)
-                .flat_map(|(p, &n)| std::iter::repeat_n(0, n).chain(rest(p, c).iter().copied()))
-                .collect()
+        let hidden_at_last = match shared_context(prompts) {
+            0 => self.last_hidden_left_padded(prompts)?,
+            c => self.last_hidden_after_context(prompts, c)?,
         };
-        let input = Tensor::from_vec(flat, (prompts.len(), longest), &device)?;
-        let hidden = if c > 0 {
-            let context = self.context_cache(&prompts[0].tokens()[..c])?;
-            let mut cache = context.repeated(prompts.len())?;
-            self.model.forward_hidden(&input, &mut cache, None)?
-        } else {
-            let mut cache = self.model.new_cache();
-            let mask = padding_mask(&pads, longest, 0, self.model.dtype(), &device)?;
-            self.model
-                .forward_hidden(&input, &mut cache, mask.as_ref())?
-        };
-        let last = if c > 0 {
-            let rows = prompts
-                .iter()
-                .enumerate()
-                .map(|(r, p)| hidden.i((r, rest(p, c).len() - 1, ..)))
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            Tensor::stack(&rows, 0)?
-        } else {
-            hidden.i((.., longest - 1, ..))?.contiguous()?
-        };
-        Ok(self.model.logits_f32(&last)?.to_dtype(DType::F32)?)
+        Ok(self
+            .model
+            .logits_f32(&hidden_at_last)?
+            .to_dtype(DType::F32)?)
+    }
+
+    /// The final hidden state `(batch, hidden)` at each prompt's last token: one pass over
+    /// the batch left-padded (pad id 0) under a padding mask, no context reused.
+    fn last_hidden_left_padded<P: PromptTokens>(
+        &self,
+        prompts: &[P],
+    ) -> Result<Tensor, LocalError> {
+        let device = self.model.device();
+        let longest = prompts.iter().map(|p| p.tokens().len()).max().unwrap_or(0);
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.tokens().len()).collect();
+        let flat: Vec<u32> = prompts
+            .iter()
+            .zip(&pads)
+            .flat_map(|(p, &n)| std::iter::repeat_n(0, n).chain(p.tokens().iter().copied()))
+            .collect();
+        let input = Tensor::from_vec(flat, (prompts.len(), longest), device)?;
+        let mut cache = self.model.new_cache();
+        let mask = padding_mask(&pads, longest, 0, self.model.dtype(), device)?;
+        let hidden = self
+            .model
+            .forward_hidden(&input, &mut cache, mask.as_ref())?;
+        Ok(hidden.i((.., longest - 1, ..))?.contiguous()?)
+    }
+
+    /// The final hidden state `(batch, hidden)` at each prompt's last token, every prompt
+    /// sharing its first `c` tokens: their keys and values from [`LocalModel::context_cache`],
+    /// repeated along the batch, then one pass over the rest of each prompt right-padded (pad
+    /// id 0; the causal mask hides the padding after a row's last token).
+    fn last_hidden_after_context<P: PromptTokens>(
+        &self,
+        prompts: &[P],
+        c: usize,
+    ) -> Result<Tensor, LocalError> {
+        let longest = prompts
+            .iter()
+            .map(|p| p.tokens().len() - c)
+            .max()
+            .unwrap_or(0);
+        let flat: Vec<u32> = prompts
+            .iter()
+            .flat_map(|p| {
+                let rest = &p.tokens()[c..];
+                rest.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, longest - rest.len()))
+            })
+            .collect();
+        let input = Tensor::from_vec(flat, (prompts.len(), longest), self.model.device())?;
+        let mut cache = self
+            .context_cache(&prompts[0].tokens()[..c])?
+            .repeated(prompts.len())?;
+        let hidden = self.model.forward_hidden(&input, &mut cache, None)?;
+        let rows = prompts
+            .iter()
+            .enumerate()
+            .map(|(r, p)| hidden.i((r, p.tokens().len() - c - 1, ..)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&rows, 0)?)
     }
 
     /// The keys and values of `context` (batch 1): computed by a pass over exactly these
