@@ -105,18 +105,24 @@ fn softmax_rows<T: Float>(p: &mut [T], mask: Option<&[T]>, s: usize) {
                 *x += add;
             }
         }
-        let neg_inf = <T as candle_core::WithDType>::from_f64(f64::NEG_INFINITY);
-        let max = lanes(row, neg_inf, |a, b| if b > a { b } else { a });
-        // Three passes that each vectorize: a running sum in the exp loop would not
-        // (float addition is not reassociated), the lane sums below are.
-        for x in row.iter_mut() {
-            *x = crate::kernels::Float::exp(*x - max);
-        }
-        let sum = lanes(row, T::default(), |a, b| a + b);
-        let inv = one::<T>() / sum;
-        for x in row.iter_mut() {
-            *x *= inv;
-        }
+        softmax_row(row);
+    }
+}
+
+/// `row` softmaxed in place.
+#[inline(always)]
+fn softmax_row<T: Float>(row: &mut [T]) {
+    let neg_inf = <T as candle_core::WithDType>::from_f64(f64::NEG_INFINITY);
+    let max = lanes(row, neg_inf, |a, b| if b > a { b } else { a });
+    // Three passes that each vectorize: a running sum in the exp loop would not
+    // (float addition is not reassociated), the lane sums below are.
+    for x in row.iter_mut() {
+        *x = crate::kernels::Float::exp(*x - max);
+    }
+    let sum = lanes(row, T::default(), |a, b| a + b);
+    let inv = one::<T>() / sum;
+    for x in row.iter_mut() {
+        *x *= inv;
     }
 }
 
@@ -440,6 +446,246 @@ impl candle_core::CustomOp2 for CpuAttentionGrad {
     }
 }
 
+/// Causal attention over packed sequences (no padding) that all continue one shared
+/// context, for inference on the CPU: FlashAttention's variable-length layout
+/// (`cu_seqlens`), here with a prefix of keys and values every sequence sees.
+///
+/// `q` is `(1, heads, total, hd)`, `k` and `v` `(1, kv_heads, total, hd)`, each sequence's
+/// positions a run of `total` in order (`lengths`, summing to `total`); `context` holds the
+/// shared keys and values `(1, kv_heads, c, hd)` (`c` may be 0, or no context at all).
+/// Query `i` of a sequence sees the `c` context positions and its own sequence's positions
+/// `0..=i`, nothing of another sequence. The result is `(1, total, heads * hd)`. A
+/// sequence's numbers do not depend on which sequences are packed beside it or where.
+/// No backward pass (inference only).
+pub(crate) struct PackedAttention {
+    pub(crate) scale: f64,
+    pub(crate) lengths: Vec<usize>,
+    pub(crate) context: Option<(Tensor, Tensor)>,
+}
+
+/// Shapes of a packed call: `c` context positions, sequences starting at `starts`.
+struct Packed<'a> {
+    heads: usize,
+    kv_heads: usize,
+    total: usize,
+    hd: usize,
+    c: usize,
+    lengths: &'a [usize],
+    starts: Vec<usize>,
+}
+
+/// The keys and values of a packed call: this step's and the context's (empty when none).
+struct PackedInputs<'a, T> {
+    q: &'a [T],
+    k: &'a [T],
+    v: &'a [T],
+    ck: &'a [T],
+    cv: &'a [T],
+}
+
+/// Packed attention of every (sequence, head) pair: `(total, heads * hd)`.
+fn attend_packed<T: Float>(x: &PackedInputs<'_, T>, d: &Packed<'_>, scale: f64) -> Vec<T> {
+    use faer::reborrow::ReborrowMut;
+    use faer::{Accum, MatMut, MatRef};
+    let scale = <T as candle_core::WithDType>::from_f64(scale);
+    let rep = d.heads / d.kv_heads;
+    let (n, c, hd) = (d.lengths.len(), d.c, d.hd);
+    let pairs: Vec<Vec<T>> = (0..n * d.heads)
+        .into_par_iter()
+        .map(|ih| {
+            let (i, h) = (ih / d.heads, ih % d.heads);
+            let (start, len) = (d.starts[i], d.lengths[i]);
+            let kvh = h / rep;
+            let q = &x.q[(h * d.total + start) * hd..(h * d.total + start + len) * hd];
+            let at = (kvh * d.total + start) * hd;
+            let (k, v) = (&x.k[at..at + len * hd], &x.v[at..at + len * hd]);
+            let cat = kvh * c * hd;
+            let (ck, cv) = (&x.ck[cat..cat + c * hd], &x.cv[cat..cat + c * hd]);
+            let s = c + len;
+            // Scores (len, c + len): the context's columns, then the sequence's own.
+            let mut p = vec![T::default(); len * s];
+            let qm = MatRef::from_row_major_slice(q, len, hd);
+            {
+                let mut pm = MatMut::from_row_major_slice_mut(&mut p, len, s);
+                if c > 0 {
+                    faer::linalg::matmul::matmul(
+                        pm.rb_mut().subcols_mut(0, c),
+                        Accum::Replace,
+                        qm,
+                        MatRef::from_row_major_slice(ck, c, hd).transpose(),
+                        scale,
+                        Par::Seq,
+                    );
+                }
+                faer::linalg::matmul::matmul(
+                    pm.subcols_mut(c, len),
+                    Accum::Replace,
+                    qm,
+                    MatRef::from_row_major_slice(k, len, hd).transpose(),
+                    scale,
+                    Par::Seq,
+                );
+            }
+            pulp::Arch::new().dispatch(CausalSoftmaxRows { p: &mut p, s, c });
+            let mut out = vec![T::default(); len * hd];
+            let pm = MatRef::from_row_major_slice(&p, len, s);
+            let mut om = MatMut::from_row_major_slice_mut(&mut out, len, hd);
+            if c > 0 {
+                faer::linalg::matmul::matmul(
+                    om.rb_mut(),
+                    Accum::Replace,
+                    pm.subcols(0, c),
+                    MatRef::from_row_major_slice(cv, c, hd),
+                    one(),
+                    Par::Seq,
+                );
+            }
+            faer::linalg::matmul::matmul(
+                om,
+                if c > 0 { Accum::Add } else { Accum::Replace },
+                pm.subcols(c, len),
+                MatRef::from_row_major_slice(v, len, hd),
+                one(),
+                Par::Seq,
+            );
+            out
+        })
+        .collect();
+    // (sequence, head, len, hd) -> (total, heads * hd)
+    let mut out = vec![T::default(); d.total * d.heads * hd];
+    for (ih, pair) in pairs.iter().enumerate() {
+        let (i, h) = (ih / d.heads, ih % d.heads);
+        for (j, row) in pair.chunks_exact(hd).enumerate() {
+            let at = ((d.starts[i] + j) * d.heads + h) * hd;
+            out[at..at + hd].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// Row `j` of `p` (`s` wide: `c` context columns, then the sequence's own) softmaxed over its
+/// first `c + j + 1` entries, the rest set to 0 (causal), compiled for the best vector
+/// instructions the CPU has (as [`SoftmaxRows`]).
+struct CausalSoftmaxRows<'a, T> {
+    p: &'a mut [T],
+    s: usize,
+    c: usize,
+}
+
+impl<T: Float> pulp::WithSimd for CausalSoftmaxRows<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        for (j, row) in self.p.chunks_exact_mut(self.s).enumerate() {
+            let (seen, hidden) = row.split_at_mut(self.c + j + 1);
+            softmax_row(seen);
+            hidden.fill(T::default());
+        }
+    }
+}
+
+impl PackedAttention {
+    fn dims(&self, q: &Layout, k: &Layout, v: &Layout) -> Result<Packed<'_>> {
+        let (b, heads, total, hd) = q.shape().dims4()?;
+        let (kb, kv_heads, kt, khd) = k.shape().dims4()?;
+        if b != 1 || (kb, kt, khd) != (1, total, hd) || v.shape() != k.shape() || kv_heads == 0 {
+            candle_core::bail!(
+                "packed-attention: q {:?}, k {:?}, v {:?} do not fit",
+                q.shape(),
+                k.shape(),
+                v.shape()
+            );
+        }
+        if !heads.is_multiple_of(kv_heads) {
+            candle_core::bail!("packed-attention: {heads} heads for {kv_heads} key/value heads");
+        }
+        if self.lengths.iter().sum::<usize>() != total || self.lengths.contains(&0) {
+            candle_core::bail!(
+                "packed-attention: sequence lengths {:?} for {total} positions",
+                self.lengths
+            );
+        }
+        let c = match &self.context {
+            None => 0,
+            Some((ck, cv)) => {
+                let (cb, ckv, c, chd) = ck.dims4()?;
+                if (cb, ckv, chd) != (1, kv_heads, hd) || cv.shape() != ck.shape() {
+                    candle_core::bail!(
+                        "packed-attention: context keys {:?} and values {:?} for {kv_heads} \
+                         key/value heads of {hd}",
+                        ck.shape(),
+                        cv.shape()
+                    );
+                }
+                c
+            }
+        };
+        let starts = self
+            .lengths
+            .iter()
+            .scan(0, |at, &l| {
+                let s = *at;
+                *at += l;
+                Some(s)
+            })
+            .collect();
+        Ok(Packed {
+            heads,
+            kv_heads,
+            total,
+            hd,
+            c,
+            lengths: &self.lengths,
+            starts,
+        })
+    }
+}
+
+impl CustomOp3 for PackedAttention {
+    fn name(&self) -> &'static str {
+        "packed-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        ql: &Layout,
+        k: &CpuStorage,
+        kl: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = self.dims(ql, kl, vl)?;
+        let shape = Shape::from((1, d.total, d.heads * d.hd));
+        let out = crate::kernels::by_dtype!("packed-attention", q, |T| {
+            let inputs = |ck: &[T], cv: &[T]| -> Result<Vec<T>> {
+                let x = PackedInputs {
+                    q: contiguous::<T>("packed-attention q", q, ql)?,
+                    k: contiguous::<T>("packed-attention k", k, kl)?,
+                    v: contiguous::<T>("packed-attention v", v, vl)?,
+                    ck,
+                    cv,
+                };
+                Ok(attend_packed(&x, &d, self.scale))
+            };
+            match &self.context {
+                None => inputs(&[], &[])?,
+                Some((ck, cv)) => {
+                    let ck = ck.contiguous()?;
+                    let cv = cv.contiguous()?;
+                    crate::kernels::with_slice("packed-attention context keys", &ck, |ck| {
+                        crate::kernels::with_slice("packed-attention context values", &cv, |cv| {
+                            inputs(ck, cv)
+                        })
+                    })???
+                }
+            }
+        });
+        Ok((out, shape))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +758,124 @@ mod tests {
             assert_eq!(o.dims(), x.dims());
             assert!(max_diff(o, r) < 1e-10, "{}", max_diff(o, r));
         }
+        Ok(())
+    }
+
+    /// Packed sequences after a shared context: each sequence's rows equal candle's
+    /// composition over the context's keys and values and its own, with the causal mask
+    /// offset by the context, alone (batch 1); with grouped-query heads, in f64; and the
+    /// same bits whichever sequences are packed beside it, and in which order.
+    #[test]
+    fn packed_attention_equals_each_sequence_alone_after_the_context() -> Result<()> {
+        let dev = Device::Cpu;
+        let (h, kvh, hd) = (6, 2, 4);
+        let lengths = [3usize, 1, 5];
+        let total: usize = lengths.iter().sum();
+        let q = Tensor::randn(0f64, 1.0, (1, h, total, hd), &dev)?;
+        let k = Tensor::randn(0f64, 1.0, (1, kvh, total, hd), &dev)?;
+        let v = Tensor::randn(0f64, 1.0, (1, kvh, total, hd), &dev)?;
+        let scale = 0.45;
+        for c in [0usize, 4] {
+            let context = (c > 0)
+                .then(|| -> Result<_> {
+                    Ok((
+                        Tensor::randn(0f64, 1.0, (1, kvh, c, hd), &dev)?,
+                        Tensor::randn(0f64, 1.0, (1, kvh, c, hd), &dev)?,
+                    ))
+                })
+                .transpose()?;
+            let op = |lengths: &[usize]| PackedAttention {
+                scale,
+                lengths: lengths.to_vec(),
+                context: context.clone(),
+            };
+            let packed = q.apply_op3(&k, &v, op(&lengths))?;
+            assert_eq!(packed.dims(), &[1, total, h * hd]);
+            let mut start = 0;
+            let mut alone = Vec::new();
+            for &len in &lengths {
+                let rows = |x: &Tensor| x.narrow(2, start, len);
+                let (qs, ks, vs) = (rows(&q)?, rows(&k)?, rows(&v)?);
+                let (kf, vf) = match &context {
+                    Some((ck, cv)) => (Tensor::cat(&[ck, &ks], 2)?, Tensor::cat(&[cv, &vs], 2)?),
+                    None => (ks.clone(), vs.clone()),
+                };
+                let mask: Vec<f64> = (0..len)
+                    .flat_map(|i| {
+                        (0..c + len).map(move |j| if j <= c + i { 0.0 } else { f64::NEG_INFINITY })
+                    })
+                    .collect();
+                let mask = Tensor::from_vec(mask, (1, 1, len, c + len), &dev)?;
+                let theirs = reference(&qs, &kf, &vf, &mask, scale);
+                let ours = packed.narrow(1, start, len)?;
+                assert!(max_diff(&ours, &theirs) < 1e-12, "c {c}, length {len}");
+                // The sequence packed alone: the same bits.
+                let one =
+                    qs.contiguous()?
+                        .apply_op3(&ks.contiguous()?, &vs.contiguous()?, op(&[len]))?;
+                alone.push(one.clone());
+                assert_eq!(
+                    one.flatten_all()?.to_vec1::<f64>()?,
+                    ours.flatten_all()?.to_vec1::<f64>()?,
+                    "c {c}, length {len}, alone"
+                );
+                start += len;
+            }
+            // In reverse order: each sequence's rows again the same bits.
+            let reversed = |x: &Tensor| -> Result<Tensor> {
+                let mut parts = Vec::new();
+                let mut end = total;
+                for &len in lengths.iter().rev() {
+                    parts.push(x.narrow(2, end - len, len)?);
+                    end -= len;
+                }
+                Tensor::cat(&parts, 2)
+            };
+            let rev_lengths: Vec<usize> = lengths.iter().rev().copied().collect();
+            let back = reversed(&q)?.apply_op3(&reversed(&k)?, &reversed(&v)?, op(&rev_lengths))?;
+            let mut at = 0;
+            for (one, &len) in alone.iter().rev().zip(&rev_lengths) {
+                assert_eq!(
+                    back.narrow(1, at, len)?.flatten_all()?.to_vec1::<f64>()?,
+                    one.flatten_all()?.to_vec1::<f64>()?
+                );
+                at += len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lengths that do not cover the positions, a 0 length, and a context of another shape
+    /// are errors naming what does not fit.
+    #[test]
+    fn packed_misfits_are_errors() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Tensor::zeros((1, 4, 5, 2), DType::F32, &dev)?;
+        let k = Tensor::zeros((1, 2, 5, 2), DType::F32, &dev)?;
+        let op = |lengths: Vec<usize>, context| PackedAttention {
+            scale: 1.0,
+            lengths,
+            context,
+        };
+        for lengths in [vec![2, 2], vec![5, 0], vec![]] {
+            let err = q.apply_op3(&k, &k, op(lengths.clone(), None)).unwrap_err();
+            assert!(
+                err.to_string().contains("sequence lengths"),
+                "{lengths:?}: {err}"
+            );
+        }
+        let ck = Tensor::zeros((1, 1, 3, 2), DType::F32, &dev)?;
+        let err = q
+            .apply_op3(&k, &k, op(vec![5], Some((ck.clone(), ck))))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("context keys"), "{err}");
+        let q3 = Tensor::zeros((1, 3, 5, 2), DType::F32, &dev)?;
+        let err = q3
+            .apply_op3(&k, &k, op(vec![5], None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("3 heads for 2"), "{err}");
         Ok(())
     }
 

@@ -181,6 +181,17 @@ impl LocalModel {
         &mut self.model
     }
 
+    /// Whether [`LocalModel::letter_logprobs`] and [`LocalModel::next_token_logprobs`] give
+    /// each prompt the same bits whichever prompts share its call: packed passes
+    /// ([`Model::packs`]) in f32 or f64 whose projections all run on faer's kernels (frozen
+    /// weights, as loaded). Not in bf16 or with trainable weights (candle's own matrix
+    /// kernels, not checked), nor on a GPU (padded batches).
+    pub fn scores_batch_invariant(&self) -> bool {
+        self.model.packs()
+            && matches!(self.model.dtype(), DType::F32 | DType::F64)
+            && self.model.products_on_faer()
+    }
+
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
@@ -410,6 +421,9 @@ impl LocalModel {
                 "token id {bad} is outside the vocabulary of {vocab}"
             )));
         }
+        if self.model.packs() {
+            return self.last_logits_packed(prompts);
+        }
         let hidden_at_last = match shared_context(prompts) {
             0 => self.last_hidden_left_padded(prompts)?,
             c => self.last_hidden_after_context(prompts, c)?,
@@ -418,6 +432,61 @@ impl LocalModel {
             .model
             .logits_f32(&hidden_at_last)?
             .to_dtype(DType::F32)?)
+    }
+
+    /// [`LocalModel::last_logits`] by packed passes ([`Model::forward_packed`]): prompts
+    /// grouped by their context, each group one pass over the rest of every prompt after
+    /// the context's kept keys and values ([`LocalModel::context_cache`]), packed one after
+    /// another with no padding; then the output projection one row at a time.
+    ///
+    /// Each prompt's logits are then the same bits whichever prompts share its call: its
+    /// attention runs by itself, the other operations row by row, and the matrix kernels
+    /// give a row of a product of two or more rows the same bits whatever the other rows
+    /// (faer's blocking of the inner dimension depends on it alone; checked bit for bit by
+    /// `tests/letters.rs` and `tests/tiny.rs`), but a product of a single row takes another
+    /// kernel (a matrix-vector product): hence the output projection row by row, and a
+    /// lone one-token pass run as two.
+    fn last_logits_packed<P: PromptTokens>(&self, prompts: &[P]) -> Result<Tensor, LocalError> {
+        let context_of = |p: &P| {
+            let c = p.context();
+            if c < p.tokens().len() { c } else { 0 }
+        };
+        let mut groups: Vec<(&[u32], Vec<usize>)> = Vec::new();
+        for (i, p) in prompts.iter().enumerate() {
+            let context = &p.tokens()[..context_of(p)];
+            match groups.iter_mut().find(|(c, _)| *c == context) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((context, vec![i])),
+            }
+        }
+        let mut rows: Vec<Option<Tensor>> = vec![None; prompts.len()];
+        for (context, members) in groups {
+            let c = context.len();
+            let mut lengths: Vec<usize> = members
+                .iter()
+                .map(|&i| prompts[i].tokens().len() - c)
+                .collect();
+            let mut flat: Vec<u32> = members
+                .iter()
+                .flat_map(|&i| prompts[i].tokens()[c..].iter().copied())
+                .collect();
+            if flat.len() == 1 {
+                flat.push(flat[0]);
+                lengths.push(1);
+            }
+            let kept = match c {
+                0 => Cache::default(),
+                _ => self.context_cache(context)?,
+            };
+            let hidden = self.model.forward_packed(&flat, &lengths, &kept)?;
+            let mut end = 0;
+            for (&i, &len) in members.iter().zip(&lengths) {
+                end += len;
+                rows[i] = Some(self.model.logits_f32(&hidden.narrow(0, end - 1, 1)?)?);
+            }
+        }
+        let rows: Vec<Tensor> = rows.into_iter().flatten().collect();
+        Ok(Tensor::cat(&rows, 0)?.to_dtype(DType::F32)?)
     }
 
     /// The final hidden state `(batch, hidden)` at each prompt's last token: one pass over
@@ -752,6 +821,59 @@ fn sample(logprobs: &[f32], temperature: f32, rng: &mut ChaCha8Rng) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{SMOLLM2_TEMPLATE, config, random_model, rebuild, tokenizer};
+
+    /// Packed passes give what the padded passes give, which the GPU still takes: with a
+    /// shared context and without, contexts mixed in one call, and prompts of 1 to 12
+    /// tokens after the context, for every family (f32; the sums differ in order only).
+    #[test]
+    fn packed_scoring_equals_the_padded_passes() {
+        for family in ["llama", "qwen2", "qwen3"] {
+            let cfg = config(family);
+            let (vm, _) = random_model(&cfg, crate::Ops::Fused);
+            let model = rebuild(&cfg, &vm, crate::Ops::Fused, DType::F32);
+            let template = ChatTemplate::new(SMOLLM2_TEMPLATE, "", "<|im_end|>").unwrap();
+            let m = LocalModel::from_parts(model, tokenizer(), template, vec![258]);
+            assert!(m.scores_batch_invariant());
+            let ids = |seed: u32, n: usize| -> Vec<u32> {
+                (0..n as u32)
+                    .map(|i| (seed * 37 + i * 13 + 3) % 256)
+                    .collect()
+            };
+            let context = ids(1, 7);
+            let with = |rest: Vec<u32>| ChatPrompt::new([context.clone(), rest].concat(), 7);
+            let shared = vec![with(ids(2, 5)), with(ids(3, 1)), with(ids(4, 12))];
+            let alone: Vec<ChatPrompt> = vec![ChatPrompt::new(ids(5, 9), 0), with(ids(6, 3))];
+            let cases: [(&str, &[ChatPrompt]); 2] = [("shared", &shared), ("mixed", &alone)];
+            for (what, prompts) in cases {
+                let packed = m.last_logits(prompts).unwrap();
+                let padded = m
+                    .model
+                    .logits_f32(&m.last_hidden_left_padded(prompts).unwrap())
+                    .unwrap();
+                assert!(
+                    crate::kernels::max_diff(&packed, &padded) < 1e-4,
+                    "{family}, {what}"
+                );
+                if shared_context(prompts) > 0 {
+                    let after = m
+                        .model
+                        .logits_f32(&m.last_hidden_after_context(prompts, 7).unwrap())
+                        .unwrap();
+                    assert!(crate::kernels::max_diff(&packed, &after) < 1e-4, "{family}");
+                }
+                // Each prompt alone: the same bits as in the call.
+                for (i, p) in prompts.iter().enumerate() {
+                    let one = m.last_logits(std::slice::from_ref(p)).unwrap();
+                    assert_eq!(
+                        one.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                        packed.get(i).unwrap().to_vec1::<f32>().unwrap(),
+                        "{family}, {what}, prompt {i}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn top_k_orders_largest_first_and_breaks_ties_by_id() {

@@ -444,9 +444,19 @@ impl Rotary {
     /// # Errors
     /// Tensor creation.
     pub fn tables(&self, offset: usize, seq: usize, dtype: DType) -> Result<RotaryTables> {
-        let pos = Tensor::arange(offset as u32, (offset + seq) as u32, self.inv_freq.device())?
+        let positions: Vec<u32> = (offset..offset + seq).map(|p| p as u32).collect();
+        self.tables_at(&positions, dtype)
+    }
+
+    /// The tables for the given positions, one row each, in `dtype` (packed sequences: each
+    /// sequence's positions restart after the shared context).
+    ///
+    /// # Errors
+    /// Tensor creation.
+    pub fn tables_at(&self, positions: &[u32], dtype: DType) -> Result<RotaryTables> {
+        let pos = Tensor::new(positions, self.inv_freq.device())?
             .to_dtype(DType::F32)?
-            .reshape((seq, 1))?;
+            .reshape((positions.len(), 1))?;
         let freqs = pos.broadcast_mul(&self.inv_freq.reshape((1, ()))?)?;
         Ok(RotaryTables {
             cos: freqs.cos()?.to_dtype(dtype)?,
@@ -580,6 +590,23 @@ pub struct Attention {
     ops: Ops,
 }
 
+/// Where a layer's attention finds the keys and values its queries see.
+enum Keys<'a> {
+    /// A (padded) batch: this layer's cache, which the step's keys and values extend, and an
+    /// additive mask (causal when `None`; see [`Attention::forward`]).
+    Cache {
+        mask: Option<&'a Tensor>,
+        cache: &'a mut Option<(Tensor, Tensor)>,
+    },
+    /// Packed sequences (batch 1, `lengths` summing to the step's length), each continuing
+    /// the shared context's keys and values `(1, kv_heads, c, head_dim)` of this layer,
+    /// which are not extended ([`crate::attention::PackedAttention`]).
+    Packed {
+        lengths: &'a [usize],
+        context: Option<&'a (Tensor, Tensor)>,
+    },
+}
+
 impl Attention {
     /// Reads `{prefix}.{q,k,v,o}_proj` and, for Qwen3, `{prefix}.{q,k}_norm`.
     ///
@@ -627,8 +654,11 @@ impl Attention {
         mask: Option<&Tensor>,
         cache: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
+        self.forward_keys(x, rope, Keys::Cache { mask, cache })
+    }
+
+    fn forward_keys(&self, x: &Tensor, rope: &RotaryTables, keys: Keys<'_>) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let offset = cache.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0));
         // (b, t, heads * hd) -> (b, t, heads, hd), normalized per head (Qwen3),
         // -> (b, heads, t, hd).
         let split = |y: Tensor, heads: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
@@ -644,12 +674,44 @@ impl Attention {
         let v = split(self.v_proj.forward(x)?, self.kv_heads, &None)?;
         let q = rope.apply(&q)?;
         let k = rope.apply(&k)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let (mask, cache) = match keys {
+            Keys::Cache { mask, cache } => (mask, cache),
+            Keys::Packed { lengths, context } => {
+                let op = |dtype| -> Result<_> {
+                    Ok(crate::attention::PackedAttention {
+                        scale,
+                        lengths: lengths.to_vec(),
+                        context: context
+                            .map(|(k, v)| {
+                                Ok::<_, candle_core::Error>((
+                                    k.to_dtype(dtype)?,
+                                    v.to_dtype(dtype)?,
+                                ))
+                            })
+                            .transpose()?,
+                    })
+                };
+                // bf16 computes in f32 and rounds once, as the padded path does below.
+                let work = if crate::attention::supported(x.dtype()) {
+                    x.dtype()
+                } else {
+                    DType::F32
+                };
+                let y = q.to_dtype(work)?.apply_op3(
+                    &k.to_dtype(work)?,
+                    &v.to_dtype(work)?,
+                    op(work)?,
+                )?;
+                return self.o_proj.forward(&y.to_dtype(x.dtype())?);
+            }
+        };
+        let offset = cache.as_ref().map_or(0, |(k, _)| k.dim(2).unwrap_or(0));
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
         };
         *cache = Some((k.clone(), v.clone()));
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
         if crate::kernels::cpu_fast_path(x) && crate::attention::supported(x.dtype()) {
             // On the CPU: one operation with its own backward pass, (b, t, heads * hd) out.
             let causal;
@@ -838,9 +900,13 @@ impl DecoderLayer {
         mask: Option<&Tensor>,
         cache: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
+        self.forward_keys(x, rope, Keys::Cache { mask, cache })
+    }
+
+    fn forward_keys(&self, x: &Tensor, rope: &RotaryTables, keys: Keys<'_>) -> Result<Tensor> {
         let h = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rope, mask, cache)?;
+            .forward_keys(&self.input_layernorm.forward(x)?, rope, keys)?;
         let x = (x + h)?;
         let h = self
             .mlp
@@ -1020,6 +1086,93 @@ impl Model {
             x = layer.forward(&x, &rope, mask, c)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// Whether every projection's product runs on faer's kernels ([`crate::matmul`]): each
+    /// base weight frozen (not a training variable) and each adapter in the weight's dtype.
+    pub(crate) fn products_on_faer(&self) -> bool {
+        self.linears().iter().all(|(_, l)| {
+            !l.weight.track_op()
+                && l.lora
+                    .as_ref()
+                    .is_none_or(|a| [a.a.dtype(), a.b.dtype()] == [l.weight.dtype(); 2])
+        })
+    }
+
+    /// Whether [`Model::forward_packed`] runs here: on the CPU, in f32, f64 or bf16.
+    pub fn packs(&self) -> bool {
+        self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64 | DType::BF16)
+    }
+
+    /// Packed sequences, each continuing `context` (the keys and values of a shared
+    /// beginning, batch 1, or an empty cache), to their final hidden states after the final
+    /// norm, `(total, hidden)` in the order of `input_ids`. `input_ids` holds the sequences'
+    /// token ids one after another, `lengths` how many each has (no padding anywhere); a
+    /// sequence's positions start at the context's length, and its tokens see the context
+    /// and their own sequence's earlier tokens only. `context` is not extended.
+    ///
+    /// Each sequence's attention runs by itself ([`crate::attention::PackedAttention`]), so
+    /// a batch computes no padding and its attention no cross-sequence scores; the
+    /// projections run over every sequence's tokens at once.
+    ///
+    /// # Errors
+    /// Not [`Model::packs`]; `lengths` empty, with a 0, or not summing to `input_ids`'
+    /// length; a context of more than one sequence; ids out of the vocabulary.
+    pub fn forward_packed(
+        &self,
+        input_ids: &[u32],
+        lengths: &[usize],
+        context: &Cache,
+    ) -> Result<Tensor> {
+        if !self.packs() {
+            candle_core::bail!(
+                "packed sequences run on the CPU in f32, f64 or bf16, not {:?} on {:?}",
+                self.dtype(),
+                self.device()
+            );
+        }
+        if lengths.is_empty()
+            || lengths.contains(&0)
+            || lengths.iter().sum::<usize>() != input_ids.len()
+        {
+            candle_core::bail!(
+                "sequence lengths {lengths:?} for {} packed token ids",
+                input_ids.len()
+            );
+        }
+        let layers: Vec<Option<&(Tensor, Tensor)>> = if context.layers.len() == self.layers.len() {
+            context.layers.iter().map(Option::as_ref).collect()
+        } else if context.layers.is_empty() {
+            vec![None; self.layers.len()]
+        } else {
+            candle_core::bail!(
+                "a context cache of {} layers for a model of {}",
+                context.layers.len(),
+                self.layers.len()
+            );
+        };
+        if let Some((k, _)) = layers.iter().flatten().next()
+            && k.dim(0)? != 1
+        {
+            candle_core::bail!("a packed batch continues one context, not {:?}", k.dims());
+        }
+        let c = context.seen();
+        let positions: Vec<u32> = lengths
+            .iter()
+            .flat_map(|&l| (c..c + l).map(|p| p as u32))
+            .collect();
+        let total = input_ids.len();
+        let ids = Tensor::new(input_ids, self.device())?;
+        let mut x = self.embed_tokens.index_select(&ids, 0)?.reshape((
+            1,
+            total,
+            self.config.hidden_size,
+        ))?;
+        let rope = self.rotary.tables_at(&positions, x.dtype())?;
+        for (layer, context) in self.layers.iter().zip(layers) {
+            x = layer.forward_keys(&x, &rope, Keys::Packed { lengths, context })?;
+        }
+        self.norm.forward(&x.squeeze(0)?)
     }
 
     /// Token ids `(batch, seq)`, unpadded and without a cache, to the hidden states after

@@ -31,8 +31,9 @@ pub struct ServeOptions {
     /// Prompts run together in one batch at most. The requests waiting when the provider's
     /// worker becomes free are grouped by model, and each model's are sorted by prompt length and cut into batches of this size,
     /// so that prompts of similar length share a batch. Letter requests
-    /// ([`ChatRequest::letters`]) run one prompt a pass, so that their numbers do not
-    /// depend on which requests shared a batch.
+    /// ([`ChatRequest::letters`]) batch only where their numbers do not depend on which
+    /// requests shared a batch ([`LocalModel::scores_batch_invariant`]); elsewhere they
+    /// run one prompt a pass.
     pub max_batch: usize,
     /// Requests admitted at once per model (running or waiting for a batch); more wait.
     pub max_concurrent: usize,
@@ -124,17 +125,16 @@ fn serve(rx: &mpsc::Receiver<Job>, max_batch: usize) {
         keyed.sort_by_key(|(m, j)| (*m, j.params.is_some(), j.prompt.tokens().len()));
         let mut waiting = keyed.into_iter().peekable();
         while let Some((model, kind)) = waiting.peek().map(|(m, j)| (*m, j.params.is_some())) {
-            // Letter requests run one prompt a pass: their log-probabilities are
-            // recorded as numbers, and in a batch they depend on its composition
-            // (which requests happened to be waiting): a left-padded row sees its
-            // tokens at rotary positions shifted by its padding, and the products'
-            // kernels change with the row count, which moves the result in the
-            // last bits, so that a resumed study would not reproduce an
-            // uninterrupted one byte for byte. On the CPU a prompt of a few
-            // hundred tokens fills the matrix kernels alone, so little is lost.
-            // `LocalModel::letter_logprobs` batches for callers that do not need
-            // this.
-            let limit = if kind { max_batch } else { 1 };
+            // Letter requests batch only where the model scores each prompt the same
+            // bits in any batch (`LocalModel::scores_batch_invariant`: packed passes on
+            // the CPU in f32 or f64); elsewhere (bf16, a GPU) one prompt a pass. Their
+            // log-probabilities are recorded as numbers: were they to depend on which
+            // requests happened to be waiting, a resumed study would not reproduce an
+            // uninterrupted one byte for byte.
+            let letters_batch = waiting
+                .peek()
+                .is_some_and(|(_, j)| j.model.scores_batch_invariant());
+            let limit = if kind || letters_batch { max_batch } else { 1 };
             let mut batch = Vec::with_capacity(limit);
             while batch.len() < limit
                 && let Some((_, j)) =

@@ -124,6 +124,24 @@ pub fn random_model(cfg: &Config, ops: Ops) -> (VarMap, Model) {
     (varmap, model)
 }
 
+/// The weights of `varmap` (of `cfg`) built again as plain tensors, frozen as a loaded
+/// model's are (so that the projections take faer's kernels), with `ops` and `dtype`.
+pub fn rebuild(cfg: &Config, varmap: &VarMap, ops: Ops, dtype: DType) -> Model {
+    let tensors: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .expect("the VarMap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    Model::new(
+        cfg,
+        ops,
+        VarBuilder::from_tensors(tensors, dtype, &Device::Cpu),
+    )
+    .expect("the tiny model builds")
+}
+
 /// Writes `varmap` (the weights of `cfg`) into `dir` as a Hugging Face model directory:
 /// `config.json`, `tokenizer.json` ([`tokenizer_json`]), `tokenizer_config.json` (the
 /// [`SMOLLM2_TEMPLATE`] chat template), `generation_config.json`, and the weights in

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use tokenizers::Tokenizer;
-use xlt_local::testing::{SMOLLM2_TEMPLATE, config, random_model, tokenizer_json};
+use xlt_local::testing::{SMOLLM2_TEMPLATE, config, random_model, rebuild, tokenizer_json};
 use xlt_local::{
     ChatPrompt, ChatTemplate, LoadOptions, LocalModel, LocalProvider, LoraConfig, Ops,
     ServeOptions, attach_lora,
@@ -24,9 +24,11 @@ fn tokenizer_with_space_a() -> Tokenizer {
     json.to_string().parse().unwrap()
 }
 
+/// A tiny Llama with frozen weights, as a loaded model has them.
 fn model() -> LocalModel {
     let cfg = config("llama");
-    let (_vm, model) = random_model(&cfg, Ops::Fused);
+    let (vm, _) = random_model(&cfg, Ops::Fused);
+    let model = rebuild(&cfg, &vm, Ops::Fused, candle_core::DType::F32);
     let template = ChatTemplate::new(SMOLLM2_TEMPLATE, "", "<|im_end|>").unwrap();
     LocalModel::from_parts(
         model,
@@ -89,6 +91,9 @@ fn letter_logprobs_equal_the_full_forward_pass_and_batched_equals_alone() {
                 );
             }
         }
+        // Packed passes: the same bits alone as in the batch.
+        assert!(m.scores_batch_invariant());
+        assert_eq!(alone, batched[i], "prompt {i}");
         // ` A` is part of A: A's probability exceeds the bare token's alone.
         let bare = f64::from(full[ids[0][0] as usize]);
         assert!(batched[i][0] > bare, "{} <= {bare}", batched[i][0]);
@@ -133,11 +138,8 @@ async fn the_provider_scores_letters_beside_generation_requests() {
         assert!(s.response.text.is_empty());
         for (k, v) in s.logprobs.to_array().into_iter().enumerate() {
             let v = v.expect("every letter is scored over the full vocabulary");
-            assert!(
-                (v - expected[i][k]).abs() < TOL,
-                "prompt {i}, letter {k}: {v} against {}",
-                expected[i][k]
-            );
+            // Letters batch in the provider, and a batch gives each prompt its own bits.
+            assert_eq!(v, expected[i][k], "prompt {i}, letter {k}");
         }
         assert!(s.logprobs.mass() > 0.0 && s.logprobs.mass() < 1.0);
     }
@@ -219,11 +221,13 @@ fn a_shared_context_scores_as_the_whole_prompt_and_the_same_after_any_history() 
             "next-token log-probabilities differ by {worst}"
         );
     }
-    // Contexts that differ within a batch: each row is scored whole.
+    // Contexts that differ within a batch: each row after its own context, the same bits as
+    // alone, and within rounding of the whole prompt.
     let mixed = [
         prompts[0].clone(),
         m.encode_chat_prompt(&chat("Another system message.", PROMPTS[1]))
             .unwrap(),
+        ChatPrompt::new(prompts[2].tokens().to_vec(), 0),
     ];
     let mixed_reference = m
         .letter_logprobs(
@@ -233,7 +237,23 @@ fn a_shared_context_scores_as_the_whole_prompt_and_the_same_after_any_history() 
                 .collect::<Vec<_>>(),
         )
         .unwrap();
-    assert_eq!(m.letter_logprobs(&mixed).unwrap(), mixed_reference);
+    let together = m.letter_logprobs(&mixed).unwrap();
+    for (i, p) in mixed.iter().enumerate() {
+        assert_eq!(
+            together[i],
+            m.letter_logprobs(std::slice::from_ref(p)).unwrap()[0]
+        );
+        for k in 0..4 {
+            assert!(
+                (together[i][k] - mixed_reference[i][k]).abs() < TOL,
+                "row {i}"
+            );
+        }
+    }
+    assert_eq!(
+        together[2], mixed_reference[2],
+        "no context: the whole prompt"
+    );
     // A context that leaves nothing to score is none.
     assert_eq!(ChatPrompt::new(vec![1, 2, 3], 3).context(), 0);
     assert_eq!(ChatPrompt::new(vec![1, 2, 3], 2).context(), 2);

@@ -352,4 +352,21 @@ fn letter_logprobs_match_transformers_in_f32_in_four_languages() {
             case.language
         );
     }
+    // Packed batches give each prompt the bits it gets alone, in any order and beside any
+    // other prompts: the local provider batches letter requests on this guarantee, and a
+    // resumed study reproduces an uninterrupted one byte for byte.
+    assert!(model.scores_batch_invariant());
+    assert_eq!(batched, alone);
+    let reversed: Vec<ChatPrompt> = in_context.iter().rev().cloned().collect();
+    let backwards = model.letter_logprobs(&reversed).unwrap();
+    assert!(backwards.iter().rev().eq(alone.iter()));
+    let pairs: Vec<ChatPrompt> = in_context.iter().step_by(5).cloned().collect();
+    for (row, i) in model
+        .letter_logprobs(&pairs)
+        .unwrap()
+        .iter()
+        .zip((0..).step_by(5))
+    {
+        assert_eq!(*row, alone[i], "case {i} beside other cases");
+    }
 }

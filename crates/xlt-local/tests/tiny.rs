@@ -1,12 +1,12 @@
 //! Tiny random-weight models of each family, built in the test: the KV cache, batching,
 //! kernels, loading and serving must not change what the network computes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use xlt_local::testing::{SMOLLM2_TEMPLATE, config, random_model, tokenizer, write_hf_dir};
+use xlt_local::testing::{
+    SMOLLM2_TEMPLATE, config, random_model, rebuild, tokenizer, write_hf_dir,
+};
 use xlt_local::{
     ChatTemplate, Config, GenerateParams, LoadOptions, LocalModel, LocalProvider, Model,
     ModelSource, Ops, RopeScaling, ServeOptions,
@@ -30,23 +30,6 @@ fn families() -> Vec<(&'static str, Config)> {
         ("qwen2", config("qwen2")),
         ("qwen3", config("qwen3")),
     ]
-}
-
-/// The same weights, built again with `ops` and `dtype`.
-fn rebuild(cfg: &Config, varmap: &VarMap, ops: Ops, dtype: DType) -> Model {
-    let tensors: HashMap<String, Tensor> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    Model::new(
-        cfg,
-        ops,
-        VarBuilder::from_tensors(tensors, dtype, &Device::Cpu),
-    )
-    .unwrap()
 }
 
 fn ids(seed: u32, n: usize) -> Vec<u32> {
@@ -157,9 +140,11 @@ fn bf16_weights_give_close_log_probabilities() {
 #[test]
 fn batched_prompts_equal_unbatched_ones() {
     for (name, cfg) in families() {
-        let (_vm, model) = random_model(&cfg, Ops::Fused);
+        let (vm, model) = random_model(&cfg, Ops::Fused);
+        let prompts = vec![ids(5, 11), ids(6, 4), ids(7, 8), ids(8, 1)];
+        // Trainable weights (candle's matrix kernels): the same numbers within rounding.
         let m = local(&cfg, model);
-        let prompts = vec![ids(5, 11), ids(6, 4), ids(7, 8)];
+        assert!(!m.scores_batch_invariant(), "{name}");
         let batched = m.next_token_logprobs(&prompts).unwrap();
         for (p, row) in prompts.iter().zip(&batched) {
             let alone = &m.next_token_logprobs(std::slice::from_ref(p)).unwrap()[0];
@@ -170,6 +155,21 @@ fn batched_prompts_equal_unbatched_ones() {
                 .fold(0.0f32, f32::max);
             assert!(d < TOL, "{name}: batched logprobs differ by {d}");
         }
+        // Frozen weights, as loaded: the same bits, in any order (a one-token prompt too).
+        let frozen = local(&cfg, rebuild(&cfg, &vm, Ops::Fused, DType::F32));
+        assert!(frozen.scores_batch_invariant(), "{name}");
+        let batched = frozen.next_token_logprobs(&prompts).unwrap();
+        let reversed: Vec<Vec<u32>> = prompts.iter().rev().cloned().collect();
+        let backwards = frozen.next_token_logprobs(&reversed).unwrap();
+        for (i, p) in prompts.iter().enumerate() {
+            let alone = &frozen.next_token_logprobs(std::slice::from_ref(p)).unwrap()[0];
+            assert_eq!(&batched[i], alone, "{name}: prompt {i}");
+            assert_eq!(
+                &backwards[prompts.len() - 1 - i],
+                alone,
+                "{name}: prompt {i}"
+            );
+        }
         // Greedy generation too: same tokens batched and alone.
         let params = vec![
             GenerateParams {
@@ -177,7 +177,7 @@ fn batched_prompts_equal_unbatched_ones() {
                 top_logprobs: 3,
                 ..GenerateParams::default()
             };
-            3
+            prompts.len()
         ];
         let together = m.generate(&prompts, &params).unwrap();
         for (i, p) in prompts.iter().enumerate() {
@@ -190,6 +190,39 @@ fn batched_prompts_equal_unbatched_ones() {
             );
         }
     }
+}
+
+/// Packed passes refuse lengths that do not cover the ids, an empty or zero length, and a
+/// context of more than one sequence, saying what does not fit; a packed pass over one
+/// sequence gives the hidden states of the plain forward pass.
+#[test]
+fn packed_passes_check_their_lengths_and_context() {
+    let cfg = config("qwen3");
+    let (vm, _) = random_model(&cfg, Ops::Fused);
+    let model = rebuild(&cfg, &vm, Ops::Fused, DType::F32);
+    let empty = xlt_local::Cache::default();
+    let tokens = ids(3, 6);
+    for lengths in [vec![2, 2], vec![6, 0], vec![]] {
+        let err = model.forward_packed(&tokens, &lengths, &empty).unwrap_err();
+        assert!(
+            err.to_string().contains("sequence lengths"),
+            "{lengths:?}: {err}"
+        );
+    }
+    let mut two = model.new_cache();
+    let batch = Tensor::new(&[[1u32, 2], [3, 4]], &Device::Cpu).unwrap();
+    model.forward_hidden(&batch, &mut two, None).unwrap();
+    let err = model.forward_packed(&tokens, &[6], &two).unwrap_err();
+    assert!(err.to_string().contains("one context"), "{err}");
+    let packed = model.forward_packed(&tokens, &[6], &empty).unwrap();
+    let input = Tensor::new(tokens.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let plain = model
+        .forward_hidden(&input, &mut model.new_cache(), None)
+        .unwrap();
+    assert!(max_abs_diff(&packed, &plain.squeeze(0).unwrap()) < 1e-5);
 }
 
 #[test]
