@@ -1111,7 +1111,7 @@ impl Model {
     /// sequence's positions start at the context's length, and its tokens see the context
     /// and their own sequence's earlier tokens only. `context` is not extended.
     ///
-    /// Each sequence's attention runs by itself ([`crate::attention::PackedAttention`]), so
+    /// Each sequence's attention runs by itself (`attention::PackedAttention`), so
     /// a batch computes no padding and its attention no cross-sequence scores; the
     /// projections run over every sequence's tokens at once.
     ///
