@@ -45,7 +45,7 @@ pub struct BenchRow {
 #[derive(Debug, Clone)]
 pub struct ScoringInput {
     /// One chat prompt per question, as [`LocalModel::encode_chat_prompt`] tokenizes it
-    /// (with its context, the system turn, as the local provider scores it).
+    /// (with its context, the system turn and the user header, as the local provider scores it).
     pub prompts: Vec<ChatPrompt>,
     /// The answer's index per question, 0..4.
     pub answers: Vec<usize>,

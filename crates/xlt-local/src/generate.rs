@@ -228,33 +228,35 @@ impl LocalModel {
     }
 
     /// The prompt of `messages` as [`LocalModel::encode_chat`] tokenizes it, with its
-    /// context: the tokens of the conversation before the last message (the template
-    /// rendered for `messages[..n - 1]` without the generation prompt), when those are the
-    /// prompt's leading tokens, else none. With a system message and one user message, the
-    /// context is the system turn: the part a study's prompts share, whose keys and values
-    /// [`LocalModel::letter_logprobs`] and [`LocalModel::next_token_logprobs`] compute once
-    /// and reuse.
+    /// context: the leading tokens it shares with the same conversation whose last message
+    /// is empty (the template rendered for `messages[..n - 1]` and an empty message of the
+    /// last one's role, with the generation prompt), at most all but its last token. That
+    /// is the conversation before the last message and the last message's header (for
+    /// SmolLM2, `<|im_start|>user` and a newline): with a system message and one user
+    /// message, the system turn and the user turn's first three tokens, the part a study's
+    /// prompts share, whose keys and values [`LocalModel::letter_logprobs`] and
+    /// [`LocalModel::next_token_logprobs`] compute once and reuse.
     ///
     /// # Errors
     /// As [`LocalModel::encode_chat`].
     pub fn encode_chat_prompt(&self, messages: &[ChatMessage]) -> Result<ChatPrompt, LocalError> {
         let tokens = self.encode_chat(messages)?;
-        let context = match messages.split_last() {
-            Some((_, before)) if !before.is_empty() => {
-                let text = self.template.render(before, false)?;
-                let ids = self
-                    .tokenizer
-                    .encode(text.as_str(), false)
-                    .map_err(|e| LocalError::Tokenizer(e.to_string()))?;
-                let ids = ids.get_ids();
-                if tokens.starts_with(ids) {
-                    ids.len()
-                } else {
-                    0
-                }
-            }
-            _ => 0,
+        let Some((last, before)) = messages.split_last() else {
+            return Ok(ChatPrompt::new(tokens, 0));
         };
+        let mut blank = before.to_vec();
+        blank.push(ChatMessage::new(last.role, ""));
+        let text = self.template.render(&blank, true)?;
+        let ids = self
+            .tokenizer
+            .encode(text.as_str(), false)
+            .map_err(|e| LocalError::Tokenizer(e.to_string()))?;
+        let shared = tokens
+            .iter()
+            .zip(ids.get_ids())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let context = shared.min(tokens.len() - 1);
         Ok(ChatPrompt::new(tokens, context))
     }
 
@@ -620,8 +622,9 @@ fn shared_context<P: PromptTokens>(prompts: &[P]) -> usize {
 }
 
 /// A tokenized chat prompt and the length of its context: the leading tokens that render
-/// the conversation before its last message ([`LocalModel::encode_chat_prompt`]). Prompts
-/// with the same context (a study's system message) share its keys and values.
+/// the conversation before its last message and that message's header
+/// ([`LocalModel::encode_chat_prompt`]). Prompts with the same context (a study's system
+/// message) share its keys and values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatPrompt {
     tokens: Vec<u32>,

@@ -51,7 +51,7 @@ impl Default for ServeOptions {
 struct Job {
     /// The served model the job runs on.
     model: Arc<LocalModel>,
-    /// The prompt's tokens and its context (the system turn), whose keys and values the
+    /// The prompt's tokens and its context (the system turn and the user header), whose keys and values the
     /// model keeps between jobs.
     prompt: ChatPrompt,
     /// `None`: score the answer letters ([`LocalModel::letter_logprobs`]) instead.

@@ -105,9 +105,15 @@ fn letter_logprobs_equal_the_full_forward_pass_and_batched_equals_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_scores_letters_beside_generation_requests() {
     let m = model();
+    // As the provider encodes them: with their context.
     let expected: Vec<[f64; 4]> = PROMPTS
         .iter()
-        .map(|p| m.letter_logprobs(&[prompt(&m, p)]).unwrap()[0])
+        .map(|p| {
+            let prompt = m
+                .encode_chat_prompt(&[ChatMessage::new(Role::User, *p)])
+                .unwrap();
+            m.letter_logprobs(&[prompt]).unwrap()[0]
+        })
         .collect();
     let provider = Arc::new(LocalProvider::new(
         LoadOptions::default(),
@@ -155,7 +161,7 @@ fn chat(system: &str, text: &str) -> Vec<ChatMessage> {
 
 const SYSTEM: &str = "Reply with the letter of the correct option and nothing else.";
 
-/// The system turn is the prompt's context: its tokens lead the prompt, and scoring with
+/// The system turn and the user turn's header are the prompt's context: its tokens lead the prompt, and scoring with
 /// its keys and values computed once gives what a pass over the whole prompt gives, alone
 /// and in a batch, for letters and for the full vocabulary; a prompt scored again after
 /// other prompts (the context kept) gives the same numbers bit for bit as on a fresh model.
@@ -178,16 +184,36 @@ fn a_shared_context_scores_as_the_whole_prompt_and_the_same_after_any_history() 
         .unwrap()
         .get_ids()
         .len();
+    // The user turn's header: `<|im_start|>`, `user` and a newline in the tiny tokenizer.
+    let header = m
+        .tokenizer()
+        .encode("<|im_start|>user\n", false)
+        .unwrap()
+        .get_ids()
+        .len();
     for (p, text) in prompts.iter().zip(PROMPTS) {
-        assert_eq!(p.context(), system_turn, "{text}");
+        assert_eq!(p.context(), system_turn + header, "{text}");
         assert!(system_turn > 5, "the system turn has {system_turn} tokens");
         assert_eq!(p.tokens(), m.encode_chat(&chat(SYSTEM, text)).unwrap());
     }
-    // One message: no context.
+    // One message: everything before its text (SmolLM2's template adds its own system
+    // turn, then the header).
     let alone = m
         .encode_chat_prompt(&[ChatMessage::new(Role::User, "Hi")])
         .unwrap();
-    assert_eq!(alone.context(), 0);
+    let after = m
+        .tokenizer()
+        .encode("Hi<|im_end|>\n<|im_start|>assistant\n", false)
+        .unwrap()
+        .get_ids()
+        .len();
+    assert_eq!(alone.context(), alone.tokens().len() - after);
+    assert!(header >= 3, "the header has {header} tokens");
+    // An empty message: all but the last token.
+    let empty = m
+        .encode_chat_prompt(&[ChatMessage::new(Role::User, "")])
+        .unwrap();
+    assert_eq!(empty.context(), empty.tokens().len() - 1);
 
     let whole: Vec<Vec<u32>> = prompts.iter().map(|p| p.tokens().to_vec()).collect();
     let reference = m.letter_logprobs(&whole).unwrap();
