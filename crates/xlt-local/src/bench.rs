@@ -130,8 +130,8 @@ fn argmax(scores: impl Iterator<Item = f64>) -> usize {
 pub type GradeText<'a> = &'a dyn Fn(usize, &str) -> bool;
 
 /// Scoring runs of `model` over `input`, one row each, in this order: first-token
-/// log-probabilities one prompt at a time (the local provider's way: the shared context's
-/// keys and values computed once and kept), one prompt at a time with every prompt's
+/// log-probabilities one prompt at a time (the shared context's keys and values computed
+/// once and kept, as the local provider keeps them), one prompt at a time with every prompt's
 /// context computed again (what a pass over the tokens alone does), in batches of `batch`
 /// in input order and sorted by length; letter log-probabilities ([`LocalModel::letter_logprobs`], what
 /// `--scoring letters` evaluates) in sorted batches; and, when `generate` is

@@ -5,7 +5,10 @@
 //! Left padding keeps every row's last prompt token at the same index, so one forward pass
 //! scores the next token of every row. Padded rows see shifted absolute positions, which
 //! rotary embeddings ignore: attention depends on position differences only, so a padded
-//! row computes what it would alone (a test checks this to float precision).
+//! row computes what it would alone (a test checks this to float precision). On the CPU,
+//! scoring packs its prompts instead (no padding; [`Model::forward_packed`]), and a prompt's
+//! scores are then the same bits alone or in any batch
+//! ([`LocalModel::scores_batch_invariant`]).
 
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 use rand::{Rng, SeedableRng};
@@ -385,10 +388,11 @@ impl LocalModel {
         Ok(result)
     }
 
-    /// The log-probabilities `(batch, vocab)` of the token after each prompt, in one
-    /// batched forward pass (first-token scoring, no generation). Prompts that share a
-    /// context ([`ChatPrompt`]) compute its keys and values once, and again only when no
-    /// earlier call left them.
+    /// The log-probabilities `(batch, vocab)` of the token after each prompt, by prefill
+    /// alone (first-token scoring, no generation): on the CPU one packed pass per group of
+    /// prompts with the same context ([`Model::forward_packed`]), elsewhere one padded pass.
+    /// Prompts that share a context ([`ChatPrompt`]) compute its keys and values once, and
+    /// again only when no earlier call left them.
     ///
     /// # Errors
     /// As [`LocalModel::generate`].
@@ -708,7 +712,7 @@ impl LocalModel {
     }
 
     /// The log-probability of each answer letter A-D (nats) at the position after each
-    /// prompt: one forward pass over the batch (no decoding), a log-softmax over the full
+    /// prompt: prefill alone, as [`LocalModel::next_token_logprobs`] runs it, a log-softmax over the full
     /// vocabulary in f32 at the last position, and for each letter the log-sum-exp over
     /// [`LocalModel::letter_token_ids`]. A letter with no token in the vocabulary gets
     /// `-inf`. Prompts of similar length batch best. Prompts that share a context
