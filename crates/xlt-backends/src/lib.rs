@@ -362,6 +362,12 @@ impl Machine for LocalMachine {
         }
     }
 
+    /// The dtype and the device: `f32 on cpu`, `bf16 on cpu`, `f32 on cuda(0)`.
+    fn numerics(&self) -> Option<String> {
+        let dtype = format!("{:?}", self.0.load_options().dtype).to_lowercase();
+        Some(format!("{dtype} on {}", self.device()))
+    }
+
     async fn load(&self, model: &str) -> Result<(), ProviderError> {
         // Checked and freed: calibration and training load their own copy for training, and
         // evaluation loads it again (issue #26: memory per phase).
@@ -448,7 +454,9 @@ pub async fn open_chat(
     Ok((chat, model))
 }
 
-/// The cache directory of `kind`'s responses in `out` (`<out>/cache/<name>`).
+/// The cache directory of `kind`'s responses in `out` (`<out>/cache/<name>`), at the
+/// provider's default numerics; `xlt_study::cache_dir` gives an opened backend's, which
+/// names other numerics (`cache/local-bf16-on-cpu`).
 pub fn cache_dir(kind: ProviderKind, out: &Path) -> PathBuf {
     out.join("cache").join(kind.name())
 }
@@ -485,6 +493,30 @@ mod tests {
             };
             let e = open(ProviderKind::Embedded, &o).unwrap_err().to_string();
             assert!(e.contains(flag) && e.contains("--provider local"), "{e}");
+        }
+    }
+
+    /// The local machine records its dtype and device, and bf16 answers go to a cache of
+    /// their own (f32 on the CPU keeps `cache/local`).
+    #[test]
+    fn local_numerics_name_the_dtype_and_device_and_bf16_its_own_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        for (dtype, numerics, cache) in [
+            ("f32", "f32 on cpu", "local"),
+            ("bf16", "bf16 on cpu", "local-bf16-on-cpu"),
+        ] {
+            let o = OpenOptions {
+                device: Some("cpu".to_owned()),
+                dtype: Some(dtype.to_owned()),
+                ..OpenOptions::new(dir.path())
+            };
+            let b = open(ProviderKind::Local, &o).unwrap();
+            let machine = b.machine.as_ref().expect("the local provider trains here");
+            assert_eq!(machine.numerics().as_deref(), Some(numerics));
+            assert_eq!(
+                xlt_study::cache_dir(&b, dir.path()),
+                dir.path().join("cache").join(cache)
+            );
         }
     }
 }

@@ -86,6 +86,16 @@ pub trait Machine: Send + Sync {
     /// The device as the plan names it (`cpu`, `cuda(0)`).
     fn device(&self) -> String;
 
+    /// The numbers this machine computes in: its dtype and device, `f32 on cpu` (the
+    /// default, [`DEFAULT_NUMERICS`]), `bf16 on cpu`, `f32 on cuda(0)`. They change results
+    /// (bf16 scores differ from f32 ones by up to tenths of a nat, and training takes other
+    /// steps), so they go into the fingerprint (`numerics`), and other numerics than the
+    /// default name the response cache's directory ([`crate::cache_dir`]). `None` (the
+    /// trait's default): not recorded.
+    fn numerics(&self) -> Option<String> {
+        None
+    }
+
     /// Loads `model` now (resolving an id, fetching what a cache lacks), so that a model that
     /// cannot be loaded stops a run before anything is written. It need not stay loaded:
     /// the local provider frees it, so that calibration and training (which load their own
@@ -114,6 +124,10 @@ pub trait Machine: Send + Sync {
         Vec::new()
     }
 }
+
+/// The numerics of a machine that computes in f32 on the CPU ([`Machine::numerics`]): its
+/// response cache keeps the provider's name alone, as before numerics were recorded.
+pub const DEFAULT_NUMERICS: &str = "f32 on cpu";
 
 /// A provider opened for a run: every call of `tuner`, `batch` and `server` retried, each
 /// retry counted in `retries` (the chat stack built by the study shares it).

@@ -22,8 +22,10 @@ pub const FINGERPRINT_FILE: &str = "fingerprint.json";
 /// The names: `languages`, `domains`, `seed` and `train_fraction` (from the manifest);
 /// `prepared_files` (SHA-256 of the manifest, fine-tuning and evaluation files, so of the
 /// data rows selected, their split and the prompt template); `provider`, `base_model`,
-/// `hyperparameters`, `train_slices`, `grader`, `max_tokens` and `temperature`; and
-/// `lora_rank`, `lora_alpha`, `lora_dropout` and `lora_targets` when the run trains adapters.
+/// `hyperparameters`, `train_slices`, `grader`, `max_tokens` and `temperature`;
+/// `lora_rank`, `lora_alpha`, `lora_dropout` and `lora_targets` when the run trains adapters;
+/// and the study adds `run_seed`, `replicates`, `scoring`, `rotations` and `numerics` (a
+/// [`crate::Machine`]'s dtype and device) where they apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
     /// Setting name to value.

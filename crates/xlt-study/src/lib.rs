@@ -112,7 +112,7 @@ mod study;
 
 use std::path::PathBuf;
 
-pub use backend::{Backend, Capabilities, LoraSupport, Machine};
+pub use backend::{Backend, Capabilities, DEFAULT_NUMERICS, LoraSupport, Machine};
 pub use experiment::{
     Experiment, MachineTraining, Plan, PlanInput, PriceTable, STUDY_BASE_MODEL, TestSet,
 };

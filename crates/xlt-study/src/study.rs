@@ -457,6 +457,11 @@ impl<'a> Study<'a> {
                 fp.settings.remove(k);
             }
         }
+        // Another dtype or device computes other numbers (training and answers alike). A
+        // directory recorded before this key existed takes it on its next run.
+        if let Some(n) = numerics(self.backend) {
+            fp.settings.insert("numerics".to_owned(), n);
+        }
         Ok(fp)
     }
 
@@ -1198,9 +1203,31 @@ fn finished(exp: &Experiment, plan: &Plan) -> Result<Option<ModelsFile>, StudyEr
     Ok((tuned && evaluated && models.base_model == plan.base_model).then_some(models))
 }
 
-/// The response cache of a provider, `<out>/cache/<provider>`: chat and batch share it.
+/// The response cache of a provider, `<out>/cache/<provider>`: chat and batch share it. A
+/// machine that computes in other numbers than the default ([`crate::Machine::numerics`],
+/// [`crate::DEFAULT_NUMERICS`]) has a cache of its own, `<out>/cache/<provider>-<numerics>`
+/// (`local-bf16-on-cpu`): the cache survives `--fresh`, and a bf16 run must not read an f32
+/// run's answers.
 pub fn cache_dir(backend: &Backend, out: &Path) -> PathBuf {
-    out.join("cache").join(backend.name())
+    let name = match numerics(backend) {
+        None => backend.name().to_owned(),
+        Some(n) if n == crate::backend::DEFAULT_NUMERICS => backend.name().to_owned(),
+        Some(n) => {
+            let slug: Vec<String> = n
+                .to_lowercase()
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect();
+            format!("{}-{}", backend.name(), slug.join("-"))
+        }
+    };
+    out.join("cache").join(name)
+}
+
+/// The backend's machine's numerics ([`crate::Machine::numerics`]).
+fn numerics(backend: &Backend) -> Option<String> {
+    backend.machine.as_ref().and_then(|m| m.numerics())
 }
 
 /// Puts `path` back as it was: `before`'s bytes (written whole, then renamed), or no file.

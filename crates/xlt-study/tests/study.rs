@@ -414,3 +414,61 @@ fn opening_an_experiment_sweeps_what_a_killed_run_left() {
         .collect();
     assert_eq!(temporary, [".xlt-tmp-live01"], "{names:?}");
 }
+
+/// A machine that computes in the given numerics (`Machine::numerics`), as the local
+/// provider does with `--dtype`; it loads anything and trains nothing.
+struct Numerics(&'static str);
+
+#[async_trait::async_trait]
+impl xlt_study::Machine for Numerics {
+    fn device(&self) -> String {
+        "cpu".to_owned()
+    }
+
+    fn numerics(&self) -> Option<String> {
+        Some(self.0.to_owned())
+    }
+
+    async fn load(&self, _model: &str) -> Result<(), xlt_provider::ProviderError> {
+        Ok(())
+    }
+
+    async fn calibrate(
+        &self,
+        _spec: xlt_provider::FineTuneSpec,
+        _files: Vec<PathBuf>,
+    ) -> Result<xlt_study::MachineTraining, xlt_provider::ProviderError> {
+        unreachable!("evaluation calibrates nothing")
+    }
+}
+
+/// A directory evaluated at other numerics than the default (trial F: `--dtype bf16` into
+/// an f32 directory reused the f32 answers): they are in the fingerprint (a directory
+/// recorded without them, as this one's fine-tuning was, takes them), so a rerun at the
+/// default is refused naming them, and they have a response cache of their own, which
+/// `--fresh` keeps, so that neither run reads the other's answers.
+#[tokio::test]
+async fn other_numerics_are_another_experiment_with_a_cache_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fine_tuned(dir.path()).await;
+    let mut bf16 = backend(&out);
+    bf16.machine = Some(Arc::new(Numerics("bf16 on cpu")));
+    let options = StudyOptions::new(&out);
+    Study::new(&bf16, &options, &Quiet)
+        .run_evaluate(&regex(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(recorded(&out, "numerics").as_deref(), Some("bf16 on cpu"));
+    let cache = xlt_study::cache_dir(&bf16, &out);
+    assert_eq!(cache, out.join("cache").join("offline-bf16-on-cpu"));
+    assert!(cache.is_dir(), "{}", cache.display());
+    let mut f32 = backend(&out);
+    f32.machine = Some(Arc::new(Numerics("f32 on cpu")));
+    assert_eq!(xlt_study::cache_dir(&f32, &out), out.join("cache/offline"));
+    let e = Study::new(&f32, &options, &Quiet)
+        .run_evaluate(&regex(), std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("numerics: bf16 on cpu -> f32 on cpu"), "{e}");
+}
