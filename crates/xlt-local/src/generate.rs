@@ -715,7 +715,8 @@ impl LocalModel {
     /// prompt: prefill alone, as [`LocalModel::next_token_logprobs`] runs it, a log-softmax over the full
     /// vocabulary in f32 at the last position, and for each letter the log-sum-exp over
     /// [`LocalModel::letter_token_ids`]. A letter with no token in the vocabulary gets
-    /// `-inf`. Prompts of similar length batch best. Prompts that share a context
+    /// `-inf`. On the CPU a batch is packed (no padding); on a GPU prompts of similar
+    /// length batch best. Prompts that share a context
     /// ([`ChatPrompt`], e.g. the system message) run only what follows it: its keys and
     /// values are computed once per model and kept (up to [`CONTEXT_CACHE_BYTES`]).
     ///

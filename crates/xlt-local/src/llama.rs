@@ -678,31 +678,24 @@ impl Attention {
         let (mask, cache) = match keys {
             Keys::Cache { mask, cache } => (mask, cache),
             Keys::Packed { lengths, context } => {
-                let op = |dtype| -> Result<_> {
-                    Ok(crate::attention::PackedAttention {
-                        scale,
-                        lengths: lengths.to_vec(),
-                        context: context
-                            .map(|(k, v)| {
-                                Ok::<_, candle_core::Error>((
-                                    k.to_dtype(dtype)?,
-                                    v.to_dtype(dtype)?,
-                                ))
-                            })
-                            .transpose()?,
-                    })
-                };
                 // bf16 computes in f32 and rounds once, as the padded path does below.
                 let work = if crate::attention::supported(x.dtype()) {
                     x.dtype()
                 } else {
                     DType::F32
                 };
-                let y = q.to_dtype(work)?.apply_op3(
-                    &k.to_dtype(work)?,
-                    &v.to_dtype(work)?,
-                    op(work)?,
-                )?;
+                let context = match context {
+                    Some((k, v)) => Some((k.to_dtype(work)?, v.to_dtype(work)?)),
+                    None => None,
+                };
+                let op = crate::attention::PackedAttention {
+                    scale,
+                    lengths: lengths.to_vec(),
+                    context,
+                };
+                let y = q
+                    .to_dtype(work)?
+                    .apply_op3(&k.to_dtype(work)?, &v.to_dtype(work)?, op)?;
                 return self.o_proj.forward(&y.to_dtype(x.dtype())?);
             }
         };
