@@ -7,6 +7,7 @@
 //!     [--questions 40] [--batch 8] [--device cpu] [--dtype f32] [--python python3]
 //! cargo run --release --example bench_local -- --train --base-model <FILE.gguf|DIR|ID> \
 //!     [--train-steps 4] [--train-batch 8] [--train-rank 16] [--device cpu] [--python python3]
+//! cargo run --release --example bench_local -- --products --base-model <FILE.gguf|DIR|ID>
 //! ```
 //! Prints a Markdown table with the CPU above it.
 
@@ -54,6 +55,10 @@ struct Args {
     /// Training: LoRA rank (alpha is twice the rank).
     #[arg(long, default_value_t = 16, value_parser = xlt_cli::parse::at_least_one::<usize>)]
     train_rank: usize,
+    /// Benchmark the projections' matrix products at the model's shapes instead (f32, CPU):
+    /// the blocks the model runs beside faer's parallel product.
+    #[arg(long, conflicts_with_all = ["train", "python", "device", "dtype"])]
+    products: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -95,6 +100,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let source = ModelSource::parse(&args.base_model)?;
     let mut model = LocalModel::load(&source, &options)?;
+    if args.products {
+        let config = model.model().config().clone();
+        drop(model);
+        let table = bench::product_table(&config, &bench::PRODUCT_ROWS, 1.0);
+        xlt_cli::outln!("{}", table.trim_end())?;
+        return Ok(());
+    }
     let engine = format!("xlt-local (candle) {}, {}", args.dtype, args.device);
     let mut rows = if args.train {
         let row = bench::training_row(&mut model, &engine, &chats, train, |r| {

@@ -403,6 +403,92 @@ pub fn python_rows(
         .collect()
 }
 
+/// Rows a projection product is timed at by [`product_table`] by default: about a Global-MMLU
+/// prompt's question after its kept context (20 and 85 tokens), and packed batches of 4 and 8
+/// prompts (300 and 700).
+pub const PRODUCT_ROWS: [usize; 4] = [20, 85, 300, 700];
+
+/// The decoder's projection products, `x Wᵀ` for `x` `(rows, in)` and a weight `W`
+/// `(out, in)`, at `config`'s shapes (q/o `hidden x hidden`, k/v `hidden x kv`, gate/up
+/// `hidden x intermediate`, down `intermediate x hidden`), f32 on the CPU, `rows` rows each:
+/// the product as the model runs it (blocks of rows or columns, one a thread, the crate's
+/// `matmul` module) beside faer's own parallel product, in GFLOP/s (`2 rows in out` flops a
+/// product), as a Markdown table with the CPU above it. Both give the same bits (checked here
+/// for every cell).
+///
+/// Each cell cycles through `num_hidden_layers` weights of its shape, as a pass does, so that
+/// they are read from memory rather than cache, for at least `seconds` and one round (after
+/// one warm-up product per weight). The two sides take turns, a round of weights each, so
+/// that the machine's state weighs on both alike.
+///
+/// # Panics
+/// If the two products' bits differ (a bug in the blocks).
+pub fn product_table(config: &crate::Config, rows: &[usize], seconds: f64) -> String {
+    use faer::Par;
+    let (h, kv) = (config.hidden_size, config.kv_heads() * config.head_dim());
+    let i = config.intermediate_size;
+    let shapes = [
+        ("q, o", h, h),
+        ("k, v", h, kv),
+        ("gate, up", h, i),
+        ("down", i, h),
+    ];
+    let layers = config.num_hidden_layers.max(1);
+    let value = |j: usize, m: usize| ((j * 7919 % m) as f32 - m as f32 / 2.0) * 1e-3;
+    let mut s = format!("CPU: {}\n\n", cpu_description());
+    s += "| rows | product (in x out) | xlt-local GFLOP/s | faer parallel GFLOP/s | ratio |\n";
+    s += "|---:|---|---:|---:|---:|\n";
+    for &(name, k, n) in &shapes {
+        let weights: Vec<Vec<f32>> = (0..layers)
+            .map(|l| (0..n * k).map(|j| value(j + l, 997)).collect())
+            .collect();
+        for &m in rows {
+            let x: Vec<f32> = (0..m * k).map(|j| value(j, 1013)).collect();
+            let mut dst = vec![0f32; m * n];
+            let mut check = vec![0f32; m * n];
+            let blocks = |dst: &mut [f32], w: &[f32]| {
+                crate::matmul::mm(dst, (&x, false), (w, true), (m, k, n), 1.0, false)
+            };
+            let faer = |dst: &mut [f32], w: &[f32]| {
+                let dims = (m, k, n);
+                crate::matmul::gemm(dst, (&x, false), (w, true), dims, 1.0, false, Par::rayon(0))
+            };
+            for w in &weights {
+                blocks(&mut dst, w);
+                faer(&mut check, w);
+                let same = dst
+                    .iter()
+                    .zip(&check)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{name} at {m} rows: the blocks and faer differ");
+            }
+            let (mut took, mut count) = ([0f64; 2], [0usize; 2]);
+            // At least one round, however short `seconds`.
+            while count[0] == 0 || took[0].min(took[1]) < seconds {
+                for side in 0..2 {
+                    let t0 = Instant::now();
+                    for w in &weights {
+                        match side {
+                            0 => blocks(&mut dst, w),
+                            _ => faer(&mut dst, w),
+                        }
+                    }
+                    took[side] += t0.elapsed().as_secs_f64();
+                    count[side] += weights.len();
+                }
+            }
+            let flops = 2.0 * (m * k * n) as f64;
+            let rate = |side: usize| flops * count[side] as f64 / took[side] / 1e9;
+            let (ours, theirs) = (rate(0), rate(1));
+            s += &format!(
+                "| {m} | {name} ({k} x {n}) | {ours:.0} | {theirs:.0} | {:.2} |\n",
+                ours / theirs
+            );
+        }
+    }
+    s
+}
+
 /// Peak resident memory of this process (Linux `VmHWM` in `/proc/self/status`), MiB; NaN
 /// where it cannot be read.
 pub fn peak_rss_mib() -> f64 {
@@ -490,6 +576,43 @@ pub fn training_table(rows: &[BenchRow], bench: TrainBench) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The product table has a row for each shape and row count, with positive rates, and
+    /// its products agreed bit for bit (it panics otherwise): hidden 256 and intermediate
+    /// 320 so that both the column blocks and (at 401 rows) the row blocks run on 2 threads.
+    #[test]
+    fn product_table_covers_each_shape_and_row_count() {
+        let config: crate::Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 10, "hidden_size": 256, "intermediate_size": 320,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        }))
+        .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let table = pool.install(|| product_table(&config, &[1, 3, 401], 0.0));
+        let rows: Vec<&str> = table
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| rows"))
+            .collect();
+        assert_eq!(rows.len(), 12, "{table}");
+        assert!(rows[0].starts_with("| 1 | q, o (256 x 256) |"), "{table}");
+        assert!(
+            rows[11].starts_with("| 401 | down (320 x 256) |"),
+            "{table}"
+        );
+        for row in rows {
+            let ratio: f64 = row
+                .trim_end_matches(" |")
+                .rsplit("| ")
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+        }
+    }
 
     #[test]
     fn batches_sorted_by_length_cover_every_question_once() {

@@ -36,6 +36,20 @@ pub(crate) fn gemm<T: faer::traits::ComplexField + Copy>(
     add: bool,
     par: Par,
 ) {
+    let (dst, a, b) = operands(dst, (lhs, lhs_t), (rhs, rhs_t), (rows, k, n));
+    let beta = if add { Accum::Add } else { Accum::Replace };
+    faer::linalg::matmul::matmul(dst, beta, a, b, alpha, par);
+}
+
+/// [`gemm`]'s row-major slices as faer views: `dst` `(rows, n)`, `lhs` `(rows, k)` and `rhs`
+/// `(k, n)`, transposed views where a flag is set.
+#[allow(clippy::type_complexity)]
+fn operands<'a, T: faer::traits::ComplexField>(
+    dst: &'a mut [T],
+    (lhs, lhs_t): (&'a [T], bool),
+    (rhs, rhs_t): (&'a [T], bool),
+    (rows, k, n): (usize, usize, usize),
+) -> (MatMut<'a, T>, MatRef<'a, T>, MatRef<'a, T>) {
     let a = if lhs_t {
         MatRef::from_row_major_slice(lhs, k, rows).transpose()
     } else {
@@ -46,15 +60,7 @@ pub(crate) fn gemm<T: faer::traits::ComplexField + Copy>(
     } else {
         MatRef::from_row_major_slice(rhs, k, n)
     };
-    let beta = if add { Accum::Add } else { Accum::Replace };
-    faer::linalg::matmul::matmul(
-        MatMut::from_row_major_slice_mut(dst, rows, n),
-        beta,
-        a,
-        b,
-        alpha,
-        par,
-    );
+    (MatMut::from_row_major_slice_mut(dst, rows, n), a, b)
 }
 
 /// The contiguous slice of a CPU tensor's storage, or `None` (strided, or another dtype).
@@ -201,8 +207,19 @@ fn apply_mask<T: crate::kernels::Float>(buf: &mut [T], p: f64, seed: u64) {
         });
 }
 
-/// [`gemm`] across the thread pool.
-fn mm<T: GemmFloat>(
+/// [`gemm`] across the thread pool, in one block of `dst` a thread, each block's product
+/// single-threaded on its thread (faer's sequential kernel over the whole inner dimension):
+/// blocks of rows where each thread gets at least [`MIN_BLOCK_ROWS`] of them (a packed batch),
+/// otherwise blocks of columns where each gets at least [`MIN_BLOCK_COLS`] (a prompt or a
+/// decoding step); faer's own parallel split for narrower products.
+///
+/// On the 2-core Intel Xeon of issue #27 this ran the decoder's projection shapes (20 to 700
+/// rows, `576 x 192` to `1536 x 576`) up to 1.8x as fast as faer's parallel product, 1.3x
+/// at a question's 85 rows (`bench_local --products`, `docs/BENCHMARKS.md`), with the same
+/// bits: each output element is the same sequential dot product over `k` either way, so a
+/// row's result still depends neither on the other rows nor on the thread count
+/// (`tests::blocks_give_faers_bits`).
+pub(crate) fn mm<T: GemmFloat>(
     dst: &mut [T],
     lhs: (&[T], bool),
     rhs: (&[T], bool),
@@ -210,7 +227,86 @@ fn mm<T: GemmFloat>(
     alpha: T,
     add: bool,
 ) {
-    gemm(dst, lhs, rhs, dims, alpha, add, Par::rayon(0));
+    let threads = rayon::current_num_threads();
+    let (rows, _, n) = dims;
+    let by = if threads < 2 {
+        None
+    } else if rows >= threads * MIN_BLOCK_ROWS {
+        Some(Cut::Rows)
+    } else if n >= threads * MIN_BLOCK_COLS {
+        Some(Cut::Cols)
+    } else {
+        None
+    };
+    let Some(by) = by else {
+        return gemm(dst, lhs, rhs, dims, alpha, add, Par::rayon(0));
+    };
+    let (dst, a, b) = operands(dst, lhs, rhs, dims);
+    let beta = if add { Accum::Add } else { Accum::Replace };
+    let parts = match by {
+        Cut::Rows => threads,
+        Cut::Cols => threads * (n / (threads * COL_BLOCK)).max(1),
+    };
+    by_blocks(dst, beta, a, b, alpha, parts, by);
+}
+
+/// The fewest rows a thread takes in [`mm`]'s row blocks (a packed batch): on issue #27's
+/// machine, at 350 rows a thread, row blocks ran the narrow `576 x 192` product about 1.1x as
+/// fast as column blocks and the others alike; at 150 rows a thread, column blocks ran every
+/// shape faster. Narrow products (a LoRA rank) with many rows take row blocks too.
+const MIN_BLOCK_ROWS: usize = 200;
+
+/// The fewest output columns a thread takes in [`mm`]'s column blocks.
+const MIN_BLOCK_COLS: usize = 64;
+
+/// About the width of a column block where there are enough columns for several a thread
+/// (blocks of 96 to 191 columns, a multiple of the threads in number, which the pool's work
+/// stealing balances): on issue #27's machine, 1536 columns ran up to 1.3x as fast in 16
+/// blocks as in 2, 576 up to 1.1x in 6, where a block's weights (`in x 96` f32) stay in the
+/// core's cache while the rows go by.
+const COL_BLOCK: usize = 96;
+
+/// How [`by_blocks`] cuts `dst`.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// `dst` and `a` by rows.
+    Rows,
+    /// `dst` and `b` by columns, edges on multiples of 16 (an AVX-512 register of f32).
+    Cols,
+}
+
+/// `dst = beta dst + alpha a b` in `parts` blocks cut `by` rows or columns, one a rayon task,
+/// each block single-threaded.
+fn by_blocks<T: GemmFloat>(
+    dst: MatMut<'_, T>,
+    beta: Accum,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    alpha: T,
+    parts: usize,
+    by: Cut,
+) {
+    let len = match by {
+        Cut::Rows => dst.nrows(),
+        Cut::Cols => dst.ncols(),
+    };
+    if parts <= 1 || len <= 16 {
+        faer::linalg::matmul::matmul(dst, beta, a, b, alpha, Par::Seq);
+        return;
+    }
+    let left = parts / 2;
+    let at = len * left / parts;
+    let ((d0, d1), (a0, a1), (b0, b1)) = match by {
+        Cut::Rows => (dst.split_at_row_mut(at), a.split_at_row(at), (b, b)),
+        Cut::Cols => {
+            let at = at.next_multiple_of(16).min(len);
+            (dst.split_at_col_mut(at), (a, a), b.split_at_col(at))
+        }
+    };
+    rayon::join(
+        || by_blocks(d0, beta, a0, b0, alpha, left, by),
+        || by_blocks(d1, beta, a1, b1, alpha, parts - left, by),
+    );
 }
 
 /// A float the products here compute in: f32 or f64, with faer's kernels.
@@ -493,6 +589,52 @@ mod tests {
             assert_eq!(a.dims(), &[4, 7]);
         }
         Ok(())
+    }
+
+    /// [`mm`]'s blocks, of columns or (from 600 rows on 3 threads, 400 on 2) of rows, give
+    /// faer's bits, sequential or parallel, for one row, a few and many, with either operand
+    /// transposed, on pools of 2 and 3 threads: a row's result does not depend on the split.
+    #[test]
+    fn blocks_give_faers_bits() {
+        let value = |i: usize, m: usize| ((i * 7919 % m) as f32 - m as f32 / 2.0) * 1e-3;
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for (rows, k, n) in [
+                (1, 64, 200),
+                (2, 576, 192),
+                (85, 576, 576),
+                (37, 96, 1000),
+                (450, 576, 192),
+                (601, 96, 40),
+            ] {
+                for (lhs_t, rhs_t, add) in [(false, true, false), (true, false, true)] {
+                    let lhs: Vec<f32> = (0..rows * k).map(|i| value(i, 1013)).collect();
+                    let rhs: Vec<f32> = (0..k * n).map(|i| value(i, 997)).collect();
+                    let start: Vec<f32> = (0..rows * n).map(|i| value(i, 89)).collect();
+                    let run = |f: &(dyn Fn(&mut [f32]) + Sync)| {
+                        let mut dst = start.clone();
+                        pool.install(|| f(&mut dst));
+                        dst
+                    };
+                    let (l, r, dims) = ((&lhs[..], lhs_t), (&rhs[..], rhs_t), (rows, k, n));
+                    let blocks = run(&|d| mm(d, l, r, dims, 0.5, add));
+                    for par in [Par::Seq, Par::rayon(0)] {
+                        let faer = run(&|d| gemm(d, l, r, dims, 0.5, add, par));
+                        let same = blocks
+                            .iter()
+                            .zip(&faer)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{threads} threads, {dims:?}, {par:?}, t {lhs_t}/{rhs_t}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Without dropout, the fused LoRA product and its gradients for `x`, `A` and `B` equal
