@@ -443,15 +443,15 @@ impl LocalModel {
     /// [`LocalModel::last_logits`] by packed passes ([`Model::forward_packed`]): prompts
     /// grouped by their context, each group one pass over the rest of every prompt after
     /// the context's kept keys and values ([`LocalModel::context_cache`]), packed one after
-    /// another with no padding; then the output projection one row at a time.
+    /// another with no padding; then the output projection over every prompt's last row.
     ///
     /// Each prompt's logits are then the same bits whichever prompts share its call: its
     /// attention runs by itself, the other operations row by row, and the matrix kernels
     /// give a row of a product of two or more rows the same bits whatever the other rows
     /// (faer's blocking of the inner dimension depends on it alone; checked bit for bit by
     /// `tests/letters.rs` and `tests/tiny.rs`), but a product of a single row takes another
-    /// kernel (a matrix-vector product): hence the output projection row by row, and a
-    /// lone one-token pass run as two.
+    /// kernel (a matrix-vector product): hence a lone prompt's last row is projected twice
+    /// over, and a lone one-token pass run as two.
     fn last_logits_packed<P: PromptTokens>(&self, prompts: &[P]) -> Result<Tensor, LocalError> {
         let context_of = |p: &P| {
             let c = p.context();
@@ -488,11 +488,18 @@ impl LocalModel {
             let mut end = 0;
             for (&i, &len) in members.iter().zip(&lengths) {
                 end += len;
-                rows[i] = Some(self.model.logits_f32(&hidden.narrow(0, end - 1, 1)?)?);
+                rows[i] = Some(hidden.narrow(0, end - 1, 1)?);
             }
         }
-        let rows: Vec<Tensor> = rows.into_iter().flatten().collect();
-        Ok(Tensor::cat(&rows, 0)?.to_dtype(DType::F32)?)
+        // One output projection for every prompt's last row, which reads the (vocab, hidden)
+        // weight once, not once a prompt; two rows at least (a lone row would take the
+        // matrix-vector kernel).
+        let mut last: Vec<Tensor> = rows.into_iter().flatten().collect();
+        if last.len() == 1 {
+            last.push(last[0].clone());
+        }
+        let logits = self.model.logits_f32(&Tensor::cat(&last, 0)?)?;
+        Ok(logits.narrow(0, 0, prompts.len())?.to_dtype(DType::F32)?)
     }
 
     /// The final hidden state `(batch, hidden)` at each prompt's last token: one pass over
