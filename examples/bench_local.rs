@@ -57,7 +57,10 @@ struct Args {
     train_rank: usize,
     /// Benchmark the projections' matrix products at the model's shapes instead (f32, CPU):
     /// the blocks the model runs beside faer's parallel product.
-    #[arg(long, conflicts_with_all = ["train", "python", "device", "dtype"])]
+    #[arg(long, conflicts_with_all = [
+        "train", "python", "questions", "batch", "generate_tokens", "train_steps",
+        "train_batch", "train_rank",
+    ])]
     products: bool,
 }
 
@@ -98,6 +101,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             Ops::default()
         },
     };
+    if args.products && (args.dtype != "f32" || args.device != "cpu") {
+        anyhow::bail!(
+            "--products times f32 products on the CPU, not --dtype {} --device {}",
+            args.dtype,
+            args.device
+        );
+    }
     let source = ModelSource::parse(&args.base_model)?;
     let mut model = LocalModel::load(&source, &options)?;
     if args.products {

@@ -505,7 +505,8 @@ pub fn peak_rss_mib() -> f64 {
 
 /// The CPU's model name, its threads and the vector instruction sets the kernels can use
 /// (Linux `/proc/cpuinfo`; faer and pulp pick AVX-512 or AVX2 at run time):
-/// `Intel(R) Xeon(R) ..., 2 threads (avx2, fma, avx512f, avx512_bf16)`.
+/// `Intel(R) Xeon(R) ..., 2 threads (avx2, fma, avx512f, avx512_bf16)`, followed by
+/// `, a pool of N threads` where the rayon pool the kernels run on has another size.
 pub fn cpu_description() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
@@ -528,11 +529,14 @@ pub fn cpu_description() -> String {
     .into_iter()
     .filter(|f| flags.split_whitespace().any(|x| x == *f))
     .collect();
-    format!(
-        "{model}, {} threads ({})",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        sets.join(", ")
-    )
+    let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // The pool the kernels run on, where `RAYON_NUM_THREADS` or the caller sized it otherwise.
+    let pool = rayon::current_num_threads();
+    let pool = match pool == threads {
+        true => String::new(),
+        false => format!(", a pool of {pool} threads"),
+    };
+    format!("{model}, {threads} threads ({}){pool}", sets.join(", "))
 }
 
 /// The scoring table in Markdown, the CPU named above it.
@@ -653,6 +657,29 @@ mod tests {
         let e = python_rows("sh", &script, &[]).unwrap_err().to_string();
         assert!(e.contains("rows.sh") && e.contains("broken"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A rayon pool of another size than the machine's threads is named, as the kernels'
+    /// blocks follow it.
+    #[test]
+    fn the_cpu_line_names_a_pool_of_another_size() {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads + 1)
+            .build()
+            .unwrap();
+        let line = pool.install(cpu_description);
+        let suffix = format!(", a pool of {} threads", threads + 1);
+        assert!(line.ends_with(&suffix), "{line}");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let line = pool.install(cpu_description);
+        assert!(
+            line.contains(&format!(", {threads} threads (")) && !line.contains("pool"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -211,7 +211,8 @@ fn apply_mask<T: crate::kernels::Float>(buf: &mut [T], p: f64, seed: u64) {
 /// single-threaded on its thread (faer's sequential kernel over the whole inner dimension):
 /// blocks of rows where each thread gets at least [`MIN_BLOCK_ROWS`] of them (a packed batch),
 /// otherwise blocks of columns where each gets at least [`MIN_BLOCK_COLS`] (a prompt or a
-/// decoding step); faer's own parallel split for narrower products.
+/// decoding step); faer's own parallel split for narrower products and for an inner
+/// dimension under [`MIN_BLOCK_INNER`].
 ///
 /// On the 2-core Intel Xeon of issue #27 this ran the decoder's projection shapes (20 to 700
 /// rows, `576 x 192` to `1536 x 576`) up to 1.8x as fast as faer's parallel product, 1.3x
@@ -229,7 +230,7 @@ pub(crate) fn mm<T: GemmFloat>(
 ) {
     let threads = rayon::current_num_threads();
     let (rows, _, n) = dims;
-    let by = if threads < 2 {
+    let by = if threads < 2 || dims.1 < MIN_BLOCK_INNER {
         None
     } else if rows >= threads * MIN_BLOCK_ROWS {
         Some(Cut::Rows)
@@ -255,6 +256,12 @@ pub(crate) fn mm<T: GemmFloat>(
 /// fast as column blocks and the others alike; at 150 rows a thread, column blocks ran every
 /// shape faster. Narrow products (a LoRA rank) with many rows take row blocks too.
 const MIN_BLOCK_ROWS: usize = 200;
+
+/// The shortest inner dimension [`mm`] cuts into blocks (a LoRA adapter's `B` product, whose
+/// inner dimension is the rank, takes faer's own split): a block then always has more than
+/// faer's 16³ multiply-adds, below which faer takes another kernel (`nano-gemm`), or a
+/// single row, which takes faer's matrix-vector kernel whole or in blocks alike.
+const MIN_BLOCK_INNER: usize = 64;
 
 /// The fewest output columns a thread takes in [`mm`]'s column blocks.
 const MIN_BLOCK_COLS: usize = 64;

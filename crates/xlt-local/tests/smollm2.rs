@@ -370,3 +370,85 @@ fn letter_logprobs_match_transformers_in_f32_in_four_languages() {
         assert_eq!(*row, alone[i], "case {i} beside other cases");
     }
 }
+
+/// A fine-tune's adapter, loaded as a study loads one (`with_adapter`, frozen), keeps the
+/// scores batch-invariant on the real model: each prompt's letters and full next-token
+/// log-probabilities are the same bits alone and in batches in either order, beside a prompt
+/// long enough that the batch's projections take row blocks (over 400 rows on 2 threads) and
+/// one with a single token after its context.
+#[test]
+fn an_adapter_keeps_the_scores_batch_invariant() {
+    use xlt_local::{LoraConfig, attach_lora, save_adapter};
+    use xlt_provider::Role;
+    let base = load(DType::F32);
+    let config = LoraConfig::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut trained = load(DType::F32);
+    for (i, p) in attach_lora(trained.model_mut(), &config, 11)
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        // PEFT starts B at zero; a fine-tuned B is not.
+        let b = (p.b.ones_like().unwrap() * (0.002 * (1 + i % 3) as f64)).unwrap();
+        p.b.set(&b).unwrap();
+    }
+    save_adapter(
+        trained.model(),
+        &config,
+        "SmolLM2-135M-Instruct",
+        dir.path(),
+    )
+    .unwrap();
+    let adapted = base.with_adapter(dir.path()).unwrap();
+    assert!(adapted.scores_batch_invariant());
+    let system = "Reply with the letter of the correct option and nothing else.";
+    let question = |text: &str| {
+        let messages = [
+            ChatMessage::new(Role::System, system),
+            ChatMessage::new(Role::User, text),
+        ];
+        adapted.encode_chat_prompt(&messages).unwrap()
+    };
+    let long = "Which of these rivers is the longest? ".repeat(60)
+        + "\nA. Nile\nB. Po\nC. Rhine\nD. Thames";
+    let mut prompts = vec![
+        question("What is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 6"),
+        question(&long),
+        question("Welches Organ pumpt das Blut?\nA. Herz\nB. Leber\nC. Lunge\nD. Niere"),
+    ];
+    let one = prompts[0].tokens().to_vec();
+    prompts.push(ChatPrompt::new(one.clone(), one.len() - 1));
+    assert!(
+        prompts[1].tokens().len() - prompts[1].context() > 400,
+        "the long prompt"
+    );
+    let alone: Vec<[f64; 4]> = prompts
+        .iter()
+        .map(|p| adapted.letter_logprobs(std::slice::from_ref(p)).unwrap()[0])
+        .collect();
+    let reversed: Vec<ChatPrompt> = prompts.iter().rev().cloned().collect();
+    assert_eq!(adapted.letter_logprobs(&prompts).unwrap(), alone);
+    let backwards = adapted.letter_logprobs(&reversed).unwrap();
+    assert!(backwards.iter().rev().eq(alone.iter()), "reversed");
+    let next = |ps: &[ChatPrompt]| -> Vec<Vec<u32>> {
+        let rows = adapted.next_token_logprobs(ps).unwrap();
+        rows.iter()
+            .map(|r| r.iter().map(|v| v.to_bits()).collect())
+            .collect()
+    };
+    let next_alone: Vec<Vec<u32>> = prompts
+        .iter()
+        .flat_map(|p| next(std::slice::from_ref(p)))
+        .collect();
+    assert_eq!(next(&prompts), next_alone);
+    // Not vacuous: the adapter moves the letters.
+    let unadapted = base.letter_logprobs(&prompts[..1]).unwrap()[0];
+    let moved = (0..4)
+        .map(|k| (alone[0][k] - unadapted[k]).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-3,
+        "the adapter moves the letters by {moved} nat only"
+    );
+}
