@@ -69,6 +69,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if args.products {
+        return products(&args);
+    }
     let path = xlt::fixtures_dir().join("global-mmlu/lite/en.test.csv");
     let mut questions = xlt::data::load_file(&path, Some(Language::English))?;
     questions.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
@@ -101,22 +104,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             Ops::default()
         },
     };
-    if args.products && (args.dtype != "f32" || args.device != "cpu") {
-        anyhow::bail!(
-            "--products times f32 products on the CPU, not --dtype {} --device {}",
-            args.dtype,
-            args.device
-        );
-    }
     let source = ModelSource::parse(&args.base_model)?;
     let mut model = LocalModel::load(&source, &options)?;
-    if args.products {
-        let config = model.model().config().clone();
-        drop(model);
-        let table = bench::product_table(&config, &bench::PRODUCT_ROWS, 1.0);
-        xlt_cli::outln!("{}", table.trim_end())?;
-        return Ok(());
-    }
     let engine = format!("xlt-local (candle) {}, {}", args.dtype, args.device);
     let mut rows = if args.train {
         let row = bench::training_row(&mut model, &engine, &chats, train, |r| {
@@ -171,6 +160,26 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         bench::scoring_table(&rows)
     };
+    xlt_cli::outln!("{}", table.trim_end())?;
+    Ok(())
+}
+
+/// `--products`: the projections' products at the model's shapes; the model is loaded for
+/// its config alone.
+fn products(args: &Args) -> anyhow::Result<()> {
+    if args.dtype != "f32" || args.device != "cpu" {
+        anyhow::bail!(
+            "--products times f32 products on the CPU, not --dtype {} --device {}",
+            args.dtype,
+            args.device
+        );
+    }
+    let source = ModelSource::parse(&args.base_model)?;
+    let config = LocalModel::load(&source, &LoadOptions::default())?
+        .model()
+        .config()
+        .clone();
+    let table = bench::product_table(&config, &bench::PRODUCT_ROWS, 1.0);
     xlt_cli::outln!("{}", table.trim_end())?;
     Ok(())
 }

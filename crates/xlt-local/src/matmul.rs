@@ -229,8 +229,8 @@ pub(crate) fn mm<T: GemmFloat>(
     add: bool,
 ) {
     let threads = rayon::current_num_threads();
-    let (rows, _, n) = dims;
-    let by = if threads < 2 || dims.1 < MIN_BLOCK_INNER {
+    let (rows, k, n) = dims;
+    let by = if threads < 2 || k < MIN_BLOCK_INNER {
         None
     } else if rows >= threads * MIN_BLOCK_ROWS {
         Some(Cut::Rows)
@@ -616,6 +616,7 @@ mod tests {
                 (37, 96, 1000),
                 (450, 576, 192),
                 (601, 96, 40),
+                (3, 16, 576),
             ] {
                 for (lhs_t, rhs_t, add) in [(false, true, false), (true, false, true)] {
                     let lhs: Vec<f32> = (0..rows * k).map(|i| value(i, 1013)).collect();
